@@ -1,0 +1,339 @@
+//! The broker's vocabulary: channel names, event types, event ids and the
+//! published [`Event`] itself.
+//!
+//! ## Event ids
+//! Every event gets the id `<epoch>-<seq>`: `seq` counts the events of one
+//! channel from 1, and `epoch` (base 36) names the lifetime of that channel's
+//! history. A channel's epoch changes when its history starts afresh (the
+//! broker restarted, or the channel was stopped after its history expired), so
+//! an id from an older life is recognised instead of being confused with a new
+//! event of the same number.
+//!
+//! A multi-channel stream cannot use one channel's id: `EventSource` keeps only
+//! the last id, and it must say how far the client got on *every* channel. Its
+//! ids are cursors, `a=<epoch>-<seq>,b=<epoch>-<seq>`, whose first entry names
+//! the channel of the event itself.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crate::sse::{self, Frame};
+
+/// Longest channel name accepted.
+pub const MAX_CHANNEL_LEN: usize = 128;
+/// Longest event type accepted.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// Event types starting with this are the broker's own notices.
+pub const RESERVED_EVENT_PREFIX: &str = "broker.";
+
+/// A validated channel name: 1 to 128 of `A-Z a-z 0-9 _ - . : @`.
+/// `,` and `=` stay out because they delimit multi-channel cursors, and `/`
+/// because the name is one path segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(Arc<str>);
+
+impl ChannelName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err("channel name is empty".into());
+        }
+        if name.len() > MAX_CHANNEL_LEN {
+            return Err(format!(
+                "channel name is longer than {MAX_CHANNEL_LEN} bytes"
+            ));
+        }
+        if let Some(bad) = name.chars().find(|c| !is_channel_char(*c)) {
+            return Err(format!(
+                "channel name contains {bad:?}; allowed are A-Z a-z 0-9 _ - . : @"
+            ));
+        }
+        Ok(Self(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_channel_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@')
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated event type: 1 to 64 printable ASCII characters without spaces,
+/// not starting with the reserved `broker.` prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventType(Arc<str>);
+
+impl EventType {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if name.is_empty() || name.len() > MAX_EVENT_TYPE_LEN {
+            return Err(format!(
+                "event type must be 1 to {MAX_EVENT_TYPE_LEN} characters"
+            ));
+        }
+        if !name.chars().all(|c| c.is_ascii_graphic()) {
+            return Err("event type may only contain printable ASCII without spaces".into());
+        }
+        if name.starts_with(RESERVED_EVENT_PREFIX) {
+            return Err(format!(
+                "event types starting with {RESERVED_EVENT_PREFIX:?} are reserved"
+            ));
+        }
+        Ok(Self(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Names one lifetime of a channel's history. New epochs are strictly
+/// increasing within a process and start from the wall clock in microseconds,
+/// so they also differ from the epochs of an earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(u64);
+
+impl Epoch {
+    pub fn new() -> Self {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let mut last = LAST.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Self(next),
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+impl Default for Epoch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A position in a channel: the id of an event, or the point before the
+/// first event (`seq` 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId {
+    pub epoch: Epoch,
+    pub seq: u64,
+}
+
+impl EventId {
+    /// Parses `<epoch base 36>-<seq>`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (epoch, seq) = text.split_once('-')?;
+        if epoch.is_empty() || epoch.len() > 13 || seq.is_empty() || seq.len() > 20 {
+            return None;
+        }
+        let epoch = u64::from_str_radix(epoch, 36).ok()?;
+        let seq = seq.parse().ok()?;
+        Some(Self {
+            epoch: Epoch(epoch),
+            seq,
+        })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut digits = [0u8; 13];
+        let mut n = self.epoch.0;
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+            n /= 36;
+            if n == 0 {
+                break;
+            }
+        }
+        let epoch = std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?;
+        write!(f, "{epoch}-{}", self.seq)
+    }
+}
+
+/// What a client says it has seen of one channel when it (re)connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// A position the broker issued (it may still be too old or from another epoch).
+    Id(EventId),
+    /// Something that is not an id of ours: the client missed an unknown amount.
+    Unknown(String),
+}
+
+/// Splits a Last-Event-ID into per-channel resume points. A bare id applies
+/// to a single-channel stream; a cursor `a=<id>,b=<id>` names its channels.
+/// Channels the cursor does not mention start live.
+pub fn parse_cursor(text: &str, channels: &[ChannelName]) -> Vec<Option<ResumeFrom>> {
+    let classify = |id: &str| match EventId::parse(id) {
+        Some(id) => ResumeFrom::Id(id),
+        None => ResumeFrom::Unknown(id.to_owned()),
+    };
+    if !text.contains('=') {
+        return channels.iter().map(|_| Some(classify(text))).collect();
+    }
+    let entries: Vec<(&str, &str)> = text
+        .split(',')
+        .filter_map(|entry| entry.split_once('='))
+        .collect();
+    channels
+        .iter()
+        .map(|channel| {
+            entries
+                .iter()
+                .find(|(name, _)| *name == channel.as_str())
+                .map(|(_, id)| classify(id))
+        })
+        .collect()
+}
+
+/// A published event as the channel actor keeps it in history and hands it
+/// to subscribers: encoded once, shared by reference count.
+#[derive(Debug)]
+pub struct Event {
+    pub channel: ChannelName,
+    pub id: EventId,
+    pub event_type: Option<EventType>,
+    pub frame: Frame,
+    /// When the event was accepted; history expiry is measured from here.
+    pub published_at: Instant,
+}
+
+impl Event {
+    pub fn new(
+        channel: ChannelName,
+        id: EventId,
+        event_type: Option<EventType>,
+        data: &str,
+    ) -> Arc<Self> {
+        let frame = sse::encode_event(
+            &id.to_string(),
+            event_type.as_ref().map(EventType::as_str),
+            data,
+        );
+        Arc::new(Self {
+            channel,
+            id,
+            event_type,
+            frame,
+            published_at: Instant::now(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids print and parse back.
+    #[test]
+    fn event_id_round_trips() {
+        let id = EventId {
+            epoch: Epoch::new(),
+            seq: 42,
+        };
+        assert_eq!(EventId::parse(&id.to_string()), Some(id));
+        assert_eq!(
+            EventId::parse("0-0"),
+            Some(EventId {
+                epoch: Epoch(0),
+                seq: 0
+            })
+        );
+        for bad in [
+            "",
+            "-",
+            "abc",
+            "x-",
+            "-1",
+            "a-b",
+            "zzzzzzzzzzzzzz-1",
+            "a-1-2",
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// Epochs never repeat within a process.
+    #[test]
+    fn epochs_increase() {
+        let a = Epoch::new();
+        let b = Epoch::new();
+        assert!(b.0 > a.0);
+    }
+
+    /// Channel names follow the documented grammar.
+    #[test]
+    fn channel_grammar() {
+        for ok in [
+            "test",
+            "orders.eu-1",
+            "user:42@site",
+            "a_b",
+            &"x".repeat(128),
+        ] {
+            assert!(ChannelName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "a,b",
+            "a=b",
+            "é",
+            "a\nb",
+            &"x".repeat(129),
+        ] {
+            assert!(ChannelName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Event types reject line breaks, spaces and the reserved prefix.
+    #[test]
+    fn event_type_grammar() {
+        assert!(EventType::parse("user.created").is_ok());
+        for bad in ["", "a b", "a\nb", "a\0", "broker.gap", &"x".repeat(65)] {
+            assert!(EventType::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A cursor assigns each channel its own resume point.
+    #[test]
+    fn cursor_parsing() {
+        let a = ChannelName::parse("a").unwrap();
+        let b = ChannelName::parse("b").unwrap();
+        let c = ChannelName::parse("c").unwrap();
+        let id = EventId {
+            epoch: Epoch(5),
+            seq: 3,
+        };
+        let cursor = format!("b={id},a=junk");
+        let points = parse_cursor(&cursor, &[a.clone(), b.clone(), c]);
+        assert_eq!(points[0], Some(ResumeFrom::Unknown("junk".into())));
+        assert_eq!(points[1], Some(ResumeFrom::Id(id)));
+        assert_eq!(points[2], None);
+        assert_eq!(
+            parse_cursor(&id.to_string(), &[a]),
+            vec![Some(ResumeFrom::Id(id))]
+        );
+    }
+}

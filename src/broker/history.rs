@@ -1,0 +1,270 @@
+//! A channel's retained events, bounded by count and age, and the answer to
+//! "what did a client miss since this id?".
+//!
+//! Owned by one `ChannelActor`; nothing else touches it, so it needs no lock.
+
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::event::{Epoch, Event, EventId, ResumeFrom};
+
+/// Why a resume could not be served completely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The id belongs to another lifetime of the channel (e.g. before a restart).
+    UnknownEpoch,
+    /// The id is not one the broker issues.
+    UnknownId,
+    /// The events right after the id have already left the history.
+    HistoryTrimmed,
+}
+
+impl GapReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownEpoch => "unknown-epoch",
+            Self::UnknownId => "unknown-id",
+            Self::HistoryTrimmed => "history-trimmed",
+        }
+    }
+}
+
+/// What a resuming subscriber gets: the retained events it has not seen and,
+/// when that is not everything it missed, the reason.
+#[derive(Debug)]
+pub struct Replay {
+    pub events: Vec<Arc<Event>>,
+    pub gap: Option<GapReason>,
+    /// The position the replay continues from: the requested id, or after a
+    /// gap the last id that is no longer retained.
+    pub from: EventId,
+}
+
+#[derive(Debug)]
+pub struct History {
+    epoch: Epoch,
+    events: VecDeque<Arc<Event>>,
+    max_events: usize,
+    max_age: Duration,
+    /// The newest seq that is no longer retained (0 when nothing was dropped):
+    /// a client at or after it can be served completely.
+    floor: u64,
+    /// The seq of the newest event ever appended in this epoch.
+    head: u64,
+}
+
+impl History {
+    pub fn new(epoch: Epoch, max_events: usize, max_age: Duration) -> Self {
+        Self {
+            epoch,
+            events: VecDeque::with_capacity(max_events.min(16)),
+            max_events,
+            max_age,
+            floor: 0,
+            head: 0,
+        }
+    }
+
+    /// The id the next event gets.
+    pub fn next_id(&self) -> EventId {
+        EventId {
+            epoch: self.epoch,
+            seq: self.head + 1,
+        }
+    }
+
+    /// The id of the newest event (seq 0 before the first).
+    pub fn head(&self) -> EventId {
+        EventId {
+            epoch: self.epoch,
+            seq: self.head,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Appends the event made with [`Self::next_id`], trimming to `max_events`.
+    pub fn push(&mut self, event: Arc<Event>) {
+        debug_assert_eq!(event.id, self.next_id());
+        self.head = event.id.seq;
+        if self.max_events == 0 {
+            self.floor = self.head;
+            return;
+        }
+        if self.events.len() == self.max_events {
+            self.drop_oldest();
+        }
+        self.events.push_back(event);
+    }
+
+    /// Drops events older than `max_age`; returns how many left.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut dropped = 0;
+        while let Some(oldest) = self.events.front() {
+            if now.saturating_duration_since(oldest.published_at) < self.max_age {
+                break;
+            }
+            self.drop_oldest();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(old) = self.events.pop_front() {
+            self.floor = old.id.seq;
+        }
+    }
+
+    /// Everything retained after `from`, and whether that covers all the
+    /// client missed. An unusable `from` replays the whole history after a gap.
+    pub fn since(&self, from: &ResumeFrom) -> Replay {
+        let gap_from_floor = |gap| Replay {
+            events: self.events.iter().cloned().collect(),
+            gap: Some(gap),
+            from: EventId {
+                epoch: self.epoch,
+                seq: self.floor,
+            },
+        };
+        let id = match from {
+            ResumeFrom::Unknown(_) => return gap_from_floor(GapReason::UnknownId),
+            ResumeFrom::Id(id) => *id,
+        };
+        if id.epoch != self.epoch {
+            return gap_from_floor(GapReason::UnknownEpoch);
+        }
+        if id.seq > self.head {
+            return gap_from_floor(GapReason::UnknownId);
+        }
+        if id.seq < self.floor {
+            return gap_from_floor(GapReason::HistoryTrimmed);
+        }
+        // Retained seqs are contiguous, so the start is found by arithmetic.
+        let first_retained = self.floor + 1;
+        let skip = (id.seq + 1).saturating_sub(first_retained) as usize;
+        Replay {
+            events: self.events.iter().skip(skip).cloned().collect(),
+            gap: None,
+            from: id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::event::ChannelName;
+
+    fn history(max_events: usize) -> History {
+        History::new(Epoch::new(), max_events, Duration::from_secs(60))
+    }
+
+    fn publish(history: &mut History, n: usize) {
+        let channel = ChannelName::parse("c").unwrap();
+        for _ in 0..n {
+            let event = Event::new(channel.clone(), history.next_id(), None, "x");
+            history.push(event);
+        }
+    }
+
+    fn seqs(replay: &Replay) -> Vec<u64> {
+        replay.events.iter().map(|e| e.id.seq).collect()
+    }
+
+    /// A client a few events behind gets exactly those events.
+    #[test]
+    fn replays_exactly_what_was_missed() {
+        let mut h = history(10);
+        publish(&mut h, 5);
+        let from = ResumeFrom::Id(EventId {
+            epoch: h.epoch,
+            seq: 2,
+        });
+        let replay = h.since(&from);
+        assert_eq!(seqs(&replay), vec![3, 4, 5]);
+        assert_eq!(replay.gap, None);
+        let up_to_date = h.since(&ResumeFrom::Id(h.head()));
+        assert!(up_to_date.events.is_empty() && up_to_date.gap.is_none());
+    }
+
+    /// Once events were trimmed, a client behind the floor is told of the gap.
+    #[test]
+    fn trimmed_history_reports_gap() {
+        let mut h = history(3);
+        publish(&mut h, 7);
+        let replay = h.since(&ResumeFrom::Id(EventId {
+            epoch: h.epoch,
+            seq: 2,
+        }));
+        assert_eq!(replay.gap, Some(GapReason::HistoryTrimmed));
+        assert_eq!(seqs(&replay), vec![5, 6, 7]);
+        assert_eq!(replay.from.seq, 4);
+        // Exactly at the floor nothing is missing.
+        let replay = h.since(&ResumeFrom::Id(EventId {
+            epoch: h.epoch,
+            seq: 4,
+        }));
+        assert_eq!((seqs(&replay), replay.gap), (vec![5, 6, 7], None));
+    }
+
+    /// Ids from another epoch, from the future or not ours are gaps.
+    #[test]
+    fn foreign_ids_are_gaps() {
+        let mut h = history(3);
+        publish(&mut h, 2);
+        let old = ResumeFrom::Id(EventId {
+            epoch: Epoch::new(),
+            seq: 1,
+        });
+        assert_eq!(h.since(&old).gap, Some(GapReason::UnknownEpoch));
+        let future = ResumeFrom::Id(EventId {
+            epoch: h.epoch,
+            seq: 9,
+        });
+        assert_eq!(h.since(&future).gap, Some(GapReason::UnknownId));
+        let junk = h.since(&ResumeFrom::Unknown("zz".into()));
+        assert_eq!(
+            (junk.gap, seqs(&junk)),
+            (Some(GapReason::UnknownId), vec![1, 2])
+        );
+    }
+
+    /// Age expiry moves the floor like trimming does.
+    #[test]
+    fn expiry_drops_old_events() {
+        let mut h = History::new(Epoch::new(), 10, Duration::from_millis(0));
+        publish(&mut h, 3);
+        assert_eq!(h.expire(Instant::now()), 3);
+        assert!(h.is_empty());
+        assert_eq!(h.next_id().seq, 4);
+        let replay = h.since(&ResumeFrom::Id(EventId {
+            epoch: h.epoch,
+            seq: 1,
+        }));
+        assert_eq!(replay.gap, Some(GapReason::HistoryTrimmed));
+    }
+
+    /// With history off every resume past the head is a gap, but ids still count up.
+    #[test]
+    fn no_history() {
+        let mut h = history(0);
+        publish(&mut h, 2);
+        assert_eq!(h.len(), 0);
+        assert_eq!(h.head().seq, 2);
+        let replay = h.since(&ResumeFrom::Id(EventId {
+            epoch: h.epoch,
+            seq: 1,
+        }));
+        assert_eq!(replay.gap, Some(GapReason::HistoryTrimmed));
+    }
+}

@@ -1,0 +1,99 @@
+//! The broker proper, free of HTTP: channel actors, the registry that routes
+//! to them, pulses and the demo publisher.
+//!
+//! Message flow: an HTTP handler sends one message (`Publish`, `Subscribe`,
+//! `Pulse`, …) to the [`RegistryActor`], which finds or creates the
+//! [`ChannelActor`] for the channel and forwards the message unchanged; the
+//! channel actor answers on the `oneshot` the message carries. Every message
+//! reaches a channel through the registry, in order, which is what lets the
+//! registry stop idle channels without racing a late subscriber.
+
+pub mod channel;
+pub mod demo;
+pub mod event;
+pub mod history;
+pub mod pulse;
+pub mod registry;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+pub use channel::ChannelActor;
+pub use event::{ChannelName, Event, EventId, EventType, ResumeFrom};
+pub use registry::RegistryActor;
+
+/// Why the broker could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BrokerError {
+    #[error("the broker already holds its maximum of {0} channels")]
+    TooManyChannels(usize),
+    #[error("no channel named {0:?}")]
+    UnknownChannel(String),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    #[error("the broker did not answer")]
+    Unavailable,
+}
+
+/// The answer to a caller awaiting a broker message.
+pub type Reply<T> = oneshot::Sender<Result<T, BrokerError>>;
+
+/// Awaits a reply; a dropped sender means the actor is gone.
+pub async fn await_reply<T>(
+    rx: oneshot::Receiver<Result<T, BrokerError>>,
+) -> Result<T, BrokerError> {
+    rx.await.unwrap_or(Err(BrokerError::Unavailable))
+}
+
+/// What travels down a subscriber's queue.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Event(Arc<Event>),
+    /// A pre-encoded comment (heartbeats); shared by every subscriber.
+    Comment(Bytes),
+}
+
+/// The sending half of one subscriber's queue, as a channel actor holds it.
+/// A multi-channel stream gives a clone to each of its channels.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub id: u64,
+    pub tx: mpsc::Sender<Delivery>,
+    /// Set by the channel that found the queue full: the stream must end so
+    /// the client reconnects and replays from history. Shared by all
+    /// channels of a multi-channel stream.
+    pub evicted: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    /// A new queue of `capacity` frames and its subscriber handle.
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Delivery>) {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        (
+            Self {
+                id,
+                tx,
+                evicted: Arc::new(AtomicBool::new(false)),
+            },
+            rx,
+        )
+    }
+}
+
+/// Broker-wide counters, read by `GET /channels` without asking any actor.
+#[derive(Debug, Default)]
+pub struct ChannelStats {
+    pub subscribers: AtomicU64,
+    pub published: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub history: AtomicU64,
+    pub pulses: AtomicU64,
+    pub evicted: AtomicU64,
+}

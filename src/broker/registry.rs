@@ -1,0 +1,352 @@
+//! `RegistryActor`: the one entry point of the broker. It creates channel
+//! actors on demand (spread over the broker's arbiters), forwards every
+//! channel message to them, answers listings, keeps the pulse book, and stops
+//! channels that have gone idle.
+//!
+//! Stopping is race-free because every channel message passes through here:
+//! the registry counts what it forwarded to each channel, the channel reports
+//! how many it received when it finds itself idle, and only when the two
+//! counts agree (nothing in flight) is the channel forgotten and retired.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, atomic::Ordering},
+    time::{Instant, SystemTime},
+};
+
+use actix::prelude::*;
+use log::{info, warn};
+use serde::Serialize;
+
+use super::{
+    BrokerError, ChannelStats,
+    channel::{
+        ChannelActor, ChannelConfig, CloseSubscribers, CountPulse, Inspect, Publish, Retire,
+        Subscribe, Unsubscribe,
+    },
+    event::{ChannelName, EventId},
+    pulse::{PulseBook, PulseRecord},
+};
+use crate::config::Settings;
+
+struct ChannelEntry {
+    addr: Addr<ChannelActor>,
+    stats: Arc<ChannelStats>,
+    /// The channel's epoch, as its `lastEventId` is shown in listings.
+    head_at_start: EventId,
+    /// Messages forwarded to this channel (see the module docs).
+    forwarded: u64,
+}
+
+pub struct RegistryActor {
+    channels: HashMap<ChannelName, ChannelEntry>,
+    /// Arbiters that run channel actors; empty means the registry's own.
+    arbiters: Vec<ArbiterHandle>,
+    hasher: RandomState,
+    channel_config: ChannelConfig,
+    max_channels: usize,
+    pulses: PulseBook,
+    /// Set at shutdown: no new subscriptions.
+    closing: bool,
+}
+
+impl RegistryActor {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            channels: HashMap::new(),
+            arbiters: Vec::new(),
+            hasher: RandomState::new(),
+            channel_config: ChannelConfig {
+                history_max_events: settings.history.max_events,
+                history_max_age: settings.history.max_age,
+                tick: settings.stream.heartbeat,
+            },
+            max_channels: settings.broker.max_channels,
+            pulses: PulseBook::new(settings.pulses.clone()),
+            closing: false,
+        }
+    }
+
+    /// Runs channel actors on these arbiters instead of the registry's own.
+    pub fn with_arbiters(mut self, arbiters: Vec<ArbiterHandle>) -> Self {
+        self.arbiters = arbiters;
+        self
+    }
+
+    /// The channel `name`'s address, counting one forwarded message; the
+    /// channel is created when `create` is set and there is room.
+    fn route(
+        &mut self,
+        name: &ChannelName,
+        create: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<Option<Addr<ChannelActor>>, BrokerError> {
+        if !self.channels.contains_key(name) {
+            if !create {
+                return Ok(None);
+            }
+            if self.channels.len() >= self.max_channels {
+                return Err(BrokerError::TooManyChannels(self.max_channels));
+            }
+            let stats = Arc::new(ChannelStats::default());
+            let actor = ChannelActor::new(
+                name.clone(),
+                &self.channel_config,
+                Arc::clone(&stats),
+                ctx.address(),
+            );
+            let head_at_start = actor.head();
+            let addr = match self.arbiters.len() {
+                0 => actor.start(),
+                n => {
+                    let arbiter = &self.arbiters[(self.hasher.hash_one(name) % n as u64) as usize];
+                    ChannelActor::start_in_arbiter(arbiter, move |_| actor)
+                }
+            };
+            self.channels.insert(
+                name.clone(),
+                ChannelEntry {
+                    addr,
+                    stats,
+                    head_at_start,
+                    forwarded: 0,
+                },
+            );
+        }
+        Ok(self.channels.get_mut(name).map(|entry| {
+            entry.forwarded += 1;
+            entry.addr.clone()
+        }))
+    }
+
+    fn summary(name: &ChannelName, entry: &ChannelEntry) -> ChannelSummary {
+        let last_seq = entry.stats.last_seq.load(Ordering::Relaxed);
+        ChannelSummary {
+            name: name.to_string(),
+            subscribers: entry.stats.subscribers.load(Ordering::Relaxed),
+            published: entry.stats.published.load(Ordering::Relaxed),
+            last_event_id: EventId {
+                seq: last_seq,
+                ..entry.head_at_start
+            }
+            .to_string(),
+            history: entry.stats.history.load(Ordering::Relaxed),
+            pulses: entry.stats.pulses.load(Ordering::Relaxed),
+            evicted: entry.stats.evicted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Forgetting silent pulse clients needs no precision: the channel tick will do.
+        ctx.run_interval(self.channel_config.tick, |actor, _| {
+            actor.pulses.forget_silent(Instant::now())
+        });
+    }
+}
+
+impl Handler<Publish> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        match self.route(&msg.channel, true, ctx) {
+            Ok(Some(channel)) => channel.do_send(msg),
+            Ok(None) => {}
+            Err(err) => {
+                warn!("publish refused channel={} reason={err}", msg.channel);
+                if let Some(reply) = msg.reply {
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Subscribe> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
+        if self.closing {
+            let _ = msg.reply.send(Err(BrokerError::ShuttingDown));
+            return;
+        }
+        match self.route(&msg.channel, true, ctx) {
+            Ok(Some(channel)) => channel.do_send(msg),
+            Ok(None) => {}
+            Err(err) => {
+                warn!("subscribe refused channel={} reason={err}", msg.channel);
+                let _ = msg.reply.send(Err(err));
+            }
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) {
+        if let Ok(Some(channel)) = self.route(&msg.channel, false, ctx) {
+            channel.do_send(msg);
+        }
+    }
+}
+
+impl Handler<Inspect> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Inspect, ctx: &mut Self::Context) {
+        match self.route(&msg.channel, false, ctx) {
+            Ok(Some(channel)) => channel.do_send(msg),
+            _ => {
+                let _ = msg
+                    .reply
+                    .send(Err(BrokerError::UnknownChannel(msg.channel.to_string())));
+            }
+        }
+    }
+}
+
+/// A client's liveness report, optionally for one channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pulse {
+    pub client_id: Arc<str>,
+    pub channel: Option<ChannelName>,
+}
+
+impl Handler<Pulse> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Pulse, ctx: &mut Self::Context) {
+        self.pulses
+            .record(&msg.client_id, Instant::now(), SystemTime::now());
+        if let Some(channel) = msg.channel {
+            // Pulses do not create channels: they count where there is one.
+            if let Ok(Some(addr)) = self.route(&channel, false, ctx) {
+                addr.do_send(CountPulse {
+                    channel,
+                    client_id: msg.client_id,
+                });
+            }
+        }
+    }
+}
+
+/// One channel in `GET /channels`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelSummary {
+    pub name: String,
+    pub subscribers: u64,
+    pub published: u64,
+    pub last_event_id: String,
+    pub history: u64,
+    pub pulses: u64,
+    /// Subscribers evicted as slow consumers.
+    pub evicted: u64,
+}
+
+/// List channels, or one channel when `name` is set.
+#[derive(Message)]
+#[rtype(result = "Vec<ChannelSummary>")]
+pub struct ListChannels {
+    pub name: Option<ChannelName>,
+}
+
+impl Handler<ListChannels> for RegistryActor {
+    type Result = MessageResult<ListChannels>;
+
+    fn handle(&mut self, msg: ListChannels, _: &mut Self::Context) -> Self::Result {
+        let mut list: Vec<_> = match msg.name {
+            Some(name) => self
+                .channels
+                .get(&name)
+                .map(|e| Self::summary(&name, e))
+                .into_iter()
+                .collect(),
+            None => self
+                .channels
+                .iter()
+                .map(|(name, e)| Self::summary(name, e))
+                .collect(),
+        };
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        MessageResult(list)
+    }
+}
+
+/// The pulse book as `GET /pulses` shows it.
+#[derive(Message)]
+#[rtype(result = "Vec<PulseRecord>")]
+pub struct ListPulses;
+
+impl Handler<ListPulses> for RegistryActor {
+    type Result = MessageResult<ListPulses>;
+
+    fn handle(&mut self, _: ListPulses, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.pulses.records(Instant::now()))
+    }
+}
+
+/// Every client id the pulse book remembers (for `DELETE /killall`).
+#[derive(Message)]
+#[rtype(result = "Vec<Arc<str>>")]
+pub struct KnownClients;
+
+impl Handler<KnownClients> for RegistryActor {
+    type Result = MessageResult<KnownClients>;
+
+    fn handle(&mut self, _: KnownClients, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.pulses.client_ids())
+    }
+}
+
+/// From a channel that has no subscribers and no history: may it stop?
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelIdle {
+    pub channel: ChannelName,
+    /// How many registry messages the channel had received when it checked.
+    pub received: u64,
+}
+
+impl Handler<ChannelIdle> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChannelIdle, _: &mut Self::Context) {
+        let idle = self
+            .channels
+            .get(&msg.channel)
+            .is_some_and(|e| e.forwarded == msg.received);
+        if idle && let Some(entry) = self.channels.remove(&msg.channel) {
+            entry.addr.do_send(Retire);
+        }
+    }
+}
+
+/// Shutdown: refuse new subscriptions and end every open stream.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for RegistryActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> usize {
+        self.closing = true;
+        let mut streams = 0;
+        for entry in self.channels.values() {
+            streams += entry.stats.subscribers.load(Ordering::Relaxed) as usize;
+            entry.addr.do_send(CloseSubscribers);
+        }
+        info!(
+            "closing streams channels={} subscribers={streams}",
+            self.channels.len()
+        );
+        streams
+    }
+}

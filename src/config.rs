@@ -1,0 +1,217 @@
+//! Configuration: the [`Settings`] tree and how it is loaded.
+//!
+//! Layers, later ones winning: the development defaults compiled in from
+//! `config/default.toml`, an optional overlay file (`--config`), environment
+//! variables `SSE_BROKER__<SECTION>__<KEY>`, then command-line flags (applied by
+//! `main`). Every key is documented in `config/default.toml`; this module only
+//! gives them types and checks that they make sense together.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+
+/// The development defaults, compiled in so the binary runs with no file.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment variables that override configuration keys;
+/// sections and keys are separated by a double underscore.
+pub const ENV_PREFIX: &str = "SSE_BROKER__";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub stream: StreamSettings,
+    pub history: HistorySettings,
+    pub broker: BrokerSettings,
+    pub pulses: PulseSettings,
+    pub cors: CorsSettings,
+    pub demo: DemoSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address; port 0 picks a free port (tests use it).
+    pub bind: SocketAddr,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Folder with the debug console, served at `/`.
+    pub public_dir: PathBuf,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Grace period for in-flight requests on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Interval of the comment heartbeat on every open stream.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// The `retry:` reconnection hint sent to EventSource clients.
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+    /// Frames queued per subscriber before it is evicted as a slow consumer.
+    pub subscriber_buffer: usize,
+    /// Most channels one multi-channel stream may name.
+    pub max_channels_per_stream: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySettings {
+    /// Events retained per channel for replay.
+    pub max_events: usize,
+    /// Age after which an event leaves the history.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// Arbiter threads running channel actors.
+    pub arbiters: usize,
+    /// Most channels alive at once.
+    pub max_channels: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PulseSettings {
+    /// Silence after which a client is reported as not alive.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// Timestamps kept per client.
+    pub keep_timestamps: usize,
+    /// Silence after which a client is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Most clients remembered at once.
+    pub max_clients: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Allowed origins; `http://host:*` matches any port, `*` any origin.
+    pub allowed_origins: Vec<String>,
+    /// Whether cross-origin requests may carry cookies.
+    pub allow_credentials: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    /// Run the demo publisher.
+    pub enabled: bool,
+    /// Channel the demo events go to.
+    pub channel: String,
+    /// Interval between demo events.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+/// A configuration that cannot be loaded or does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
+}
+
+impl Settings {
+    /// Loads defaults, the optional overlay file and the environment.
+    pub fn load(overlay: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = overlay {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The compiled-in development defaults alone (tests start from these).
+    pub fn defaults() -> Self {
+        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("config/default.toml is compiled in and covered by tests");
+        settings
+    }
+
+    /// Checks the rules no single field can express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: &str| Err(ConfigError::Inconsistent(why.to_owned()));
+        if self.stream.heartbeat.is_zero() {
+            return bad("stream.heartbeat must be greater than 0");
+        }
+        if self.stream.subscriber_buffer == 0 {
+            return bad("stream.subscriber_buffer must be at least 1");
+        }
+        if self.stream.max_channels_per_stream == 0 {
+            return bad("stream.max_channels_per_stream must be at least 1");
+        }
+        if self.broker.arbiters == 0 {
+            return bad("broker.arbiters must be at least 1");
+        }
+        if self.demo.enabled && self.demo.interval.is_zero() {
+            return bad("demo.interval must be greater than 0");
+        }
+        if self.demo.enabled && crate::broker::ChannelName::parse(&self.demo.channel).is_err() {
+            return bad("demo.channel is not a valid channel name");
+        }
+        let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
+        if any_origin && self.cors.allow_credentials {
+            return bad(
+                "cors.allowed_origins \"*\" cannot be combined with cors.allow_credentials",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compiled-in defaults parse and pass validation.
+    #[test]
+    fn defaults_are_valid() {
+        let settings = Settings::defaults();
+        settings.validate().expect("defaults are valid");
+        assert_eq!(settings.server.bind.port(), 8080);
+        assert_eq!(settings.stream.heartbeat, Duration::from_secs(15));
+    }
+
+    /// The production example is a valid overlay.
+    #[test]
+    fn production_example_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
+        let settings = Settings::load(Some(&path)).expect("production.toml loads");
+        assert!(!settings.demo.enabled);
+    }
+
+    /// A wildcard origin together with credentials is refused.
+    #[test]
+    fn wildcard_origin_with_credentials_is_refused() {
+        let mut settings = Settings::defaults();
+        settings.cors.allowed_origins = vec!["*".into()];
+        settings.cors.allow_credentials = true;
+        assert!(settings.validate().is_err());
+    }
+}

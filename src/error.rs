@@ -1,0 +1,188 @@
+//! `ApiError`: every way a request can fail, mapped in one place to an HTTP
+//! status and an RFC 9457 `application/problem+json` body.
+//!
+//! Handlers return `Result<_, ApiError>`; errors raised by actix-web itself
+//! (unknown route, wrong method, malformed query) are rewritten into the same
+//! shape by [`problem_for_framework_errors`].
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    body::{BoxBody, EitherBody, MessageBody},
+    dev::ServiceResponse,
+    http::{StatusCode, header},
+    middleware::ErrorHandlerResponse,
+};
+use serde::Serialize;
+
+use crate::broker::BrokerError;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidChannel(String),
+    #[error("{0}")]
+    InvalidEventType(String),
+    #[error("{0}")]
+    InvalidLastEventId(String),
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooManyChannels(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// A stable, documented identifier for the kind of problem.
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::InvalidChannel(_) => "invalid-channel",
+            Self::InvalidEventType(_) => "invalid-event-type",
+            Self::InvalidLastEventId(_) => "invalid-last-event-id",
+            Self::InvalidJson(_) => "invalid-json",
+            Self::InvalidBody(_) => "invalid-body",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::NotFound(_) => "not-found",
+            Self::TooManyChannels(_) => "too-many-channels",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::InvalidChannel(_) => "Invalid channel name",
+            Self::InvalidEventType(_) => "Invalid event type",
+            Self::InvalidLastEventId(_) => "Invalid Last-Event-ID",
+            Self::InvalidJson(_) => "Invalid JSON",
+            Self::InvalidBody(_) => "Invalid request body",
+            Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::NotFound(_) => "Not found",
+            Self::TooManyChannels(_) => "Too many channels",
+            Self::Unavailable(_) => "Service unavailable",
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(err: BrokerError) -> Self {
+        match err {
+            BrokerError::TooManyChannels(_) => Self::TooManyChannels(err.to_string()),
+            BrokerError::UnknownChannel(_) => Self::NotFound(err.to_string()),
+            BrokerError::ShuttingDown | BrokerError::Unavailable => {
+                Self::Unavailable(err.to_string())
+            }
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(slug: &str, title: &str, status: StatusCode, detail: String) -> Self {
+        Self {
+            kind: format!("urn:sse-broker:problem:{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+        }
+    }
+
+    pub fn response(&self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = HttpResponse::build(status);
+        response.content_type(PROBLEM_JSON);
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            response.insert_header((header::RETRY_AFTER, "5"));
+        }
+        response.body(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidChannel(_)
+            | Self::InvalidEventType(_)
+            | Self::InvalidLastEventId(_)
+            | Self::InvalidJson(_)
+            | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooManyChannels(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        Problem::new(
+            self.slug(),
+            self.title(),
+            self.status_code(),
+            self.to_string(),
+        )
+        .response()
+    }
+}
+
+/// Middleware hook: turns an error response that is not problem+json yet
+/// (actix-web's own 404/405/400s) into one, keeping its status.
+pub fn problem_for_framework_errors<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let detail = match (status, res.response().error()) {
+        (_, Some(err)) => err.to_string(),
+        (StatusCode::NOT_FOUND, None) => format!("no resource at {}", res.request().path()),
+        (StatusCode::METHOD_NOT_ALLOWED, None) => {
+            format!(
+                "{} is not allowed on {}",
+                res.request().method(),
+                res.request().path()
+            )
+        }
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let slug = match status {
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        s if s.is_server_error() => "internal",
+        _ => "bad-request",
+    };
+    let title = status.canonical_reason().unwrap_or("Error");
+    let (req, _) = res.into_parts();
+    let response = Problem::new(slug, title, status, detail).response();
+    let res: ServiceResponse<EitherBody<B>> =
+        ServiceResponse::new(req, response).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
+}

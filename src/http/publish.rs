@@ -1,0 +1,128 @@
+//! `POST /publish/{channel}` (one event) and `POST /publish` (a batch, for
+//! backend jobs).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{
+    AppState,
+    body::{BodyKind, compact_json, event_data, read_body, utf8},
+};
+use crate::{
+    broker::{ChannelName, EventType},
+    error::ApiError,
+};
+
+/// Most events in one batch publish.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+pub struct PublishQuery {
+    event: Option<String>,
+}
+
+/// The answer for each published event.
+#[derive(Debug, Serialize)]
+pub struct PublishedEvent {
+    pub id: String,
+    pub channel: String,
+    /// Subscribers the event was queued for.
+    pub subscribers: usize,
+}
+
+/// `POST /publish/{channel}?event=<type>`
+pub async fn publish_one(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<PublishQuery>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
+    let event_type = parse_event_type(query.into_inner().event)?;
+    let kind = BodyKind::of(&req)?;
+    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let data = event_data(kind, &body)?;
+    let published = state.publish(channel.clone(), event_type, data).await?;
+    Ok(HttpResponse::Accepted().json(PublishedEvent {
+        id: published.id.to_string(),
+        channel: channel.to_string(),
+        subscribers: published.subscribers,
+    }))
+}
+
+fn parse_event_type(event: Option<String>) -> Result<Option<EventType>, ApiError> {
+    event
+        .filter(|e| !e.is_empty())
+        .map(|e| EventType::parse(&e))
+        .transpose()
+        .map_err(ApiError::InvalidEventType)
+}
+
+/// One item of a batch: `data` is any JSON value; a JSON string is
+/// delivered as plain text, anything else as compact JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    channel: String,
+    event: Option<String>,
+    data: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchAnswer {
+    events: Vec<PublishedEvent>,
+}
+
+/// `POST /publish` with `[{"channel": …, "event": …, "data": …}, …]`:
+/// every item is validated before any is published; ids come back in order.
+pub async fn publish_batch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    if BodyKind::of(&req)? != BodyKind::Json {
+        return Err(ApiError::UnsupportedMediaType(
+            "a batch publish must be application/json".into(),
+        ));
+    }
+    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let text = utf8(&body)?;
+    compact_json(text)?;
+    let items: Vec<BatchItem> = serde_json::from_str(text).map_err(|err| {
+        ApiError::InvalidBody(format!(
+            "expected an array of {{\"channel\", \"event\"?, \"data\"}}: {err}"
+        ))
+    })?;
+    if items.is_empty() || items.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::InvalidBody(format!(
+            "a batch holds 1 to {MAX_BATCH_EVENTS} events"
+        )));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let at = |e: String| format!("item {index}: {e}");
+        let channel =
+            ChannelName::parse(&item.channel).map_err(|e| ApiError::InvalidChannel(at(e)))?;
+        let event_type = parse_event_type(item.event.clone())
+            .map_err(|e| ApiError::InvalidEventType(at(e.to_string())))?;
+        let raw = item.data.get();
+        let data = match serde_json::from_str::<String>(raw) {
+            Ok(text) => text,
+            Err(_) => compact_json(raw)?,
+        };
+        events.push((channel, event_type, data));
+    }
+    let mut answers = Vec::with_capacity(events.len());
+    for (channel, event_type, data) in events {
+        let name = channel.to_string();
+        let published = state.publish(channel, event_type, data).await?;
+        answers.push(PublishedEvent {
+            id: published.id.to_string(),
+            channel: name,
+            subscribers: published.subscribers,
+        });
+    }
+    Ok(HttpResponse::Accepted().json(BatchAnswer { events: answers }))
+}

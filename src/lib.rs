@@ -1,0 +1,27 @@
+//! # sse-broker
+//!
+//! A Server-Sent Events broker: browsers subscribe with `EventSource` to
+//! `GET /stream/{channel}`, backend jobs publish with `POST /publish/{channel}`,
+//! clients report liveness with `POST /pulse`, and a debug console is served
+//! at `/`.
+//!
+//! ## Layout
+//! - [`config`]: the `Settings` tree, loaded from compiled-in defaults, an
+//!   overlay file, environment variables and flags.
+//! - [`startup`]: `Application` binds the listener, starts the actors and the
+//!   HTTP server, and stops them cleanly.
+//! - [`broker`]: the actors. `broker::registry` routes every message to the
+//!   `broker::channel` actor of its channel; `broker::history` is a channel's
+//!   replay buffer; `broker::event` defines names and event ids;
+//!   `broker::pulse` the pulse book; `broker::demo` the demo publisher.
+//! - [`http`]: thin handlers, one file per resource (`stream`, `publish`,
+//!   `pulse`, `channels`, `session`) and request-body handling (`body`).
+//! - [`sse`]: the `text/event-stream` encoding, done once per event.
+//! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod sse;
+pub mod startup;

@@ -1,0 +1,247 @@
+//! The `text/event-stream` wire format: how events, comments and the stream
+//! prelude are written, once, into shared [`Bytes`].
+//!
+//! The channel actor encodes each event here exactly once; every subscriber
+//! then writes the same bytes. Payloads are split on `\r\n`, `\n` and lone
+//! `\r` into one `data:` line each, so no payload can start a new field or a
+//! second event (see the property test below).
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// One encoded event, kept in two parts so a multi-channel stream can write
+/// its own `id:` line in front of the shared rest.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The whole event: `id:` line, optional `event:` line, `data:` lines, blank line.
+    pub full: Bytes,
+    /// `full` without its `id:` line (a slice of the same buffer).
+    pub rest: Bytes,
+}
+
+/// Encodes one event. `id` and `event` must be free of CR, LF and NUL; the
+/// callers validate them (`EventType::parse`, ids are generated).
+pub fn encode_event(id: &str, event: Option<&str>, data: &str) -> Frame {
+    let mut buf = BytesMut::with_capacity(data.len() + id.len() + 32);
+    buf.put_slice(b"id: ");
+    buf.put_slice(id.as_bytes());
+    buf.put_u8(b'\n');
+    let id_len = buf.len();
+    write_rest(&mut buf, event, data);
+    let full = buf.freeze();
+    let rest = full.slice(id_len..);
+    Frame { full, rest }
+}
+
+/// Encodes an event without an `id:` line (broker notices that must not move
+/// the client's Last-Event-ID).
+pub fn encode_notice(event: &str, data: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + 32);
+    write_rest(&mut buf, Some(event), data);
+    buf.freeze()
+}
+
+fn write_rest(buf: &mut BytesMut, event: Option<&str>, data: &str) {
+    if let Some(event) = event {
+        buf.put_slice(b"event: ");
+        buf.put_slice(event.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    for line in split_lines(data) {
+        buf.put_slice(b"data: ");
+        buf.put_slice(line.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    buf.put_u8(b'\n');
+}
+
+/// Splits on `\r\n`, `\n` and lone `\r`, the three line ends of the SSE grammar.
+/// An empty payload is one empty line.
+pub fn split_lines(data: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(text)
+            }
+            Some(at) => {
+                let skip = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[at + skip..]);
+                Some(&text[..at])
+            }
+        }
+    })
+}
+
+/// A comment line (`: text`), used for heartbeats. Comments are ignored by
+/// clients but keep proxies from timing the connection out.
+pub fn encode_comment(text: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(text.len() + 4);
+    buf.put_slice(b": ");
+    for line in split_lines(text) {
+        buf.put_slice(line.as_bytes());
+    }
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
+/// The first bytes of every stream: the reconnection hint and a comment, so
+/// that `EventSource.onopen` fires before the first event.
+pub fn prelude(retry_ms: u128) -> String {
+    let mut out = String::with_capacity(32);
+    let _ = write!(out, "retry: {retry_ms}\n: connected\n\n");
+    out
+}
+
+/// A spec-compliant parser (WHATWG HTML, "Interpreting an event stream"),
+/// used by tests to check what a browser would see.
+#[cfg(test)]
+pub mod parse {
+    /// An event as an `EventSource` dispatches it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Parsed {
+        pub id: String,
+        pub event: String,
+        pub data: String,
+    }
+
+    /// Parses a complete stream into dispatched events.
+    pub fn parse_stream(input: &str) -> Vec<Parsed> {
+        let mut events = Vec::new();
+        let (mut data, mut event, mut last_id) = (String::new(), String::new(), String::new());
+        let mut lines = Vec::new();
+        let mut rest = input;
+        while let Some(at) = rest.find(['\r', '\n']) {
+            lines.push(&rest[..at]);
+            let skip = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
+            rest = &rest[at + skip..];
+        }
+        for line in lines {
+            if line.is_empty() {
+                if !data.is_empty() {
+                    data.pop();
+                    events.push(Parsed {
+                        id: last_id.clone(),
+                        event: if event.is_empty() {
+                            "message".into()
+                        } else {
+                            event.clone()
+                        },
+                        data: std::mem::take(&mut data),
+                    });
+                }
+                data.clear();
+                event.clear();
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.find(':') {
+                Some(at) => {
+                    let value = &line[at + 1..];
+                    (&line[..at], value.strip_prefix(' ').unwrap_or(value))
+                }
+                None => (line, ""),
+            };
+            match field {
+                "data" => {
+                    data.push_str(value);
+                    data.push('\n');
+                }
+                "event" => event = value.to_owned(),
+                "id" if !value.contains('\0') => last_id = value.to_owned(),
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse::parse_stream;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text(bytes: &Bytes) -> &str {
+        std::str::from_utf8(bytes).expect("frames are UTF-8")
+    }
+
+    /// The seed's JSON event passes through as one data line.
+    #[test]
+    fn json_payload_is_one_data_line() {
+        let frame = encode_event("e-1", None, r#"{"Message":"hi","Value":3}"#);
+        assert_eq!(
+            text(&frame.full),
+            "id: e-1\ndata: {\"Message\":\"hi\",\"Value\":3}\n\n"
+        );
+        assert_eq!(
+            text(&frame.rest),
+            "data: {\"Message\":\"hi\",\"Value\":3}\n\n"
+        );
+    }
+
+    /// Every kind of line end starts a new data line.
+    #[test]
+    fn all_line_ends_split() {
+        let frame = encode_event("e-2", Some("greet"), "a\r\nb\nc\rd");
+        assert_eq!(
+            text(&frame.full),
+            "id: e-2\nevent: greet\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+    }
+
+    /// A payload that looks like fields stays data.
+    #[test]
+    fn injected_fields_stay_data() {
+        let payload = "x\n\nid: evil\nevent: evil\n\ndata: y";
+        let frame = encode_event("e-3", None, payload);
+        let events = parse_stream(text(&frame.full));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].id, "e-3");
+        assert_eq!(events[0].event, "message");
+        assert_eq!(events[0].data, "x\n\nid: evil\nevent: evil\n\ndata: y");
+    }
+
+    /// Comments never contain a line break.
+    #[test]
+    fn comments_are_one_line() {
+        assert_eq!(text(&encode_comment("a\nb")), ": ab\n\n");
+    }
+
+    proptest! {
+        /// Any payload survives a spec-compliant parse unchanged (line ends
+        /// normalised to `\n`, as every EventSource does), as exactly one event.
+        #[test]
+        fn any_payload_round_trips(payload in any::<String>(), event in "[a-z.]{1,10}") {
+            let frame = encode_event("c-7", Some(&event), &payload);
+            let mut stream = prelude(2000);
+            stream.push_str(text(&frame.full));
+            stream.push_str(text(&encode_comment("heartbeat")));
+            let events = parse_stream(&stream);
+            prop_assert_eq!(events.len(), 1);
+            prop_assert_eq!(&events[0].id, "c-7");
+            prop_assert_eq!(&events[0].event, &event);
+            let expected = payload.replace("\r\n", "\n").replace('\r', "\n");
+            prop_assert_eq!(&events[0].data, &expected);
+        }
+
+        /// Payloads made of line ends, NUL and field-like text only.
+        #[test]
+        fn hostile_payload_round_trips(parts in proptest::collection::vec(
+            prop_oneof![Just("\r"), Just("\n"), Just("\r\n"), Just("\0"), Just("id: x"),
+                        Just("event: y"), Just(":"), Just("data:"), Just("é✓"), Just(" ")], 0..20)) {
+            let payload: String = parts.concat();
+            let frame = encode_event("c-8", None, &payload);
+            let events = parse_stream(text(&frame.full));
+            prop_assert_eq!(events.len(), 1);
+            prop_assert_eq!(&events[0].id, "c-8");
+            prop_assert_eq!(&events[0].event, "message");
+            prop_assert_eq!(&events[0].data, &payload.replace("\r\n", "\n").replace('\r', "\n"));
+        }
+    }
+}
