@@ -82,6 +82,9 @@ impl Application {
                 )
         })
         .listen(listener)?
+        // A browser that goes away closes its side; without this the stream
+        // would stay registered until the next write (up to a heartbeat).
+        .h1_allow_half_closed(false)
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
         if settings.server.workers > 0 {

@@ -1,0 +1,89 @@
+//! Channel listings, idle channels and CORS.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+/// GET /channels lists live channels with their counters; an unknown one is 404.
+#[actix_web::test]
+async fn channels_are_listed() {
+    let app = spawn_app().await;
+    let _sub = app.stream("/stream/listed", &[]).await;
+    app.wait_for_subscribers("listed", 1).await;
+    let id = app.publish("listed", "1").await;
+    let (_, list) = app.get_json("/channels").await;
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "listed")
+        .expect("listed")
+        .clone();
+    assert_eq!(entry["subscribers"], 1);
+    assert_eq!(entry["published"], 1);
+    assert_eq!(entry["lastEventId"], id.as_str());
+    assert_eq!(entry["history"], 1);
+    let (status, body) = app.get_json("/channels/never-seen").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["status"], 404);
+}
+
+/// A channel with no subscribers and an expired history is stopped, and comes back fresh.
+#[actix_web::test]
+async fn idle_channel_is_stopped() {
+    let app = spawn_app_with(|s| {
+        s.stream.heartbeat = Duration::from_millis(50);
+        s.history.max_age = Duration::from_millis(100);
+    })
+    .await;
+    let old = app.publish("fleeting", "1").await;
+    wait_until(|| async { app.get_json("/channels/fleeting").await.0 == 404 }).await;
+    let new = app.publish("fleeting", "2").await;
+    assert_ne!(
+        old.split('-').next(),
+        new.split('-').next(),
+        "a new life gets a new epoch"
+    );
+    assert!(new.ends_with("-1"));
+}
+
+/// A preflight from an allowed origin is answered; another origin is not allowed.
+#[actix_web::test]
+async fn cors_preflight() {
+    let app = spawn_app().await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/publish/test"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let ok = preflight("http://localhost:3000").await.unwrap();
+    assert!(ok.status().is_success());
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(
+        !ok.headers()
+            .contains_key("access-control-allow-credentials")
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    let simple = app
+        .client
+        .get(app.url("/channels"))
+        .header("origin", "http://127.0.0.1:5173")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        simple.headers()["access-control-allow-origin"],
+        "http://127.0.0.1:5173"
+    );
+}

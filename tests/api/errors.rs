@@ -1,0 +1,223 @@
+//! Bad input: every refusal is a 4xx with an application/problem+json body
+//! that says what was wrong.
+
+use crate::helpers::*;
+
+async fn problem(res: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = res.status().as_u16();
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/problem+json",
+        "status {status}"
+    );
+    let body: serde_json::Value = res.json().await.expect("a JSON problem");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:sse-broker:problem:")
+    );
+    assert!(!body["title"].as_str().unwrap().is_empty());
+    (status, body)
+}
+
+/// Invalid JSON is a 400 that says where it failed.
+#[actix_web::test]
+async fn invalid_json_is_400_with_position() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(app.url("/publish/test"))
+        .header("content-type", "application/json")
+        .body("{\"a\": 1,\n \"b\": }")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(res).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["detail"].as_str().unwrap().contains("line 2"),
+        "{body}"
+    );
+}
+
+/// A body over the limit is a 413.
+#[actix_web::test]
+async fn oversized_body_is_413() {
+    let app = spawn_app_with(|s| s.server.max_body_bytes = 1024).await;
+    let res = app
+        .client
+        .post(app.url("/publish/test"))
+        .header("content-type", "text/plain")
+        .body("x".repeat(2048))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res).await.0, 413);
+}
+
+/// A content type the broker does not take is a 415 that says what to send.
+#[actix_web::test]
+async fn unsupported_content_type_is_415() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(app.url("/publish/test"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=1")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(res).await;
+    assert_eq!(status, 415);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("application/json")
+    );
+}
+
+/// Bad channel names are refused on every endpoint that takes one.
+#[actix_web::test]
+async fn invalid_channel_names_are_400() {
+    let app = spawn_app().await;
+    let long = "x".repeat(129);
+    for path in [
+        "/stream/a%20b",
+        "/stream/a%0Ab",
+        &format!("/stream/{long}"),
+        "/stream?channel=",
+        "/stream",
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        let (status, body) = problem(res).await;
+        assert_eq!(status, 400, "{path}");
+        assert_eq!(
+            body["type"], "urn:sse-broker:problem:invalid-channel",
+            "{path}"
+        );
+    }
+    let res = app
+        .client
+        .post(app.url("/publish/bad,name"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res).await.0, 400);
+}
+
+/// Bad event types, including the reserved broker. prefix, are refused.
+#[actix_web::test]
+async fn invalid_event_types_are_400() {
+    let app = spawn_app().await;
+    for event in ["broker.gap", "a%0Ab", "with%20space"] {
+        let res = app
+            .client
+            .post(app.url(&format!("/publish/test?event={event}")))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(problem(res).await.0, 400, "{event}");
+    }
+}
+
+/// A batch with one bad item publishes nothing and names the item.
+#[actix_web::test]
+async fn bad_batch_item_is_named() {
+    let app = spawn_app().await;
+    let body = r#"[{"channel":"ok","data":1},{"channel":"no way","data":2}]"#;
+    let res = app
+        .client
+        .post(app.url("/publish"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, problem_body) = problem(res).await;
+    assert_eq!(status, 400);
+    assert!(problem_body["detail"].as_str().unwrap().contains("item 1"));
+    assert_eq!(app.get_json("/channels/ok").await.0, 404);
+}
+
+/// Unknown routes and wrong methods are problems too.
+#[actix_web::test]
+async fn unknown_route_and_wrong_method() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/no/such/thing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res).await.0, 404);
+    let res = app
+        .client
+        .put(app.url("/publish/test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res).await.0, 405);
+}
+
+/// A Last-Event-ID with control characters is refused.
+#[actix_web::test]
+async fn bad_last_event_id_is_400() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/stream/test?lastEventId=a%00b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(res).await.0, 400);
+}
+
+/// Past the channel limit a publish is a 503 with Retry-After, not a crash.
+#[actix_web::test]
+async fn channel_limit_is_503_with_retry_after() {
+    let app = spawn_app_with(|s| s.broker.max_channels = 2).await;
+    app.publish("one", "1").await;
+    app.publish("two", "2").await;
+    let res = app
+        .client
+        .post(app.url("/publish/three"))
+        .body("3")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(problem(res).await.0, 503);
+}
+
+/// Static files never leave public/.
+#[actix_web::test]
+async fn static_files_stay_inside_public() {
+    let app = spawn_app().await;
+    for path in [
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/..%2fCargo.toml",
+        "//etc/passwd",
+        "/%2fetc%2fpasswd",
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert!(
+            res.status().is_client_error(),
+            "{path} answered {}",
+            res.status()
+        );
+    }
+    let res = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+}

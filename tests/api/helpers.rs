@@ -1,0 +1,302 @@
+//! Shared test scaffolding: start the real application on port 0, and an SSE
+//! client that parses the stream the way a browser's EventSource does.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+use sse_broker::{
+    config::Settings,
+    startup::{Application, Stopper},
+};
+
+/// How long any wait in a test may take before it counts as a failure. Only a
+/// guard against hanging: no test asserts on speed.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub stopper: Stopper,
+}
+
+impl Drop for TestApp {
+    /// Stops the server so its worker threads do not outlive the test.
+    fn drop(&mut self) {
+        let stopper = self.stopper.clone();
+        actix_web::rt::spawn(async move { stopper.stop().await });
+    }
+}
+
+/// Starts the application on a free port with the development defaults,
+/// the demo publisher off, and `adjust` applied.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::defaults();
+    settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    settings.demo.enabled = false;
+    settings.server.public_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/public").into();
+    adjust(&mut settings);
+    let app = Application::build(settings).expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let stopper = app.stopper();
+    actix_web::rt::spawn(app.run_until_stopped(false));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        stopper,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Publishes a JSON body; returns the answer's status and body.
+    pub async fn publish_json(&self, channel: &str, body: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.url(&format!("/publish/{channel}")))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("publish request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Publishes and insists it was accepted; returns the event id.
+    pub async fn publish(&self, channel: &str, body: &str) -> String {
+        let (status, answer) = self.publish_json(channel, body).await;
+        assert_eq!(status, 202, "publish to {channel} answered {answer}");
+        answer["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Opens an SSE stream at `path` with extra headers.
+    pub async fn stream(&self, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        let mut req = self.client.get(self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = tokio::time::timeout(PATIENCE, req.send())
+            .await
+            .expect("stream answered in time")
+            .expect("stream request");
+        assert_eq!(res.status(), 200, "stream {path}");
+        SseClient::new(res)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let res = self.client.get(self.url(path)).send().await.expect("GET");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `GET /channels/{channel}` says `subscribers` is `n`.
+    pub async fn wait_for_subscribers(&self, channel: &str, n: u64) {
+        wait_until(|| async {
+            let (_, body) = self.get_json(&format!("/channels/{channel}")).await;
+            body["subscribers"].as_u64() == Some(n)
+        })
+        .await
+    }
+}
+
+/// Polls `check` until it holds, failing after [`PATIENCE`].
+pub async fn wait_until<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One dispatched event, as an EventSource sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: String,
+    pub event: String,
+    pub data: String,
+}
+
+/// A spec-following incremental parser over a streaming response.
+pub struct SseClient {
+    pub headers: reqwest::header::HeaderMap,
+    body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    /// Bytes not yet parsed (a chunk may end inside a line or a character).
+    buffer: Vec<u8>,
+    last_id: String,
+    data: String,
+    event: String,
+    pub comments: Vec<String>,
+    pub retry: Option<u64>,
+    pending: std::collections::VecDeque<SseEvent>,
+    pub ended: bool,
+}
+
+impl SseClient {
+    pub fn new(res: reqwest::Response) -> Self {
+        Self {
+            headers: res.headers().clone(),
+            body: Box::pin(res.bytes_stream()),
+            buffer: Vec::new(),
+            last_id: String::new(),
+            data: String::new(),
+            event: String::new(),
+            comments: Vec::new(),
+            retry: None,
+            pending: Default::default(),
+            ended: false,
+        }
+    }
+
+    /// The last event id the client saw (what EventSource would send back).
+    pub fn last_id(&self) -> &str {
+        &self.last_id
+    }
+
+    /// The next event, failing the test if none comes within [`PATIENCE`].
+    pub async fn next_event(&mut self) -> SseEvent {
+        match tokio::time::timeout(PATIENCE, self.try_next_event()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => panic!("the stream ended"),
+            Err(_) => panic!("no event within {PATIENCE:?}"),
+        }
+    }
+
+    /// The next event, or `None` once the stream ended.
+    pub async fn try_next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.ended {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => {
+                    self.buffer.extend_from_slice(&chunk);
+                    self.parse_lines();
+                }
+                _ => self.ended = true,
+            }
+        }
+    }
+
+    /// Reads until the stream ends, returning every event on the way.
+    pub async fn until_end(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        let read = async {
+            while let Some(event) = self.try_next_event().await {
+                events.push(event);
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("the stream ended in time");
+        events
+    }
+
+    /// Reads the next `n` events of the type `message`, skipping broker notices.
+    pub async fn next_messages(&mut self, n: usize) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let event = self.next_event().await;
+            if event.event == "message" {
+                out.push(event);
+            }
+        }
+        out
+    }
+
+    /// Waits for the first comment line (the prelude): the stream is open.
+    pub async fn wait_open(&mut self) {
+        self.wait_comment("connected").await;
+    }
+
+    /// Reads until a comment with exactly `text` arrives.
+    pub async fn wait_comment(&mut self, text: &str) {
+        let wait = async {
+            while !self.comments.iter().any(|c| c == text) {
+                assert!(!self.ended, "the stream ended before the comment {text:?}");
+                match self.body.next().await {
+                    Some(Ok(chunk)) => {
+                        self.buffer.extend_from_slice(&chunk);
+                        self.parse_lines();
+                    }
+                    _ => self.ended = true,
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .expect("the comment arrived in time");
+    }
+
+    fn parse_lines(&mut self) {
+        while let Some(at) = self.buffer.iter().position(|b| *b == b'\r' || *b == b'\n') {
+            // A lone CR at the very end might be the first half of CRLF.
+            if self.buffer[at] == b'\r' && at + 1 == self.buffer.len() {
+                break;
+            }
+            let skip = if self.buffer[at..].starts_with(b"\r\n") {
+                2
+            } else {
+                1
+            };
+            let line: Vec<u8> = self.buffer.drain(..at + skip).take(at).collect();
+            self.line(std::str::from_utf8(&line).expect("streams are UTF-8"));
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.is_empty() {
+            if !self.data.is_empty() {
+                self.data.pop();
+                let event = if self.event.is_empty() {
+                    "message".to_owned()
+                } else {
+                    self.event.clone()
+                };
+                self.pending.push_back(SseEvent {
+                    id: self.last_id.clone(),
+                    event,
+                    data: std::mem::take(&mut self.data),
+                });
+            }
+            self.event.clear();
+            return;
+        }
+        if let Some(comment) = line.strip_prefix(':') {
+            self.comments.push(comment.trim().to_owned());
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+            }
+            "event" => self.event = value.to_owned(),
+            "id" if !value.contains('\0') => self.last_id = value.to_owned(),
+            "retry" => self.retry = value.parse().ok(),
+            _ => {}
+        }
+    }
+}

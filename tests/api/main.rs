@@ -1,0 +1,12 @@
+//! Integration tests: the real application on port 0, spoken to over HTTP.
+//! One binary, one module per area; each test is a scenario.
+
+mod channels;
+mod errors;
+mod helpers;
+mod multi_channel;
+mod pulses;
+mod resume;
+mod shutdown;
+mod slow_consumer;
+mod stream;
