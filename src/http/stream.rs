@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::AppState;
 use crate::{
     broker::{
-        ChannelName, Delivery, Event, EventId, RegistryActor, Subscriber, await_reply,
+        ChannelName, Delivery, Event, EventId, HEARTBEAT, RegistryActor, Subscriber, await_reply,
         channel::{Subscribe, Unsubscribe},
         event::parse_cursor,
         history::Replay,
@@ -304,7 +304,7 @@ impl Stream for EventStream {
             Poll::Ready(Some(Delivery::Event(event))) => {
                 Poll::Ready(Some(Ok(this.cursor.frame(&event))))
             }
-            Poll::Ready(Some(Delivery::Comment(bytes))) => Poll::Ready(Some(Ok(bytes))),
+            Poll::Ready(Some(Delivery::Heartbeat)) => Poll::Ready(Some(Ok(HEARTBEAT))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
