@@ -5,6 +5,7 @@ mod channels;
 mod errors;
 mod helpers;
 mod multi_channel;
+mod operations;
 mod pulses;
 mod resume;
 mod shutdown;
