@@ -2,6 +2,7 @@
 //! One binary, one module per area; each test is a scenario.
 
 mod channels;
+mod drain;
 mod errors;
 mod helpers;
 mod multi_channel;
