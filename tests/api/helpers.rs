@@ -229,8 +229,13 @@ impl SseClient {
 
     /// Reads until a comment with exactly `text` arrives.
     pub async fn wait_comment(&mut self, text: &str) {
+        self.wait_comments(text, 1).await;
+    }
+
+    /// Reads until `n` comments with exactly `text` have arrived in all.
+    pub async fn wait_comments(&mut self, text: &str, n: usize) {
         let wait = async {
-            while !self.comments.iter().any(|c| c == text) {
+            while self.comments.iter().filter(|c| *c == text).count() < n {
                 assert!(!self.ended, "the stream ended before the comment {text:?}");
                 match self.body.next().await {
                     Some(Ok(chunk)) => {

@@ -7,6 +7,7 @@ mod errors;
 mod helpers;
 mod multi_channel;
 mod operations;
+mod proxy;
 mod pulses;
 mod resume;
 mod shutdown;
