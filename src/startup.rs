@@ -2,7 +2,7 @@
 //! server, and shuts both down cleanly. Tests build it on port 0 and read
 //! [`Application::port`]; `main` runs it until SIGINT/SIGTERM.
 
-use std::{net::TcpListener, sync::Arc};
+use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter};
 use actix_cors::Cors;
@@ -24,6 +24,11 @@ use crate::{
     readiness::{Readiness, RegistryCheck},
 };
 
+/// Pending connections the kernel queues for us. std's default of 128
+/// overflows when thousands of EventSource clients reconnect at once (e.g.
+/// after a deploy); Linux caps it at net.core.somaxconn (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -35,9 +40,6 @@ impl Application {
     /// Binds `settings.server.bind` and prepares everything; nothing is
     /// served until [`Self::run_until_stopped`] is awaited.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.server.bind)
-            .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", settings.server.bind))?;
-        let local = listener.local_addr()?;
         let settings = Arc::new(settings);
 
         let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
@@ -92,7 +94,7 @@ impl Application {
                         .index_file("index.html"),
                 )
         })
-        .listen(listener)?
+        .backlog(LISTEN_BACKLOG)
         // A browser that goes away closes its side; without this the stream
         // would stay registered until the next write (up to a heartbeat).
         .h1_allow_half_closed(false)
@@ -103,6 +105,14 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
+        let bind = settings.server.bind;
+        let server = server
+            .bind(bind)
+            .map_err(|err| anyhow::anyhow!("cannot listen on {bind}: {err}"))?;
+        let local = *server
+            .addrs()
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no address bound for {bind}"))?;
         info!(
             "listening addr={local} demo={} heartbeat={:?}",
             settings.demo.enabled, settings.stream.heartbeat

@@ -14,7 +14,6 @@ use std::{
 };
 
 use actix::prelude::*;
-use bytes::Bytes;
 use log::{debug, info};
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -29,9 +28,6 @@ use crate::metrics::{ChannelSeries, Metrics};
 /// Most distinct clients whose pulses one channel counts separately; pulses
 /// of further clients still count in the total. Bounds memory per channel.
 const MAX_PULSE_CLIENTS: usize = 1024;
-
-/// The heartbeat comment, shared by every subscriber of every channel.
-static HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
 /// Settings a channel needs, copied from the configuration once.
 #[derive(Debug, Clone)]
@@ -141,7 +137,7 @@ impl ChannelActor {
     /// The periodic duty: heartbeat (which also finds dead subscribers),
     /// history expiry, and asking the registry to stop us when idle.
     fn on_tick(&mut self) {
-        self.fan_out(&Delivery::Comment(Bytes::from_static(HEARTBEAT)));
+        self.fan_out(&Delivery::Heartbeat);
         if self.history.expire(Instant::now()) > 0 {
             self.stats
                 .history
@@ -449,7 +445,7 @@ mod tests {
     fn event_seq(delivery: Delivery) -> u64 {
         match delivery {
             Delivery::Event(e) => e.id.seq,
-            Delivery::Comment(_) => panic!("expected an event"),
+            Delivery::Heartbeat => panic!("expected an event"),
         }
     }
 

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::AppState;
 use crate::{
     broker::{
-        ChannelName, Delivery, Event, EventId, RegistryActor, Subscriber, await_reply,
+        ChannelName, Delivery, Event, EventId, HEARTBEAT, RegistryActor, Subscriber, await_reply,
         channel::{Subscribe, Unsubscribe},
         event::parse_cursor,
         history::Replay,
@@ -381,7 +381,7 @@ impl Stream for EventStream {
                 }
                 Poll::Ready(Some(Ok(this.cursor.frame(&event))))
             }
-            Poll::Ready(Some(Delivery::Comment(bytes))) => Poll::Ready(Some(Ok(bytes))),
+            Poll::Ready(Some(Delivery::Heartbeat)) => Poll::Ready(Some(Ok(HEARTBEAT))),
             // Every channel let go of the queue: the broker is draining.
             Poll::Ready(None) => this.finish("shutdown"),
             Poll::Pending => Poll::Pending,
