@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (Chromium from Debian, npm packages), builds once in release mode, and runs
+# (nginx and Chromium from Debian, npm packages), builds once in release mode, and runs
 # every stage against that one build. Exits non-zero when any stage fails.
 #
 #   scripts/test.sh            # everything
@@ -42,6 +42,8 @@ apt_install() {
 }
 
 install_tools() {
+  # The reverse-proxy tests (tests/api/proxy.rs) run a real nginx.
+  apt_install nginx || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then
     apt_install chromium || return 1
     npm ci --no-audit --no-fund --loglevel=error || return 1

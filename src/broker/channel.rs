@@ -23,6 +23,7 @@ use super::{
     history::{History, Replay},
     registry::{ChannelIdle, RegistryActor},
 };
+use crate::metrics::{ChannelSeries, Metrics};
 
 /// Most distinct clients whose pulses one channel counts separately; pulses
 /// of further clients still count in the total. Bounds memory per channel.
@@ -35,6 +36,8 @@ pub struct ChannelConfig {
     pub history_max_age: Duration,
     /// Interval of heartbeats, dead-subscriber sweeps, expiry and idle checks.
     pub tick: Duration,
+    /// Where the channel counts what it does (see `crate::metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct ChannelActor {
@@ -50,6 +53,9 @@ pub struct ChannelActor {
     /// ones it sent; when both agree in `ChannelIdle`, none is in flight.
     received: u64,
     tick: Duration,
+    metrics: Arc<Metrics>,
+    /// This channel's own labelled series, when the operator opted in.
+    series: Option<ChannelSeries>,
 }
 
 impl ChannelActor {
@@ -60,6 +66,7 @@ impl ChannelActor {
         registry: Addr<RegistryActor>,
     ) -> Self {
         Self {
+            series: config.metrics.channel_series(name.as_str()),
             name,
             history: History::new(
                 Epoch::new(),
@@ -72,6 +79,7 @@ impl ChannelActor {
             registry,
             received: 0,
             tick: config.tick,
+            metrics: Arc::clone(&config.metrics),
         }
     }
 
@@ -81,17 +89,26 @@ impl ChannelActor {
     }
 
     /// Offers a delivery to every subscriber without waiting; drops the
-    /// ones that are gone or too slow.
-    fn fan_out(&mut self, delivery: &Delivery) {
+    /// ones that are gone or too slow. Returns how many took it.
+    fn fan_out(&mut self, delivery: &Delivery) -> u64 {
         let name = &self.name;
         let stats = &self.stats;
+        let (metrics, series) = (&self.metrics, &self.series);
+        let mut delivered = 0;
         self.subscribers
             .retain(|sub| match sub.tx.try_send(delivery.clone()) {
-                Ok(()) => true,
+                Ok(()) => {
+                    delivered += 1;
+                    true
+                }
                 Err(TrySendError::Closed(_)) => false,
                 Err(TrySendError::Full(_)) => {
                     sub.evicted.store(true, Ordering::Release);
                     stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    metrics.evicted.increment(1);
+                    if let Some(series) = series {
+                        series.evicted.increment(1);
+                    }
                     info!(
                         "subscriber evicted channel={name} subscriber={} reason=slow queue={}",
                         sub.id,
@@ -101,12 +118,20 @@ impl ChannelActor {
                 }
             });
         self.update_subscriber_count();
+        delivered
     }
 
     fn update_subscriber_count(&self) {
         self.stats
             .subscribers
             .store(self.subscribers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one message from the registry (see `ChannelIdle`); the shared
+    /// copy lets the registry report this actor's mailbox depth.
+    fn note_received(&mut self) {
+        self.received += 1;
+        self.stats.received.store(self.received, Ordering::Relaxed);
     }
 
     /// The periodic duty: heartbeat (which also finds dead subscribers),
@@ -159,6 +184,9 @@ pub struct Publish {
     /// The payload as it goes into `data:` lines (JSON already compacted).
     pub data: String,
     pub reply: Option<Reply<Published>>,
+    /// When the publish handler started on it: the latency metric runs from
+    /// here to the end of the fan-out.
+    pub received_at: Instant,
 }
 
 /// What a publisher learns about its event.
@@ -173,7 +201,7 @@ impl Handler<Publish> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         let event = Event::new(
             self.name.clone(),
             self.history.next_id(),
@@ -182,7 +210,15 @@ impl Handler<Publish> for ChannelActor {
         );
         let id = event.id;
         self.history.push(Arc::clone(&event));
-        self.fan_out(&Delivery::Event(event));
+        let delivered = self.fan_out(&Delivery::Event(event));
+        self.metrics
+            .record_publish_latency(msg.received_at.elapsed());
+        self.metrics.published.increment(1);
+        self.metrics.delivered.increment(delivered);
+        if let Some(series) = &self.series {
+            series.published.increment(1);
+            series.delivered.increment(delivered);
+        }
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         self.stats.last_seq.store(id.seq, Ordering::Relaxed);
         self.stats
@@ -220,11 +256,14 @@ impl Handler<Subscribe> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         // Replay and registration happen in one handler: every later event
         // goes to the queue, every earlier one is in the replay. No gap, no
         // duplicate.
         let replay = msg.from.map(|from| self.history.since(&from));
+        if let Some(replay) = &replay {
+            self.metrics.replayed.increment(replay.events.len() as u64);
+        }
         let head = self.history.head();
         if msg.reply.send(Ok(Subscribed { replay, head })).is_ok() {
             debug!(
@@ -249,7 +288,7 @@ impl Handler<Unsubscribe> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         self.subscribers.retain(|sub| sub.id != msg.subscriber_id);
         self.update_subscriber_count();
     }
@@ -267,7 +306,7 @@ impl Handler<CountPulse> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: CountPulse, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         self.stats.pulses.fetch_add(1, Ordering::Relaxed);
         if let Some(count) = self.pulses.get_mut(&msg.client_id) {
             *count += 1;
@@ -298,7 +337,7 @@ impl Handler<Inspect> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inspect, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         let mut pulses: Vec<_> = self
             .pulses
             .iter()
@@ -373,6 +412,7 @@ mod tests {
             event_type: None,
             data: data.into(),
             reply: Some(reply),
+            received_at: Instant::now(),
         });
         await_reply(rx).await.expect("publish succeeds")
     }

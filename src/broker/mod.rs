@@ -101,6 +101,9 @@ pub struct ChannelStats {
     pub history: AtomicU64,
     pub pulses: AtomicU64,
     pub evicted: AtomicU64,
+    /// Registry messages the channel actor has handled; the registry's
+    /// forwarded count minus this is the actor's mailbox depth (metrics).
+    pub received: AtomicU64,
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
     sync::{Arc, atomic::Ordering},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use actix::prelude::*;
@@ -28,7 +28,7 @@ use super::{
     event::{ChannelName, EventId},
     pulse::{PulseBook, PulseRecord},
 };
-use crate::config::Settings;
+use crate::{config::Settings, metrics::Metrics};
 
 struct ChannelEntry {
     addr: Addr<ChannelActor>,
@@ -47,8 +47,10 @@ pub struct RegistryActor {
     channel_config: ChannelConfig,
     max_channels: usize,
     pulses: PulseBook,
-    /// Set at shutdown: no new subscriptions.
+    /// Set at shutdown: no new subscriptions, no new publishes (a publish
+    /// accepted now could reach no subscriber: their streams are closing).
     closing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl RegistryActor {
@@ -61,11 +63,20 @@ impl RegistryActor {
                 history_max_events: settings.history.max_events,
                 history_max_age: settings.history.max_age,
                 tick: settings.stream.heartbeat,
+                metrics: Metrics::detached(),
             },
             max_channels: settings.broker.max_channels,
             pulses: PulseBook::new(settings.pulses.clone()),
             closing: false,
+            metrics: Metrics::detached(),
         }
+    }
+
+    /// Counts into `metrics` (the application's) instead of a detached set.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.channel_config.metrics = Arc::clone(&metrics);
+        self.metrics = metrics;
+        self
     }
 
     /// Runs channel actors on these arbiters instead of the registry's own.
@@ -144,7 +155,8 @@ impl Actor for RegistryActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Forgetting silent pulse clients needs no precision: the channel tick will do.
         ctx.run_interval(self.channel_config.tick, |actor, _| {
-            actor.pulses.forget_silent(Instant::now())
+            actor.pulses.forget_silent(Instant::now());
+            actor.metrics.upkeep();
         });
     }
 }
@@ -153,6 +165,12 @@ impl Handler<Publish> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        if self.closing {
+            if let Some(reply) = msg.reply {
+                let _ = reply.send(Err(BrokerError::ShuttingDown));
+            }
+            return;
+        }
         match self.route(&msg.channel, true, ctx) {
             Ok(Some(channel)) => channel.do_send(msg),
             Ok(None) => {}
@@ -222,6 +240,7 @@ impl Handler<Pulse> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Pulse, ctx: &mut Self::Context) {
+        self.metrics.pulses.increment(1);
         self.pulses
             .record(&msg.client_id, Instant::now(), SystemTime::now());
         if let Some(channel) = msg.channel {
@@ -350,3 +369,62 @@ impl Handler<Shutdown> for RegistryActor {
         streams
     }
 }
+
+/// Asked by `GET /readyz`: can the registry take work? It answers at once,
+/// so a reply within the readiness timeout also shows its mailbox is not
+/// backed up.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct CheckReady;
+
+impl Handler<CheckReady> for RegistryActor {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, _: CheckReady, _: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            Err(BrokerError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Asked by `GET /metrics`: set the gauges only the registry can compute
+/// (channels, subscribers, channel mailbox depths, opted-in channel series).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SampleMetrics {
+    /// When the scrape sent this; the wait is the registry's own backlog.
+    pub sent_at: Instant,
+}
+
+impl Handler<SampleMetrics> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SampleMetrics, _: &mut Self::Context) {
+        let metrics = &self.metrics;
+        metrics
+            .registry_latency
+            .set(msg.sent_at.elapsed().as_secs_f64());
+        let (mut subscribers, mut depth_total, mut depth_max) = (0u64, 0u64, 0u64);
+        for (name, entry) in &self.channels {
+            let subs = entry.stats.subscribers.load(Ordering::Relaxed);
+            subscribers += subs;
+            let depth = entry
+                .forwarded
+                .saturating_sub(entry.stats.received.load(Ordering::Relaxed));
+            depth_total += depth;
+            depth_max = depth_max.max(depth);
+            if let Some(series) = metrics.channel_series(name.as_str()) {
+                series.subscribers.set(subs as f64);
+            }
+        }
+        metrics.channels.set(self.channels.len() as f64);
+        metrics.subscribers.set(subscribers as f64);
+        metrics.channel_mailbox_depth.set(depth_total as f64);
+        metrics.channel_mailbox_depth_max.set(depth_max as f64);
+    }
+}
+
+/// How long a scrape waits for [`SampleMetrics`] before rendering what it has.
+pub const SAMPLE_TIMEOUT: Duration = Duration::from_millis(500);

@@ -2,9 +2,12 @@
 //! One binary, one module per area; each test is a scenario.
 
 mod channels;
+mod drain;
 mod errors;
 mod helpers;
 mod multi_channel;
+mod operations;
+mod proxy;
 mod pulses;
 mod resume;
 mod shutdown;
