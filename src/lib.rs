@@ -19,6 +19,7 @@
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;

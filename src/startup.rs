@@ -16,10 +16,11 @@ use actix_web::{
 use log::{info, warn};
 
 use crate::{
+    auth::Auth,
     broker::{ChannelName, RegistryActor, demo::DemoPublisher, registry::Shutdown},
     config::{CorsSettings, Settings},
     error::problem_for_framework_errors,
-    http::{self, AppState},
+    http::{self, AppState, guard::Limits},
 };
 
 pub struct Application {
@@ -33,6 +34,8 @@ impl Application {
     /// Binds `settings.server.bind` and prepares everything; nothing is
     /// served until [`Self::run_until_stopped`] is awaited.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Keys first: a broken auth setup must not start anything.
+        let auth = Auth::from_settings(&settings.auth)?;
         let listener = TcpListener::bind(settings.server.bind)
             .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", settings.server.bind))?;
         let local = listener.local_addr()?;
@@ -64,6 +67,8 @@ impl Application {
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             settings: Arc::clone(&settings),
+            auth,
+            limits: Limits::new(&settings.limits),
         });
         let app_settings = Arc::clone(&settings);
         let mut server = HttpServer::new(move || {
@@ -91,8 +96,8 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         info!(
-            "listening addr={local} demo={} heartbeat={:?}",
-            settings.demo.enabled, settings.stream.heartbeat
+            "listening addr={local} demo={} heartbeat={:?} auth={}",
+            settings.demo.enabled, settings.stream.heartbeat, settings.auth.enabled
         );
         Ok(Self {
             port: local.port(),

@@ -3,6 +3,8 @@
 
 pub mod body;
 pub mod channels;
+pub mod guard;
+pub mod openapi;
 pub mod publish;
 pub mod pulse;
 pub mod session;
@@ -15,6 +17,7 @@ use actix_web::web;
 use tokio::sync::oneshot;
 
 use crate::{
+    auth::Auth,
     broker::{
         ChannelName, EventType, RegistryActor, await_reply, channel::Publish, channel::Published,
     },
@@ -26,6 +29,8 @@ use crate::{
 pub struct AppState {
     pub registry: Addr<RegistryActor>,
     pub settings: Arc<Settings>,
+    pub auth: Auth,
+    pub limits: guard::Limits,
 }
 
 impl AppState {
@@ -58,5 +63,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/channels", web::get().to(channels::list))
         .route("/channels/{channel}", web::get().to(channels::detail))
         .route("/killSession", web::delete().to(session::kill_session))
-        .route("/killall", web::delete().to(session::kill_all));
+        .route("/killall", web::delete().to(session::kill_all))
+        .route("/openapi.json", web::get().to(openapi::spec));
 }

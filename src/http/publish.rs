@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use super::{
     AppState,
     body::{BodyKind, compact_json, event_data, read_body, utf8},
+    guard::Publisher,
 };
 use crate::{
     broker::{ChannelName, EventType},
@@ -34,12 +35,14 @@ pub struct PublishedEvent {
 /// `POST /publish/{channel}?event=<type>`
 pub async fn publish_one(
     state: web::Data<AppState>,
+    publisher: Publisher,
     path: web::Path<String>,
     query: web::Query<PublishQuery>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
+    publisher.check(&channel)?;
     let event_type = parse_event_type(query.into_inner().event)?;
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
@@ -76,9 +79,11 @@ struct BatchAnswer {
 }
 
 /// `POST /publish` with `[{"channel": …, "event": …, "data": …}, …]`:
-/// every item is validated before any is published; ids come back in order.
+/// every item is validated (and its channel checked against the token)
+/// before any is published; ids come back in order.
 pub async fn publish_batch(
     state: web::Data<AppState>,
+    publisher: Publisher,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -105,6 +110,9 @@ pub async fn publish_batch(
         let at = |e: String| format!("item {index}: {e}");
         let channel =
             ChannelName::parse(&item.channel).map_err(|e| ApiError::InvalidChannel(at(e)))?;
+        publisher
+            .check(&channel)
+            .map_err(|e| ApiError::Forbidden(at(e.to_string())))?;
         let event_type = parse_event_type(item.event.clone())
             .map_err(|e| ApiError::InvalidEventType(at(e.to_string())))?;
         let raw = item.data.get();

@@ -9,6 +9,7 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
@@ -22,7 +23,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::AppState;
+use super::{AppState, guard};
 use crate::{
     broker::{
         ChannelName, Delivery, Event, EventId, RegistryActor, Subscriber, await_reply,
@@ -44,6 +45,8 @@ pub struct StreamQuery {
     channel: Vec<String>,
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
+    /// A subscriber token, for clients that can set neither a header nor a cookie.
+    token: Option<String>,
 }
 
 /// `GET /stream/{channel}`
@@ -54,8 +57,9 @@ pub async fn stream_one(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
-    let last_id = last_event_id(&req, query.0.last_event_id)?;
-    open(&state, vec![channel], false, last_id).await
+    let Query(query) = query;
+    let last_id = last_event_id(&req, query.last_event_id)?;
+    open(&state, &req, query.token, vec![channel], false, last_id).await
 }
 
 /// `GET /stream?channel=a&channel=b`
@@ -84,7 +88,7 @@ pub async fn stream_many(
         )));
     }
     let last_id = last_event_id(&req, query.last_event_id)?;
-    open(&state, channels, true, last_id).await
+    open(&state, &req, query.token, channels, true, last_id).await
 }
 
 /// The client's resume point: the `Last-Event-ID` header (sent by browsers
@@ -122,10 +126,19 @@ fn last_event_id(
 
 async fn open(
     state: &AppState,
+    req: &HttpRequest,
+    token: Option<String>,
     channels: Vec<ChannelName>,
     multi: bool,
     last_id: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
+    // Every private channel of the stream is checked; the stream ends when
+    // the token that opened it expires.
+    let expires_at = guard::check_subscriber(&state.auth, req, token.as_deref(), &channels)?;
+    let slot = state.limits.open_stream(guard::client_ip(
+        req,
+        state.settings.limits.trust_forwarded_for,
+    ))?;
     let (subscriber, rx) = Subscriber::new(state.settings.stream.subscriber_buffer);
     let mut guard = SubscriptionGuard {
         registry: state.registry.clone(),
@@ -184,7 +197,10 @@ async fn open(
         rx,
         evicted: Arc::clone(&subscriber.evicted),
         cursor,
+        expiry: expires_at.map(|at| Box::pin(tokio::time::sleep(guard::until(at)))),
+        ended: false,
         _guard: guard,
+        _slot: slot,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -285,7 +301,13 @@ struct EventStream {
     rx: mpsc::Receiver<Delivery>,
     evicted: Arc<std::sync::atomic::AtomicBool>,
     cursor: Cursor,
+    /// Fires when the subscriber's token expires: the stream then ends.
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set once the expiry notice went out: the next poll ends the stream.
+    ended: bool,
     _guard: SubscriptionGuard,
+    /// The client IP's place among its open streams.
+    _slot: guard::StreamSlot,
 }
 
 impl Stream for EventStream {
@@ -296,9 +318,21 @@ impl Stream for EventStream {
         if let Some(prelude) = this.prelude.take() {
             return Poll::Ready(Some(Ok(prelude)));
         }
-        if this.evicted.load(Ordering::Acquire) {
+        if this.ended || this.evicted.load(Ordering::Acquire) {
             // The client reconnects with the last id it got and replays the rest.
             return Poll::Ready(None);
+        }
+        if let Some(expiry) = &mut this.expiry
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            // Say why, then end cleanly: EventSource reconnects, and is
+            // refused (401) unless it brings a fresh token.
+            this.expiry = None;
+            this.ended = true;
+            return Poll::Ready(Some(Ok(sse::encode_notice(
+                "broker.expired",
+                r#"{"reason":"the subscriber token expired"}"#,
+            ))));
         }
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(Delivery::Event(event))) => {
