@@ -7,6 +7,7 @@ mod errors;
 mod helpers;
 mod limits;
 mod multi_channel;
+mod openapi;
 mod pulses;
 mod resume;
 mod shutdown;
