@@ -34,6 +34,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub health: HealthSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,12 +150,71 @@ pub struct MetricsSettings {
     pub channels: Vec<String>,
 }
 
+/// Signature algorithms the broker verifies (one per deployment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    ES256,
+}
+
+impl JwtAlgorithm {
+    /// HMAC algorithms use a shared secret; the others a public key file.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Require tokens from publishers (and subscribers of private channels).
+    pub enabled: bool,
+    /// The one algorithm tokens must be signed with.
+    pub algorithm: JwtAlgorithm,
+    /// Shared HMAC secret (HS*); prefer `secret_file` or the environment.
+    pub secret: String,
+    /// File holding the shared HMAC secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RS256: RSA, ES256: P-256) for verification.
+    pub public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` (and `nbf`).
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Channel patterns whose subscribers need a token.
+    pub private_channels: Vec<String>,
+    /// Whether anonymous clients may subscribe to public channels.
+    pub anonymous_subscribe: bool,
+    /// Cookie a browser may carry its subscriber token in.
+    pub cookie_name: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
     /// How long `GET /readyz` waits for each readiness check.
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Subscriptions one channel holds at most (0: no limit).
+    pub max_subscribers_per_channel: usize,
+    /// Subscriptions the broker holds at most (0: no limit).
+    pub max_subscribers: usize,
+    /// Open streams one client IP may hold (0: no limit).
+    pub max_streams_per_ip: usize,
+    /// Publish requests per second per token subject, or per IP (0: no limit).
+    pub publish_rate: u32,
+    /// Publish requests allowed in a burst above the rate.
+    pub publish_burst: u32,
+    /// Take the client IP from Forwarded / X-Forwarded-For (only behind a
+    /// proxy that sets them).
+    pub trust_forwarded_for: bool,
 }
 
 /// A configuration that cannot be loaded or does not make sense.
@@ -225,6 +286,37 @@ impl Settings {
                 "metrics.channels: {bad_name:?} is not a valid channel name"
             )));
         }
+        if self.auth.enabled {
+            if self.auth.algorithm.is_hmac() {
+                if self.auth.secret.is_empty() && self.auth.secret_file.is_none() {
+                    return bad(
+                        "auth.enabled with an HS algorithm needs auth.secret or auth.secret_file",
+                    );
+                }
+            } else if self.auth.public_key_file.is_none() {
+                return bad("auth.enabled with RS256/ES256 needs auth.public_key_file");
+            }
+        } else if !self.auth.private_channels.is_empty() || !self.auth.anonymous_subscribe {
+            // Fail closed: a private channel must never be silently public.
+            return bad(
+                "auth.private_channels and auth.anonymous_subscribe = false need auth.enabled = true",
+            );
+        }
+        if !self.auth.secret.is_empty() && self.auth.secret.len() < 32 {
+            return bad("auth.secret must be at least 32 bytes");
+        }
+        for pattern in &self.auth.private_channels {
+            crate::auth::Pattern::parse(pattern)
+                .map_err(|e| ConfigError::Inconsistent(format!("auth.private_channels: {e}")))?;
+        }
+        if crate::broker::ChannelName::parse(&self.auth.cookie_name).is_err()
+            || self.auth.cookie_name.contains([':', '@'])
+        {
+            return bad("auth.cookie_name must be a plain token (letters, digits, _ - .)");
+        }
+        if self.limits.publish_rate > 0 && self.limits.publish_burst == 0 {
+            return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
+        }
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
         if any_origin && self.cors.allow_credentials {
             return bad(
@@ -254,6 +346,20 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
         let settings = Settings::load(Some(&path)).expect("production.toml loads");
         assert!(!settings.demo.enabled);
+        assert!(settings.auth.enabled, "production turns auth on");
+    }
+
+    /// A private channel list without auth is refused (fail closed).
+    #[test]
+    fn private_channels_need_auth() {
+        let mut settings = Settings::defaults();
+        settings.auth.private_channels = vec!["private.*".into()];
+        assert!(settings.validate().is_err());
+        settings.auth.enabled = true;
+        settings.auth.secret = "s".repeat(32);
+        settings.validate().expect("valid with auth on");
+        settings.auth.secret = "short".into();
+        assert!(settings.validate().is_err());
     }
 
     /// A wildcard origin together with credentials is refused.

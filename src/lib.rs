@@ -21,6 +21,7 @@
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).
 //! - [`readiness`]: the checks behind `GET /readyz`.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;

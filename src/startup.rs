@@ -16,10 +16,11 @@ use actix_web::{
 use log::{info, warn};
 
 use crate::{
+    auth::Auth,
     broker::{ChannelName, RegistryActor, demo::DemoPublisher, registry::Shutdown},
     config::{CorsSettings, LogSettings, Settings},
     error::problem_for_framework_errors,
-    http::{self, AppState},
+    http::{self, AppState, guard::Limits},
     metrics::Metrics,
     readiness::{Readiness, RegistryCheck},
 };
@@ -40,6 +41,8 @@ impl Application {
     /// Binds `settings.server.bind` and prepares everything; nothing is
     /// served until [`Self::run_until_stopped`] is awaited.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Keys first: a broken auth setup must not start anything.
+        let auth = Auth::from_settings(&settings.auth)?;
         let settings = Arc::new(settings);
 
         let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
@@ -76,6 +79,8 @@ impl Application {
             settings: Arc::clone(&settings),
             metrics,
             readiness,
+            auth,
+            limits: Limits::new(&settings.limits),
         });
         let app_settings = Arc::clone(&settings);
         let mut server = HttpServer::new(move || {
@@ -114,8 +119,8 @@ impl Application {
             .first()
             .ok_or_else(|| anyhow::anyhow!("no address bound for {bind}"))?;
         info!(
-            "listening addr={local} demo={} heartbeat={:?}",
-            settings.demo.enabled, settings.stream.heartbeat
+            "listening addr={local} demo={} heartbeat={:?} auth={}",
+            settings.demo.enabled, settings.stream.heartbeat, settings.auth.enabled
         );
         Ok(Self {
             port: local.port(),

@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -18,7 +21,7 @@ use log::{debug, info};
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{
-    ChannelStats, Delivery, Reply, Subscriber,
+    BrokerError, ChannelStats, Delivery, Reply, Subscriber,
     event::{ChannelName, Epoch, Event, EventId, EventType, ResumeFrom},
     history::{History, Replay},
     registry::{ChannelIdle, RegistryActor},
@@ -38,6 +41,12 @@ pub struct ChannelConfig {
     pub tick: Duration,
     /// Where the channel counts what it does (see `crate::metrics`).
     pub metrics: Arc<Metrics>,
+    /// Most subscribers of one channel (0: no limit).
+    pub max_subscribers: usize,
+    /// Most subscriptions in the whole broker (0: no limit).
+    pub max_total_subscribers: usize,
+    /// Subscriptions in the whole broker, kept by every channel actor.
+    pub total_subscribers: Arc<AtomicU64>,
 }
 
 pub struct ChannelActor {
@@ -56,6 +65,11 @@ pub struct ChannelActor {
     metrics: Arc<Metrics>,
     /// This channel's own labelled series, when the operator opted in.
     series: Option<ChannelSeries>,
+    max_subscribers: usize,
+    max_total_subscribers: usize,
+    total_subscribers: Arc<AtomicU64>,
+    /// This channel's share of `total_subscribers`.
+    counted: usize,
 }
 
 impl ChannelActor {
@@ -80,6 +94,10 @@ impl ChannelActor {
             received: 0,
             tick: config.tick,
             metrics: Arc::clone(&config.metrics),
+            max_subscribers: config.max_subscribers,
+            max_total_subscribers: config.max_total_subscribers,
+            total_subscribers: Arc::clone(&config.total_subscribers),
+            counted: 0,
         }
     }
 
@@ -121,10 +139,39 @@ impl ChannelActor {
         delivered
     }
 
-    fn update_subscriber_count(&self) {
-        self.stats
-            .subscribers
-            .store(self.subscribers.len() as u64, Ordering::Relaxed);
+    fn update_subscriber_count(&mut self) {
+        let now = self.subscribers.len();
+        if now < self.counted {
+            self.total_subscribers
+                .fetch_sub((self.counted - now) as u64, Ordering::AcqRel);
+        } else if now > self.counted {
+            self.total_subscribers
+                .fetch_add((now - self.counted) as u64, Ordering::AcqRel);
+        }
+        self.counted = now;
+        self.stats.subscribers.store(now as u64, Ordering::Relaxed);
+    }
+
+    /// Takes one place in the broker-wide count, or says why there is none.
+    /// The count is reserved atomically, so channels on other arbiters
+    /// cannot overshoot the limit together.
+    fn reserve_subscriber(&mut self) -> Result<(), BrokerError> {
+        if self.max_subscribers > 0 && self.subscribers.len() >= self.max_subscribers {
+            return Err(BrokerError::TooManySubscribers(format!(
+                "channel {} already has its maximum of {} subscribers",
+                self.name, self.max_subscribers
+            )));
+        }
+        let before = self.total_subscribers.fetch_add(1, Ordering::AcqRel);
+        if self.max_total_subscribers > 0 && before >= self.max_total_subscribers as u64 {
+            self.total_subscribers.fetch_sub(1, Ordering::AcqRel);
+            return Err(BrokerError::TooManySubscribers(format!(
+                "the broker already holds its maximum of {} subscriptions",
+                self.max_total_subscribers
+            )));
+        }
+        self.counted += 1;
+        Ok(())
     }
 
     /// Counts one message from the registry (see `ChannelIdle`); the shared
@@ -167,6 +214,8 @@ impl Actor for ChannelActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.subscribers.clear();
+        self.update_subscriber_count();
         info!(
             "channel stopped channel={} published={}",
             self.name,
@@ -260,6 +309,11 @@ impl Handler<Subscribe> for ChannelActor {
         // Replay and registration happen in one handler: every later event
         // goes to the queue, every earlier one is in the replay. No gap, no
         // duplicate.
+        if let Err(err) = self.reserve_subscriber() {
+            info!("subscribe refused channel={} reason={err}", self.name);
+            let _ = msg.reply.send(Err(err));
+            return;
+        }
         let replay = msg.from.map(|from| self.history.since(&from));
         if let Some(replay) = &replay {
             self.metrics.replayed.increment(replay.events.len() as u64);
@@ -271,8 +325,9 @@ impl Handler<Subscribe> for ChannelActor {
                 self.name, msg.subscriber.id
             );
             self.subscribers.push(msg.subscriber);
-            self.update_subscriber_count();
         }
+        // Settles the reservation whether or not the caller was still there.
+        self.update_subscriber_count();
     }
 }
 

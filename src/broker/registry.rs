@@ -11,7 +11,10 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -64,6 +67,9 @@ impl RegistryActor {
                 history_max_age: settings.history.max_age,
                 tick: settings.stream.heartbeat,
                 metrics: Metrics::detached(),
+                max_subscribers: settings.limits.max_subscribers_per_channel,
+                max_total_subscribers: settings.limits.max_subscribers,
+                total_subscribers: Arc::new(AtomicU64::new(0)),
             },
             max_channels: settings.broker.max_channels,
             pulses: PulseBook::new(settings.pulses.clone()),
