@@ -5,6 +5,7 @@ mod channels;
 mod drain;
 mod errors;
 mod helpers;
+mod mercure;
 mod multi_channel;
 mod operations;
 mod proxy;
