@@ -36,6 +36,7 @@ pub struct Settings {
     pub health: HealthSettings,
     pub auth: AuthSettings,
     pub limits: LimitsSettings,
+    pub mercure: MercureSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +218,35 @@ pub struct LimitsSettings {
     pub trust_forwarded_for: bool,
 }
 
+/// Mercure's documented development key, accepted only while
+/// `mercure.allow_development_key` is set (see `config/default.toml`).
+pub const MERCURE_DEVELOPMENT_KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MercureSettings {
+    /// Serve the Mercure hub at `/.well-known/mercure`.
+    pub enabled: bool,
+    /// Key checking publisher JWTs: the secret (HS*) or a PEM public key (RS*, ES*).
+    pub publisher_jwt_key: String,
+    /// Key checking subscriber JWTs; empty means subscribers are never
+    /// authenticated (anonymous only, no private updates).
+    pub subscriber_jwt_key: String,
+    /// The one algorithm tokens may be signed with (HS256, HS384, HS512,
+    /// RS256, RS384, RS512, ES256, ES384).
+    pub jwt_algorithm: String,
+    /// Subscribers without a token are accepted (they get public updates).
+    pub anonymous: bool,
+    /// Subscription events and the `/.well-known/mercure/subscriptions` API.
+    pub subscriptions: bool,
+    /// Accept the documented development key; false in production, where
+    /// the broker refuses to start until real keys are set.
+    pub allow_development_key: bool,
+    /// Origins allowed to publish with the `mercureAuthorization` cookie
+    /// (browsers; the check stops cross-site request forgery).
+    pub publish_origins: Vec<String>,
+}
+
 /// A configuration that cannot be loaded or does not make sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -317,11 +347,43 @@ impl Settings {
         if self.limits.publish_rate > 0 && self.limits.publish_burst == 0 {
             return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
         }
+        self.validate_mercure()?;
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
         if any_origin && self.cors.allow_credentials {
             return bad(
                 "cors.allowed_origins \"*\" cannot be combined with cors.allow_credentials",
             );
+        }
+        Ok(())
+    }
+
+    /// A hub that anyone could publish to with a public key is refused.
+    fn validate_mercure(&self) -> Result<(), ConfigError> {
+        let mercure = &self.mercure;
+        let bad = |why: &str| Err(ConfigError::Inconsistent(format!("mercure: {why}")));
+        if !mercure.enabled {
+            return Ok(());
+        }
+        if mercure.publisher_jwt_key.is_empty() {
+            return bad(
+                "publisher_jwt_key is not set (SSE_BROKER__MERCURE__PUBLISHER_JWT_KEY); \
+                 set it or disable the hub with mercure.enabled = false",
+            );
+        }
+        if mercure.subscriber_jwt_key.is_empty() && !mercure.anonymous {
+            return bad("without subscriber_jwt_key, anonymous must be true");
+        }
+        let uses_development_key = [&mercure.publisher_jwt_key, &mercure.subscriber_jwt_key]
+            .iter()
+            .any(|key| key.as_str() == MERCURE_DEVELOPMENT_KEY);
+        if uses_development_key && !mercure.allow_development_key {
+            return bad(
+                "the development key !ChangeThisMercureHubJWTSecretKey! is public; \
+                 set publisher_jwt_key and subscriber_jwt_key to your own secrets",
+            );
+        }
+        if let Err(err) = crate::mercure::auth::TokenChecker::from_settings(mercure) {
+            return bad(&err);
         }
         Ok(())
     }
@@ -340,11 +402,21 @@ mod tests {
         assert_eq!(settings.stream.heartbeat, Duration::from_secs(15));
     }
 
-    /// The production example is a valid overlay.
+    /// The production example is a valid overlay once its secrets are set,
+    /// and refuses to load without them.
     #[test]
     fn production_example_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
-        let settings = Settings::load(Some(&path)).expect("production.toml loads");
+        let err = Settings::load(Some(&path)).expect_err("no Mercure key in production.toml");
+        assert!(err.to_string().contains("mercure"), "{err}");
+        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::file(&path))
+            .merge(Toml::string(
+                "[mercure]\npublisher_jwt_key = \"a-real-secret-of-enough-length\"",
+            ))
+            .extract()
+            .expect("production.toml loads");
+        settings.validate().expect("valid with a real key");
         assert!(!settings.demo.enabled);
         assert!(settings.auth.enabled, "production turns auth on");
     }
@@ -360,6 +432,15 @@ mod tests {
         settings.validate().expect("valid with auth on");
         settings.auth.secret = "short".into();
         assert!(settings.validate().is_err());
+    }
+
+    /// Production refuses Mercure's public development key.
+    #[test]
+    fn development_key_is_refused_in_production() {
+        let mut settings = Settings::defaults();
+        settings.mercure.allow_development_key = false;
+        let err = settings.validate().expect_err("development key refused");
+        assert!(err.to_string().contains("development key"), "{err}");
     }
 
     /// A wildcard origin together with credentials is refused.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, Addr, Arbiter};
+use actix::{Actor, Addr, Arbiter, AsyncContext};
 use actix_cors::Cors;
 use actix_web::{
     App, HttpServer,
@@ -21,6 +21,7 @@ use crate::{
     config::{CorsSettings, LogSettings, Settings},
     error::problem_for_framework_errors,
     http::{self, AppState, guard::Limits},
+    mercure::{HubActor, MercureState, auth::TokenChecker, hub::CloseStreams},
     metrics::Metrics,
     readiness::{Readiness, RegistryCheck},
 };
@@ -35,6 +36,7 @@ pub struct Application {
     server: Server,
     registry: Addr<RegistryActor>,
     arbiters: Vec<Arbiter>,
+    mercure: Option<Addr<HubActor>>,
 }
 
 impl Application {
@@ -49,10 +51,37 @@ impl Application {
             .map(|_| Arbiter::new())
             .collect();
         let metrics = Metrics::new(&settings.metrics);
-        let registry = RegistryActor::new(&settings)
+        // The hub and the registry know each other: the hub's address exists
+        // before it runs.
+        let hub_context = settings
+            .mercure
+            .enabled
+            .then(actix::Context::<HubActor>::new);
+        let mut registry = RegistryActor::new(&settings)
             .with_arbiters(arbiters.iter().map(Arbiter::handle).collect())
-            .with_metrics(Arc::clone(&metrics))
-            .start();
+            .with_metrics(Arc::clone(&metrics));
+        if let Some(hub) = &hub_context {
+            registry = registry.with_mercure(hub.address().recipient());
+        }
+        let registry = registry.start();
+        let mercure = match hub_context {
+            Some(context) => {
+                let tokens = TokenChecker::from_settings(&settings.mercure)
+                    .map_err(|err| anyhow::anyhow!("mercure: {err}"))?;
+                let hub = context.run(HubActor::new(
+                    &settings,
+                    registry.clone(),
+                    Arc::clone(&metrics),
+                ));
+                Some(web::Data::new(MercureState {
+                    hub,
+                    tokens,
+                    settings: Arc::clone(&settings),
+                    metrics: Arc::clone(&metrics),
+                }))
+            }
+            None => None,
+        };
         // A cluster backend adds its own check here.
         let readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
             registry: registry.clone(),
@@ -83,6 +112,8 @@ impl Application {
             limits: Limits::new(&settings.limits),
         });
         let app_settings = Arc::clone(&settings);
+        let hub = mercure.as_ref().map(|state| state.hub.clone());
+        let app_mercure = mercure;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -94,6 +125,11 @@ impl Application {
                 ))
                 .configure(http::configure)
                 .configure(|cfg| http::configure_operations(cfg, &app_settings))
+                .configure(|cfg| {
+                    if let Some(state) = &app_mercure {
+                        crate::mercure::routes::configure(cfg, state.clone());
+                    }
+                })
                 .service(
                     actix_files::Files::new("/", &app_settings.server.public_dir)
                         .index_file("index.html"),
@@ -127,6 +163,7 @@ impl Application {
             server: server.run(),
             registry,
             arbiters,
+            mercure: hub,
         })
     }
 
@@ -139,6 +176,7 @@ impl Application {
         Stopper {
             server: self.server.handle(),
             registry: self.registry.clone(),
+            mercure: self.mercure.clone(),
         }
     }
 
@@ -180,13 +218,17 @@ impl Application {
 pub struct Stopper {
     server: ServerHandle,
     registry: Addr<RegistryActor>,
+    mercure: Option<Addr<HubActor>>,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
         // `stop` sends its command at once; the future only awaits the end.
         let stopped = self.server.stop(true);
-        let streams = self.registry.send(Shutdown).await.unwrap_or(0);
+        let mut streams = self.registry.send(Shutdown).await.unwrap_or(0);
+        if let Some(hub) = &self.mercure {
+            streams += hub.send(CloseStreams).await.unwrap_or(0);
+        }
         info!("draining open_streams={streams}");
         stopped.await;
     }

@@ -28,7 +28,7 @@ use super::{
         ChannelActor, ChannelConfig, CloseSubscribers, CountPulse, Inspect, Publish, Retire,
         Subscribe, Unsubscribe,
     },
-    event::{ChannelName, EventId},
+    event::{ChannelName, EventId, EventType},
     pulse::{PulseBook, PulseRecord},
 };
 use crate::{config::Settings, metrics::Metrics};
@@ -54,6 +54,8 @@ pub struct RegistryActor {
     /// accepted now could reach no subscriber: their streams are closing).
     closing: bool,
     metrics: Arc<Metrics>,
+    /// The Mercure hub, offered every event published here (see `crate::mercure`).
+    mercure: Option<Recipient<ChannelPublished>>,
 }
 
 impl RegistryActor {
@@ -75,7 +77,14 @@ impl RegistryActor {
             pulses: PulseBook::new(settings.pulses.clone()),
             closing: false,
             metrics: Metrics::detached(),
+            mercure: None,
         }
+    }
+
+    /// Offers every published event to the Mercure hub as well.
+    pub fn with_mercure(mut self, hub: Recipient<ChannelPublished>) -> Self {
+        self.mercure = Some(hub);
+        self
     }
 
     /// Counts into `metrics` (the application's) instead of a detached set.
@@ -171,22 +180,68 @@ impl Handler<Publish> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        let mirror = self.mercure.clone().map(|hub| {
+            let event = ChannelPublished {
+                channel: msg.channel.clone(),
+                event_type: msg.event_type.clone(),
+                data: msg.data.clone(),
+            };
+            (hub, event)
+        });
+        if self.publish(msg, ctx)
+            && let Some((hub, event)) = mirror
+        {
+            hub.do_send(event);
+        }
+    }
+}
+
+impl RegistryActor {
+    /// Routes a publish to its channel; false when it was refused.
+    fn publish(&mut self, msg: Publish, ctx: &mut Context<Self>) -> bool {
         if self.closing {
             if let Some(reply) = msg.reply {
                 let _ = reply.send(Err(BrokerError::ShuttingDown));
             }
-            return;
+            return false;
         }
         match self.route(&msg.channel, true, ctx) {
-            Ok(Some(channel)) => channel.do_send(msg),
-            Ok(None) => {}
+            Ok(Some(channel)) => {
+                channel.do_send(msg);
+                true
+            }
+            Ok(None) => false,
             Err(err) => {
                 warn!("publish refused channel={} reason={err}", msg.channel);
                 if let Some(reply) = msg.reply {
                     let _ = reply.send(Err(err));
                 }
+                false
             }
         }
+    }
+}
+
+/// An event published on a channel, offered to the Mercure hub.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelPublished {
+    pub channel: ChannelName,
+    pub event_type: Option<EventType>,
+    pub data: String,
+}
+
+/// A publish coming from the Mercure hub: routed like [`Publish`] but not
+/// offered back to the hub.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishFromHub(pub Publish);
+
+impl Handler<PublishFromHub> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishFromHub, ctx: &mut Self::Context) {
+        self.publish(msg.0, ctx);
     }
 }
 

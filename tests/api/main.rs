@@ -7,6 +7,7 @@ mod drain;
 mod errors;
 mod helpers;
 mod limits;
+mod mercure;
 mod multi_channel;
 mod openapi;
 mod operations;
