@@ -196,7 +196,11 @@ start_broker() { # ours|nchan placement
     ours)
       [ -x "$OURS_BIN" ] || { echo "$OURS_BIN does not exist: build it (cargo build --release) or set OURS_BIN" >&2; return 1; }
       port_free "$OURS_PORT" || { echo "port $OURS_PORT is busy (another broker running?)" >&2; return 1; }
-      ( cd "$ROOT" && SSE_BROKER__DEMO__ENABLED=false RUST_LOG=${RUST_LOG:-warn} \
+      # The load generator speaks from one IP (or a few), so the per-IP abuse
+      # limits (streams per IP, publish rate) would refuse it: they are lifted
+      # here, as they would be for traffic spread over many real clients.
+      ( cd "$ROOT" && SSE_BROKER__DEMO__ENABLED=false SSE_BROKER__LIMITS__MAX_STREAMS_PER_IP=0 \
+          SSE_BROKER__LIMITS__PUBLISH_RATE=0 RUST_LOG=${RUST_LOG:-warn} \
           exec "${pin[@]}" "$OURS_BIN" --bind "127.0.0.1:$OURS_PORT" ) >>"$OUT/ours-broker.log" 2>&1 &
       BPID=$!
       wait_port "$OURS_PORT" "$BPID" || return 1
