@@ -19,6 +19,9 @@ struct Cli {
     /// Turn the demo publisher on or off.
     #[arg(long, value_name = "BOOL")]
     demo: Option<bool>,
+    /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 #[actix_web::main]
@@ -31,6 +34,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(demo) = cli.demo {
         settings.demo.enabled = demo;
+    }
+    if let Some(redis) = cli.redis {
+        settings.cluster.redis_url = redis;
     }
     Application::build(settings)?
         .run_until_stopped(true)

@@ -17,6 +17,7 @@ use log::{info, warn};
 
 use crate::{
     broker::{ChannelName, RegistryActor, demo::DemoPublisher, registry::Shutdown},
+    cluster::{self, Cluster},
     config::{CorsSettings, Settings},
     error::problem_for_framework_errors,
     http::{self, AppState},
@@ -27,6 +28,7 @@ pub struct Application {
     server: Server,
     registry: Addr<RegistryActor>,
     arbiters: Vec<Arbiter>,
+    cluster: Option<Cluster>,
 }
 
 impl Application {
@@ -41,9 +43,28 @@ impl Application {
         let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
             .map(|_| Arbiter::new())
             .collect();
-        let registry = RegistryActor::new(&settings)
-            .with_arbiters(arbiters.iter().map(Arbiter::handle).collect())
-            .start();
+        let cluster = match settings.cluster.enabled() {
+            true => Some(Cluster::new(
+                &settings.cluster,
+                &settings.history,
+                &settings.pulses,
+            )?),
+            false => None,
+        };
+        let mut registry = RegistryActor::new(&settings)
+            .with_arbiters(arbiters.iter().map(Arbiter::handle).collect());
+        if let Some(cluster) = &cluster {
+            registry = registry.with_cluster(cluster.clone());
+        }
+        let registry = registry.start();
+        if let Some(cluster) = &cluster {
+            cluster.start(registry.clone());
+            info!(
+                "cluster mode node={} redis={}",
+                cluster.node_id(),
+                cluster::redacted(&settings.cluster.redis_url)
+            );
+        }
         if settings.demo.enabled {
             let channel = ChannelName::parse(&settings.demo.channel)
                 .map_err(|err| anyhow::anyhow!("demo.channel: {err}"))?;
@@ -64,6 +85,7 @@ impl Application {
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             settings: Arc::clone(&settings),
+            cluster: cluster.clone(),
         });
         let app_settings = Arc::clone(&settings);
         let mut server = HttpServer::new(move || {
@@ -99,6 +121,7 @@ impl Application {
             server: server.run(),
             registry,
             arbiters,
+            cluster,
         })
     }
 
@@ -111,6 +134,7 @@ impl Application {
         Stopper {
             server: self.server.handle(),
             registry: self.registry.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 
@@ -140,12 +164,16 @@ impl Application {
 pub struct Stopper {
     server: ServerHandle,
     registry: Addr<RegistryActor>,
+    cluster: Option<Cluster>,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
         let streams = self.registry.send(Shutdown).await.unwrap_or(0);
         info!("shutting down open_streams={streams}");
+        if let Some(cluster) = &self.cluster {
+            cluster.shutdown();
+        }
         self.server.stop(true).await;
     }
 }

@@ -38,6 +38,9 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("the broker did not answer")]
     Unavailable,
+    /// Cluster mode: Redis, which stores and orders the events, failed.
+    #[error("the cluster store is unavailable: {0}")]
+    StoreUnavailable(String),
 }
 
 /// The answer to a caller awaiting a broker message.
@@ -96,4 +99,7 @@ pub struct ChannelStats {
     pub history: AtomicU64,
     pub pulses: AtomicU64,
     pub evicted: AtomicU64,
+    /// The raw epoch of the channel's current life when it changed since
+    /// the channel started (cluster mode); 0 otherwise.
+    pub epoch: AtomicU64,
 }

@@ -7,6 +7,10 @@
 //! the registry counts what it forwarded to each channel, the channel reports
 //! how many it received when it finds itself idle, and only when the two
 //! counts agree (nothing in flight) is the channel forgotten and retired.
+//!
+//! In cluster mode the registry publishes to Redis itself (the event comes
+//! back to every node's channel actors through the bus), and routes bus
+//! events ([`Deliver`]) to the channel actors this node has.
 
 use std::{
     collections::HashMap,
@@ -22,13 +26,13 @@ use serde::Serialize;
 use super::{
     BrokerError, ChannelStats,
     channel::{
-        ChannelActor, ChannelConfig, CloseSubscribers, CountPulse, Inspect, Publish, Retire,
-        Subscribe, Unsubscribe,
+        CatchUp, ChannelActor, ChannelConfig, CloseSubscribers, CountPulse, Deliver, Inspect,
+        Publish, Published, Retire, Subscribe, Unsubscribe,
     },
-    event::{ChannelName, EventId},
+    event::{ChannelName, Epoch, EventId},
     pulse::{PulseBook, PulseRecord},
 };
-use crate::config::Settings;
+use crate::{cluster::Cluster, config::Settings};
 
 struct ChannelEntry {
     addr: Addr<ChannelActor>,
@@ -61,6 +65,7 @@ impl RegistryActor {
                 history_max_events: settings.history.max_events,
                 history_max_age: settings.history.max_age,
                 tick: settings.stream.heartbeat,
+                cluster: None,
             },
             max_channels: settings.broker.max_channels,
             pulses: PulseBook::new(settings.pulses.clone()),
@@ -71,6 +76,12 @@ impl RegistryActor {
     /// Runs channel actors on these arbiters instead of the registry's own.
     pub fn with_arbiters(mut self, arbiters: Vec<ArbiterHandle>) -> Self {
         self.arbiters = arbiters;
+        self
+    }
+
+    /// Cluster mode: events are published to and read from Redis.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.channel_config.cluster = Some(cluster);
         self
     }
 
@@ -122,13 +133,17 @@ impl RegistryActor {
 
     fn summary(name: &ChannelName, entry: &ChannelEntry) -> ChannelSummary {
         let last_seq = entry.stats.last_seq.load(Ordering::Relaxed);
+        let epoch = match entry.stats.epoch.load(Ordering::Relaxed) {
+            0 => entry.head_at_start.epoch,
+            raw => Epoch::from_raw(raw),
+        };
         ChannelSummary {
             name: name.to_string(),
             subscribers: entry.stats.subscribers.load(Ordering::Relaxed),
             published: entry.stats.published.load(Ordering::Relaxed),
             last_event_id: EventId {
                 seq: last_seq,
-                ..entry.head_at_start
+                epoch,
             }
             .to_string(),
             history: entry.stats.history.load(Ordering::Relaxed),
@@ -153,6 +168,31 @@ impl Handler<Publish> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        if let Some(cluster) = &self.channel_config.cluster {
+            // Redis assigns the id and carries the event to every node; the
+            // answer waits until it is stored (503 otherwise, never 202).
+            let cluster = cluster.clone();
+            let subscribers = self
+                .channels
+                .get(&msg.channel)
+                .map_or(0, |e| e.stats.subscribers.load(Ordering::Relaxed) as usize);
+            actix::spawn(async move {
+                let stored = cluster
+                    .publish(&msg.channel, msg.event_type.as_ref(), &msg.data)
+                    .await;
+                let answer = match stored {
+                    Ok(id) => Ok(Published { id, subscribers }),
+                    Err(err) => {
+                        warn!("publish refused channel={} reason={err}", msg.channel);
+                        Err(BrokerError::StoreUnavailable(err.to_string()))
+                    }
+                };
+                if let Some(reply) = msg.reply {
+                    let _ = reply.send(answer);
+                }
+            });
+            return;
+        }
         match self.route(&msg.channel, true, ctx) {
             Ok(Some(channel)) => channel.do_send(msg),
             Ok(None) => {}
@@ -210,6 +250,35 @@ impl Handler<Inspect> for RegistryActor {
     }
 }
 
+impl Handler<Deliver> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        // Only channels with an actor here have subscribers here.
+        if let Ok(Some(channel)) = self.route(&msg.channel, false, ctx) {
+            channel.do_send(msg);
+        }
+    }
+}
+
+/// From the bus: it (re)subscribed, so every channel reads what it missed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BusResumed;
+
+impl Handler<BusResumed> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: BusResumed, _: &mut Self::Context) {
+        for (name, entry) in &mut self.channels {
+            entry.forwarded += 1;
+            entry.addr.do_send(CatchUp {
+                channel: name.clone(),
+            });
+        }
+    }
+}
+
 /// A client's liveness report, optionally for one channel.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -237,7 +306,7 @@ impl Handler<Pulse> for RegistryActor {
 }
 
 /// One channel in `GET /channels`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelSummary {
     pub name: String,

@@ -18,6 +18,7 @@ use crate::{
     broker::{
         ChannelName, EventType, RegistryActor, await_reply, channel::Publish, channel::Published,
     },
+    cluster::Cluster,
     config::Settings,
     error::ApiError,
 };
@@ -26,6 +27,8 @@ use crate::{
 pub struct AppState {
     pub registry: Addr<RegistryActor>,
     pub settings: Arc<Settings>,
+    /// Set in cluster mode; `is_connected()` is the node's readiness.
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {
