@@ -2,10 +2,12 @@
 //! One binary, one module per area; each test is a scenario.
 
 mod channels;
+mod cluster;
 mod errors;
 mod helpers;
 mod multi_channel;
 mod pulses;
+mod redis_support;
 mod resume;
 mod shutdown;
 mod slow_consumer;
