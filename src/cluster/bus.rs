@@ -40,7 +40,7 @@ pub async fn run(cluster: Cluster, registry: Addr<RegistryActor>) {
             Err(err) => {
                 attempts += 1;
                 // One line per outage and then every tenth try, not one per try.
-                if attempts == 1 || attempts % 10 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(10) {
                     warn!(
                         "cluster bus unreachable node={} attempts={attempts} retry_in={delay:?} error={err}",
                         cluster.node_id()

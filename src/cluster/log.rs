@@ -232,7 +232,7 @@ pub(crate) fn parse_event_type(text: &str) -> Option<EventType> {
 }
 
 fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
-    if fields.len() < 2 || (fields.len() - 2) % 4 != 0 {
+    if fields.len() < 2 || !(fields.len() - 2).is_multiple_of(4) {
         return Err(ClusterError::Protocol(format!(
             "fetch returned {} fields",
             fields.len()

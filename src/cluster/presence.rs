@@ -6,7 +6,10 @@
 //! `node:<id>:subscribers` (channel → count) and its entry in the `nodes`
 //! sorted set, both valid for three intervals. A node that dies simply stops
 //! counting after that. Counts of other nodes are therefore up to one
-//! interval old; the asking node's own counts are always current.
+//! interval old; the asking node's own counts are always current. The same
+//! refresh extends the expiry of the log keys of every channel that has
+//! subscribers here, so a quiet channel that is still listened to keeps its
+//! epoch (its clients' ids stay valid) however long it goes without events.
 //!
 //! Pulses: per client a list of pulse times (newest first, at most
 //! `pulses.keep_timestamps`) and a counter, both expiring after
@@ -21,7 +24,7 @@ use redis::Script;
 
 use super::{Cluster, ClusterError, now_ms};
 use crate::broker::{
-    RegistryActor,
+    ChannelName, RegistryActor,
     pulse::{PulseRecord, rfc3339},
     registry::ListChannels,
 };
@@ -82,6 +85,15 @@ impl Cluster {
         if !counts.is_empty() {
             pipe.hset_multiple(&hash, counts).ignore();
             pipe.pexpire(&hash, valid_for as i64).ignore();
+        }
+        let log_ttl = millis(self.inner.history.max_age).max(1000) as i64;
+        for channel in counts
+            .iter()
+            .filter_map(|(name, _)| ChannelName::parse(name).ok())
+        {
+            pipe.pexpire(keys.epoch(&channel), log_ttl).ignore();
+            pipe.pexpire(keys.seq(&channel), log_ttl).ignore();
+            pipe.pexpire(keys.stream(&channel), log_ttl).ignore();
         }
         pipe.zadd(keys.nodes(), self.node_id(), now + valid_for)
             .ignore()

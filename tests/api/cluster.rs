@@ -39,7 +39,10 @@ async fn publish_once_reconnected(app: &TestApp, channel: &str, body: &str) -> S
             return answer["id"].as_str().expect("an id").to_owned();
         }
         assert_eq!(status, 503, "{answer}");
-        assert!(tokio::time::Instant::now() < deadline, "the node did not reconnect");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node did not reconnect"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -65,15 +68,21 @@ async fn publishes_reach_every_node_in_one_order() {
     on_a.wait_open().await;
     on_b.wait_open().await;
 
-    let (from_a, from_b) =
-        futures_util::join!(publish_15(&a, "a"), publish_15(&b, "b"));
+    let (from_a, from_b) = futures_util::join!(publish_15(&a, "a"), publish_15(&b, "b"));
 
     let seen_a = pairs(&on_a.next_messages(30).await);
     let seen_b = pairs(&on_b.next_messages(30).await);
-    assert_eq!(seen_a, seen_b, "both nodes deliver the same ids in the same order");
+    assert_eq!(
+        seen_a, seen_b,
+        "both nodes deliver the same ids in the same order"
+    );
     let seqs: Vec<u64> = seen_a.iter().map(|(id, _)| seq_of(id)).collect();
     assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
-    assert!(seen_a.iter().all(|(id, _)| epoch_of(id) == epoch_of(&seen_a[0].0)));
+    assert!(
+        seen_a
+            .iter()
+            .all(|(id, _)| epoch_of(id) == epoch_of(&seen_a[0].0))
+    );
     // Every acknowledged id names exactly the event that was published with it.
     let delivered: HashSet<(String, String)> = seen_a.into_iter().collect();
     for acked in from_a.into_iter().chain(from_b) {
@@ -110,7 +119,10 @@ async fn client_resumes_on_another_node() {
     assert_eq!(replayed, ["2", "3", "4"]);
     let live_id = a.publish("moving", "5").await;
     let live = on_b.next_event().await;
-    assert_eq!((live.id.as_str(), live.data.as_str()), (live_id.as_str(), "5"));
+    assert_eq!(
+        (live.id.as_str(), live.data.as_str()),
+        (live_id.as_str(), "5")
+    );
 }
 
 /// A node cut off from Redis answers 503, keeps its streams open, reconnects and delivers what it missed.
@@ -140,14 +152,20 @@ async fn node_cut_off_from_redis_recovers_without_loss() {
         "application/problem+json"
     );
     // Meanwhile the rest of the cluster goes on.
-    let missed = [b.publish("outage", "2").await, b.publish("outage", "3").await];
+    let missed = [
+        b.publish("outage", "2").await,
+        b.publish("outage", "3").await,
+    ];
 
     proxy.restore();
     // The same stream, still open, gets what it missed without a new publish.
     let caught_up = on_a.next_messages(2).await;
     assert_eq!(
         pairs(&caught_up),
-        [(missed[0].clone(), "2".into()), (missed[1].clone(), "3".into())]
+        [
+            (missed[0].clone(), "2".into()),
+            (missed[1].clone(), "3".into())
+        ]
     );
     // Publishing on the node works again once it has reconnected.
     let fourth = publish_once_reconnected(&a, "outage", "4").await;
@@ -213,7 +231,10 @@ async fn sigkilled_node_loses_nothing_acknowledged() {
                 let Ok(body) = res.json::<serde_json::Value>().await else {
                     break;
                 };
-                acked.lock().unwrap().push(body["id"].as_str().unwrap().to_owned());
+                acked
+                    .lock()
+                    .unwrap()
+                    .push(body["id"].as_str().unwrap().to_owned());
             }
         })
     };
@@ -284,7 +305,11 @@ async fn redis_restarted_empty_gives_gap_notice() {
         .await;
     let gap = resumed.next_event().await;
     assert_eq!(gap.event, "broker.gap");
-    assert!(gap.data.contains(r#""reason":"unknown-epoch""#), "{}", gap.data);
+    assert!(
+        gap.data.contains(r#""reason":"unknown-epoch""#),
+        "{}",
+        gap.data
+    );
     assert_eq!(resumed.next_messages(1).await[0].data, "2");
 }
 
@@ -344,4 +369,48 @@ async fn counts_pulses_and_kills_are_cluster_wide() {
         .collect();
     killed.sort();
     assert_eq!(killed, [r#""tab-1""#, r#""tab-2""#]);
+}
+
+/// An event whose bus message never arrived is read from the log before the next one is delivered.
+#[actix_web::test]
+async fn event_missing_from_the_bus_is_read_from_the_log() {
+    let redis = RedisServer::start();
+    let a = spawn_node(&redis.url()).await;
+    let mut sse = a.stream("/stream/holes", &[]).await;
+    sse.wait_open().await;
+    let first = a.publish("holes", "1").await;
+    assert_eq!(sse.next_event().await.data, "1");
+
+    // Stored like the publish script does, but never announced on the bus.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let seq: u64 = redis::cmd("INCR")
+        .arg("sse:{holes}:seq")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("sse:{holes}:events")
+        .arg(format!("{seq}-0"))
+        .arg(&["t", &now_ms_text(), "e", "", "d", "2"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let third = a.publish("holes", "3").await;
+    let got = sse.next_messages(2).await;
+    assert_eq!(got[0].data, "2");
+    assert_eq!(seq_of(&got[0].id), seq_of(&first) + 1);
+    assert_eq!(
+        (got[1].id.as_str(), got[1].data.as_str()),
+        (third.as_str(), "3")
+    );
+}
+
+fn now_ms_text() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string()
 }

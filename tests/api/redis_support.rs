@@ -176,7 +176,14 @@ pub struct NodeProcess {
 impl NodeProcess {
     pub fn start(redis_url: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sse-broker"))
-            .args(["--bind", "127.0.0.1:0", "--demo", "false", "--redis", redis_url])
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--demo",
+                "false",
+                "--redis",
+                redis_url,
+            ])
             .env("RUST_LOG", "info")
             .env("SSE_BROKER__CLUSTER__MAX_RECONNECT_DELAY", "400ms")
             .stderr(Stdio::piped())
