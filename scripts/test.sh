@@ -42,6 +42,8 @@ apt_install() {
 }
 
 install_tools() {
+  # The cluster tests (tests/api/cluster.rs) start their own redis-server.
+  apt_install redis-server || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then
     apt_install chromium || return 1
     npm ci --no-audit --no-fund --loglevel=error || return 1

@@ -43,6 +43,9 @@ use crate::cluster::{
 /// of further clients still count in the total. Bounds memory per channel.
 const MAX_PULSE_CLIENTS: usize = 1024;
 
+/// Cluster mode: wait before reading the log again after a failed read.
+const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
+
 /// The heartbeat comment, shared by every subscriber of every channel.
 static HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
@@ -490,12 +493,27 @@ impl ChannelActor {
         ctx.wait(
             async move { cluster.fetch(&channel, FetchFrom::After(position)).await }
                 .into_actor(self)
-                .map(move |fetched, actor, _| match fetched {
+                .map(move |fetched, actor, ctx| match fetched {
                     Ok(fetched) => actor.apply_catch_up(fetched),
                     Err(err) => {
                         warn!("catch-up failed channel={} reason={err}", actor.name);
-                        if let Log::Shared(shared) = &mut actor.log {
-                            shared.behind = true;
+                        let Log::Shared(shared) = &mut actor.log else {
+                            return;
+                        };
+                        shared.behind = true;
+                        // With the bus down, its return triggers the next
+                        // try; with the bus up, nothing would until the tick.
+                        if shared.cluster.bus_is_up() {
+                            ctx.run_later(CATCH_UP_RETRY, |actor, ctx| {
+                                if actor.subscribers.is_empty() {
+                                    return;
+                                }
+                                if let Log::Shared(shared) = &actor.log
+                                    && shared.behind
+                                {
+                                    actor.catch_up(ctx);
+                                }
+                            });
                         }
                     }
                 }),

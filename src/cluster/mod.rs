@@ -194,6 +194,11 @@ impl Cluster {
             && !self.inner.commands_failing.load(Ordering::Acquire)
     }
 
+    /// Whether the bus connection is subscribed (events are arriving).
+    pub fn bus_is_up(&self) -> bool {
+        self.inner.bus_up.load(Ordering::Acquire)
+    }
+
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
     }
