@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (Chromium from Debian, npm packages), builds once in release mode, and runs
+# (nginx and Chromium from Debian, npm packages), builds once in release mode, and runs
 # every stage against that one build. Exits non-zero when any stage fails.
 #
 #   scripts/test.sh            # everything
@@ -42,6 +42,8 @@ apt_install() {
 }
 
 install_tools() {
+  # The reverse-proxy tests (tests/api/proxy.rs) run a real nginx.
+  apt_install nginx || return 1
   # The cluster tests (tests/api/cluster.rs) start their own redis-server.
   apt_install redis-server || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then
@@ -59,6 +61,27 @@ rust_tests() {
   cargo test --release --locked
 }
 
+bench_smoke() {
+  # The load generator must not rot: a few-second tiny run against the release broker.
+  CARGO_TARGET_DIR="$ROOT/bench/target" cargo build --release --locked --quiet \
+    --manifest-path bench/loadgen/Cargo.toml || return 1
+  local log port pid rc
+  log=$(mktemp)
+  SSE_BROKER__DEMO__ENABLED=false RUST_LOG=info "$ROOT/target/release/sse-broker" --bind 127.0.0.1:0 2>"$log" &
+  pid=$!
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*listening addr=127.0.0.1:\([0-9]*\).*/\1/p' "$log")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then kill "$pid"; cat "$log"; return 1; fi
+  bench/smoke.sh "$ROOT/bench/target/release/sse-loadgen" "http://127.0.0.1:$port"
+  rc=$?
+  kill "$pid"; wait "$pid" 2>/dev/null
+  rm -f "$log"
+  return $rc
+}
+
 browser_tests() {
   SSE_BROKER_BIN="$ROOT/target/release/sse-broker" npm run --silent test:browser
 }
@@ -66,6 +89,7 @@ browser_tests() {
 stage "install test tools" install_tools
 stage "build (release)" build
 stage "rust unit and integration tests" rust_tests
+stage "benchmark harness smoke run" bench_smoke
 if [ -z "${SKIP_BROWSER:-}" ]; then
   stage "browser end-to-end tests (Chromium)" browser_tests
 fi

@@ -31,6 +31,9 @@ pub struct Settings {
     pub pulses: PulseSettings,
     pub cors: CorsSettings,
     pub demo: DemoSettings,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+    pub health: HealthSettings,
     pub cluster: ClusterSettings,
 }
 
@@ -48,6 +51,12 @@ pub struct ServerSettings {
     /// Grace period for in-flight requests on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long an idle keep-alive connection (not a stream) stays open.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// How long a new connection may take to send its request head (408 after).
+    #[serde(with = "humantime_serde")]
+    pub client_request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +127,34 @@ pub struct DemoSettings {
     /// Interval between demo events.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// One `access …` line per HTTP request.
+    pub access_log: bool,
+    /// Stream requests in the access log too, and their open/close lines at
+    /// info level (debug otherwise).
+    pub access_log_streams: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve `GET /metrics`.
+    pub enabled: bool,
+    /// Channels that get their own labelled series; empty keeps label
+    /// cardinality independent of the number of channels.
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// How long `GET /readyz` waits for each readiness check.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +242,19 @@ impl Settings {
         }
         if self.demo.enabled && crate::broker::ChannelName::parse(&self.demo.channel).is_err() {
             return bad("demo.channel is not a valid channel name");
+        }
+        if self.health.ready_timeout.is_zero() {
+            return bad("health.ready_timeout must be greater than 0");
+        }
+        if let Some(bad_name) = self
+            .metrics
+            .channels
+            .iter()
+            .find(|name| crate::broker::ChannelName::parse(name).is_err())
+        {
+            return Err(ConfigError::Inconsistent(format!(
+                "metrics.channels: {bad_name:?} is not a valid channel name"
+            )));
         }
         if self.cluster.enabled() {
             if self.cluster.command_timeout.is_zero() {

@@ -21,11 +21,15 @@
 //!   `pulse`, `channels`, `session`) and request-body handling (`body`).
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
+//! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).
+//! - [`readiness`]: the checks behind `GET /readyz`.
 
 pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod readiness;
 pub mod sse;
 pub mod startup;

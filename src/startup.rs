@@ -2,7 +2,7 @@
 //! server, and shuts both down cleanly. Tests build it on port 0 and read
 //! [`Application::port`]; `main` runs it until SIGINT/SIGTERM.
 
-use std::{net::TcpListener, sync::Arc};
+use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter};
 use actix_cors::Cors;
@@ -10,7 +10,7 @@ use actix_web::{
     App, HttpServer,
     dev::{Server, ServerHandle},
     http::{Method, header},
-    middleware::{ErrorHandlers, Logger},
+    middleware::{Condition, ErrorHandlers, Logger},
     web,
 };
 use log::{info, warn};
@@ -18,10 +18,17 @@ use log::{info, warn};
 use crate::{
     broker::{ChannelName, RegistryActor, demo::DemoPublisher, registry::Shutdown},
     cluster::{self, Cluster},
-    config::{CorsSettings, Settings},
+    config::{CorsSettings, LogSettings, Settings},
     error::problem_for_framework_errors,
     http::{self, AppState},
+    metrics::Metrics,
+    readiness::{Readiness, RegistryCheck},
 };
+
+/// Pending connections the kernel queues for us. std's default of 128
+/// overflows when thousands of EventSource clients reconnect at once (e.g.
+/// after a deploy); Linux caps it at net.core.somaxconn (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
 
 pub struct Application {
     port: u16,
@@ -35,14 +42,12 @@ impl Application {
     /// Binds `settings.server.bind` and prepares everything; nothing is
     /// served until [`Self::run_until_stopped`] is awaited.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.server.bind)
-            .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", settings.server.bind))?;
-        let local = listener.local_addr()?;
         let settings = Arc::new(settings);
 
         let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
             .map(|_| Arbiter::new())
             .collect();
+        let metrics = Metrics::new(&settings.metrics);
         let cluster = match settings.cluster.enabled() {
             true => Some(Cluster::new(
                 &settings.cluster,
@@ -52,13 +57,18 @@ impl Application {
             false => None,
         };
         let mut registry = RegistryActor::new(&settings)
-            .with_arbiters(arbiters.iter().map(Arbiter::handle).collect());
+            .with_arbiters(arbiters.iter().map(Arbiter::handle).collect())
+            .with_metrics(Arc::clone(&metrics));
         if let Some(cluster) = &cluster {
             registry = registry.with_cluster(cluster.clone());
         }
         let registry = registry.start();
+        let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
+            registry: registry.clone(),
+        });
         if let Some(cluster) = &cluster {
             cluster.start(registry.clone());
+            readiness = readiness.with(cluster.clone());
             info!(
                 "cluster mode node={} redis={}",
                 cluster.node_id(),
@@ -85,6 +95,8 @@ impl Application {
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             settings: Arc::clone(&settings),
+            metrics,
+            readiness,
             cluster: cluster.clone(),
         });
         let app_settings = Arc::clone(&settings);
@@ -93,25 +105,36 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(cors(&app_settings.cors))
                 .wrap(ErrorHandlers::new().default_handler(problem_for_framework_errors))
-                .wrap(
-                    Logger::new("access remote=%a request=\"%r\" status=%s bytes=%b ms=%D")
-                        .exclude_regex("^/stream"),
-                )
+                .wrap(Condition::new(
+                    app_settings.log.access_log,
+                    access_log(&app_settings.log),
+                ))
                 .configure(http::configure)
+                .configure(|cfg| http::configure_operations(cfg, &app_settings))
                 .service(
                     actix_files::Files::new("/", &app_settings.server.public_dir)
                         .index_file("index.html"),
                 )
         })
-        .listen(listener)?
+        .backlog(LISTEN_BACKLOG)
         // A browser that goes away closes its side; without this the stream
         // would stay registered until the next write (up to a heartbeat).
         .h1_allow_half_closed(false)
+        .keep_alive(settings.server.keep_alive)
+        .client_request_timeout(settings.server.client_request_timeout)
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
+        let bind = settings.server.bind;
+        let server = server
+            .bind(bind)
+            .map_err(|err| anyhow::anyhow!("cannot listen on {bind}: {err}"))?;
+        let local = *server
+            .addrs()
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no address bound for {bind}"))?;
         info!(
             "listening addr={local} demo={} heartbeat={:?}",
             settings.demo.enabled, settings.stream.heartbeat
@@ -157,9 +180,21 @@ impl Application {
     }
 }
 
-/// Stops a running application: new subscriptions are refused, open streams
-/// end cleanly (clients reconnect elsewhere or later), then the server stops
-/// accepting and finishes in-flight requests.
+/// Stops a running application (the graceful drain):
+/// 1. the server stops accepting connections (the listener closes, so new
+///    clients and reconnecting subscribers reach another instance, or this
+///    one's successor on the same port);
+/// 2. the registry refuses new subscriptions and publishes (503 with
+///    Retry-After; `/readyz` turns 503) and tells every channel to let go of
+///    its subscribers: each open stream writes the events already queued,
+///    then a reconnect hint, and ends;
+/// 3. in-flight requests finish; publishes that reached the registry before
+///    step 2 were fanned out to the subscribers before their streams closed;
+/// 4. whatever is still open after `server.shutdown_timeout` is cut.
+///
+/// A publish is thus either answered 202 and delivered to every stream that
+/// was open, or answered 503 — never accepted and then dropped by the drain.
+/// (Its history still dies with the process until history can outlive it.)
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
@@ -169,12 +204,25 @@ pub struct Stopper {
 
 impl Stopper {
     pub async fn stop(&self) {
+        // `stop` sends its command at once; the future only awaits the end.
+        let stopped = self.server.stop(true);
         let streams = self.registry.send(Shutdown).await.unwrap_or(0);
-        info!("shutting down open_streams={streams}");
+        info!("draining open_streams={streams}");
+        stopped.await;
         if let Some(cluster) = &self.cluster {
             cluster.shutdown();
         }
-        self.server.stop(true).await;
+    }
+}
+
+/// The access log middleware: one `access …` line per request; event streams
+/// only when `access_log_streams` is set (the line is written when they end).
+fn access_log(settings: &LogSettings) -> Logger {
+    let logger = Logger::new("access remote=%a request=\"%r\" status=%s bytes=%b ms=%D");
+    if settings.access_log_streams {
+        logger
+    } else {
+        logger.exclude_regex("^/stream")
     }
 }
 

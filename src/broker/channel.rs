@@ -24,7 +24,6 @@ use std::{
 };
 
 use actix::prelude::*;
-use bytes::Bytes;
 use log::{debug, info, warn};
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -34,9 +33,12 @@ use super::{
     history::{GapReason, History, Replay, replay_from_log},
     registry::{ChannelIdle, RegistryActor},
 };
-use crate::cluster::{
-    Cluster, ClusterError,
-    log::{FetchFrom, Fetched, LogEntry},
+use crate::{
+    cluster::{
+        Cluster, ClusterError,
+        log::{FetchFrom, Fetched, LogEntry},
+    },
+    metrics::{ChannelSeries, Metrics},
 };
 
 /// Most distinct clients whose pulses one channel counts separately; pulses
@@ -46,9 +48,6 @@ const MAX_PULSE_CLIENTS: usize = 1024;
 /// Cluster mode: wait before reading the log again after a failed read.
 const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 
-/// The heartbeat comment, shared by every subscriber of every channel.
-static HEARTBEAT: &[u8] = b": heartbeat\n\n";
-
 /// Settings a channel needs, copied from the configuration once.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
@@ -56,6 +55,8 @@ pub struct ChannelConfig {
     pub history_max_age: Duration,
     /// Interval of heartbeats, dead-subscriber sweeps, expiry and idle checks.
     pub tick: Duration,
+    /// Where the channel counts what it does (see `crate::metrics`).
+    pub metrics: Arc<Metrics>,
     /// Set in cluster mode: the log is in Redis.
     pub cluster: Option<Cluster>,
 }
@@ -99,6 +100,9 @@ pub struct ChannelActor {
     /// ones it sent; when both agree in `ChannelIdle`, none is in flight.
     received: u64,
     tick: Duration,
+    metrics: Arc<Metrics>,
+    /// This channel's own labelled series, when the operator opted in.
+    series: Option<ChannelSeries>,
 }
 
 impl ChannelActor {
@@ -121,6 +125,7 @@ impl ChannelActor {
             )),
         };
         Self {
+            series: config.metrics.channel_series(name.as_str()),
             name,
             log,
             subscribers: Vec::new(),
@@ -129,6 +134,7 @@ impl ChannelActor {
             registry,
             received: 0,
             tick: config.tick,
+            metrics: Arc::clone(&config.metrics),
         }
     }
 
@@ -146,10 +152,12 @@ impl ChannelActor {
 
     /// Offers a delivery to every subscriber without waiting; drops the
     /// ones that are gone or too slow. With `seq`, subscribers that already
-    /// have that event are skipped.
-    fn fan_out(&mut self, delivery: &Delivery, seq: Option<u64>) {
+    /// have that event are skipped. Returns how many took it.
+    fn fan_out(&mut self, delivery: &Delivery, seq: Option<u64>) -> u64 {
         let name = &self.name;
         let stats = &self.stats;
+        let (metrics, series) = (&self.metrics, &self.series);
+        let mut delivered = 0;
         self.subscribers.retain_mut(|member| {
             if let Some(seq) = seq {
                 if seq <= member.after {
@@ -159,11 +167,18 @@ impl ChannelActor {
             }
             let sub = &member.subscriber;
             match sub.tx.try_send(delivery.clone()) {
-                Ok(()) => true,
+                Ok(()) => {
+                    delivered += 1;
+                    true
+                }
                 Err(TrySendError::Closed(_)) => false,
                 Err(TrySendError::Full(_)) => {
                     sub.evicted.store(true, Ordering::Release);
                     stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    metrics.evicted.increment(1);
+                    if let Some(series) = series {
+                        series.evicted.increment(1);
+                    }
                     info!(
                         "subscriber evicted channel={name} subscriber={} reason=slow queue={}",
                         sub.id,
@@ -174,6 +189,7 @@ impl ChannelActor {
             }
         });
         self.update_subscriber_count();
+        delivered
     }
 
     fn update_subscriber_count(&self) {
@@ -182,10 +198,17 @@ impl ChannelActor {
             .store(self.subscribers.len() as u64, Ordering::Relaxed);
     }
 
+    /// Counts one message from the registry (see `ChannelIdle`); the shared
+    /// copy lets the registry report this actor's mailbox depth.
+    fn note_received(&mut self) {
+        self.received += 1;
+        self.stats.received.store(self.received, Ordering::Relaxed);
+    }
+
     /// The periodic duty: heartbeat (which also finds dead subscribers),
     /// history expiry, and asking the registry to stop us when idle.
     fn on_tick(&mut self, ctx: &mut Context<Self>) {
-        self.fan_out(&Delivery::Comment(Bytes::from_static(HEARTBEAT)), None);
+        self.fan_out(&Delivery::Heartbeat, None);
         let history_empty = match &mut self.log {
             Log::Local(history) => {
                 if history.expire(Instant::now()) > 0 {
@@ -243,6 +266,9 @@ pub struct Publish {
     /// The payload as it goes into `data:` lines (JSON already compacted).
     pub data: String,
     pub reply: Option<Reply<Published>>,
+    /// When the publish handler started on it: the latency metric runs from
+    /// here to the end of the fan-out.
+    pub received_at: Instant,
 }
 
 /// What a publisher learns about its event.
@@ -257,7 +283,7 @@ impl Handler<Publish> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         let Log::Local(history) = &mut self.log else {
             // In cluster mode the registry publishes to Redis itself.
             if let Some(reply) = msg.reply {
@@ -274,7 +300,15 @@ impl Handler<Publish> for ChannelActor {
         let id = event.id;
         history.push(Arc::clone(&event));
         let retained = history.len() as u64;
-        self.fan_out(&Delivery::Event(event), Some(id.seq));
+        let delivered = self.fan_out(&Delivery::Event(event), Some(id.seq));
+        self.metrics
+            .record_publish_latency(msg.received_at.elapsed());
+        self.metrics.published.increment(1);
+        self.metrics.delivered.increment(delivered);
+        if let Some(series) = &self.series {
+            series.published.increment(1);
+            series.delivered.increment(delivered);
+        }
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         self.stats.last_seq.store(id.seq, Ordering::Relaxed);
         self.stats.history.store(retained, Ordering::Relaxed);
@@ -310,7 +344,7 @@ impl Handler<Subscribe> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         let shared = match &self.log {
             Log::Local(history) => {
                 // Replay and registration happen in one handler: every later
@@ -349,6 +383,9 @@ impl ChannelActor {
     /// Adds a subscriber that has everything up to `head`, once its
     /// stream handler still wants it.
     fn register(&mut self, msg: Subscribe, replay: Option<Replay>, head: EventId) {
+        if let Some(replay) = &replay {
+            self.metrics.replayed.increment(replay.events.len() as u64);
+        }
         if msg.reply.send(Ok(Subscribed { replay, head })).is_ok() {
             debug!(
                 "subscribed channel={} subscriber={}",
@@ -424,7 +461,12 @@ impl ChannelActor {
     /// Delivers one event of the shared log and moves the position.
     fn deliver(&mut self, epoch: Epoch, entry: &LogEntry) {
         let event = self.event(epoch, entry);
-        self.fan_out(&Delivery::Event(event), Some(entry.seq));
+        let delivered = self.fan_out(&Delivery::Event(event), Some(entry.seq));
+        // `published` counts on the node that took the publish (registry).
+        self.metrics.delivered.increment(delivered);
+        if let Some(series) = &self.series {
+            series.delivered.increment(delivered);
+        }
         if let Log::Shared(shared) = &mut self.log {
             shared.position = Some(EventId {
                 epoch,
@@ -573,7 +615,7 @@ impl Handler<Deliver> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         let Log::Shared(shared) = &mut self.log else {
             return;
         };
@@ -618,7 +660,7 @@ impl Handler<CatchUp> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, _: CatchUp, ctx: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         if self.subscribers.is_empty() {
             // Nobody to deliver to: the next subscriber reads the log afresh.
             if let Log::Shared(shared) = &mut self.log {
@@ -642,7 +684,7 @@ impl Handler<Unsubscribe> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         self.subscribers
             .retain(|member| member.subscriber.id != msg.subscriber_id);
         self.update_subscriber_count();
@@ -661,7 +703,7 @@ impl Handler<CountPulse> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: CountPulse, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         self.stats.pulses.fetch_add(1, Ordering::Relaxed);
         if let Some(count) = self.pulses.get_mut(&msg.client_id) {
             *count += 1;
@@ -692,7 +734,7 @@ impl Handler<Inspect> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Inspect, _: &mut Self::Context) {
-        self.received += 1;
+        self.note_received();
         let mut pulses: Vec<_> = self
             .pulses
             .iter()
@@ -773,6 +815,7 @@ mod tests {
             event_type: None,
             data: data.into(),
             reply: Some(reply),
+            received_at: Instant::now(),
         });
         await_reply(rx).await.expect("publish succeeds")
     }
@@ -805,7 +848,7 @@ mod tests {
     fn event_seq(delivery: Delivery) -> u64 {
         match delivery {
             Delivery::Event(e) => e.id.seq,
-            Delivery::Comment(_) => panic!("expected an event"),
+            Delivery::Heartbeat => panic!("expected an event"),
         }
     }
 

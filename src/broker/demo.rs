@@ -32,6 +32,7 @@ impl DemoPublisher {
             event_type: None,
             data,
             reply: None,
+            received_at: std::time::Instant::now(),
         });
     }
 }

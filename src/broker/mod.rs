@@ -53,13 +53,18 @@ pub async fn await_reply<T>(
     rx.await.unwrap_or(Err(BrokerError::Unavailable))
 }
 
-/// What travels down a subscriber's queue.
+/// What travels down a subscriber's queue. One pointer wide (the unit
+/// variant fills the `Arc`'s niche): queue blocks are allocated per
+/// subscriber, so their slot size counts in the memory of every idle stream.
 #[derive(Debug, Clone)]
 pub enum Delivery {
     Event(Arc<Event>),
-    /// A pre-encoded comment (heartbeats); shared by every subscriber.
-    Comment(Bytes),
+    /// Time for a heartbeat comment.
+    Heartbeat,
 }
+
+/// The heartbeat comment, shared by every stream.
+pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
 
 /// The sending half of one subscriber's queue, as a channel actor holds it.
 /// A multi-channel stream gives a clone to each of its channels.
@@ -102,4 +107,19 @@ pub struct ChannelStats {
     /// The raw epoch of the channel's current life when it changed since
     /// the channel started (cluster mode); 0 otherwise.
     pub epoch: AtomicU64,
+    /// Registry messages the channel actor has handled; the registry's
+    /// forwarded count minus this is the actor's mailbox depth (metrics).
+    pub received: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    /// A queue slot is one pointer wide.
+    #[test]
+    fn delivery_is_pointer_sized() {
+        assert_eq!(
+            std::mem::size_of::<super::Delivery>(),
+            std::mem::size_of::<usize>()
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
     sync::{Arc, atomic::Ordering},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use actix::prelude::*;
@@ -32,7 +32,7 @@ use super::{
     event::{ChannelName, Epoch, EventId},
     pulse::{PulseBook, PulseRecord},
 };
-use crate::{cluster::Cluster, config::Settings};
+use crate::{cluster::Cluster, config::Settings, metrics::Metrics};
 
 struct ChannelEntry {
     addr: Addr<ChannelActor>,
@@ -51,8 +51,10 @@ pub struct RegistryActor {
     channel_config: ChannelConfig,
     max_channels: usize,
     pulses: PulseBook,
-    /// Set at shutdown: no new subscriptions.
+    /// Set at shutdown: no new subscriptions, no new publishes (a publish
+    /// accepted now could reach no subscriber: their streams are closing).
     closing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl RegistryActor {
@@ -65,12 +67,21 @@ impl RegistryActor {
                 history_max_events: settings.history.max_events,
                 history_max_age: settings.history.max_age,
                 tick: settings.stream.heartbeat,
+                metrics: Metrics::detached(),
                 cluster: None,
             },
             max_channels: settings.broker.max_channels,
             pulses: PulseBook::new(settings.pulses.clone()),
             closing: false,
+            metrics: Metrics::detached(),
         }
+    }
+
+    /// Counts into `metrics` (the application's) instead of a detached set.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.channel_config.metrics = Arc::clone(&metrics);
+        self.metrics = metrics;
+        self
     }
 
     /// Runs channel actors on these arbiters instead of the registry's own.
@@ -159,7 +170,8 @@ impl Actor for RegistryActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Forgetting silent pulse clients needs no precision: the channel tick will do.
         ctx.run_interval(self.channel_config.tick, |actor, _| {
-            actor.pulses.forget_silent(Instant::now())
+            actor.pulses.forget_silent(Instant::now());
+            actor.metrics.upkeep();
         });
     }
 }
@@ -168,10 +180,17 @@ impl Handler<Publish> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        if self.closing {
+            if let Some(reply) = msg.reply {
+                let _ = reply.send(Err(BrokerError::ShuttingDown));
+            }
+            return;
+        }
         if let Some(cluster) = &self.channel_config.cluster {
             // Redis assigns the id and carries the event to every node; the
             // answer waits until it is stored (503 otherwise, never 202).
             let cluster = cluster.clone();
+            let metrics = Arc::clone(&self.metrics);
             let subscribers = self
                 .channels
                 .get(&msg.channel)
@@ -181,7 +200,11 @@ impl Handler<Publish> for RegistryActor {
                     .publish(&msg.channel, msg.event_type.as_ref(), &msg.data)
                     .await;
                 let answer = match stored {
-                    Ok(id) => Ok(Published { id, subscribers }),
+                    Ok(id) => {
+                        metrics.record_publish_latency(msg.received_at.elapsed());
+                        metrics.published.increment(1);
+                        Ok(Published { id, subscribers })
+                    }
                     Err(err) => {
                         warn!("publish refused channel={} reason={err}", msg.channel);
                         Err(BrokerError::StoreUnavailable(err.to_string()))
@@ -291,6 +314,7 @@ impl Handler<Pulse> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Pulse, ctx: &mut Self::Context) {
+        self.metrics.pulses.increment(1);
         self.pulses
             .record(&msg.client_id, Instant::now(), SystemTime::now());
         if let Some(channel) = msg.channel {
@@ -419,3 +443,62 @@ impl Handler<Shutdown> for RegistryActor {
         streams
     }
 }
+
+/// Asked by `GET /readyz`: can the registry take work? It answers at once,
+/// so a reply within the readiness timeout also shows its mailbox is not
+/// backed up.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct CheckReady;
+
+impl Handler<CheckReady> for RegistryActor {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, _: CheckReady, _: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            Err(BrokerError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Asked by `GET /metrics`: set the gauges only the registry can compute
+/// (channels, subscribers, channel mailbox depths, opted-in channel series).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SampleMetrics {
+    /// When the scrape sent this; the wait is the registry's own backlog.
+    pub sent_at: Instant,
+}
+
+impl Handler<SampleMetrics> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SampleMetrics, _: &mut Self::Context) {
+        let metrics = &self.metrics;
+        metrics
+            .registry_latency
+            .set(msg.sent_at.elapsed().as_secs_f64());
+        let (mut subscribers, mut depth_total, mut depth_max) = (0u64, 0u64, 0u64);
+        for (name, entry) in &self.channels {
+            let subs = entry.stats.subscribers.load(Ordering::Relaxed);
+            subscribers += subs;
+            let depth = entry
+                .forwarded
+                .saturating_sub(entry.stats.received.load(Ordering::Relaxed));
+            depth_total += depth;
+            depth_max = depth_max.max(depth);
+            if let Some(series) = metrics.channel_series(name.as_str()) {
+                series.subscribers.set(subs as f64);
+            }
+        }
+        metrics.channels.set(self.channels.len() as f64);
+        metrics.subscribers.set(subscribers as f64);
+        metrics.channel_mailbox_depth.set(depth_total as f64);
+        metrics.channel_mailbox_depth_max.set(depth_max as f64);
+    }
+}
+
+/// How long a scrape waits for [`SampleMetrics`] before rendering what it has.
+pub const SAMPLE_TIMEOUT: Duration = Duration::from_millis(500);

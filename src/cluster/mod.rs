@@ -230,6 +230,23 @@ impl Cluster {
     }
 }
 
+/// `GET /readyz`: not ready while Redis is out of reach (publishes would
+/// answer 503 and no events arrive).
+impl crate::readiness::ReadinessCheck for Cluster {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn check(&self) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+        let outcome = match (self.bus_is_up(), self.is_connected()) {
+            (_, true) => Ok(()),
+            (false, _) => Err("the bus connection to Redis is down".into()),
+            (true, false) => Err("the last Redis command failed".into()),
+        };
+        Box::pin(std::future::ready(outcome))
+    }
+}
+
 /// A node id unique enough for a directory entry: pid and start time.
 fn node_id() -> String {
     let micros = SystemTime::now()

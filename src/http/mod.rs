@@ -3,12 +3,14 @@
 
 pub mod body;
 pub mod channels;
+pub mod health;
+pub mod metrics;
 pub mod publish;
 pub mod pulse;
 pub mod session;
 pub mod stream;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use actix::Addr;
 use actix_web::web;
@@ -21,23 +23,29 @@ use crate::{
     cluster::Cluster,
     config::Settings,
     error::ApiError,
+    metrics::Metrics,
+    readiness::Readiness,
 };
 
 /// What every handler shares.
 pub struct AppState {
     pub registry: Addr<RegistryActor>,
     pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
     /// Set in cluster mode; `is_connected()` is the node's readiness.
     pub cluster: Option<Cluster>,
 }
 
 impl AppState {
-    /// Publishes one event and waits for its id.
+    /// Publishes one event and waits for its id; `received_at` is when the
+    /// request reached its handler (for the latency metric).
     pub async fn publish(
         &self,
         channel: ChannelName,
         event_type: Option<EventType>,
         data: String,
+        received_at: Instant,
     ) -> Result<Published, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.registry.do_send(Publish {
@@ -45,6 +53,7 @@ impl AppState {
             event_type,
             data,
             reply: Some(reply),
+            received_at,
         });
         Ok(await_reply(answer).await?)
     }
@@ -62,4 +71,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/channels/{channel}", web::get().to(channels::detail))
         .route("/killSession", web::delete().to(session::kill_session))
         .route("/killall", web::delete().to(session::kill_all));
+}
+
+/// Mounts the operations endpoints: `/healthz`, `/readyz` and, when
+/// enabled, `/metrics`.
+pub fn configure_operations(cfg: &mut web::ServiceConfig, settings: &Settings) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+    if settings.metrics.enabled {
+        cfg.route("/metrics", web::get().to(metrics::metrics));
+    }
 }

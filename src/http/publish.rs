@@ -1,7 +1,9 @@
 //! `POST /publish/{channel}` (one event) and `POST /publish` (a batch, for
 //! backend jobs).
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use std::time::Instant;
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -39,12 +41,38 @@ pub async fn publish_one(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let received_at = Instant::now();
+    let answer = publish_one_inner(&state, path, query, req, payload, received_at).await;
+    count_refusal(&state, answer)
+}
+
+/// Counts a refused publish by its status (the `publish_errors_total` metric).
+fn count_refusal(
+    state: &AppState,
+    answer: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(err) = &answer {
+        state.metrics.publish_refused(err.status_code().as_u16());
+    }
+    answer
+}
+
+async fn publish_one_inner(
+    state: &AppState,
+    path: web::Path<String>,
+    query: web::Query<PublishQuery>,
+    req: HttpRequest,
+    payload: web::Payload,
+    received_at: Instant,
+) -> Result<HttpResponse, ApiError> {
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
     let event_type = parse_event_type(query.into_inner().event)?;
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let data = event_data(kind, &body)?;
-    let published = state.publish(channel.clone(), event_type, data).await?;
+    let published = state
+        .publish(channel.clone(), event_type, data, received_at)
+        .await?;
     Ok(HttpResponse::Accepted().json(PublishedEvent {
         id: published.id.to_string(),
         channel: channel.to_string(),
@@ -82,6 +110,17 @@ pub async fn publish_batch(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let received_at = Instant::now();
+    let answer = publish_batch_inner(&state, req, payload, received_at).await;
+    count_refusal(&state, answer)
+}
+
+async fn publish_batch_inner(
+    state: &AppState,
+    req: HttpRequest,
+    payload: web::Payload,
+    received_at: Instant,
+) -> Result<HttpResponse, ApiError> {
     if BodyKind::of(&req)? != BodyKind::Json {
         return Err(ApiError::UnsupportedMediaType(
             "a batch publish must be application/json".into(),
@@ -117,7 +156,9 @@ pub async fn publish_batch(
     let mut answers = Vec::with_capacity(events.len());
     for (channel, event_type, data) in events {
         let name = channel.to_string();
-        let published = state.publish(channel, event_type, data).await?;
+        let published = state
+            .publish(channel, event_type, data, received_at)
+            .await?;
         answers.push(PublishedEvent {
             id: published.id.to_string(),
             channel: name,

@@ -26,7 +26,9 @@ fn kill_channel() -> ChannelName {
 /// Publishes one tab id (as a JSON string) on the kill channel.
 async fn kill(state: &AppState, tab_id: &str) -> Result<PublishedEvent, ApiError> {
     let data = serde_json::to_string(tab_id).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
-    let published = state.publish(kill_channel(), None, data).await?;
+    let published = state
+        .publish(kill_channel(), None, data, std::time::Instant::now())
+        .await?;
     Ok(PublishedEvent {
         id: published.id.to_string(),
         channel: KILL_CHANNEL.into(),

@@ -6,12 +6,19 @@
 //! replayed events), and hands the queue to [`EventStream`], which writes the
 //! channel actors' pre-encoded frames as they arrive. Dropping the stream
 //! (client gone) unsubscribes it at once.
+//!
+//! When the broker ends a stream (shutdown drain, or eviction as a slow
+//! consumer) the last bytes are a reconnect hint: a `retry:` field, spread
+//! with a per-stream jitter so that thousands of clients do not reconnect in
+//! the same millisecond, and a `: reconnect reason=…` comment. Each stream
+//! logs one line when it opens and one when it closes (with its duration).
 
 use std::{
     convert::Infallible,
     pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use actix::Addr;
@@ -19,18 +26,20 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use actix_web_lab::extract::Query;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
+use log::Level;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
 use crate::{
     broker::{
-        ChannelName, Delivery, Event, EventId, RegistryActor, Subscriber, await_reply,
+        ChannelName, Delivery, Event, EventId, HEARTBEAT, RegistryActor, Subscriber, await_reply,
         channel::{Subscribe, Unsubscribe},
         event::parse_cursor,
         history::Replay,
     },
     error::ApiError,
+    metrics::Metrics,
     sse,
 };
 
@@ -131,6 +140,7 @@ async fn open(
         registry: state.registry.clone(),
         channels: Vec::new(),
         id: subscriber.id,
+        opened: None,
     };
     let resume_points = match &last_id {
         Some(text) => parse_cursor(text, &channels),
@@ -179,12 +189,34 @@ async fn open(
             );
         }
     }
+    let log_level = if state.settings.log.access_log_streams {
+        Level::Info
+    } else {
+        Level::Debug
+    };
+    log::log!(
+        log_level,
+        "stream opened subscriber={} channels={} resume={}",
+        subscriber.id,
+        join_names(&guard.channels),
+        last_id.is_some()
+    );
+    state.metrics.open_streams.increment(1);
+    guard.opened = Some(OpenStream {
+        at: Instant::now(),
+        log_level,
+        metrics: Arc::clone(&state.metrics),
+        events: 0,
+        reason: "client",
+    });
     let stream = EventStream {
         prelude: Some(prelude.freeze()),
         rx,
         evicted: Arc::clone(&subscriber.evicted),
         cursor,
-        _guard: guard,
+        retry: state.settings.stream.retry,
+        done: false,
+        guard,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -277,15 +309,54 @@ impl Cursor {
     }
 }
 
+fn join_names(channels: &[ChannelName]) -> String {
+    channels
+        .iter()
+        .map(ChannelName::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The last bytes of a stream the broker ends: a `retry:` hint of `retry`
+/// plus a jitter below `retry` derived from the subscriber id (spreading a
+/// reconnect storm over one more `retry`), and a comment naming the reason.
+pub fn reconnect_hint(retry: Duration, subscriber_id: u64, reason: &str) -> Bytes {
+    let base = retry.as_millis() as u64;
+    // Fibonacci hashing spreads consecutive ids over the whole range.
+    let jitter = match base {
+        0 => 0,
+        _ => subscriber_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) % base,
+    };
+    Bytes::from(format!(
+        "retry: {}\n: reconnect reason={reason}\n\n",
+        base + jitter
+    ))
+}
+
 /// The body of an event-stream response: prelude first, then whatever the
-/// channel actors queue. Ends when the subscriber was evicted or every
-/// channel let go of the queue (shutdown).
+/// channel actors queue. Ends, after a reconnect hint, when the subscriber
+/// was evicted or every channel let go of the queue (shutdown).
 struct EventStream {
     prelude: Option<Bytes>,
     rx: mpsc::Receiver<Delivery>,
     evicted: Arc<std::sync::atomic::AtomicBool>,
     cursor: Cursor,
-    _guard: SubscriptionGuard,
+    /// The configured `stream.retry`, the base of the final hint.
+    retry: Duration,
+    /// The final hint was written: the next poll ends the body.
+    done: bool,
+    guard: SubscriptionGuard,
+}
+
+impl EventStream {
+    /// The reconnect hint, once; records why the stream ends.
+    fn finish(&mut self, reason: &'static str) -> Poll<Option<Result<Bytes, Infallible>>> {
+        self.done = true;
+        if let Some(opened) = &mut self.guard.opened {
+            opened.reason = reason;
+        }
+        Poll::Ready(Some(Ok(reconnect_hint(self.retry, self.guard.id, reason))))
+    }
 }
 
 impl Stream for EventStream {
@@ -293,38 +364,102 @@ impl Stream for EventStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
         if let Some(prelude) = this.prelude.take() {
             return Poll::Ready(Some(Ok(prelude)));
         }
         if this.evicted.load(Ordering::Acquire) {
             // The client reconnects with the last id it got and replays the rest.
-            return Poll::Ready(None);
+            return this.finish("evicted");
         }
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(Delivery::Event(event))) => {
+                if let Some(opened) = &mut this.guard.opened {
+                    opened.events += 1;
+                }
                 Poll::Ready(Some(Ok(this.cursor.frame(&event))))
             }
-            Poll::Ready(Some(Delivery::Comment(bytes))) => Poll::Ready(Some(Ok(bytes))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Delivery::Heartbeat)) => Poll::Ready(Some(Ok(HEARTBEAT))),
+            // Every channel let go of the queue: the broker is draining.
+            Poll::Ready(None) => this.finish("shutdown"),
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
-/// Unsubscribes the stream's queue from its channels when it is dropped.
+/// Unsubscribes the stream's queue from its channels when it is dropped,
+/// and, once the response was built, logs and counts the stream's end.
 struct SubscriptionGuard {
     registry: Addr<RegistryActor>,
     channels: Vec<ChannelName>,
     id: u64,
+    /// Set once the stream is handed to the client (not on an error answer).
+    opened: Option<OpenStream>,
+}
+
+/// What the close log line and the open-streams gauge need.
+struct OpenStream {
+    at: Instant,
+    log_level: Level,
+    metrics: Arc<Metrics>,
+    /// Live events written (replayed ones are in the prelude).
+    events: u64,
+    /// `client` (went away), `shutdown` or `evicted`.
+    reason: &'static str,
 }
 
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
+        if let Some(opened) = self.opened.take() {
+            opened.metrics.open_streams.decrement(1);
+            log::log!(
+                opened.log_level,
+                "stream closed subscriber={} channels={} duration_ms={} events={} reason={}",
+                self.id,
+                join_names(&self.channels),
+                opened.at.elapsed().as_millis(),
+                opened.events,
+                opened.reason
+            );
+        }
         for channel in self.channels.drain(..) {
             self.registry.do_send(Unsubscribe {
                 channel,
                 subscriber_id: self.id,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hint's retry lies in [retry, 2 × retry) and differs between streams.
+    #[test]
+    fn reconnect_hint_is_jittered_within_one_retry() {
+        let retry = Duration::from_secs(2);
+        let values: Vec<u64> = (1..=50)
+            .map(|id| {
+                let text = String::from_utf8(reconnect_hint(retry, id, "shutdown").to_vec())
+                    .expect("the hint is text");
+                assert!(
+                    text.ends_with("\n: reconnect reason=shutdown\n\n"),
+                    "{text}"
+                );
+                text.strip_prefix("retry: ")
+                    .and_then(|rest| rest.split('\n').next())
+                    .and_then(|n| n.parse().ok())
+                    .expect("a retry field first")
+            })
+            .collect();
+        assert!(
+            values.iter().all(|v| (2000..4000).contains(v)),
+            "{values:?}"
+        );
+        let distinct: std::collections::HashSet<_> = values.iter().collect();
+        assert!(distinct.len() > 40, "{values:?}");
     }
 }

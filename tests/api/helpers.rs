@@ -229,8 +229,13 @@ impl SseClient {
 
     /// Reads until a comment with exactly `text` arrives.
     pub async fn wait_comment(&mut self, text: &str) {
+        self.wait_comments(text, 1).await;
+    }
+
+    /// Reads until `n` comments with exactly `text` have arrived in all.
+    pub async fn wait_comments(&mut self, text: &str, n: usize) {
         let wait = async {
-            while !self.comments.iter().any(|c| c == text) {
+            while self.comments.iter().filter(|c| *c == text).count() < n {
                 assert!(!self.ended, "the stream ended before the comment {text:?}");
                 match self.body.next().await {
                     Some(Ok(chunk)) => {
@@ -297,6 +302,85 @@ impl SseClient {
             "id" if !value.contains('\0') => self.last_id = value.to_owned(),
             "retry" => self.retry = value.parse().ok(),
             _ => {}
+        }
+    }
+}
+
+/// The real `sse-broker` binary, started with flags and environment, and
+/// its address read from its start log line. Killed if a test forgets it.
+pub struct BrokerProcess {
+    pub child: std::process::Child,
+    /// `127.0.0.1:port`
+    pub addr: String,
+}
+
+impl BrokerProcess {
+    /// Starts the binary listening on `bind`, demo off, with `env` set.
+    pub fn start(bind: &str, env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sse-broker"));
+        command
+            .args(["--bind", bind, "--demo", "false"])
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the broker starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    let _ = addr_tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(PATIENCE)
+            .expect("the start line names the address");
+        Self { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM, as systemd or Kubernetes do on a deploy.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits (at most [`PATIENCE`]) for the process to exit.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("try_wait") {
+                return exit;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the broker did not exit within {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

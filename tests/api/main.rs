@@ -3,9 +3,12 @@
 
 mod channels;
 mod cluster;
+mod drain;
 mod errors;
 mod helpers;
 mod multi_channel;
+mod operations;
+mod proxy;
 mod pulses;
 mod redis_support;
 mod resume;
