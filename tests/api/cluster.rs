@@ -125,7 +125,7 @@ async fn client_resumes_on_another_node() {
     );
 }
 
-/// A node cut off from Redis answers 503, keeps its streams open, reconnects and delivers what it missed.
+/// A node cut off from Redis answers 503 and is not ready, keeps its streams open, reconnects and delivers what it missed.
 #[actix_web::test]
 async fn node_cut_off_from_redis_recovers_without_loss() {
     let redis = RedisServer::start();
@@ -151,6 +151,7 @@ async fn node_cut_off_from_redis_recovers_without_loss() {
         res.headers()["content-type"].to_str().unwrap(),
         "application/problem+json"
     );
+    wait_until(|| async { a.get_json("/readyz").await.0 == 503 }).await;
     // Meanwhile the rest of the cluster goes on.
     let missed = [
         b.publish("outage", "2").await,
@@ -158,6 +159,7 @@ async fn node_cut_off_from_redis_recovers_without_loss() {
     ];
 
     proxy.restore();
+    wait_until(|| async { a.get_json("/readyz").await.0 == 200 }).await;
     // The same stream, still open, gets what it missed without a new publish.
     let caught_up = on_a.next_messages(2).await;
     assert_eq!(
