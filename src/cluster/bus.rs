@@ -87,7 +87,9 @@ async fn listen(cluster: &Cluster, registry: &Addr<RegistryActor>) -> Result<(),
             }
             _ = ping.tick() => {
                 // A Redis that stopped answering does not close the socket.
-                let answered = tokio::time::timeout(timeout, sink.ping::<String>()).await;
+                // (A subscribed connection answers PING with an array, not
+                // PONG: any answer will do.)
+                let answered = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
                 if !matches!(answered, Ok(Ok(_))) {
                     return Ok(());
                 }

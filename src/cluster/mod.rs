@@ -135,7 +135,12 @@ impl Cluster {
         history: &HistorySettings,
         pulses: &PulseSettings,
     ) -> Result<Self, ClusterError> {
-        let client = redis::Client::open(settings.redis_url.trim())
+        let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.trim())
+            .map_err(|err| ClusterError::InvalidUrl(err.to_string()))?;
+        // Commands are pipelined on one socket: without TCP_NODELAY, Nagle
+        // holds small writes back until an ACK (tens of ms of tail latency).
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let client = redis::Client::open(info.set_tcp_settings(tcp))
             .map_err(|err| ClusterError::InvalidUrl(err.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.command_timeout))

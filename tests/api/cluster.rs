@@ -416,3 +416,46 @@ fn now_ms_text() -> String {
         .as_millis()
         .to_string()
 }
+
+/// Regression: the bus's keep-alive PING must not be mistaken for a lost connection.
+#[actix_web::test]
+async fn bus_connection_survives_its_pings() {
+    let redis = RedisServer::start();
+    let _a = spawn_node(&redis.url()).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Ids of the connections subscribed to a pub/sub channel (the bus).
+    let subscribers = || {
+        let mut conn = conn.clone();
+        async move {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            list.lines()
+                .filter(|l| l.contains(" sub=1 "))
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+    let pings = || {
+        let mut conn = conn.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+                .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    wait_until(|| async { subscribers().await.len() == 1 }).await;
+    let bus = subscribers().await;
+    // Three keep-alive pings (one per presence interval) later…
+    wait_until(|| async { pings().await >= 3 }).await;
+    assert_eq!(subscribers().await, bus, "the bus connection was replaced");
+}
