@@ -5,6 +5,7 @@
 #
 #   scripts/test.sh            # everything
 #   SKIP_BROWSER=1 scripts/test.sh   # without the Chromium stage
+#   FUZZ_SECONDS=10 SCHEMATHESIS_SECONDS=30 scripts/test.sh   # shorter fuzz/API stages
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -44,6 +45,9 @@ apt_install() {
 install_tools() {
   # The reverse-proxy tests (tests/api/proxy.rs) run a real nginx.
   apt_install nginx || return 1
+  if ! command -v schemathesis >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5' || return 1
+  fi
   # The cluster tests (tests/api/cluster.rs) start their own redis-server.
   apt_install redis-server || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then
@@ -80,6 +84,16 @@ bench_smoke() {
   kill "$pid"; wait "$pid" 2>/dev/null
   rm -f "$log"
   return $rc
+# The long proptest over the publish body parser and the SSE encoder
+# (tests/fuzz_inputs.rs): each of its properties runs fresh cases for
+# FUZZ_SECONDS, two at a time, so about a minute in all.
+fuzz_tests() {
+  FUZZ_SECONDS=${FUZZ_SECONDS:-20} cargo test --release --locked --test fuzz_inputs -- --test-threads 2
+}
+
+# schemathesis against the live release binary and docs/openapi.json.
+api_contract() {
+  BIN="$ROOT/target/release/sse-broker" MAX_TIME=${SCHEMATHESIS_SECONDS:-90} scripts/schemathesis.sh
 }
 
 browser_tests() {
@@ -90,6 +104,8 @@ stage "install test tools" install_tools
 stage "build (release)" build
 stage "rust unit and integration tests" rust_tests
 stage "benchmark harness smoke run" bench_smoke
+stage "fuzz: long proptest (body parser, SSE encoder)" fuzz_tests
+stage "API contract: schemathesis against docs/openapi.json" api_contract
 if [ -z "${SKIP_BROWSER:-}" ]; then
   stage "browser end-to-end tests (Chromium)" browser_tests
 fi

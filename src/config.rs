@@ -34,6 +34,9 @@ pub struct Settings {
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub health: HealthSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitsSettings,
+    pub mercure: MercureSettings,
     pub cluster: ClusterSettings,
 }
 
@@ -149,12 +152,100 @@ pub struct MetricsSettings {
     pub channels: Vec<String>,
 }
 
+/// Signature algorithms the broker verifies (one per deployment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    ES256,
+}
+
+impl JwtAlgorithm {
+    /// HMAC algorithms use a shared secret; the others a public key file.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Require tokens from publishers (and subscribers of private channels).
+    pub enabled: bool,
+    /// The one algorithm tokens must be signed with.
+    pub algorithm: JwtAlgorithm,
+    /// Shared HMAC secret (HS*); prefer `secret_file` or the environment.
+    pub secret: String,
+    /// File holding the shared HMAC secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RS256: RSA, ES256: P-256) for verification.
+    pub public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` (and `nbf`).
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Channel patterns whose subscribers need a token.
+    pub private_channels: Vec<String>,
+    /// Whether anonymous clients may subscribe to public channels.
+    pub anonymous_subscribe: bool,
+    /// Cookie a browser may carry its subscriber token in.
+    pub cookie_name: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
     /// How long `GET /readyz` waits for each readiness check.
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Subscriptions one channel holds at most (0: no limit).
+    pub max_subscribers_per_channel: usize,
+    /// Subscriptions the broker holds at most (0: no limit).
+    pub max_subscribers: usize,
+    /// Open streams one client IP may hold (0: no limit).
+    pub max_streams_per_ip: usize,
+    /// Publish requests per second per token subject, or per IP (0: no limit).
+    pub publish_rate: u32,
+    /// Publish requests allowed in a burst above the rate.
+    pub publish_burst: u32,
+    /// Take the client IP from Forwarded / X-Forwarded-For (only behind a
+    /// proxy that sets them).
+    pub trust_forwarded_for: bool,
+}
+
+/// Mercure's documented development key, accepted only while
+/// `mercure.allow_development_key` is set (see `config/default.toml`).
+pub const MERCURE_DEVELOPMENT_KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MercureSettings {
+    /// Serve the Mercure hub at `/.well-known/mercure`.
+    pub enabled: bool,
+    /// Key checking publisher JWTs: the secret (HS*) or a PEM public key (RS*, ES*).
+    pub publisher_jwt_key: String,
+    /// Key checking subscriber JWTs; empty means subscribers are never
+    /// authenticated (anonymous only, no private updates).
+    pub subscriber_jwt_key: String,
+    /// The one algorithm tokens may be signed with (HS256, HS384, HS512,
+    /// RS256, RS384, RS512, ES256, ES384).
+    pub jwt_algorithm: String,
+    /// Subscribers without a token are accepted (they get public updates).
+    pub anonymous: bool,
+    /// Subscription events and the `/.well-known/mercure/subscriptions` API.
+    pub subscriptions: bool,
+    /// Accept the documented development key; false in production, where
+    /// the broker refuses to start until real keys are set.
+    pub allow_development_key: bool,
+    /// Origins allowed to publish with the `mercureAuthorization` cookie
+    /// (browsers; the check stops cross-site request forgery).
+    pub publish_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +347,38 @@ impl Settings {
                 "metrics.channels: {bad_name:?} is not a valid channel name"
             )));
         }
+        if self.auth.enabled {
+            if self.auth.algorithm.is_hmac() {
+                if self.auth.secret.is_empty() && self.auth.secret_file.is_none() {
+                    return bad(
+                        "auth.enabled with an HS algorithm needs auth.secret or auth.secret_file",
+                    );
+                }
+            } else if self.auth.public_key_file.is_none() {
+                return bad("auth.enabled with RS256/ES256 needs auth.public_key_file");
+            }
+        } else if !self.auth.private_channels.is_empty() || !self.auth.anonymous_subscribe {
+            // Fail closed: a private channel must never be silently public.
+            return bad(
+                "auth.private_channels and auth.anonymous_subscribe = false need auth.enabled = true",
+            );
+        }
+        if !self.auth.secret.is_empty() && self.auth.secret.len() < 32 {
+            return bad("auth.secret must be at least 32 bytes");
+        }
+        for pattern in &self.auth.private_channels {
+            crate::auth::Pattern::parse(pattern)
+                .map_err(|e| ConfigError::Inconsistent(format!("auth.private_channels: {e}")))?;
+        }
+        if crate::broker::ChannelName::parse(&self.auth.cookie_name).is_err()
+            || self.auth.cookie_name.contains([':', '@'])
+        {
+            return bad("auth.cookie_name must be a plain token (letters, digits, _ - .)");
+        }
+        if self.limits.publish_rate > 0 && self.limits.publish_burst == 0 {
+            return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
+        }
+        self.validate_mercure()?;
         if self.cluster.enabled() {
             if self.cluster.command_timeout.is_zero() {
                 return bad("cluster.command_timeout must be greater than 0");
@@ -269,6 +392,37 @@ impl Settings {
             return bad(
                 "cors.allowed_origins \"*\" cannot be combined with cors.allow_credentials",
             );
+        }
+        Ok(())
+    }
+
+    /// A hub that anyone could publish to with a public key is refused.
+    fn validate_mercure(&self) -> Result<(), ConfigError> {
+        let mercure = &self.mercure;
+        let bad = |why: &str| Err(ConfigError::Inconsistent(format!("mercure: {why}")));
+        if !mercure.enabled {
+            return Ok(());
+        }
+        if mercure.publisher_jwt_key.is_empty() {
+            return bad(
+                "publisher_jwt_key is not set (SSE_BROKER__MERCURE__PUBLISHER_JWT_KEY); \
+                 set it or disable the hub with mercure.enabled = false",
+            );
+        }
+        if mercure.subscriber_jwt_key.is_empty() && !mercure.anonymous {
+            return bad("without subscriber_jwt_key, anonymous must be true");
+        }
+        let uses_development_key = [&mercure.publisher_jwt_key, &mercure.subscriber_jwt_key]
+            .iter()
+            .any(|key| key.as_str() == MERCURE_DEVELOPMENT_KEY);
+        if uses_development_key && !mercure.allow_development_key {
+            return bad(
+                "the development key !ChangeThisMercureHubJWTSecretKey! is public; \
+                 set publisher_jwt_key and subscriber_jwt_key to your own secrets",
+            );
+        }
+        if let Err(err) = crate::mercure::auth::TokenChecker::from_settings(mercure) {
+            return bad(&err);
         }
         Ok(())
     }
@@ -287,12 +441,45 @@ mod tests {
         assert_eq!(settings.stream.heartbeat, Duration::from_secs(15));
     }
 
-    /// The production example is a valid overlay.
+    /// The production example is a valid overlay once its secrets are set,
+    /// and refuses to load without them.
     #[test]
     fn production_example_is_valid() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
-        let settings = Settings::load(Some(&path)).expect("production.toml loads");
+        let err = Settings::load(Some(&path)).expect_err("no Mercure key in production.toml");
+        assert!(err.to_string().contains("mercure"), "{err}");
+        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::file(&path))
+            .merge(Toml::string(
+                "[mercure]\npublisher_jwt_key = \"a-real-secret-of-enough-length\"",
+            ))
+            .extract()
+            .expect("production.toml loads");
+        settings.validate().expect("valid with a real key");
         assert!(!settings.demo.enabled);
+        assert!(settings.auth.enabled, "production turns auth on");
+    }
+
+    /// A private channel list without auth is refused (fail closed).
+    #[test]
+    fn private_channels_need_auth() {
+        let mut settings = Settings::defaults();
+        settings.auth.private_channels = vec!["private.*".into()];
+        assert!(settings.validate().is_err());
+        settings.auth.enabled = true;
+        settings.auth.secret = "s".repeat(32);
+        settings.validate().expect("valid with auth on");
+        settings.auth.secret = "short".into();
+        assert!(settings.validate().is_err());
+    }
+
+    /// Production refuses Mercure's public development key.
+    #[test]
+    fn development_key_is_refused_in_production() {
+        let mut settings = Settings::defaults();
+        settings.mercure.allow_development_key = false;
+        let err = settings.validate().expect_err("development key refused");
+        assert!(err.to_string().contains("development key"), "{err}");
     }
 
     /// A wildcard origin together with credentials is refused.

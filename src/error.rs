@@ -41,6 +41,27 @@ pub enum ApiError {
     TooManyChannels(String),
     #[error("{0}")]
     Unavailable(String),
+    /// No token where one is needed (401, `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    MissingToken(String),
+    /// A token that is expired, badly signed or malformed (401).
+    #[error("{0}")]
+    InvalidToken(String),
+    /// A valid token that does not cover this channel (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many requests from one client (429 with the wait in Retry-After).
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after_secs: u64,
+    },
+    /// Too many open streams from one client IP (429).
+    #[error("{0}")]
+    TooManyStreams(String),
+    /// A channel or the broker holds its maximum of subscribers (503).
+    #[error("{0}")]
+    TooManySubscribers(String),
 }
 
 impl ApiError {
@@ -57,6 +78,12 @@ impl ApiError {
             Self::NotFound(_) => "not-found",
             Self::TooManyChannels(_) => "too-many-channels",
             Self::Unavailable(_) => "unavailable",
+            Self::MissingToken(_) => "missing-token",
+            Self::InvalidToken(_) => "invalid-token",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate-limited",
+            Self::TooManyStreams(_) => "too-many-streams",
+            Self::TooManySubscribers(_) => "too-many-subscribers",
         }
     }
 
@@ -72,6 +99,12 @@ impl ApiError {
             Self::NotFound(_) => "Not found",
             Self::TooManyChannels(_) => "Too many channels",
             Self::Unavailable(_) => "Service unavailable",
+            Self::MissingToken(_) => "Authentication required",
+            Self::InvalidToken(_) => "Invalid token",
+            Self::Forbidden(_) => "Forbidden",
+            Self::RateLimited { .. } => "Too many requests",
+            Self::TooManyStreams(_) => "Too many streams",
+            Self::TooManySubscribers(_) => "Too many subscribers",
         }
     }
 }
@@ -81,6 +114,7 @@ impl From<BrokerError> for ApiError {
         match err {
             BrokerError::TooManyChannels(_) => Self::TooManyChannels(err.to_string()),
             BrokerError::UnknownChannel(_) => Self::NotFound(err.to_string()),
+            BrokerError::TooManySubscribers(_) => Self::TooManySubscribers(err.to_string()),
             BrokerError::ShuttingDown
             | BrokerError::Unavailable
             | BrokerError::StoreUnavailable(_) => Self::Unavailable(err.to_string()),
@@ -140,18 +174,48 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::TooManyChannels(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyChannels(_) | Self::Unavailable(_) | Self::TooManySubscribers(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::MissingToken(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } | Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
-        Problem::new(
+        let mut response = Problem::new(
             self.slug(),
             self.title(),
             self.status_code(),
             self.to_string(),
         )
-        .response()
+        .response();
+        let headers = response.headers_mut();
+        match self {
+            // RFC 6750: the scheme, and for a token that was refused, why.
+            Self::MissingToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"sse-broker\""),
+                );
+            }
+            Self::InvalidToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(
+                        "Bearer realm=\"sse-broker\", error=\"invalid_token\"",
+                    ),
+                );
+            }
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, (*retry_after_secs).max(1).into());
+            }
+            _ => {}
+        }
+        response
     }
 }
 

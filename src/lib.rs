@@ -23,12 +23,17 @@
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).
 //! - [`readiness`]: the checks behind `GET /readyz`.
+//! - [`mercure`]: the Mercure protocol hub at `/.well-known/mercure`
+//!   (`HubActor`, its routes, JWT checks, topic selectors), bridged to the
+//!   channels.
 
+pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod mercure;
 pub mod metrics;
 pub mod readiness;
 pub mod sse;

@@ -1,17 +1,22 @@
 //! The `sse-broker` binary: parse flags, load configuration, start logging,
-//! run the application until SIGINT/SIGTERM.
+//! run the application until SIGINT/SIGTERM. `sse-broker token …` mints a
+//! token instead (see docs/README-security.md).
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::Parser;
-use sse_broker::{config::Settings, startup::Application};
+use clap::{Parser, Subcommand};
+use sse_broker::{
+    auth::{self, Permissions},
+    config::Settings,
+    startup::Application,
+};
 
 /// A Server-Sent Events broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     /// Configuration overlay on top of the built-in defaults (config/default.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:0 for any free port.
     #[arg(long, value_name = "ADDR")]
@@ -22,20 +27,67 @@ struct Cli {
     /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a token signed with the configured HS256/384/512 secret.
+    Token {
+        /// Channel pattern the bearer may publish to (repeatable), e.g. 'orders.*'.
+        #[arg(long, value_name = "PATTERN")]
+        publish: Vec<String>,
+        /// Channel pattern the bearer may subscribe to (repeatable).
+        #[arg(long, value_name = "PATTERN")]
+        subscribe: Vec<String>,
+        /// Lifetime of the token, e.g. 30s, 1h, 7days.
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        ttl: humantime::Duration,
+        /// The bearer's name (`sub`), which the publish rate limit counts by.
+        #[arg(long, value_name = "NAME")]
+        sub: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Some(Command::Token {
+            publish,
+            subscribe,
+            ttl,
+            sub,
+        }) => {
+            let token = auth::mint(
+                &settings.auth,
+                Permissions { publish, subscribe },
+                ttl.into(),
+                sub,
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        None => serve(settings, cli.bind, cli.demo, cli.redis),
+    }
 }
 
 #[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve(
+    mut settings: Settings,
+    bind: Option<SocketAddr>,
+    demo: Option<bool>,
+    redis: Option<String>,
+) -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    let mut settings = Settings::load(cli.config.as_deref())?;
-    if let Some(bind) = cli.bind {
+    if let Some(bind) = bind {
         settings.server.bind = bind;
     }
-    if let Some(demo) = cli.demo {
+    if let Some(demo) = demo {
         settings.demo.enabled = demo;
     }
-    if let Some(redis) = cli.redis {
+    if let Some(redis) = redis {
         settings.cluster.redis_url = redis;
     }
     Application::build(settings)?

@@ -97,8 +97,9 @@ pub fn prelude(retry_ms: u128) -> String {
 }
 
 /// A spec-compliant parser (WHATWG HTML, "Interpreting an event stream"),
-/// used by tests to check what a browser would see.
-#[cfg(test)]
+/// used by tests (unit, and the long proptest in tests/fuzz_inputs.rs) to
+/// check what a browser would see. Not used by the broker itself.
+#[doc(hidden)]
 pub mod parse {
     /// An event as an `EventSource` dispatches it.
     #[derive(Debug, Clone, PartialEq, Eq)]

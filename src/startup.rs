@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, Addr, Arbiter};
+use actix::{Actor, Addr, Arbiter, AsyncContext};
 use actix_cors::Cors;
 use actix_web::{
     App, HttpServer,
@@ -16,11 +16,13 @@ use actix_web::{
 use log::{info, warn};
 
 use crate::{
+    auth::Auth,
     broker::{ChannelName, RegistryActor, demo::DemoPublisher, registry::Shutdown},
     cluster::{self, Cluster},
     config::{CorsSettings, LogSettings, Settings},
     error::problem_for_framework_errors,
-    http::{self, AppState},
+    http::{self, AppState, guard::Limits},
+    mercure::{HubActor, MercureState, auth::TokenChecker, hub::CloseStreams},
     metrics::Metrics,
     readiness::{Readiness, RegistryCheck},
 };
@@ -36,12 +38,15 @@ pub struct Application {
     registry: Addr<RegistryActor>,
     arbiters: Vec<Arbiter>,
     cluster: Option<Cluster>,
+    mercure: Option<Addr<HubActor>>,
 }
 
 impl Application {
     /// Binds `settings.server.bind` and prepares everything; nothing is
     /// served until [`Self::run_until_stopped`] is awaited.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Keys first: a broken auth setup must not start anything.
+        let auth = Auth::from_settings(&settings.auth)?;
         let settings = Arc::new(settings);
 
         let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
@@ -56,13 +61,40 @@ impl Application {
             )?),
             false => None,
         };
+        // The hub and the registry know each other: the hub's address exists
+        // before it runs.
+        let hub_context = settings
+            .mercure
+            .enabled
+            .then(actix::Context::<HubActor>::new);
         let mut registry = RegistryActor::new(&settings)
             .with_arbiters(arbiters.iter().map(Arbiter::handle).collect())
             .with_metrics(Arc::clone(&metrics));
+        if let Some(hub) = &hub_context {
+            registry = registry.with_mercure(hub.address().recipient());
+        }
         if let Some(cluster) = &cluster {
             registry = registry.with_cluster(cluster.clone());
         }
         let registry = registry.start();
+        let mercure = match hub_context {
+            Some(context) => {
+                let tokens = TokenChecker::from_settings(&settings.mercure)
+                    .map_err(|err| anyhow::anyhow!("mercure: {err}"))?;
+                let hub = context.run(HubActor::new(
+                    &settings,
+                    registry.clone(),
+                    Arc::clone(&metrics),
+                ));
+                Some(web::Data::new(MercureState {
+                    hub,
+                    tokens,
+                    settings: Arc::clone(&settings),
+                    metrics: Arc::clone(&metrics),
+                }))
+            }
+            None => None,
+        };
         let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
             registry: registry.clone(),
         });
@@ -98,8 +130,12 @@ impl Application {
             metrics,
             readiness,
             cluster: cluster.clone(),
+            auth,
+            limits: Limits::new(&settings.limits),
         });
         let app_settings = Arc::clone(&settings);
+        let hub = mercure.as_ref().map(|state| state.hub.clone());
+        let app_mercure = mercure;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -111,6 +147,11 @@ impl Application {
                 ))
                 .configure(http::configure)
                 .configure(|cfg| http::configure_operations(cfg, &app_settings))
+                .configure(|cfg| {
+                    if let Some(state) = &app_mercure {
+                        crate::mercure::routes::configure(cfg, state.clone());
+                    }
+                })
                 .service(
                     actix_files::Files::new("/", &app_settings.server.public_dir)
                         .index_file("index.html"),
@@ -136,8 +177,8 @@ impl Application {
             .first()
             .ok_or_else(|| anyhow::anyhow!("no address bound for {bind}"))?;
         info!(
-            "listening addr={local} demo={} heartbeat={:?}",
-            settings.demo.enabled, settings.stream.heartbeat
+            "listening addr={local} demo={} heartbeat={:?} auth={}",
+            settings.demo.enabled, settings.stream.heartbeat, settings.auth.enabled
         );
         Ok(Self {
             port: local.port(),
@@ -145,6 +186,7 @@ impl Application {
             registry,
             arbiters,
             cluster,
+            mercure: hub,
         })
     }
 
@@ -158,6 +200,7 @@ impl Application {
             server: self.server.handle(),
             registry: self.registry.clone(),
             cluster: self.cluster.clone(),
+            mercure: self.mercure.clone(),
         }
     }
 
@@ -200,13 +243,17 @@ pub struct Stopper {
     server: ServerHandle,
     registry: Addr<RegistryActor>,
     cluster: Option<Cluster>,
+    mercure: Option<Addr<HubActor>>,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
         // `stop` sends its command at once; the future only awaits the end.
         let stopped = self.server.stop(true);
-        let streams = self.registry.send(Shutdown).await.unwrap_or(0);
+        let mut streams = self.registry.send(Shutdown).await.unwrap_or(0);
+        if let Some(hub) = &self.mercure {
+            streams += hub.send(CloseStreams).await.unwrap_or(0);
+        }
         info!("draining open_streams={streams}");
         stopped.await;
         if let Some(cluster) = &self.cluster {

@@ -19,7 +19,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -57,6 +60,12 @@ pub struct ChannelConfig {
     pub tick: Duration,
     /// Where the channel counts what it does (see `crate::metrics`).
     pub metrics: Arc<Metrics>,
+    /// Most subscribers of one channel (0: no limit).
+    pub max_subscribers: usize,
+    /// Most subscriptions in the whole broker (0: no limit).
+    pub max_total_subscribers: usize,
+    /// Subscriptions in the whole broker, kept by every channel actor.
+    pub total_subscribers: Arc<AtomicU64>,
     /// Set in cluster mode: the log is in Redis.
     pub cluster: Option<Cluster>,
 }
@@ -103,6 +112,11 @@ pub struct ChannelActor {
     metrics: Arc<Metrics>,
     /// This channel's own labelled series, when the operator opted in.
     series: Option<ChannelSeries>,
+    max_subscribers: usize,
+    max_total_subscribers: usize,
+    total_subscribers: Arc<AtomicU64>,
+    /// This channel's share of `total_subscribers`.
+    counted: usize,
 }
 
 impl ChannelActor {
@@ -135,6 +149,10 @@ impl ChannelActor {
             received: 0,
             tick: config.tick,
             metrics: Arc::clone(&config.metrics),
+            max_subscribers: config.max_subscribers,
+            max_total_subscribers: config.max_total_subscribers,
+            total_subscribers: Arc::clone(&config.total_subscribers),
+            counted: 0,
         }
     }
 
@@ -192,10 +210,39 @@ impl ChannelActor {
         delivered
     }
 
-    fn update_subscriber_count(&self) {
-        self.stats
-            .subscribers
-            .store(self.subscribers.len() as u64, Ordering::Relaxed);
+    fn update_subscriber_count(&mut self) {
+        let now = self.subscribers.len();
+        if now < self.counted {
+            self.total_subscribers
+                .fetch_sub((self.counted - now) as u64, Ordering::AcqRel);
+        } else if now > self.counted {
+            self.total_subscribers
+                .fetch_add((now - self.counted) as u64, Ordering::AcqRel);
+        }
+        self.counted = now;
+        self.stats.subscribers.store(now as u64, Ordering::Relaxed);
+    }
+
+    /// Takes one place in the broker-wide count, or says why there is none.
+    /// The count is reserved atomically, so channels on other arbiters
+    /// cannot overshoot the limit together.
+    fn reserve_subscriber(&mut self) -> Result<(), BrokerError> {
+        if self.max_subscribers > 0 && self.subscribers.len() >= self.max_subscribers {
+            return Err(BrokerError::TooManySubscribers(format!(
+                "channel {} already has its maximum of {} subscribers",
+                self.name, self.max_subscribers
+            )));
+        }
+        let before = self.total_subscribers.fetch_add(1, Ordering::AcqRel);
+        if self.max_total_subscribers > 0 && before >= self.max_total_subscribers as u64 {
+            self.total_subscribers.fetch_sub(1, Ordering::AcqRel);
+            return Err(BrokerError::TooManySubscribers(format!(
+                "the broker already holds its maximum of {} subscriptions",
+                self.max_total_subscribers
+            )));
+        }
+        self.counted += 1;
+        Ok(())
     }
 
     /// Counts one message from the registry (see `ChannelIdle`); the shared
@@ -249,6 +296,8 @@ impl Actor for ChannelActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.subscribers.clear();
+        self.update_subscriber_count();
         info!(
             "channel stopped channel={} published={}",
             self.name,
@@ -345,6 +394,11 @@ impl Handler<Subscribe> for ChannelActor {
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
         self.note_received();
+        if let Err(err) = self.reserve_subscriber() {
+            info!("subscribe refused channel={} reason={err}", self.name);
+            let _ = msg.reply.send(Err(err));
+            return;
+        }
         let shared = match &self.log {
             Log::Local(history) => {
                 // Replay and registration happen in one handler: every later
@@ -395,8 +449,9 @@ impl ChannelActor {
                 subscriber: msg.subscriber,
                 after: head.seq,
             });
-            self.update_subscriber_count();
         }
+        // Settles the reservation whether or not the caller was still there.
+        self.update_subscriber_count();
     }
 
     /// Cluster mode: the log was read for a new subscriber.
@@ -413,6 +468,8 @@ impl ChannelActor {
                 let _ = msg
                     .reply
                     .send(Err(BrokerError::StoreUnavailable(err.to_string())));
+                // Gives back the place reserved for this subscriber.
+                self.update_subscriber_count();
                 return;
             }
         };

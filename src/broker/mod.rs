@@ -32,6 +32,8 @@ pub use registry::RegistryActor;
 pub enum BrokerError {
     #[error("the broker already holds its maximum of {0} channels")]
     TooManyChannels(usize),
+    #[error("{0}")]
+    TooManySubscribers(String),
     #[error("no channel named {0:?}")]
     UnknownChannel(String),
     #[error("the broker is shutting down")]

@@ -15,7 +15,10 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -29,7 +32,7 @@ use super::{
         CatchUp, ChannelActor, ChannelConfig, CloseSubscribers, CountPulse, Deliver, Inspect,
         Publish, Published, Retire, Subscribe, Unsubscribe,
     },
-    event::{ChannelName, Epoch, EventId},
+    event::{ChannelName, Epoch, EventId, EventType},
     pulse::{PulseBook, PulseRecord},
 };
 use crate::{cluster::Cluster, config::Settings, metrics::Metrics};
@@ -55,6 +58,8 @@ pub struct RegistryActor {
     /// accepted now could reach no subscriber: their streams are closing).
     closing: bool,
     metrics: Arc<Metrics>,
+    /// The Mercure hub, offered every event published here (see `crate::mercure`).
+    mercure: Option<Recipient<ChannelPublished>>,
 }
 
 impl RegistryActor {
@@ -68,13 +73,23 @@ impl RegistryActor {
                 history_max_age: settings.history.max_age,
                 tick: settings.stream.heartbeat,
                 metrics: Metrics::detached(),
+                max_subscribers: settings.limits.max_subscribers_per_channel,
+                max_total_subscribers: settings.limits.max_subscribers,
+                total_subscribers: Arc::new(AtomicU64::new(0)),
                 cluster: None,
             },
             max_channels: settings.broker.max_channels,
             pulses: PulseBook::new(settings.pulses.clone()),
             closing: false,
             metrics: Metrics::detached(),
+            mercure: None,
         }
+    }
+
+    /// Offers every published event to the Mercure hub as well.
+    pub fn with_mercure(mut self, hub: Recipient<ChannelPublished>) -> Self {
+        self.mercure = Some(hub);
+        self
     }
 
     /// Counts into `metrics` (the application's) instead of a detached set.
@@ -180,11 +195,30 @@ impl Handler<Publish> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        let mirror = self.mercure.clone().map(|hub| {
+            let event = ChannelPublished {
+                channel: msg.channel.clone(),
+                event_type: msg.event_type.clone(),
+                data: msg.data.clone(),
+            };
+            (hub, event)
+        });
+        if self.publish(msg, ctx)
+            && let Some((hub, event)) = mirror
+        {
+            hub.do_send(event);
+        }
+    }
+}
+
+impl RegistryActor {
+    /// Routes a publish to its channel; false when it was refused.
+    fn publish(&mut self, msg: Publish, ctx: &mut Context<Self>) -> bool {
         if self.closing {
             if let Some(reply) = msg.reply {
                 let _ = reply.send(Err(BrokerError::ShuttingDown));
             }
-            return;
+            return false;
         }
         if let Some(cluster) = &self.channel_config.cluster {
             // Redis assigns the id and carries the event to every node; the
@@ -214,18 +248,45 @@ impl Handler<Publish> for RegistryActor {
                     let _ = reply.send(answer);
                 }
             });
-            return;
+            return true;
         }
         match self.route(&msg.channel, true, ctx) {
-            Ok(Some(channel)) => channel.do_send(msg),
-            Ok(None) => {}
+            Ok(Some(channel)) => {
+                channel.do_send(msg);
+                true
+            }
+            Ok(None) => false,
             Err(err) => {
                 warn!("publish refused channel={} reason={err}", msg.channel);
                 if let Some(reply) = msg.reply {
                     let _ = reply.send(Err(err));
                 }
+                false
             }
         }
+    }
+}
+
+/// An event published on a channel, offered to the Mercure hub.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelPublished {
+    pub channel: ChannelName,
+    pub event_type: Option<EventType>,
+    pub data: String,
+}
+
+/// A publish coming from the Mercure hub: routed like [`Publish`] but not
+/// offered back to the hub.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishFromHub(pub Publish);
+
+impl Handler<PublishFromHub> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishFromHub, ctx: &mut Self::Context) {
+        self.publish(msg.0, ctx);
     }
 }
 

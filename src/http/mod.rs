@@ -3,8 +3,10 @@
 
 pub mod body;
 pub mod channels;
+pub mod guard;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod publish;
 pub mod pulse;
 pub mod session;
@@ -17,6 +19,7 @@ use actix_web::web;
 use tokio::sync::oneshot;
 
 use crate::{
+    auth::Auth,
     broker::{
         ChannelName, EventType, RegistryActor, await_reply, channel::Publish, channel::Published,
     },
@@ -33,6 +36,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    pub auth: Auth,
+    pub limits: guard::Limits,
     /// Set in cluster mode; `is_connected()` is the node's readiness.
     pub cluster: Option<Cluster>,
 }
@@ -70,7 +75,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/channels", web::get().to(channels::list))
         .route("/channels/{channel}", web::get().to(channels::detail))
         .route("/killSession", web::delete().to(session::kill_session))
-        .route("/killall", web::delete().to(session::kill_all));
+        .route("/killall", web::delete().to(session::kill_all))
+        .route("/openapi.json", web::get().to(openapi::spec));
 }
 
 /// Mounts the operations endpoints: `/healthz`, `/readyz` and, when

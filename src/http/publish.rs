@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use super::{
     AppState,
     body::{BodyKind, compact_json, event_data, read_body, utf8},
+    guard::Publisher,
 };
 use crate::{
     broker::{ChannelName, EventType},
@@ -36,13 +37,15 @@ pub struct PublishedEvent {
 /// `POST /publish/{channel}?event=<type>`
 pub async fn publish_one(
     state: web::Data<AppState>,
+    publisher: Publisher,
     path: web::Path<String>,
     query: web::Query<PublishQuery>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let received_at = Instant::now();
-    let answer = publish_one_inner(&state, path, query, req, payload, received_at).await;
+    let answer =
+        publish_one_inner(&state, &publisher, path, query, req, payload, received_at).await;
     count_refusal(&state, answer)
 }
 
@@ -59,6 +62,7 @@ fn count_refusal(
 
 async fn publish_one_inner(
     state: &AppState,
+    publisher: &Publisher,
     path: web::Path<String>,
     query: web::Query<PublishQuery>,
     req: HttpRequest,
@@ -66,6 +70,7 @@ async fn publish_one_inner(
     received_at: Instant,
 ) -> Result<HttpResponse, ApiError> {
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
+    publisher.check(&channel)?;
     let event_type = parse_event_type(query.into_inner().event)?;
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
@@ -104,19 +109,22 @@ struct BatchAnswer {
 }
 
 /// `POST /publish` with `[{"channel": …, "event": …, "data": …}, …]`:
-/// every item is validated before any is published; ids come back in order.
+/// every item is validated (and its channel checked against the token)
+/// before any is published; ids come back in order.
 pub async fn publish_batch(
     state: web::Data<AppState>,
+    publisher: Publisher,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let received_at = Instant::now();
-    let answer = publish_batch_inner(&state, req, payload, received_at).await;
+    let answer = publish_batch_inner(&state, &publisher, req, payload, received_at).await;
     count_refusal(&state, answer)
 }
 
 async fn publish_batch_inner(
     state: &AppState,
+    publisher: &Publisher,
     req: HttpRequest,
     payload: web::Payload,
     received_at: Instant,
@@ -144,6 +152,9 @@ async fn publish_batch_inner(
         let at = |e: String| format!("item {index}: {e}");
         let channel =
             ChannelName::parse(&item.channel).map_err(|e| ApiError::InvalidChannel(at(e)))?;
+        publisher
+            .check(&channel)
+            .map_err(|e| ApiError::Forbidden(at(e.to_string())))?;
         let event_type = parse_event_type(item.event.clone())
             .map_err(|e| ApiError::InvalidEventType(at(e.to_string())))?;
         let raw = item.data.get();

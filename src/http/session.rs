@@ -1,6 +1,7 @@
 //! Seed compatibility: `DELETE /killSession` and `DELETE /killall` tell
 //! browser tabs to close their streams by publishing their ids on the
-//! `killSession` channel.
+//! `killSession` channel. With auth on, both need a token that may publish
+//! to `killSession`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::Serialize;
 use super::{
     AppState,
     body::{BodyKind, read_body, utf8},
+    guard::Publisher,
     publish::PublishedEvent,
     pulse::unavailable,
 };
@@ -39,9 +41,11 @@ async fn kill(state: &AppState, tab_id: &str) -> Result<PublishedEvent, ApiError
 /// `DELETE /killSession` with the tab id as a JSON string (or plain text).
 pub async fn kill_session(
     state: web::Data<AppState>,
+    publisher: Publisher,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    publisher.check(&kill_channel())?;
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let text = utf8(&body)?;
@@ -62,7 +66,11 @@ struct KillAllAnswer {
 }
 
 /// `DELETE /killall`: every tab that ever pulsed (and is still remembered).
-pub async fn kill_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn kill_all(
+    state: web::Data<AppState>,
+    publisher: Publisher,
+) -> Result<HttpResponse, ApiError> {
+    publisher.check(&kill_channel())?;
     let clients: Vec<std::sync::Arc<str>> = match &state.cluster {
         Some(cluster) => cluster
             .pulse_clients()

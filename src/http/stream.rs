@@ -15,6 +15,7 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
@@ -30,7 +31,7 @@ use log::Level;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::AppState;
+use super::{AppState, guard};
 use crate::{
     broker::{
         ChannelName, Delivery, Event, EventId, HEARTBEAT, RegistryActor, Subscriber, await_reply,
@@ -53,6 +54,8 @@ pub struct StreamQuery {
     channel: Vec<String>,
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
+    /// A subscriber token, for clients that can set neither a header nor a cookie.
+    token: Option<String>,
 }
 
 /// `GET /stream/{channel}`
@@ -63,8 +66,9 @@ pub async fn stream_one(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
-    let last_id = last_event_id(&req, query.0.last_event_id)?;
-    open(&state, vec![channel], false, last_id).await
+    let Query(query) = query;
+    let last_id = last_event_id(&req, query.last_event_id)?;
+    open(&state, &req, query.token, vec![channel], false, last_id).await
 }
 
 /// `GET /stream?channel=a&channel=b`
@@ -93,7 +97,7 @@ pub async fn stream_many(
         )));
     }
     let last_id = last_event_id(&req, query.last_event_id)?;
-    open(&state, channels, true, last_id).await
+    open(&state, &req, query.token, channels, true, last_id).await
 }
 
 /// The client's resume point: the `Last-Event-ID` header (sent by browsers
@@ -131,10 +135,19 @@ fn last_event_id(
 
 async fn open(
     state: &AppState,
+    req: &HttpRequest,
+    token: Option<String>,
     channels: Vec<ChannelName>,
     multi: bool,
     last_id: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
+    // Every private channel of the stream is checked; the stream ends when
+    // the token that opened it expires.
+    let expires_at = guard::check_subscriber(&state.auth, req, token.as_deref(), &channels)?;
+    let slot = state.limits.open_stream(guard::client_ip(
+        req,
+        state.settings.limits.trust_forwarded_for,
+    ))?;
     let (subscriber, rx) = Subscriber::new(state.settings.stream.subscriber_buffer);
     let mut guard = SubscriptionGuard {
         registry: state.registry.clone(),
@@ -217,6 +230,9 @@ async fn open(
         retry: state.settings.stream.retry,
         done: false,
         guard,
+        expiry: expires_at.map(|at| Box::pin(tokio::time::sleep(guard::until(at)))),
+        expired: false,
+        _slot: slot,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -346,6 +362,12 @@ struct EventStream {
     /// The final hint was written: the next poll ends the body.
     done: bool,
     guard: SubscriptionGuard,
+    /// Fires when the subscriber's token expires: the stream then ends.
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set once the expiry notice went out: the next poll ends the stream.
+    expired: bool,
+    /// The client IP's place among its open streams.
+    _slot: guard::StreamSlot,
 }
 
 impl EventStream {
@@ -373,6 +395,21 @@ impl Stream for EventStream {
         if this.evicted.load(Ordering::Acquire) {
             // The client reconnects with the last id it got and replays the rest.
             return this.finish("evicted");
+        }
+        if this.expired {
+            return this.finish("expired");
+        }
+        if let Some(expiry) = &mut this.expiry
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            // Say why, then end cleanly: EventSource reconnects, and is
+            // refused (401) unless it brings a fresh token.
+            this.expiry = None;
+            this.expired = true;
+            return Poll::Ready(Some(Ok(sse::encode_notice(
+                "broker.expired",
+                r#"{"reason":"the subscriber token expired"}"#,
+            ))));
         }
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(Delivery::Event(event))) => {

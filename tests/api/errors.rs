@@ -3,25 +3,6 @@
 
 use crate::helpers::*;
 
-async fn problem(res: reqwest::Response) -> (u16, serde_json::Value) {
-    let status = res.status().as_u16();
-    assert_eq!(
-        res.headers()["content-type"],
-        "application/problem+json",
-        "status {status}"
-    );
-    let body: serde_json::Value = res.json().await.expect("a JSON problem");
-    assert_eq!(body["status"], status);
-    assert!(
-        body["type"]
-            .as_str()
-            .unwrap()
-            .starts_with("urn:sse-broker:problem:")
-    );
-    assert!(!body["title"].as_str().unwrap().is_empty());
-    (status, body)
-}
-
 /// Invalid JSON is a 400 that says where it failed.
 #[actix_web::test]
 async fn invalid_json_is_400_with_position() {
@@ -113,7 +94,7 @@ async fn invalid_channel_names_are_400() {
 #[actix_web::test]
 async fn invalid_event_types_are_400() {
     let app = spawn_app().await;
-    for event in ["broker.gap", "a%0Ab", "with%20space"] {
+    for event in ["broker.gap", "a%0Ab", "a%0Db", "a%00b", "with%20space"] {
         let res = app
             .client
             .post(app.url(&format!("/publish/test?event={event}")))
@@ -122,6 +103,29 @@ async fn invalid_event_types_are_400() {
             .await
             .unwrap();
         assert_eq!(problem(res).await.0, 400, "{event}");
+    }
+}
+
+/// An event type with CR, LF or NUL inside a batch is refused too.
+#[actix_web::test]
+async fn batch_event_types_are_validated() {
+    let app = spawn_app().await;
+    for event in ["a\\nb", "a\\rb", "a\\u0000b"] {
+        let body = format!(r#"[{{"channel":"ok","event":"{event}","data":1}}]"#);
+        let res = app
+            .client
+            .post(app.url("/publish"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, problem_body) = problem(res).await;
+        assert_eq!(status, 400, "{event}");
+        assert_eq!(
+            problem_body["type"],
+            "urn:sse-broker:problem:invalid-event-type"
+        );
     }
 }
 
@@ -204,6 +208,15 @@ async fn static_files_stay_inside_public() {
         "/..%2fCargo.toml",
         "//etc/passwd",
         "/%2fetc%2fpasswd",
+        "/%2e%2e%2fCargo.toml",
+        "/.%2e/Cargo.toml",
+        "/%252e%252e/Cargo.toml",
+        "/..%5cCargo.toml",
+        "/%5c..%5cCargo.toml",
+        "/index.html/../../Cargo.toml",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/etc/passwd",
+        "/%00index.html",
     ] {
         let res = app.client.get(app.url(path)).send().await.unwrap();
         assert!(

@@ -384,3 +384,24 @@ impl Drop for BrokerProcess {
         }
     }
 }
+
+/// Checks that `res` is an application/problem+json answer; returns its
+/// status and body.
+pub async fn problem(res: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = res.status().as_u16();
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/problem+json",
+        "status {status}"
+    );
+    let body: serde_json::Value = res.json().await.expect("a JSON problem");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:sse-broker:problem:")
+    );
+    assert!(!body["title"].as_str().unwrap().is_empty());
+    (status, body)
+}

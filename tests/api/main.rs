@@ -1,12 +1,16 @@
 //! Integration tests: the real application on port 0, spoken to over HTTP.
 //! One binary, one module per area; each test is a scenario.
 
+mod auth;
 mod channels;
 mod cluster;
 mod drain;
 mod errors;
 mod helpers;
+mod limits;
+mod mercure;
 mod multi_channel;
+mod openapi;
 mod operations;
 mod proxy;
 mod pulses;

@@ -215,6 +215,13 @@ struct StepReport {
     broker_after: Option<ProcStats>,
     broker_cpu_secs: Option<f64>,
     cpu_us_per_delivery: Option<f64>,
+    /// CPU seconds this loadgen process (not its peers) used from step start to the end of
+    /// the drain, and that as a share of one core over the same wall time (near 1.0: the
+    /// load generator, not the broker, may be the limit)
+    #[serde(default)]
+    loadgen_cpu_secs: Option<f64>,
+    #[serde(default)]
+    loadgen_core_share: Option<f64>,
     pass: bool,
     /// base64 of the V2-serialized latency histogram (µs), for merging
     hist: String,
@@ -756,15 +763,20 @@ impl Leader {
     async fn step(&mut self, step: usize, kind: &str, mode: PubMode) -> StepReport {
         let cx = self.cx.clone();
         let before = proc::sample(cx.a.broker_pid);
+        let (self_cpu0, wall0) = (proc::self_cpu_secs(), Instant::now());
         let (ds, expected, _t0) = self.publish_step(step, kind, mode).await;
         let drain_start = Instant::now();
         let sc = &cx.sh.steps[step];
         wait_until(drain_start + Duration::from_secs_f64(cx.a.drain_secs), || sc.received.load(Relaxed) >= expected).await;
         let drain_s = drain_start.elapsed().as_secs_f64();
         let after = proc::sample(cx.a.broker_pid);
+        let self_cpu = proc::self_cpu_secs() - self_cpu0;
+        let wall = wall0.elapsed().as_secs_f64().max(1e-9);
         let mut r = self.report.lock().unwrap().steps.pop().unwrap();
         fill_step(&mut r, &ds, expected, sc, cx.a.max_p99_ms);
         r.drain_s = drain_s;
+        r.loadgen_cpu_secs = Some(self_cpu);
+        r.loadgen_core_share = Some(self_cpu / wall);
         r.broker_before = before;
         r.broker_after = after;
         if let (Some(b), Some(a)) = (before, after) {
@@ -814,7 +826,7 @@ fn recompute_pass(r: &mut StepReport, max_p99: f64) {
 
 fn step_line(r: &StepReport) -> String {
     format!(
-        "step {} [{}] target {:.0}/s achieved {:.0}/s published {} (errors {}) expected {} received {} lost {} dup {} ooo {} | {:.0} deliveries/s | latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} | publish rtt p99 {:.2} ms | broker cpu {} | {}",
+        "step {} [{}] target {:.0}/s achieved {:.0}/s published {} (errors {}) expected {} received {} lost {} dup {} ooo {} | {:.0} deliveries/s | latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} | publish rtt p99 {:.2} ms | broker cpu {} | loadgen {} | {}",
         r.step,
         r.kind,
         r.target_rate,
@@ -834,6 +846,7 @@ fn step_line(r: &StepReport) -> String {
         r.latency_ms.max,
         r.publish_rtt_ms.p99,
         r.broker_cpu_secs.map_or("-".into(), |c| format!("{c:.2}s ({:.2} µs/delivery)", r.cpu_us_per_delivery.unwrap_or(0.0))),
+        r.loadgen_core_share.map_or("-".into(), |c| format!("{:.0}% of a core", c * 100.0)),
         if r.pass { "PASS" } else { "FAIL" }
     )
 }

@@ -78,6 +78,18 @@ pub fn sample(pid: Option<u32>) -> Option<ProcStats> {
     Some(s)
 }
 
+/// CPU time (user + system) used by this process so far, all threads.
+pub fn self_cpu_secs() -> f64 {
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return 0.0;
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(u.ru_utime) + tv(u.ru_stime)
+    }
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub fn raise_nofile() -> u64 {
     unsafe {

@@ -397,11 +397,16 @@ where
             }
         }
 
-        // All bytes have been accepted by the I/O stream, so the buffer can be released.
-        // sse-broker patch: release it instead of keeping 8 KiB per idle connection; a
-        // long-lived streaming response (SSE) would otherwise pin it for its whole life.
-        *write_buf = BytesMut::new();
-        *write_buf_needs_reset = false;
+        // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
+        // sse-broker patch: keep at most a small buffer; a long-lived streaming response (SSE)
+        // would otherwise pin 8 KiB for its whole life. Small buffers are reused, so a stream
+        // of small events does not allocate per write.
+        if *write_buf_needs_reset || write_buf.capacity() > LW_BUFFER_SIZE {
+            *write_buf = BytesMut::new();
+            *write_buf_needs_reset = false;
+        } else {
+            write_buf.clear();
+        }
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -1257,9 +1262,10 @@ where
                 }
 
                 Poll::Pending => {
-                    // sse-broker patch: nothing buffered and nothing to read, so release the
-                    // read buffer; an idle streaming connection would otherwise pin 8 KiB.
-                    if this.read_buf.is_empty() {
+                    // sse-broker patch: nothing buffered and nothing to read, so release a
+                    // large read buffer; an idle streaming connection would otherwise pin
+                    // 8 KiB. It comes back as a small one (see the reserve above).
+                    if this.read_buf.is_empty() && this.read_buf.capacity() > LW_BUFFER_SIZE {
                         *this.read_buf = BytesMut::new();
                     }
                     return Ok(false);

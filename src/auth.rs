@@ -1,0 +1,416 @@
+//! Tokens: who may publish to and subscribe to which channels.
+//!
+//! A token is a JWT signed with the one configured algorithm (HS256/384/512
+//! with a shared secret, RS256 or ES256 with a public key). Its claims follow
+//! Mercure's shape under the claim name [`CLAIM`]:
+//!
+//! ```json
+//! {"sse": {"publish": ["orders.*"], "subscribe": ["orders.*", "news"]},
+//!  "exp": 1767225600, "sub": "billing-job"}
+//! ```
+//!
+//! `exp` is required. `sub` (or else `jti`) names the bearer for the publish
+//! rate limit. Each entry of `publish`/`subscribe` is a [`Pattern`].
+//!
+//! This module only decides; `http::guard` applies the decisions to
+//! requests, and [`crate::error::ApiError`] turns refusals into 401/403.
+
+use std::{
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    broker::{ChannelName, event::MAX_CHANNEL_LEN},
+    config::{AuthSettings, JwtAlgorithm},
+};
+
+/// The claim that holds the broker's permissions.
+pub const CLAIM: &str = "sse";
+
+/// A channel pattern: an exact channel name (`news`), a prefix followed by a
+/// trailing `*` (`orders.*` matches every channel whose name starts with
+/// `orders.`, such as `orders.eu` or `orders.eu.1`, but not `orders`), or
+/// `*` alone, which matches every channel. The prefix follows the channel
+/// grammar (`A-Z a-z 0-9 _ - . : @`); `*` anywhere else is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "*" {
+            return Ok(Self::Prefix(String::new()));
+        }
+        let (name, prefix) = match text.strip_suffix('*') {
+            Some(prefix) => (prefix, true),
+            None => (text, false),
+        };
+        if name.is_empty() || name.len() > MAX_CHANNEL_LEN {
+            return Err(format!("pattern {text:?} is empty or too long"));
+        }
+        ChannelName::parse(name).map_err(|e| format!("pattern {text:?}: {e}"))?;
+        Ok(if prefix {
+            Self::Prefix(name.to_owned())
+        } else {
+            Self::Exact(name.to_owned())
+        })
+    }
+
+    pub fn matches(&self, channel: &str) -> bool {
+        match self {
+            Self::Exact(name) => name == channel,
+            Self::Prefix(prefix) => channel.len() > prefix.len() && channel.starts_with(prefix),
+        }
+    }
+}
+
+/// The permissions in a token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Permissions {
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+/// The claims the broker reads (others are ignored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    #[serde(default)]
+    pub sse: Permissions,
+    /// Required: the validation refuses a token without it before this
+    /// default could matter.
+    #[serde(default)]
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    publish: Vec<Pattern>,
+    subscribe: Vec<Pattern>,
+    /// When the token stops being accepted (its `exp` plus the leeway).
+    pub expires_at: SystemTime,
+    /// `sub`, else `jti`: who the bearer is, for rate limits and logs.
+    pub subject: Option<String>,
+}
+
+impl Grant {
+    pub fn may_publish(&self, channel: &ChannelName) -> bool {
+        self.publish.iter().any(|p| p.matches(channel.as_str()))
+    }
+
+    pub fn may_subscribe(&self, channel: &ChannelName) -> bool {
+        self.subscribe.iter().any(|p| p.matches(channel.as_str()))
+    }
+}
+
+/// Why a token was refused. The messages are safe to show: they never
+/// contain the token, the key or the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token must be signed with {0:?}")]
+    WrongAlgorithm(JwtAlgorithm),
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token has no {0:?} claim")]
+    MissingClaim(String),
+    #[error("the token is not a well-formed JWT signed with {0:?}")]
+    Malformed(JwtAlgorithm),
+}
+
+/// Why the auth configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("cannot read {what} {path}: {err}")]
+    Read {
+        what: &'static str,
+        path: String,
+        err: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Checks tokens against the configured key.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+    algorithm: JwtAlgorithm,
+    leeway: Duration,
+}
+
+impl std::fmt::Debug for Verifier {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+fn jwt_algorithm(alg: JwtAlgorithm) -> Algorithm {
+    match alg {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::HS384 => Algorithm::HS384,
+        JwtAlgorithm::HS512 => Algorithm::HS512,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+    }
+}
+
+/// The shared secret from `secret` or `secret_file` (trailing newline cut).
+pub fn load_secret(settings: &AuthSettings) -> Result<Option<Vec<u8>>, AuthSetupError> {
+    if !settings.secret.is_empty() {
+        return Ok(Some(settings.secret.as_bytes().to_vec()));
+    }
+    let Some(path) = &settings.secret_file else {
+        return Ok(None);
+    };
+    let text = read(path, "auth.secret_file")?;
+    let secret = text.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+    if secret.len() < 32 {
+        return Err(AuthSetupError::Invalid(format!(
+            "the secret in {} must be at least 32 bytes",
+            path.display()
+        )));
+    }
+    Ok(Some(secret))
+}
+
+fn read(path: &Path, what: &'static str) -> Result<String, AuthSetupError> {
+    std::fs::read_to_string(path).map_err(|err| AuthSetupError::Read {
+        what,
+        path: path.display().to_string(),
+        err,
+    })
+}
+
+impl Verifier {
+    /// Loads the key the settings name.
+    pub fn from_settings(settings: &AuthSettings) -> Result<Self, AuthSetupError> {
+        let algorithm = settings.algorithm;
+        let key = if algorithm.is_hmac() {
+            let secret = load_secret(settings)?.ok_or_else(|| {
+                AuthSetupError::Invalid("auth needs auth.secret or auth.secret_file".into())
+            })?;
+            DecodingKey::from_secret(&secret)
+                .map_err(|err| AuthSetupError::Invalid(format!("auth.secret: {err}")))?
+        } else {
+            let path = settings
+                .public_key_file
+                .as_ref()
+                .ok_or_else(|| AuthSetupError::Invalid("auth needs auth.public_key_file".into()))?;
+            let pem = read(path, "auth.public_key_file")?;
+            let key = match algorithm {
+                JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                _ => DecodingKey::from_ec_pem(pem.as_bytes()),
+            };
+            key.map_err(|err| {
+                AuthSetupError::Invalid(format!(
+                    "auth.public_key_file {} is not a {algorithm:?} public key: {err}",
+                    path.display()
+                ))
+            })?
+        };
+        let mut validation = Validation::new(jwt_algorithm(algorithm));
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_aud = false;
+        validation.validate_nbf = true;
+        validation.leeway = settings.leeway.as_secs();
+        Ok(Self {
+            key,
+            validation,
+            algorithm,
+            leeway: Duration::from_secs(settings.leeway.as_secs()),
+        })
+    }
+
+    /// Verifies a token's signature, algorithm and times, and reads its claims.
+    pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|err| match err
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm(self.algorithm),
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
+            _ => TokenError::Malformed(self.algorithm),
+        })?;
+        let claims = data.claims;
+        // A pattern that does not parse grants nothing (rather than failing
+        // the whole token): the others still apply.
+        let patterns = |list: &[String]| -> Vec<Pattern> {
+            list.iter().filter_map(|p| Pattern::parse(p).ok()).collect()
+        };
+        Ok(Grant {
+            publish: patterns(&claims.sse.publish),
+            subscribe: patterns(&claims.sse.subscribe),
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway,
+            subject: claims.sub.or(claims.jti),
+        })
+    }
+}
+
+/// Everything the HTTP layer asks about tokens.
+#[derive(Debug)]
+pub struct Auth {
+    /// `None` when auth is off: everything is allowed.
+    pub verifier: Option<Verifier>,
+    private: Vec<Pattern>,
+    pub anonymous_subscribe: bool,
+    pub cookie_name: String,
+}
+
+impl Auth {
+    pub fn from_settings(settings: &AuthSettings) -> Result<Self, AuthSetupError> {
+        let verifier = if settings.enabled {
+            Some(Verifier::from_settings(settings)?)
+        } else {
+            None
+        };
+        let private = settings
+            .private_channels
+            .iter()
+            .map(|p| Pattern::parse(p).map_err(AuthSetupError::Invalid))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            verifier,
+            private,
+            anonymous_subscribe: settings.anonymous_subscribe,
+            cookie_name: settings.cookie_name.clone(),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Whether subscribing to `channel` needs a token.
+    pub fn needs_subscriber_token(&self, channel: &ChannelName) -> bool {
+        self.enabled()
+            && (!self.anonymous_subscribe
+                || self.private.iter().any(|p| p.matches(channel.as_str())))
+    }
+}
+
+/// Mints a token with the configured HMAC secret (the `token` subcommand).
+pub fn mint(
+    settings: &AuthSettings,
+    permissions: Permissions,
+    ttl: Duration,
+    subject: Option<String>,
+) -> Result<String, AuthSetupError> {
+    if !settings.algorithm.is_hmac() {
+        return Err(AuthSetupError::Invalid(format!(
+            "auth.algorithm is {:?}: tokens are minted with the private key, which the broker \
+             does not hold; `token` only works with HS256/HS384/HS512",
+            settings.algorithm
+        )));
+    }
+    let secret = load_secret(settings)?.ok_or_else(|| {
+        AuthSetupError::Invalid(
+            "no secret configured: set auth.secret, auth.secret_file or SSE_BROKER__AUTH__SECRET"
+                .into(),
+        )
+    })?;
+    for pattern in permissions.publish.iter().chain(&permissions.subscribe) {
+        Pattern::parse(pattern).map_err(AuthSetupError::Invalid)?;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = Claims {
+        sse: permissions,
+        exp: now.saturating_add(ttl.as_secs().max(1)),
+        sub: subject,
+        jti: None,
+        iat: Some(now),
+    };
+    let key = EncodingKey::from_secret(&secret)
+        .map_err(|err| AuthSetupError::Invalid(format!("auth.secret: {err}")))?;
+    encode(
+        &Header::new(jwt_algorithm(settings.algorithm)),
+        &claims,
+        &key,
+    )
+    .map_err(|err| AuthSetupError::Invalid(format!("cannot sign the token: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_grammar() {
+        let p = |t: &str| Pattern::parse(t).unwrap();
+        assert!(p("news").matches("news"));
+        assert!(!p("news").matches("news.eu"));
+        assert!(p("orders.*").matches("orders.eu"));
+        assert!(p("orders.*").matches("orders.eu.1"));
+        assert!(!p("orders.*").matches("orders"));
+        assert!(!p("orders.*").matches("ordersx"));
+        assert!(p("*").matches("anything"));
+        for bad in ["", "a*b", "**", "a b*", ".*.", "x,y", "*a"] {
+            assert!(Pattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn settings() -> AuthSettings {
+        let mut s = crate::config::Settings::defaults().auth;
+        s.enabled = true;
+        s.secret = "0123456789abcdef0123456789abcdef".into();
+        s
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let s = settings();
+        let token = mint(
+            &s,
+            Permissions {
+                publish: vec!["orders.*".into()],
+                subscribe: vec!["news".into()],
+            },
+            Duration::from_secs(60),
+            Some("job".into()),
+        )
+        .unwrap();
+        let grant = Verifier::from_settings(&s).unwrap().verify(&token).unwrap();
+        assert!(grant.may_publish(&ChannelName::parse("orders.1").unwrap()));
+        assert!(!grant.may_publish(&ChannelName::parse("news").unwrap()));
+        assert!(grant.may_subscribe(&ChannelName::parse("news").unwrap()));
+        assert_eq!(grant.subject.as_deref(), Some("job"));
+    }
+
+    #[test]
+    fn errors_never_show_the_secret() {
+        let s = settings();
+        let verifier = Verifier::from_settings(&s).unwrap();
+        for token in ["", "a.b.c", "not a token"] {
+            let err = verifier.verify(token).unwrap_err().to_string();
+            assert!(!err.contains(&s.secret));
+        }
+        assert!(!format!("{verifier:?}").contains(&s.secret));
+    }
+}

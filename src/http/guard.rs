@@ -1,0 +1,270 @@
+//! Who may do what, applied to requests: the [`Publisher`] extractor (token
+//! and publish rate), the subscriber check for streams, and the per-IP
+//! stream count. Handlers only ask; every refusal is an [`ApiError`].
+
+use std::{
+    collections::HashMap,
+    future::{Ready, ready},
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+
+use super::AppState;
+use crate::{
+    auth::{Auth, Grant},
+    broker::ChannelName,
+    config::LimitsSettings,
+    error::ApiError,
+};
+
+/// The token in `Authorization: Bearer <token>`; `Ok(None)` without the header.
+fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidToken("the Authorization header is not readable".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Err(ApiError::InvalidToken(
+            "the Authorization header must be \"Bearer <token>\"".into(),
+        )),
+    }
+}
+
+/// The client's IP: the peer address, or with `trust_forwarded_for` what the
+/// proxy says in Forwarded / X-Forwarded-For.
+pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
+    let text = if trust_forwarded_for {
+        req.connection_info()
+            .realip_remote_addr()
+            .map(str::to_owned)
+    } else {
+        req.peer_addr().map(|addr| addr.ip().to_string())
+    };
+    let Some(text) = text else {
+        return "unknown".into();
+    };
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return addr.ip().to_string();
+    }
+    match text.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => text,
+    }
+}
+
+/// A publisher that passed the token check and the rate limit. Handlers ask
+/// [`Publisher::check`] for each channel they publish to.
+#[derive(Debug)]
+pub struct Publisher {
+    /// `None` when auth is off.
+    grant: Option<Grant>,
+}
+
+impl Publisher {
+    /// 403 unless the token covers `channel` (always fine with auth off).
+    pub fn check(&self, channel: &ChannelName) -> Result<(), ApiError> {
+        match &self.grant {
+            Some(grant) if !grant.may_publish(channel) => Err(ApiError::Forbidden(format!(
+                "the token does not allow publishing to {channel:?}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .ok_or_else(|| ApiError::Unavailable("the broker is not set up".into()))?;
+        let grant = match &state.auth.verifier {
+            None => None,
+            // Publishers authenticate with the header only: a cookie would
+            // let any page the browser visits publish (CSRF).
+            Some(verifier) => {
+                let token = bearer(req)?.ok_or_else(|| {
+                    ApiError::MissingToken(
+                        "publishing needs a token: send Authorization: Bearer <token>".into(),
+                    )
+                })?;
+                Some(
+                    verifier
+                        .verify(&token)
+                        .map_err(|e| ApiError::InvalidToken(e.to_string()))?,
+                )
+            }
+        };
+        let key = match grant.as_ref().and_then(|g| g.subject.as_deref()) {
+            Some(subject) => format!("sub:{subject}"),
+            None => format!(
+                "ip:{}",
+                client_ip(req, state.settings.limits.trust_forwarded_for)
+            ),
+        };
+        state.limits.check_publish(&key)?;
+        Ok(Self { grant })
+    }
+}
+
+impl FromRequest for Publisher {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Publisher::from_request(req))
+    }
+}
+
+/// Checks a subscriber's token for the channels of one stream. Returns when
+/// the stream must end (the token's expiry), or `None` when no token was
+/// needed. The token comes from the Authorization header, the configured
+/// cookie, or the `token` query parameter, in that order.
+pub fn check_subscriber(
+    auth: &Auth,
+    req: &HttpRequest,
+    query_token: Option<&str>,
+    channels: &[ChannelName],
+) -> Result<Option<SystemTime>, ApiError> {
+    let Some(verifier) = &auth.verifier else {
+        return Ok(None);
+    };
+    let Some(first) = channels.iter().find(|c| auth.needs_subscriber_token(c)) else {
+        return Ok(None);
+    };
+    let token = match bearer(req)? {
+        Some(token) => Some(token),
+        None => req
+            .cookie(&auth.cookie_name)
+            .map(|c| c.value().to_owned())
+            .filter(|t| !t.is_empty())
+            .or_else(|| query_token.filter(|t| !t.is_empty()).map(str::to_owned)),
+    };
+    let Some(token) = token else {
+        return Err(ApiError::MissingToken(format!(
+            "channel {first:?} needs a subscriber token: send it as Authorization: Bearer, \
+             the {:?} cookie or the token query parameter",
+            auth.cookie_name
+        )));
+    };
+    let grant = verifier
+        .verify(&token)
+        .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+    for channel in channels.iter().filter(|c| auth.needs_subscriber_token(c)) {
+        if !grant.may_subscribe(channel) {
+            return Err(ApiError::Forbidden(format!(
+                "the token does not allow subscribing to {channel:?}"
+            )));
+        }
+    }
+    Ok(Some(grant.expires_at))
+}
+
+/// The request limits that live in the HTTP layer.
+pub struct Limits {
+    publish: Option<DefaultKeyedRateLimiter<String>>,
+    streams: Arc<StreamSlots>,
+}
+
+/// Distinct keys the publish limiter remembers before it forgets the idle ones.
+const RATE_KEYS_BEFORE_SWEEP: usize = 10_000;
+
+impl Limits {
+    pub fn new(settings: &LimitsSettings) -> Self {
+        let publish = NonZeroU32::new(settings.publish_rate).map(|rate| {
+            let burst = NonZeroU32::new(settings.publish_burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Self {
+            publish,
+            streams: Arc::new(StreamSlots {
+                max: settings.max_streams_per_ip,
+                open: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// 429 with the wait in Retry-After when `key` publishes too fast.
+    pub fn check_publish(&self, key: &str) -> Result<(), ApiError> {
+        let Some(limiter) = &self.publish else {
+            return Ok(());
+        };
+        if limiter.len() > RATE_KEYS_BEFORE_SWEEP {
+            // Keys whose bucket is full again carry no information: drop
+            // them, so many distinct clients cannot grow the map without bound.
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        limiter.check_key(&key.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited {
+                detail: "publishing too fast: slow down and retry after the given seconds".into(),
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            }
+        })
+    }
+
+    /// Takes one stream place for `ip`; 429 when it holds its maximum.
+    pub fn open_stream(&self, ip: String) -> Result<StreamSlot, ApiError> {
+        StreamSlots::acquire(&self.streams, ip)
+    }
+}
+
+/// Open streams per client IP.
+pub struct StreamSlots {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl StreamSlots {
+    fn acquire(this: &Arc<Self>, ip: String) -> Result<StreamSlot, ApiError> {
+        let mut open = this.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip.clone()).or_insert(0);
+        if this.max > 0 && *count >= this.max {
+            return Err(ApiError::TooManyStreams(format!(
+                "this client already holds its maximum of {} open streams",
+                this.max
+            )));
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            slots: Arc::clone(this),
+            ip,
+        })
+    }
+}
+
+/// One open stream of one IP; gives its place back when the stream is dropped.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    ip: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// How long until `at`, for the stream's expiry timer.
+pub fn until(at: SystemTime) -> Duration {
+    at.duration_since(SystemTime::now()).unwrap_or_default()
+}

@@ -1,0 +1,589 @@
+//! `HubActor`: the Mercure hub. It owns the Mercure history and the Mercure
+//! subscribers, gives updates their ids and fans them out, each subscriber
+//! filtering by its topic selectors and its right to private updates.
+//!
+//! Who talks to it: the Mercure handlers ([`routes`](super::routes)) publish,
+//! subscribe and list subscriptions; the registry offers it every event
+//! published on one of our channels ([`ChannelPublished`]), which becomes a
+//! public update whose topic is the channel name; and it forwards public
+//! updates whose topic is a valid channel name to the registry
+//! ([`PublishFromHub`]), never back again.
+//!
+//! Like a channel actor, it never waits for a subscriber: each queue gets a
+//! `try_send`, and a subscriber whose queue is full (`stream.subscriber_buffer`)
+//! is evicted; its client reconnects with `Last-Event-ID` and replays from
+//! the history (`history.max_events`, `history.max_age`). An update is
+//! queued at most once per subscriber, however many of its topics match.
+//!
+//! Resuming follows the reference hub with a history: `earliest` replays
+//! everything retained; a known id replays what came after it and is echoed
+//! in the `Last-Event-ID` response header; an unknown id (never seen, or
+//! already trimmed) replays nothing and the header carries the newest
+//! retained id (`earliest` when the history is empty), so the client can
+//! tell that it may have missed updates.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use log::{debug, info};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use super::{
+    topic::TopicSelector,
+    update::{EARLIEST, Update, UpdateDraft},
+};
+use crate::{
+    broker::{
+        BrokerError, ChannelName, EventType, RegistryActor, Reply,
+        channel::Publish,
+        registry::{ChannelPublished, PublishFromHub},
+    },
+    config::Settings,
+    metrics::Metrics,
+};
+
+/// Path prefix of subscription topics and of the subscriptions API.
+pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
+/// The JSON-LD context of subscription documents.
+pub const JSONLD_CONTEXT: &str = "https://mercure.rocks/";
+
+/// What travels down a Mercure subscriber's queue.
+#[derive(Debug, Clone)]
+pub enum HubDelivery {
+    Update(Arc<Update>),
+    /// Time for a heartbeat comment.
+    Heartbeat,
+}
+
+/// One Mercure subscriber, as the hub holds it.
+#[derive(Debug)]
+pub struct HubSubscriber {
+    /// Internal key (unsubscribe).
+    pub key: u64,
+    /// The subscriber's IRI (`urn:uuid:…`), shown in subscription events.
+    pub id: String,
+    /// The `topic` selectors of its request.
+    pub topics: Vec<TopicSelector>,
+    /// Its token's `mercure.subscribe` selectors: which private updates it may read.
+    pub private: Option<Vec<TopicSelector>>,
+    /// Its token's `mercure.payload`.
+    pub payload: Option<Value>,
+    pub tx: mpsc::Sender<HubDelivery>,
+    /// Set when the hub evicted it as a slow consumer.
+    pub evicted: Arc<AtomicBool>,
+}
+
+impl HubSubscriber {
+    /// A subscriber with a fresh key and IRI, and the receiving end of its queue.
+    pub fn new(
+        topics: Vec<TopicSelector>,
+        private: Option<Vec<TopicSelector>>,
+        payload: Option<Value>,
+        capacity: usize,
+    ) -> (Self, mpsc::Receiver<HubDelivery>) {
+        static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let subscriber = Self {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            id: super::update::new_id(),
+            topics,
+            private,
+            payload,
+            tx,
+            evicted: Arc::new(AtomicBool::new(false)),
+        };
+        (subscriber, rx)
+    }
+
+    /// Whether it subscribed to one of the update's topics and, for a
+    /// private update, its token covers one of them.
+    pub fn can_receive(&self, update: &Update) -> bool {
+        let subscribed = super::topic::any_matches(&self.topics, &update.topics);
+        subscribed
+            && (!update.private
+                || self
+                    .private
+                    .as_ref()
+                    .is_some_and(|p| super::topic::any_matches(p, &update.topics)))
+    }
+
+    fn subscriptions(&self, active: bool) -> Vec<SubscriptionInfo> {
+        self.topics
+            .iter()
+            .map(|topic| SubscriptionInfo::new(&self.id, topic.as_str(), &self.payload, active))
+            .collect()
+    }
+}
+
+/// One subscription (a subscriber and one of its topic selectors), as
+/// subscription events and the subscriptions API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionInfo {
+    #[serde(rename = "@context", skip_serializing_if = "Option::is_none")]
+    pub context: Option<&'static str>,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub subscriber: String,
+    pub topic: String,
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    #[serde(rename = "lastEventID", skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<String>,
+}
+
+impl SubscriptionInfo {
+    fn new(subscriber: &str, topic: &str, payload: &Option<Value>, active: bool) -> Self {
+        Self {
+            context: None,
+            id: format!(
+                "{SUBSCRIPTIONS_PATH}/{}/{}",
+                query_escape(topic),
+                query_escape(subscriber)
+            ),
+            kind: "Subscription",
+            subscriber: subscriber.to_owned(),
+            topic: topic.to_owned(),
+            active,
+            payload: payload.clone(),
+            last_event_id: None,
+        }
+    }
+}
+
+/// Go's `url.QueryEscape`, which the reference hub uses for subscription
+/// ids: everything but `A-Z a-z 0-9 - _ . ~` is `%XX`, a space is `+`.
+pub fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+pub struct HubActor {
+    history: VecDeque<Arc<Update>>,
+    max_events: usize,
+    max_age: Duration,
+    /// Id of the newest update ever dispatched (`earliest` before the first).
+    last_event_id: String,
+    subscribers: Vec<HubSubscriber>,
+    /// Where public updates on channel-named topics go.
+    registry: Addr<RegistryActor>,
+    /// Publish subscription events.
+    subscription_events: bool,
+    /// Set at shutdown: no new subscribers or updates.
+    closing: bool,
+    tick: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl HubActor {
+    pub fn new(settings: &Settings, registry: Addr<RegistryActor>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            history: VecDeque::new(),
+            max_events: settings.history.max_events,
+            max_age: settings.history.max_age,
+            last_event_id: EARLIEST.to_owned(),
+            subscribers: Vec::new(),
+            registry,
+            subscription_events: settings.mercure.subscriptions,
+            closing: false,
+            tick: settings.stream.heartbeat,
+            metrics,
+        }
+    }
+
+    /// Keeps `update` in history (trimmed to `max_events`) and sends it to
+    /// every subscriber that may receive it; returns how many took it.
+    fn dispatch(&mut self, update: Arc<Update>) -> u64 {
+        self.remember(&update);
+        let (delivered, gone) = self.fan_out(&HubDelivery::Update(update));
+        self.announce_gone(gone);
+        delivered
+    }
+
+    /// Makes `update` the newest in history, trimming to `max_events`.
+    fn remember(&mut self, update: &Arc<Update>) {
+        self.last_event_id.clone_from(&update.id);
+        if self.max_events > 0 {
+            if self.history.len() >= self.max_events {
+                self.history.pop_front();
+            }
+            self.history.push_back(Arc::clone(update));
+        }
+    }
+
+    /// Offers `delivery` to the subscribers it is for, without waiting;
+    /// removes (and returns) the ones that are gone or too slow.
+    fn fan_out(&mut self, delivery: &HubDelivery) -> (u64, Vec<HubSubscriber>) {
+        let mut delivered = 0;
+        let mut gone = Vec::new();
+        let mut index = 0;
+        while index < self.subscribers.len() {
+            let sub = &self.subscribers[index];
+            if let HubDelivery::Update(update) = delivery
+                && !sub.can_receive(update)
+            {
+                index += 1;
+                continue;
+            }
+            match sub.tx.try_send(delivery.clone()) {
+                Ok(()) => {
+                    delivered += u64::from(matches!(delivery, HubDelivery::Update(_)));
+                    index += 1;
+                }
+                Err(TrySendError::Closed(_)) => gone.push(self.subscribers.swap_remove(index)),
+                Err(TrySendError::Full(_)) => {
+                    sub.evicted.store(true, Ordering::Release);
+                    self.metrics.evicted.increment(1);
+                    info!(
+                        "mercure subscriber evicted subscriber={} reason=slow queue={}",
+                        sub.id,
+                        sub.tx.max_capacity()
+                    );
+                    gone.push(self.subscribers.swap_remove(index));
+                }
+            }
+        }
+        (delivered, gone)
+    }
+
+    /// Publishes the subscription events of subscribers that left (and of
+    /// any that leave while those go out).
+    fn announce_gone(&mut self, mut gone: Vec<HubSubscriber>) {
+        if !self.subscription_events {
+            return;
+        }
+        while let Some(sub) = gone.pop() {
+            for info in sub.subscriptions(false) {
+                let update = subscription_update(info);
+                self.remember(&update);
+                let (_, more) = self.fan_out(&HubDelivery::Update(update));
+                gone.extend(more);
+            }
+        }
+    }
+
+    /// What a subscriber resuming from `last_event_id` gets, and the
+    /// `Last-Event-ID` response header (see the module docs).
+    fn replay(&self, sub: &HubSubscriber, last_event_id: &str) -> (Vec<Arc<Update>>, String) {
+        let visible = |updates: &mut dyn Iterator<Item = &Arc<Update>>| {
+            updates
+                .filter(|u| sub.can_receive(u))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        if last_event_id == EARLIEST {
+            return (visible(&mut self.history.iter()), EARLIEST.to_owned());
+        }
+        match self.history.iter().position(|u| u.id == last_event_id) {
+            Some(at) => (
+                visible(&mut self.history.iter().skip(at + 1)),
+                last_event_id.to_owned(),
+            ),
+            None => (
+                Vec::new(),
+                self.history
+                    .back()
+                    .map_or_else(|| EARLIEST.to_owned(), |u| u.id.clone()),
+            ),
+        }
+    }
+
+    /// Public updates on topics that are channel names go to those channels.
+    fn forward_to_channels(&self, draft: &UpdateDraft, received_at: Instant) {
+        if draft.private {
+            return;
+        }
+        let mut sent: Vec<&str> = Vec::new();
+        for topic in &draft.topics {
+            if sent.contains(&topic.as_str()) {
+                continue;
+            }
+            let Ok(channel) = ChannelName::parse(topic) else {
+                continue;
+            };
+            sent.push(topic);
+            self.registry.do_send(PublishFromHub(Publish {
+                channel,
+                event_type: draft
+                    .event_type
+                    .as_deref()
+                    .and_then(|t| EventType::parse(t).ok()),
+                data: draft.data.clone(),
+                reply: None,
+                received_at,
+            }));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let (_, gone) = self.fan_out(&HubDelivery::Heartbeat);
+        self.announce_gone(gone);
+        let now = Instant::now();
+        while self
+            .history
+            .front()
+            .is_some_and(|u| now.saturating_duration_since(u.published_at) >= self.max_age)
+        {
+            self.history.pop_front();
+        }
+    }
+}
+
+/// The private update announcing a subscription's start or end.
+fn subscription_update(mut info: SubscriptionInfo) -> Arc<Update> {
+    info.context = Some(JSONLD_CONTEXT);
+    let data = serde_json::to_string_pretty(&info).unwrap_or_default();
+    Update::accept(UpdateDraft {
+        topics: vec![info.id],
+        data,
+        private: true,
+        id: None,
+        event_type: None,
+        retry: None,
+    })
+}
+
+impl Actor for HubActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.tick, |hub, _| hub.on_tick());
+        info!(
+            "mercure hub started history={} subscriptions={}",
+            self.max_events, self.subscription_events
+        );
+    }
+}
+
+/// Publish an update; the reply carries its id.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishUpdate {
+    pub draft: UpdateDraft,
+    /// When the publish handler started on it (latency metric).
+    pub received_at: Instant,
+    pub reply: Reply<String>,
+}
+
+impl Handler<PublishUpdate> for HubActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishUpdate, _: &mut Self::Context) {
+        if self.closing {
+            let _ = msg.reply.send(Err(BrokerError::ShuttingDown));
+            return;
+        }
+        self.forward_to_channels(&msg.draft, msg.received_at);
+        let update = Update::accept(msg.draft);
+        let id = update.id.clone();
+        let delivered = self.dispatch(update);
+        self.metrics
+            .record_publish_latency(msg.received_at.elapsed());
+        self.metrics.published.increment(1);
+        self.metrics.delivered.increment(delivered);
+        let _ = msg.reply.send(Ok(id));
+    }
+}
+
+impl Handler<ChannelPublished> for HubActor {
+    type Result = ();
+
+    /// An event of one of our channels: a public update on the channel's name.
+    fn handle(&mut self, msg: ChannelPublished, _: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        let update = Update::accept(UpdateDraft {
+            topics: vec![msg.channel.to_string()],
+            data: msg.data,
+            private: false,
+            id: None,
+            event_type: msg.event_type.map(|t| t.as_str().to_owned()),
+            retry: None,
+        });
+        let delivered = self.dispatch(update);
+        self.metrics.delivered.increment(delivered);
+    }
+}
+
+/// Add a subscriber, after handing it what it missed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeHub {
+    pub subscriber: HubSubscriber,
+    /// `Last-Event-ID` or `lastEventID`, when the client sent one.
+    pub last_event_id: Option<String>,
+    pub reply: Reply<HubSubscribed>,
+}
+
+/// The start of a Mercure stream.
+#[derive(Debug)]
+pub struct HubSubscribed {
+    pub replay: Vec<Arc<Update>>,
+    /// The `Last-Event-ID` response header, when the client sent one.
+    pub last_event_id: Option<String>,
+}
+
+impl Handler<SubscribeHub> for HubActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeHub, _: &mut Self::Context) {
+        if self.closing {
+            let _ = msg.reply.send(Err(BrokerError::ShuttingDown));
+            return;
+        }
+        let sub = msg.subscriber;
+        if self.subscription_events {
+            for info in sub.subscriptions(true) {
+                self.dispatch(subscription_update(info));
+            }
+        }
+        // Replay and registration in one handler: no gap, no duplicate.
+        let (replay, header) = match &msg.last_event_id {
+            Some(asked) => {
+                let (replay, header) = self.replay(&sub, asked);
+                (replay, Some(header))
+            }
+            None => (Vec::new(), None),
+        };
+        self.metrics.replayed.increment(replay.len() as u64);
+        let answer = HubSubscribed {
+            replay,
+            last_event_id: header,
+        };
+        if msg.reply.send(Ok(answer)).is_ok() {
+            debug!(
+                "mercure subscribed subscriber={} topics={}",
+                sub.id,
+                sub.topics.len()
+            );
+            self.subscribers.push(sub);
+        } else {
+            self.announce_gone(vec![sub]);
+        }
+    }
+}
+
+/// A Mercure stream ended: forget its subscriber now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnsubscribeHub {
+    pub key: u64,
+}
+
+impl Handler<UnsubscribeHub> for HubActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnsubscribeHub, _: &mut Self::Context) {
+        if let Some(at) = self.subscribers.iter().position(|s| s.key == msg.key) {
+            let sub = self.subscribers.swap_remove(at);
+            self.announce_gone(vec![sub]);
+        }
+    }
+}
+
+/// The active subscriptions and the hub's last event id (subscriptions API).
+#[derive(Message)]
+#[rtype(result = "Subscriptions")]
+pub struct ListSubscriptions;
+
+#[derive(Debug, Clone)]
+pub struct Subscriptions {
+    pub last_event_id: String,
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+impl Handler<ListSubscriptions> for HubActor {
+    type Result = MessageResult<ListSubscriptions>;
+
+    fn handle(&mut self, _: ListSubscriptions, _: &mut Self::Context) -> Self::Result {
+        MessageResult(Subscriptions {
+            last_event_id: self.last_event_id.clone(),
+            subscriptions: self
+                .subscribers
+                .iter()
+                .flat_map(|s| s.subscriptions(true))
+                .collect(),
+        })
+    }
+}
+
+/// Shutdown: refuse new work and end every Mercure stream; answers how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseStreams;
+
+impl Handler<CloseStreams> for HubActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CloseStreams, _: &mut Self::Context) -> usize {
+        self.closing = true;
+        let streams = self.subscribers.len();
+        self.subscribers.clear();
+        streams
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(topics: &[&str], private: bool) -> Arc<Update> {
+        Update::accept(UpdateDraft {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            data: "x".into(),
+            private,
+            id: None,
+            event_type: None,
+            retry: None,
+        })
+    }
+
+    fn subscriber(topics: &[&str], private: Option<&[&str]>) -> HubSubscriber {
+        let selectors = |list: &[&str]| list.iter().map(|t| TopicSelector::new(t)).collect();
+        HubSubscriber::new(selectors(topics), private.map(selectors), None, 4).0
+    }
+
+    /// Private updates need a subscribe claim covering one of their topics.
+    #[test]
+    fn private_updates_need_a_matching_claim() {
+        let public = update(&["https://example.com/books/1"], false);
+        let private = update(&["https://example.com/books/1", "urn:secret"], true);
+        let anonymous = subscriber(&["https://example.com/books/{id}"], None);
+        assert!(anonymous.can_receive(&public));
+        assert!(!anonymous.can_receive(&private));
+        let allowed = subscriber(&["https://example.com/books/{id}"], Some(&["urn:secret"]));
+        assert!(allowed.can_receive(&private));
+        let other = subscriber(&["*"], Some(&["urn:other"]));
+        assert!(!other.can_receive(&private));
+    }
+
+    /// Subscription ids escape like Go's url.QueryEscape.
+    #[test]
+    fn query_escape_is_go_compatible() {
+        assert_eq!(
+            query_escape("https://example.com/a b?c=d&é"),
+            "https%3A%2F%2Fexample.com%2Fa+b%3Fc%3Dd%26%C3%A9"
+        );
+        assert_eq!(query_escape("urn:uuid:1-2"), "urn%3Auuid%3A1-2");
+    }
+}

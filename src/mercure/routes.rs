@@ -1,0 +1,560 @@
+//! The Mercure HTTP endpoints: `GET /.well-known/mercure` (subscribe),
+//! `POST /.well-known/mercure` (publish) and, when `mercure.subscriptions`
+//! is set, `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`.
+//!
+//! Handlers stay thin: read the query or form, check the token
+//! ([`auth`](super::auth)), send one message to the [`HubActor`], shape the
+//! answer. A subscription becomes a [`MercureStream`] body that writes the
+//! hub's pre-encoded updates; dropping it unsubscribes at once.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::AtomicBool},
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
+
+use actix::Addr;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, http::header, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    MercureState,
+    auth::{self, Claims, Role},
+    error::MercureError,
+    hub::{
+        HubDelivery, HubSubscriber, JSONLD_CONTEXT, ListSubscriptions, PublishUpdate,
+        SUBSCRIPTIONS_PATH, SubscribeHub, SubscriptionInfo, UnsubscribeHub,
+    },
+    topic::{self, TopicSelector},
+    update::UpdateDraft,
+};
+use crate::{
+    broker::{HEARTBEAT, await_reply},
+    http::{body::read_body, stream::reconnect_hint},
+    metrics::Metrics,
+    sse,
+};
+
+/// Most `topic` selectors one subscription or update may name (as in the
+/// reference hub).
+pub const MAX_TOPICS: usize = 1000;
+/// Longest `Last-Event-ID` accepted.
+pub const MAX_LAST_EVENT_ID_LEN: usize = 8192;
+/// Topics under this path are the hub's own (subscription events).
+const RESERVED_TOPIC: &str = "/.well-known/mercure";
+
+/// Mounts the hub's routes.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<MercureState>) {
+    let subscriptions = state.settings.mercure.subscriptions;
+    cfg.app_data(state).service(
+        web::resource("/.well-known/mercure")
+            .route(web::get().to(subscribe))
+            .route(web::post().to(publish)),
+    );
+    if subscriptions {
+        cfg.route(SUBSCRIPTIONS_PATH, web::get().to(subscriptions_api))
+            .route(
+                &format!("{SUBSCRIPTIONS_PATH}/{{rest:.*}}"),
+                web::get().to(subscriptions_api),
+            );
+    }
+}
+
+/// `name=value` pairs of a query string or form body, strictly UTF-8.
+fn parse_pairs(text: &str) -> Result<Vec<(String, String)>, MercureError> {
+    let decode = |part: &str| {
+        let part = part.replace('+', " ");
+        percent_decode_str(&part)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| MercureError::BadRequest("field names and values must be UTF-8".into()))
+    };
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
+}
+
+fn values<'a>(pairs: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    pairs
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// C0, DEL and C1 control characters are not allowed in topics.
+fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+fn query_tokens(pairs: &[(String, String)]) -> Vec<String> {
+    values(pairs, auth::QUERY_PARAMETER)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The subscriber's claims, or 401 when its token is invalid, or when it
+/// has none and anonymous subscribers are not allowed.
+fn subscriber_claims(
+    state: &MercureState,
+    req: &HttpRequest,
+    pairs: &[(String, String)],
+) -> Result<Option<Claims>, MercureError> {
+    if !state.tokens.has_key(Role::Subscriber) {
+        return Ok(None);
+    }
+    let claims = state
+        .tokens
+        .authorize(req, &query_tokens(pairs), Role::Subscriber)
+        .map_err(|err| MercureError::Unauthorized(err.to_string()))?;
+    if claims.is_none() && !state.settings.mercure.anonymous {
+        return Err(MercureError::Unauthorized(
+            "a subscriber JWT is required".into(),
+        ));
+    }
+    Ok(claims)
+}
+
+/// `GET /.well-known/mercure?topic=…`
+pub async fn subscribe(
+    state: web::Data<MercureState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, MercureError> {
+    let pairs = parse_pairs(req.query_string())?;
+    let claims = subscriber_claims(&state, &req, &pairs)?;
+    let topics = values(&pairs, "topic");
+    if topics.is_empty() {
+        return Err(MercureError::BadRequest(
+            "Missing \"topic\" parameter.".into(),
+        ));
+    }
+    if topics.len() > MAX_TOPICS {
+        return Err(MercureError::BadRequest(format!(
+            "at most {MAX_TOPICS} \"topic\" parameters are allowed"
+        )));
+    }
+    if topics.iter().any(|t| has_control(t)) {
+        return Err(MercureError::BadRequest(
+            "topic selectors must not contain control characters".into(),
+        ));
+    }
+    let last_event_id = last_event_id(&req, &pairs)?;
+    let selectors = topics.iter().map(|t| TopicSelector::new(t)).collect();
+    let claims = claims.unwrap_or_default();
+    let (subscriber, rx) = HubSubscriber::new(
+        selectors,
+        claims.subscribe,
+        claims.payload,
+        state.settings.stream.subscriber_buffer,
+    );
+    let key = subscriber.key;
+    let evicted = Arc::clone(&subscriber.evicted);
+    let (reply, answer) = oneshot::channel();
+    state.hub.do_send(SubscribeHub {
+        subscriber,
+        last_event_id,
+        reply,
+    });
+    let guard = StreamGuard {
+        hub: state.hub.clone(),
+        key,
+        metrics: Arc::clone(&state.metrics),
+        counted: false,
+    };
+    let started = await_reply(answer).await?;
+    let mut prelude =
+        BytesMut::from(sse::prelude(state.settings.stream.retry.as_millis()).as_bytes());
+    for update in &started.replay {
+        prelude.extend_from_slice(&update.frame);
+    }
+    let expires = claims.expires_at.map(|at| {
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        Box::pin(tokio::time::sleep(left))
+    });
+    let stream = MercureStream {
+        prelude: Some(prelude.freeze()),
+        rx,
+        evicted,
+        expires,
+        retry: state.settings.stream.retry,
+        done: false,
+        guard: guard.counting(),
+    };
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type("text/event-stream")
+        .insert_header((
+            header::CACHE_CONTROL,
+            "private, no-cache, no-store, must-revalidate, max-age=0",
+        ))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .insert_header((header::EXPIRES, "0"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header((header::CONTENT_ENCODING, "identity"));
+    if let Some(id) = started.last_event_id {
+        response.insert_header(("Last-Event-ID", id));
+    }
+    Ok(response.streaming(stream))
+}
+
+/// `Last-Event-ID` header, else the `lastEventID` query parameter.
+fn last_event_id(
+    req: &HttpRequest,
+    pairs: &[(String, String)],
+) -> Result<Option<String>, MercureError> {
+    let header = match req.headers().get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| MercureError::BadRequest("Last-Event-ID must be ASCII".into()))?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let id = header
+        .filter(|id| !id.is_empty())
+        .or_else(|| {
+            values(pairs, "lastEventID")
+                .first()
+                .map(|id| (*id).to_owned())
+        })
+        .filter(|id| !id.is_empty());
+    if let Some(id) = &id
+        && (id.len() > MAX_LAST_EVENT_ID_LEN || has_control(id))
+    {
+        return Err(MercureError::BadRequest("invalid Last-Event-ID".into()));
+    }
+    Ok(id)
+}
+
+/// `POST /.well-known/mercure` with a form: topic (one or more), data,
+/// private, id, type, retry. Answers `200 text/plain` with the update's id.
+pub async fn publish(
+    state: web::Data<MercureState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, MercureError> {
+    let received_at = Instant::now();
+    let answer = publish_inner(&state, &req, payload, received_at).await;
+    if let Err(err) = &answer {
+        state.metrics.publish_refused(err.status_code().as_u16());
+    }
+    answer
+}
+
+async fn publish_inner(
+    state: &MercureState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    received_at: Instant,
+) -> Result<HttpResponse, MercureError> {
+    let query = parse_pairs(req.query_string())?;
+    let claims = state
+        .tokens
+        .authorize(req, &query_tokens(&query), Role::Publisher)
+        .map_err(|err| MercureError::Unauthorized(err.to_string()))?
+        .ok_or_else(|| MercureError::Unauthorized("a publisher JWT is required".into()))?;
+    let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| MercureError::BadRequest("the body must be UTF-8".into()))?;
+    let form = if is_form {
+        parse_pairs(text)?
+    } else {
+        Vec::new()
+    };
+    let draft = read_draft(&form)?;
+    let allowed = claims
+        .publish
+        .as_ref()
+        .is_some_and(|selectors| topic::all_match(selectors, &draft.topics));
+    if !allowed {
+        return Err(MercureError::Forbidden(
+            "the JWT's mercure.publish claim does not cover these topics".into(),
+        ));
+    }
+    if let Some(reserved) = draft.topics.iter().find(|t| t.contains(RESERVED_TOPIC)) {
+        return Err(MercureError::Forbidden(format!(
+            "{reserved:?}: topics under {RESERVED_TOPIC:?} are reserved to the hub"
+        )));
+    }
+    let (reply, answer) = oneshot::channel();
+    state.hub.do_send(PublishUpdate {
+        draft,
+        received_at,
+        reply,
+    });
+    let id = await_reply(answer).await?;
+    Ok(HttpResponse::Ok().content_type("text/plain").body(id))
+}
+
+/// The update a publish form describes, validated.
+fn read_draft(form: &[(String, String)]) -> Result<UpdateDraft, MercureError> {
+    let first = |name: &str| values(form, name).first().map(|v| (*v).to_owned());
+    let topics: Vec<String> = values(form, "topic")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if topics.is_empty() {
+        return Err(MercureError::BadRequest(
+            "Missing \"topic\" parameter".into(),
+        ));
+    }
+    if topics.len() > MAX_TOPICS {
+        return Err(MercureError::BadRequest("too many topics in update".into()));
+    }
+    if topics.iter().any(|t| has_control(t)) {
+        return Err(MercureError::BadRequest(
+            "topic contains a forbidden control character".into(),
+        ));
+    }
+    let retry = match first("retry").filter(|r| !r.is_empty()) {
+        Some(text) => Some(
+            text.parse::<u64>()
+                .map_err(|_| MercureError::BadRequest("Invalid \"retry\" parameter".into()))?,
+        ),
+        None => None,
+    };
+    let forbidden = |v: &String| v.contains(['\r', '\n', '\0']);
+    let id = first("id").filter(|id| !id.is_empty());
+    if id.as_ref().is_some_and(forbidden) {
+        return Err(MercureError::BadRequest(
+            "\"id\" field contains a forbidden control character".into(),
+        ));
+    }
+    let event_type = first("type").filter(|t| !t.is_empty());
+    if event_type.as_ref().is_some_and(forbidden) {
+        return Err(MercureError::BadRequest(
+            "\"type\" field contains a forbidden control character".into(),
+        ));
+    }
+    Ok(UpdateDraft {
+        topics,
+        data: first("data").unwrap_or_default(),
+        private: !values(form, "private").is_empty(),
+        id,
+        event_type,
+        retry,
+    })
+}
+
+/// A collection document of the subscriptions API.
+#[derive(Debug, Serialize)]
+struct SubscriptionCollection {
+    #[serde(rename = "@context")]
+    context: &'static str,
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "lastEventID")]
+    last_event_id: String,
+    subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`: the
+/// active subscriptions, all, for one topic selector, or one.
+pub async fn subscriptions_api(
+    state: web::Data<MercureState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, MercureError> {
+    let path = req.uri().path().to_owned();
+    let rest = path
+        .strip_prefix(SUBSCRIPTIONS_PATH)
+        .unwrap_or_default()
+        .trim_start_matches('/');
+    let segments = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| MercureError::BadRequest("invalid path segment".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if segments.len() > 2 {
+        return Err(MercureError::NotFound(format!("no resource at {path}")));
+    }
+    if state.tokens.has_key(Role::Subscriber) {
+        let pairs = parse_pairs(req.query_string())?;
+        let claims = state
+            .tokens
+            .authorize(&req, &query_tokens(&pairs), Role::Subscriber)
+            .map_err(|err| MercureError::Unauthorized(err.to_string()))?
+            .ok_or_else(|| MercureError::Unauthorized("a subscriber JWT is required".into()))?;
+        let covered = claims
+            .subscribe
+            .as_ref()
+            .is_some_and(|s| topic::any_matches(s, std::slice::from_ref(&path)));
+        if !covered {
+            return Err(MercureError::Forbidden(
+                "the JWT's mercure.subscribe claim does not cover this URL".into(),
+            ));
+        }
+    }
+    let list = state
+        .hub
+        .send(ListSubscriptions)
+        .await
+        .map_err(|_| MercureError::Unavailable("the hub did not answer".into()))?;
+    let mut subscriptions: Vec<SubscriptionInfo> = list
+        .subscriptions
+        .into_iter()
+        .filter(|s| segments.first().is_none_or(|topic| s.topic == *topic))
+        .collect();
+    let ld_json = |body: String| {
+        HttpResponse::Ok()
+            .content_type("application/ld+json")
+            .body(body)
+    };
+    if let Some(subscriber) = segments.get(1) {
+        let mut one = subscriptions
+            .drain(..)
+            .find(|s| s.subscriber == *subscriber)
+            .ok_or_else(|| MercureError::NotFound("no such subscription".into()))?;
+        one.context = Some(JSONLD_CONTEXT);
+        one.last_event_id = Some(list.last_event_id);
+        return Ok(ld_json(
+            serde_json::to_string_pretty(&one).unwrap_or_default(),
+        ));
+    }
+    let collection = SubscriptionCollection {
+        context: JSONLD_CONTEXT,
+        id: path,
+        kind: "Subscriptions",
+        last_event_id: list.last_event_id,
+        subscriptions,
+    };
+    Ok(ld_json(
+        serde_json::to_string_pretty(&collection).unwrap_or_default(),
+    ))
+}
+
+/// Unsubscribes a Mercure stream when its body is dropped and keeps the
+/// open-streams gauge right.
+struct StreamGuard {
+    hub: Addr<super::hub::HubActor>,
+    key: u64,
+    metrics: Arc<Metrics>,
+    /// The stream was opened (and counted in the gauge).
+    counted: bool,
+}
+
+impl StreamGuard {
+    fn counting(mut self) -> Self {
+        self.metrics.open_streams.increment(1);
+        self.counted = true;
+        self
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.hub.do_send(UnsubscribeHub { key: self.key });
+        if self.counted {
+            self.metrics.open_streams.decrement(1);
+        }
+    }
+}
+
+/// The body of a Mercure subscription: prelude and replay first, then what
+/// the hub queues. Ends at the token's `exp` (as the reference hub does),
+/// or with a reconnect hint when the hub evicted it or shut down.
+struct MercureStream {
+    prelude: Option<Bytes>,
+    rx: mpsc::Receiver<HubDelivery>,
+    evicted: Arc<AtomicBool>,
+    /// The subscriber token's expiry.
+    expires: Option<Pin<Box<tokio::time::Sleep>>>,
+    retry: Duration,
+    done: bool,
+    guard: StreamGuard,
+}
+
+impl Stream for MercureStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(prelude) = this.prelude.take() {
+            return Poll::Ready(Some(Ok(prelude)));
+        }
+        if let Some(expires) = &mut this.expires
+            && expires.as_mut().poll(cx).is_ready()
+        {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(HubDelivery::Update(update))) => {
+                Poll::Ready(Some(Ok(update.frame.clone())))
+            }
+            Poll::Ready(Some(HubDelivery::Heartbeat)) => Poll::Ready(Some(Ok(HEARTBEAT))),
+            Poll::Ready(None) => {
+                this.done = true;
+                let reason = if this.evicted.load(std::sync::atomic::Ordering::Acquire) {
+                    "slow"
+                } else {
+                    "shutdown"
+                };
+                Poll::Ready(Some(Ok(reconnect_hint(this.retry, this.guard.key, reason))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forms decode `+`, percent escapes and repeated fields.
+    #[test]
+    fn form_decoding() {
+        let pairs =
+            parse_pairs("topic=a&topic=https%3A%2F%2Fx%2F1&data=two%0Alines+here&private").unwrap();
+        assert_eq!(values(&pairs, "topic"), vec!["a", "https://x/1"]);
+        assert_eq!(values(&pairs, "data"), vec!["two\nlines here"]);
+        assert_eq!(values(&pairs, "private"), vec![""]);
+        assert!(parse_pairs("data=%FF").is_err());
+    }
+
+    /// Ids and types with line breaks, bad retries and missing topics are 400s.
+    #[test]
+    fn draft_validation() {
+        let form = |text: &str| parse_pairs(text).unwrap();
+        assert!(read_draft(&form("data=x")).is_err());
+        assert!(read_draft(&form("topic=a&id=x%0Ay")).is_err());
+        assert!(read_draft(&form("topic=a&type=x%0Dy")).is_err());
+        assert!(read_draft(&form("topic=a&retry=-1")).is_err());
+        assert!(read_draft(&form("topic=a%01")).is_err());
+        let draft = read_draft(&form("topic=a&topic=b&id=&type=&retry=&private=off")).unwrap();
+        assert_eq!(draft.topics, vec!["a", "b"]);
+        assert!(draft.private && draft.id.is_none() && draft.event_type.is_none());
+    }
+}

@@ -1,0 +1,458 @@
+//! The Mercure hub at `/.well-known/mercure`: subscribe, publish, private
+//! updates, reconnection, subscription events and the bridge to channels.
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Value, json};
+use sse_broker::config::MERCURE_DEVELOPMENT_KEY;
+
+use crate::helpers::{SseClient, TestApp, spawn_app, spawn_app_with};
+
+const HUB: &str = "/.well-known/mercure";
+
+/// A token signed with the development key.
+fn token(claims: Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(MERCURE_DEVELOPMENT_KEY.as_bytes()).expect("a secret"),
+    )
+    .expect("encodes")
+}
+
+fn publisher() -> String {
+    token(json!({"mercure": {"publish": ["*"]}}))
+}
+
+fn encode_form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `?topic=a&topic=b…` with extra parameters.
+fn subscribe_path(topics: &[&str], extra: &[(&str, &str)]) -> String {
+    let mut fields: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
+    fields.extend_from_slice(extra);
+    format!("{HUB}?{}", encode_form(&fields))
+}
+
+/// POSTs a publish form with `token` (if any); returns status and body.
+async fn post(app: &TestApp, fields: &[(&str, &str)], token: Option<&str>) -> (u16, String) {
+    let mut req = app
+        .client
+        .post(app.url(HUB))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode_form(fields));
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let res = req.send().await.expect("publish request");
+    (res.status().as_u16(), res.text().await.unwrap_or_default())
+}
+
+/// Publishes with a `*` publisher token and insists it was accepted.
+async fn publish(app: &TestApp, fields: &[(&str, &str)]) -> String {
+    let (status, body) = post(app, fields, Some(&publisher())).await;
+    assert_eq!(status, 200, "publish answered {body}");
+    body
+}
+
+async fn open(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> SseClient {
+    let mut client = app.stream(path, headers).await;
+    client.wait_open().await;
+    client
+}
+
+/// An exact topic selector receives that topic's updates only.
+#[actix_web::test]
+async fn subscribe_by_exact_topic() {
+    let app = spawn_app().await;
+    let mut sub = open(
+        &app,
+        &subscribe_path(&["https://example.com/books/1"], &[]),
+        &[],
+    )
+    .await;
+    publish(
+        &app,
+        &[("topic", "https://example.com/books/2"), ("data", "two")],
+    )
+    .await;
+    let id = publish(
+        &app,
+        &[("topic", "https://example.com/books/1"), ("data", "one")],
+    )
+    .await;
+    let event = sub.next_event().await;
+    assert_eq!(
+        (event.data.as_str(), event.id.as_str()),
+        ("one", id.as_str())
+    );
+    assert!(id.starts_with("urn:uuid:"), "{id}");
+    assert_eq!(
+        sub.headers["content-type"], "text/event-stream",
+        "{:?}",
+        sub.headers
+    );
+}
+
+/// `*` receives everything; a URI template receives the topics it matches.
+#[actix_web::test]
+async fn subscribe_with_wildcard_and_uri_template() {
+    let app = spawn_app().await;
+    let mut all = open(&app, &subscribe_path(&["*"], &[]), &[]).await;
+    let mut books = open(
+        &app,
+        &subscribe_path(&["https://example.com/books/{id}"], &[]),
+        &[],
+    )
+    .await;
+    publish(
+        &app,
+        &[
+            ("topic", "https://example.com/authors/1"),
+            ("data", "author"),
+        ],
+    )
+    .await;
+    publish(
+        &app,
+        &[("topic", "https://example.com/books/7"), ("data", "book")],
+    )
+    .await;
+    assert_eq!(all.next_event().await.data, "author");
+    assert_eq!(all.next_event().await.data, "book");
+    assert_eq!(books.next_event().await.data, "book");
+}
+
+/// Private updates reach only subscribers whose JWT (header, cookie or
+/// query parameter) has a matching `mercure.subscribe` claim.
+#[actix_web::test]
+async fn private_updates_need_a_subscriber_jwt() {
+    let app = spawn_app().await;
+    let topic = "https://example.com/users/42";
+    let reader = token(json!({"mercure": {"subscribe": ["https://example.com/users/{id}"]}}));
+    let stranger = token(json!({"mercure": {"subscribe": ["https://example.com/other"]}}));
+    let path = subscribe_path(&[topic], &[]);
+    let mut anonymous = open(&app, &path, &[]).await;
+    let mut wrong_claim = open(
+        &app,
+        &path,
+        &[("authorization", &format!("Bearer {stranger}"))],
+    )
+    .await;
+    let mut by_header = open(
+        &app,
+        &path,
+        &[("authorization", &format!("Bearer {reader}"))],
+    )
+    .await;
+    let mut by_cookie = open(
+        &app,
+        &path,
+        &[("cookie", &format!("mercureAuthorization={reader}"))],
+    )
+    .await;
+    let mut by_query = open(
+        &app,
+        &subscribe_path(&[topic], &[("authorization", &reader)]),
+        &[],
+    )
+    .await;
+
+    publish(
+        &app,
+        &[("topic", topic), ("data", "secret"), ("private", "on")],
+    )
+    .await;
+    publish(&app, &[("topic", topic), ("data", "public")]).await;
+
+    for sub in [&mut by_header, &mut by_cookie, &mut by_query] {
+        assert_eq!(sub.next_event().await.data, "secret");
+        assert_eq!(sub.next_event().await.data, "public");
+    }
+    assert_eq!(anonymous.next_event().await.data, "public");
+    assert_eq!(wrong_claim.next_event().await.data, "public");
+}
+
+/// An invalid subscriber token is 401 even though anonymous is allowed;
+/// without anonymous, a missing token is 401 too; no topic is 400.
+#[actix_web::test]
+async fn subscriber_authorization_errors() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url(&subscribe_path(&["a"], &[])))
+        .header("authorization", format!("Bearer {}x", publisher()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = app.client.get(app.url(HUB)).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+
+    let closed = spawn_app_with(|s| s.mercure.anonymous = false).await;
+    let res = closed
+        .client
+        .get(closed.url(&subscribe_path(&["a"], &[])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().contains_key("www-authenticate"));
+}
+
+/// Several topics are delivered once; multi-line data, type, retry and the
+/// publisher's id arrive as sent, and the id is the answer's body.
+#[actix_web::test]
+async fn publish_form_fields() {
+    let app = spawn_app().await;
+    let mut sub = open(&app, &subscribe_path(&["urn:a", "urn:b"], &[]), &[]).await;
+    let (status, body) = post(
+        &app,
+        &[
+            ("topic", "urn:a"),
+            ("topic", "urn:b"),
+            ("data", "line 1\nline 2\r\nline 3"),
+            ("id", "my-id-1"),
+            ("type", "book.updated"),
+            ("retry", "4321"),
+        ],
+        Some(&publisher()),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "my-id-1"));
+    publish(&app, &[("topic", "urn:b"), ("data", "next")]).await;
+    let event = sub.next_event().await;
+    assert_eq!(event.id, "my-id-1");
+    assert_eq!(event.event, "book.updated");
+    assert_eq!(event.data, "line 1\nline 2\nline 3");
+    assert_eq!(sub.retry, Some(4321));
+    // Delivered once although both topics match: the next event is the next update.
+    assert_eq!(sub.next_event().await.data, "next");
+}
+
+/// Publishing needs a valid publisher JWT (401) whose `mercure.publish`
+/// claim covers every topic (403); reserved and malformed fields are refused.
+#[actix_web::test]
+async fn publisher_authorization() {
+    let app = spawn_app().await;
+    let fields = [("topic", "https://example.com/books/1"), ("data", "x")];
+    assert_eq!(post(&app, &fields, None).await.0, 401);
+    assert_eq!(
+        post(
+            &app,
+            &fields,
+            Some("not-a-jwt-but-long-enough-to-look-like-one-.x.y")
+        )
+        .await
+        .0,
+        401
+    );
+    let subscriber_only = token(json!({"mercure": {"subscribe": ["*"]}}));
+    assert_eq!(post(&app, &fields, Some(&subscriber_only)).await.0, 403);
+    let books = token(json!({"mercure": {"publish": ["https://example.com/books/{id}"]}}));
+    assert_eq!(post(&app, &fields, Some(&books)).await.0, 200);
+    let both = [
+        ("topic", "https://example.com/books/1"),
+        ("topic", "urn:other"),
+    ];
+    assert_eq!(post(&app, &both, Some(&books)).await.0, 403);
+    let publisher = publisher();
+    let reserved = [("topic", "/.well-known/mercure/subscriptions/x/y")];
+    assert_eq!(post(&app, &reserved, Some(&publisher)).await.0, 403);
+    assert_eq!(
+        post(&app, &[("data", "no topic")], Some(&publisher))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        post(&app, &[("topic", "a"), ("retry", "soon")], Some(&publisher))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        post(&app, &[("topic", "a"), ("id", "a\nb")], Some(&publisher))
+            .await
+            .0,
+        400
+    );
+}
+
+/// Reconnecting with Last-Event-ID (header or `lastEventID`) replays what
+/// came after it; `earliest` replays everything; the answer's
+/// Last-Event-ID header says where the replay starts from.
+#[actix_web::test]
+async fn resume_with_last_event_id() {
+    let app = spawn_app().await;
+    let topic = "https://example.com/feed";
+    let first = publish(&app, &[("topic", topic), ("data", "1")]).await;
+    publish(&app, &[("topic", "urn:elsewhere"), ("data", "other")]).await;
+    publish(&app, &[("topic", topic), ("data", "2")]).await;
+    let path = subscribe_path(&[topic], &[]);
+
+    let mut by_header = open(&app, &path, &[("last-event-id", &first)]).await;
+    assert_eq!(by_header.headers["last-event-id"], first.as_str());
+    assert_eq!(by_header.next_event().await.data, "2");
+
+    let mut by_query = open(
+        &app,
+        &subscribe_path(&[topic], &[("lastEventID", &first)]),
+        &[],
+    )
+    .await;
+    assert_eq!(by_query.next_event().await.data, "2");
+
+    let mut earliest = open(
+        &app,
+        &subscribe_path(&[topic], &[("lastEventID", "earliest")]),
+        &[],
+    )
+    .await;
+    assert_eq!(earliest.headers["last-event-id"], "earliest");
+    assert_eq!(earliest.next_event().await.data, "1");
+    assert_eq!(earliest.next_event().await.data, "2");
+
+    // An unknown id replays nothing; the header names the newest retained update.
+    let newest = publish(&app, &[("topic", topic), ("data", "3")]).await;
+    let mut unknown = open(&app, &path, &[("last-event-id", "urn:uuid:unknown")]).await;
+    assert_eq!(unknown.headers["last-event-id"], newest.as_str());
+    publish(&app, &[("topic", topic), ("data", "live")]).await;
+    assert_eq!(unknown.next_event().await.data, "live");
+
+    // No Last-Event-ID asked, no header answered.
+    let live = open(&app, &path, &[]).await;
+    assert!(!live.headers.contains_key("last-event-id"));
+}
+
+/// With subscriptions on, subscribing and leaving publish private
+/// subscription events, and the subscriptions API lists who is connected.
+#[actix_web::test]
+async fn subscription_events_and_api() {
+    let app = spawn_app_with(|s| s.mercure.subscriptions = true).await;
+    let selector = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
+    let watcher_token =
+        token(json!({"mercure": {"subscribe": [selector], "payload": {"role": "admin"}}}));
+    let auth = format!("Bearer {watcher_token}");
+    let mut watcher = open(
+        &app,
+        &subscribe_path(&[selector], &[]),
+        &[("authorization", &auth)],
+    )
+    .await;
+
+    let topic = "https://example.com/books/{id}";
+    let member = open(&app, &subscribe_path(&[topic], &[]), &[]).await;
+    let joined: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
+    assert_eq!(joined["type"], "Subscription");
+    assert_eq!(joined["topic"], topic);
+    assert_eq!(joined["active"], true);
+    assert_eq!(joined["@context"], "https://mercure.rocks/");
+    let subscriber = joined["subscriber"].as_str().unwrap().to_owned();
+    assert!(subscriber.starts_with("urn:uuid:"));
+    assert_eq!(
+        joined["id"],
+        format!(
+            "/.well-known/mercure/subscriptions/{}/{}",
+            "https%3A%2F%2Fexample.com%2Fbooks%2F%7Bid%7D",
+            subscriber.replace(':', "%3A")
+        )
+    );
+
+    let res = app
+        .client
+        .get(app.url("/.well-known/mercure/subscriptions"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/ld+json");
+    let list: Value = res.json().await.unwrap();
+    assert_eq!(list["type"], "Subscriptions");
+    let subs = list["subscriptions"].as_array().unwrap();
+    assert!(
+        subs.iter()
+            .any(|s| s["subscriber"] == subscriber.as_str() && s["topic"] == topic)
+    );
+    assert!(subs.iter().any(|s| s["payload"]["role"] == "admin"));
+    assert!(
+        list["lastEventID"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:uuid:")
+    );
+
+    let one = app
+        .client
+        .get(app.url(joined["id"].as_str().unwrap()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let one: Value = one.json().await.unwrap();
+    assert_eq!(one["subscriber"], subscriber.as_str());
+    assert!(one["lastEventID"].is_string());
+
+    let anonymous = app
+        .client
+        .get(app.url("/.well-known/mercure/subscriptions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    drop(member);
+    let left: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
+    assert_eq!(
+        (left["subscriber"].as_str(), left["active"].as_bool()),
+        (Some(subscriber.as_str()), Some(false))
+    );
+}
+
+/// A Mercure publish on a channel-named topic reaches `/stream/{channel}`,
+/// and `POST /publish/{channel}` reaches Mercure subscribers of that topic.
+#[actix_web::test]
+async fn interop_with_channels() {
+    let app = spawn_app().await;
+    let mut channel = app.stream("/stream/orders", &[]).await;
+    channel.wait_open().await;
+    let mut mercure = open(&app, &subscribe_path(&["orders"], &[]), &[]).await;
+
+    publish(
+        &app,
+        &[
+            ("topic", "orders"),
+            ("data", "from mercure"),
+            ("type", "created"),
+        ],
+    )
+    .await;
+    let event = channel.next_event().await;
+    assert_eq!(
+        (event.event.as_str(), event.data.as_str()),
+        ("created", "from mercure")
+    );
+    assert_eq!(mercure.next_event().await.data, "from mercure");
+
+    app.publish("orders", r#"{"from":"channel"}"#).await;
+    assert_eq!(channel.next_event().await.data, r#"{"from":"channel"}"#);
+    let event = mercure.next_event().await;
+    assert_eq!(event.data, r#"{"from":"channel"}"#);
+    assert!(event.id.starts_with("urn:uuid:"));
+
+    // Private updates stay out of channels.
+    publish(
+        &app,
+        &[("topic", "orders"), ("data", "secret"), ("private", "")],
+    )
+    .await;
+    app.publish("orders", r#""after""#).await;
+    assert_eq!(channel.next_event().await.data, r#""after""#);
+}
