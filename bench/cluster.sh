@@ -26,6 +26,9 @@ A=18181; B=18182; SOLO=18183
 [ -x "$LG" ] || { echo "missing $LG (see bench/README.md)" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "missing $BIN: cargo build --release" >&2; exit 1; }
 mkdir -p "$OUT"
+# One load generator on one IP: the per-IP stream limit and the publish rate
+# limit (config [limits]) would refuse most of the workload.
+export SSE_BROKER__LIMITS__MAX_STREAMS_PER_IP=0 SSE_BROKER__LIMITS__PUBLISH_RATE=0
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
