@@ -37,6 +37,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitsSettings,
     pub mercure: MercureSettings,
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +248,36 @@ pub struct MercureSettings {
     pub publish_origins: Vec<String>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Redis URL (`redis://[:password@]host:port[/db]`) that makes this node
+    /// part of a cluster; empty runs the broker alone, in memory.
+    pub redis_url: String,
+    /// Prefix of every Redis key and of the bus channel, so several
+    /// independent brokers can share one Redis.
+    pub key_prefix: String,
+    /// Longest a Redis command may take before it counts as failed (a
+    /// publish then answers 503).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Longest wait between two reconnection attempts (the wait doubles
+    /// from 100 ms up to this).
+    #[serde(with = "humantime_serde")]
+    pub max_reconnect_delay: Duration,
+    /// How often a node writes its subscriber counts to Redis and pings the
+    /// bus; counts of a node silent for three intervals are ignored.
+    #[serde(with = "humantime_serde")]
+    pub presence_interval: Duration,
+}
+
+impl ClusterSettings {
+    /// Whether a Redis URL was given.
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.trim().is_empty()
+    }
+}
+
 /// A configuration that cannot be loaded or does not make sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -348,6 +379,14 @@ impl Settings {
             return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
         }
         self.validate_mercure()?;
+        if self.cluster.enabled() {
+            if self.cluster.command_timeout.is_zero() {
+                return bad("cluster.command_timeout must be greater than 0");
+            }
+            if self.cluster.presence_interval.is_zero() {
+                return bad("cluster.presence_interval must be greater than 0");
+            }
+        }
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
         if any_origin && self.cors.allow_credentials {
             return bad(

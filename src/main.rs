@@ -24,6 +24,9 @@ struct Cli {
     /// Turn the demo publisher on or off.
     #[arg(long, value_name = "BOOL")]
     demo: Option<bool>,
+    /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -66,7 +69,7 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        None => serve(settings, cli.bind, cli.demo),
+        None => serve(settings, cli.bind, cli.demo, cli.redis),
     }
 }
 
@@ -75,6 +78,7 @@ async fn serve(
     mut settings: Settings,
     bind: Option<SocketAddr>,
     demo: Option<bool>,
+    redis: Option<String>,
 ) -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Some(bind) = bind {
@@ -82,6 +86,9 @@ async fn serve(
     }
     if let Some(demo) = demo {
         settings.demo.enabled = demo;
+    }
+    if let Some(redis) = redis {
+        settings.cluster.redis_url = redis;
     }
     Application::build(settings)?
         .run_until_stopped(true)

@@ -18,6 +18,7 @@ use log::{info, warn};
 use crate::{
     auth::Auth,
     broker::{ChannelName, RegistryActor, demo::DemoPublisher, registry::Shutdown},
+    cluster::{self, Cluster},
     config::{CorsSettings, LogSettings, Settings},
     error::problem_for_framework_errors,
     http::{self, AppState, guard::Limits},
@@ -36,6 +37,7 @@ pub struct Application {
     server: Server,
     registry: Addr<RegistryActor>,
     arbiters: Vec<Arbiter>,
+    cluster: Option<Cluster>,
     mercure: Option<Addr<HubActor>>,
 }
 
@@ -51,6 +53,14 @@ impl Application {
             .map(|_| Arbiter::new())
             .collect();
         let metrics = Metrics::new(&settings.metrics);
+        let cluster = match settings.cluster.enabled() {
+            true => Some(Cluster::new(
+                &settings.cluster,
+                &settings.history,
+                &settings.pulses,
+            )?),
+            false => None,
+        };
         // The hub and the registry know each other: the hub's address exists
         // before it runs.
         let hub_context = settings
@@ -62,6 +72,9 @@ impl Application {
             .with_metrics(Arc::clone(&metrics));
         if let Some(hub) = &hub_context {
             registry = registry.with_mercure(hub.address().recipient());
+        }
+        if let Some(cluster) = &cluster {
+            registry = registry.with_cluster(cluster.clone());
         }
         let registry = registry.start();
         let mercure = match hub_context {
@@ -82,10 +95,18 @@ impl Application {
             }
             None => None,
         };
-        // A cluster backend adds its own check here.
-        let readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
+        let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
             registry: registry.clone(),
         });
+        if let Some(cluster) = &cluster {
+            cluster.start(registry.clone());
+            readiness = readiness.with(cluster.clone());
+            info!(
+                "cluster mode node={} redis={}",
+                cluster.node_id(),
+                cluster::redacted(&settings.cluster.redis_url)
+            );
+        }
         if settings.demo.enabled {
             let channel = ChannelName::parse(&settings.demo.channel)
                 .map_err(|err| anyhow::anyhow!("demo.channel: {err}"))?;
@@ -108,6 +129,7 @@ impl Application {
             settings: Arc::clone(&settings),
             metrics,
             readiness,
+            cluster: cluster.clone(),
             auth,
             limits: Limits::new(&settings.limits),
         });
@@ -163,6 +185,7 @@ impl Application {
             server: server.run(),
             registry,
             arbiters,
+            cluster,
             mercure: hub,
         })
     }
@@ -176,6 +199,7 @@ impl Application {
         Stopper {
             server: self.server.handle(),
             registry: self.registry.clone(),
+            cluster: self.cluster.clone(),
             mercure: self.mercure.clone(),
         }
     }
@@ -218,6 +242,7 @@ impl Application {
 pub struct Stopper {
     server: ServerHandle,
     registry: Addr<RegistryActor>,
+    cluster: Option<Cluster>,
     mercure: Option<Addr<HubActor>>,
 }
 
@@ -231,6 +256,9 @@ impl Stopper {
         }
         info!("draining open_streams={streams}");
         stopped.await;
+        if let Some(cluster) = &self.cluster {
+            cluster.shutdown();
+        }
     }
 }
 

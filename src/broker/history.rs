@@ -160,6 +160,43 @@ impl History {
     }
 }
 
+/// The replay for a client resuming from `from`, out of what a shared log
+/// (cluster mode) returned: its epoch and head, and the retained `events`
+/// after `from` (every retained event when `from` is not of this epoch or
+/// beyond the head). Same rules as [`History::since`].
+pub fn replay_from_log(
+    epoch: Epoch,
+    head: u64,
+    events: Vec<Arc<Event>>,
+    from: &ResumeFrom,
+) -> Replay {
+    // The newest seq no longer retained: everything after it is in `events`.
+    let floor = events.first().map_or(head, |e| e.id.seq.saturating_sub(1));
+    let with_gap = |gap, events| Replay {
+        events,
+        gap: Some(gap),
+        from: EventId { epoch, seq: floor },
+    };
+    let id = match from {
+        ResumeFrom::Unknown(_) => return with_gap(GapReason::UnknownId, events),
+        ResumeFrom::Id(id) => *id,
+    };
+    if id.epoch != epoch {
+        return with_gap(GapReason::UnknownEpoch, events);
+    }
+    if id.seq > head {
+        return with_gap(GapReason::UnknownId, events);
+    }
+    if id.seq < floor {
+        return with_gap(GapReason::HistoryTrimmed, events);
+    }
+    Replay {
+        events: events.into_iter().filter(|e| e.id.seq > id.seq).collect(),
+        gap: None,
+        from: id,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +289,42 @@ mod tests {
             seq: 1,
         }));
         assert_eq!(replay.gap, Some(GapReason::HistoryTrimmed));
+    }
+
+    /// A shared log's answer is judged by the same rules as local history.
+    #[test]
+    fn replay_from_shared_log() {
+        let channel = ChannelName::parse("c").unwrap();
+        let epoch = Epoch::new();
+        let events = |seqs: std::ops::RangeInclusive<u64>| -> Vec<Arc<Event>> {
+            seqs.map(|seq| Event::new(channel.clone(), EventId { epoch, seq }, None, "x"))
+                .collect()
+        };
+        let at = |seq| ResumeFrom::Id(EventId { epoch, seq });
+        let exact = replay_from_log(epoch, 5, events(3..=5), &at(2));
+        assert_eq!((seqs(&exact), exact.gap), (vec![3, 4, 5], None));
+        let trimmed = replay_from_log(epoch, 5, events(4..=5), &at(1));
+        assert_eq!(trimmed.gap, Some(GapReason::HistoryTrimmed));
+        assert_eq!(trimmed.from.seq, 3);
+        let other = replay_from_log(
+            epoch,
+            5,
+            events(1..=5),
+            &ResumeFrom::Id(EventId {
+                epoch: Epoch::new(),
+                seq: 5,
+            }),
+        );
+        assert_eq!(other.gap, Some(GapReason::UnknownEpoch));
+        let future = replay_from_log(epoch, 5, events(1..=5), &at(9));
+        assert_eq!(future.gap, Some(GapReason::UnknownId));
+        let expired = replay_from_log(epoch, 5, Vec::new(), &at(2));
+        assert_eq!(
+            (expired.gap, expired.from.seq),
+            (Some(GapReason::HistoryTrimmed), 5)
+        );
+        let current = replay_from_log(epoch, 5, Vec::new(), &at(5));
+        assert!(current.gap.is_none() && current.events.is_empty());
     }
 
     /// With history off every resume past the head is a gap, but ids still count up.

@@ -3,6 +3,7 @@
 
 mod auth;
 mod channels;
+mod cluster;
 mod drain;
 mod errors;
 mod helpers;
@@ -13,6 +14,7 @@ mod openapi;
 mod operations;
 mod proxy;
 mod pulses;
+mod redis_support;
 mod resume;
 mod shutdown;
 mod slow_consumer;
