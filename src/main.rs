@@ -22,6 +22,9 @@ struct Cli {
     /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Keep history on disk in this folder (durable history), e.g. /var/lib/sse-broker.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[actix_web::main]
@@ -38,6 +41,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(redis) = cli.redis {
         settings.cluster.redis_url = redis;
     }
+    if let Some(data_dir) = cli.data_dir {
+        settings.history.data_dir = data_dir;
+    }
+    // Flags can combine what the files alone could not (e.g. --redis with
+    // a data_dir): check again.
+    settings.validate()?;
     Application::build(settings)?
         .run_until_stopped(true)
         .await?;

@@ -23,6 +23,7 @@ use crate::{
     http::{self, AppState},
     metrics::Metrics,
     readiness::{Readiness, RegistryCheck},
+    store::Store,
 };
 
 /// Pending connections the kernel queues for us. std's default of 128
@@ -36,6 +37,7 @@ pub struct Application {
     registry: Addr<RegistryActor>,
     arbiters: Vec<Arbiter>,
     cluster: Option<Cluster>,
+    store: Option<Store>,
 }
 
 impl Application {
@@ -56,16 +58,32 @@ impl Application {
             )?),
             false => None,
         };
+        // A damaged or unreadable store stops the start here, naming the file.
+        let store = match settings.history.durable() {
+            true => Some(Store::open(&settings.history, &metrics)?),
+            false => None,
+        };
         let mut registry = RegistryActor::new(&settings)
             .with_arbiters(arbiters.iter().map(Arbiter::handle).collect())
             .with_metrics(Arc::clone(&metrics));
         if let Some(cluster) = &cluster {
             registry = registry.with_cluster(cluster.clone());
         }
+        if let Some(store) = &store {
+            registry = registry.with_store(store.clone());
+        }
         let registry = registry.start();
         let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
             registry: registry.clone(),
         });
+        if let Some(store) = &store {
+            readiness = readiness.with(store.clone());
+            info!(
+                "durable history path={} sync={:?}",
+                store.path().display(),
+                settings.history.sync
+            );
+        }
         if let Some(cluster) = &cluster {
             cluster.start(registry.clone());
             readiness = readiness.with(cluster.clone());
@@ -145,6 +163,7 @@ impl Application {
             registry,
             arbiters,
             cluster,
+            store,
         })
     }
 
@@ -158,6 +177,7 @@ impl Application {
             server: self.server.handle(),
             registry: self.registry.clone(),
             cluster: self.cluster.clone(),
+            store: self.store.clone(),
         }
     }
 
@@ -194,12 +214,14 @@ impl Application {
 ///
 /// A publish is thus either answered 202 and delivered to every stream that
 /// was open, or answered 503 — never accepted and then dropped by the drain.
-/// (Its history still dies with the process until history can outlive it.)
+/// With durable history, the store's writer then commits what it holds and
+/// stops; the history outlives the process.
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
     registry: Addr<RegistryActor>,
     cluster: Option<Cluster>,
+    store: Option<Store>,
 }
 
 impl Stopper {
@@ -211,6 +233,9 @@ impl Stopper {
         stopped.await;
         if let Some(cluster) = &self.cluster {
             cluster.shutdown();
+        }
+        if let Some(store) = &self.store {
+            store.close().await;
         }
     }
 }

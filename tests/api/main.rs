@@ -4,6 +4,7 @@
 mod channels;
 mod cluster;
 mod drain;
+mod durable;
 mod errors;
 mod helpers;
 mod multi_channel;
