@@ -431,3 +431,6 @@ impl ReadinessCheck for Store {
         Box::pin(async move { outcome })
     }
 }
+
+#[cfg(test)]
+mod tests;
