@@ -17,6 +17,9 @@
 //! - [`cluster`]: cluster mode on Redis: the shared event log (ids and
 //!   history), the bus that carries events between nodes, and the
 //!   cluster-wide directory of subscriber counts and pulses.
+//! - [`store`]: durable history on an embedded database: each channel's
+//!   events, id sequence and epoch survive a restart or a crash; one writer
+//!   thread commits every channel's appends in groups.
 //! - [`http`]: thin handlers, one file per resource (`stream`, `publish`,
 //!   `pulse`, `channels`, `session`) and request-body handling (`body`).
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
@@ -38,3 +41,4 @@ pub mod metrics;
 pub mod readiness;
 pub mod sse;
 pub mod startup;
+pub mod store;

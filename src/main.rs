@@ -27,6 +27,9 @@ struct Cli {
     /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Keep history on disk in this folder (durable history), e.g. /var/lib/sse-broker.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -69,7 +72,7 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        None => serve(settings, cli.bind, cli.demo, cli.redis),
+        None => serve(settings, cli.bind, cli.demo, cli.redis, cli.data_dir),
     }
 }
 
@@ -79,6 +82,7 @@ async fn serve(
     bind: Option<SocketAddr>,
     demo: Option<bool>,
     redis: Option<String>,
+    data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Some(bind) = bind {
@@ -90,6 +94,12 @@ async fn serve(
     if let Some(redis) = redis {
         settings.cluster.redis_url = redis;
     }
+    if let Some(data_dir) = data_dir {
+        settings.history.data_dir = data_dir;
+    }
+    // Flags can combine what the files alone could not (e.g. --redis with
+    // a data_dir): check again.
+    settings.validate()?;
     Application::build(settings)?
         .run_until_stopped(true)
         .await?;

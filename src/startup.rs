@@ -25,6 +25,7 @@ use crate::{
     mercure::{HubActor, MercureState, auth::TokenChecker, hub::CloseStreams},
     metrics::Metrics,
     readiness::{Readiness, RegistryCheck},
+    store::Store,
 };
 
 /// Pending connections the kernel queues for us. std's default of 128
@@ -39,6 +40,7 @@ pub struct Application {
     arbiters: Vec<Arbiter>,
     cluster: Option<Cluster>,
     mercure: Option<Addr<HubActor>>,
+    store: Option<Store>,
 }
 
 impl Application {
@@ -61,6 +63,11 @@ impl Application {
             )?),
             false => None,
         };
+        // A damaged or unreadable store stops the start here, naming the file.
+        let store = match settings.history.durable() {
+            true => Some(Store::open(&settings.history, &metrics)?),
+            false => None,
+        };
         // The hub and the registry know each other: the hub's address exists
         // before it runs.
         let hub_context = settings
@@ -75,6 +82,9 @@ impl Application {
         }
         if let Some(cluster) = &cluster {
             registry = registry.with_cluster(cluster.clone());
+        }
+        if let Some(store) = &store {
+            registry = registry.with_store(store.clone());
         }
         let registry = registry.start();
         let mercure = match hub_context {
@@ -98,6 +108,14 @@ impl Application {
         let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
             registry: registry.clone(),
         });
+        if let Some(store) = &store {
+            readiness = readiness.with(store.clone());
+            info!(
+                "durable history path={} sync={:?}",
+                store.path().display(),
+                settings.history.sync
+            );
+        }
         if let Some(cluster) = &cluster {
             cluster.start(registry.clone());
             readiness = readiness.with(cluster.clone());
@@ -187,6 +205,7 @@ impl Application {
             arbiters,
             cluster,
             mercure: hub,
+            store,
         })
     }
 
@@ -201,6 +220,7 @@ impl Application {
             registry: self.registry.clone(),
             cluster: self.cluster.clone(),
             mercure: self.mercure.clone(),
+            store: self.store.clone(),
         }
     }
 
@@ -237,13 +257,15 @@ impl Application {
 ///
 /// A publish is thus either answered 202 and delivered to every stream that
 /// was open, or answered 503 — never accepted and then dropped by the drain.
-/// (Its history still dies with the process until history can outlive it.)
+/// With durable history, the store's writer then commits what it holds and
+/// stops; the history outlives the process.
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
     registry: Addr<RegistryActor>,
     cluster: Option<Cluster>,
     mercure: Option<Addr<HubActor>>,
+    store: Option<Store>,
 }
 
 impl Stopper {
@@ -258,6 +280,9 @@ impl Stopper {
         stopped.await;
         if let Some(cluster) = &self.cluster {
             cluster.shutdown();
+        }
+        if let Some(store) = &self.store {
+            store.close().await;
         }
     }
 }

@@ -7,8 +7,11 @@
 //! `try_send`, and a subscriber whose queue is full is evicted (its stream
 //! ends, the client reconnects with Last-Event-ID and replays from history).
 //!
-//! A channel's events come from one of two logs ([`Log`]). Standalone, the
-//! actor assigns ids and keeps the history in memory. In cluster mode Redis
+//! A channel's events come from one of three logs ([`Log`]). Standalone, the
+//! actor assigns ids and keeps the history in memory. With durable history
+//! (`history.data_dir`) it assigns ids too, but an event is fanned out and
+//! acknowledged only once the store has it on disk (see `store::log`;
+//! events wait in seq order meanwhile). In cluster mode Redis
 //! does both (see `cluster`): publishes go to Redis directly, the events
 //! come back through the bus as [`Deliver`], and the actor delivers them in
 //! seq order. It remembers how far it delivered; an event it already has is
@@ -42,6 +45,7 @@ use crate::{
         log::{FetchFrom, Fetched, LogEntry},
     },
     metrics::{ChannelSeries, Metrics},
+    store::{DurableLog, Store, StoreError},
 };
 
 /// Most distinct clients whose pulses one channel counts separately; pulses
@@ -68,6 +72,8 @@ pub struct ChannelConfig {
     pub total_subscribers: Arc<AtomicU64>,
     /// Set in cluster mode: the log is in Redis.
     pub cluster: Option<Cluster>,
+    /// Set with durable history: the log is also on disk.
+    pub store: Option<Store>,
 }
 
 /// Where a channel's ids and history come from.
@@ -76,6 +82,8 @@ enum Log {
     Local(History),
     /// Cluster mode: ids and history in Redis, events from the bus.
     Shared(SharedLog),
+    /// Durable history: ids assigned here, history in memory and on disk.
+    Durable(DurableLog),
 }
 
 struct SharedLog {
@@ -126,13 +134,18 @@ impl ChannelActor {
         stats: Arc<ChannelStats>,
         registry: Addr<RegistryActor>,
     ) -> Self {
-        let log = match &config.cluster {
-            Some(cluster) => Log::Shared(SharedLog {
+        let log = match (&config.cluster, &config.store) {
+            (Some(cluster), _) => Log::Shared(SharedLog {
                 cluster: cluster.clone(),
                 position: None,
                 behind: false,
             }),
-            None => Log::Local(History::new(
+            (None, Some(store)) => Log::Durable(DurableLog::new(
+                store.clone(),
+                config.history_max_events,
+                config.history_max_age,
+            )),
+            (None, None) => Log::Local(History::new(
                 Epoch::new(),
                 config.history_max_events,
                 config.history_max_age,
@@ -161,6 +174,7 @@ impl ChannelActor {
     pub fn head(&self) -> EventId {
         match &self.log {
             Log::Local(history) => history.head(),
+            Log::Durable(durable) => durable.head(),
             Log::Shared(shared) => shared.position.unwrap_or(EventId {
                 epoch: Epoch::from_raw(0),
                 seq: 0,
@@ -265,6 +279,15 @@ impl ChannelActor {
                 }
                 history.is_empty()
             }
+            Log::Durable(durable) => {
+                let (expired, idle) = durable.tick(Instant::now());
+                if expired > 0 {
+                    self.stats
+                        .history
+                        .store(durable.history.len() as u64, Ordering::Relaxed);
+                }
+                idle
+            }
             Log::Shared(shared) => {
                 if shared.behind && !self.subscribers.is_empty() {
                     self.catch_up(ctx);
@@ -288,6 +311,16 @@ impl Actor for ChannelActor {
         // The registry uses `do_send`, which queues past the mailbox capacity:
         // every sender behind it awaits its reply, which bounds the queue.
         ctx.run_interval(self.tick, |actor, ctx| actor.on_tick(ctx));
+        if let Log::Durable(durable) = &mut self.log {
+            // Before any message: the channel comes back as it was stored.
+            durable.load(&self.name);
+            let head = durable.head();
+            self.stats.epoch.store(head.epoch.raw(), Ordering::Relaxed);
+            self.stats.last_seq.store(head.seq, Ordering::Relaxed);
+            self.stats
+                .history
+                .store(durable.history.len() as u64, Ordering::Relaxed);
+        }
         info!(
             "channel created channel={} epoch_id={}",
             self.name,
@@ -331,8 +364,17 @@ pub struct Published {
 impl Handler<Publish> for ChannelActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         self.note_received();
+        if let Log::Durable(durable) = &mut self.log {
+            if let Some((seq, answer)) = durable.append(&self.name, msg) {
+                // The fan-out waits for the disk; other messages do not.
+                ctx.spawn(answer.into_actor(self).map(move |outcome, actor, _| {
+                    actor.on_durable(seq, outcome.unwrap_or(Err(StoreError::Gone)));
+                }));
+            }
+            return;
+        }
         let Log::Local(history) = &mut self.log else {
             // In cluster mode the registry publishes to Redis itself.
             if let Some(reply) = msg.reply {
@@ -346,12 +388,25 @@ impl Handler<Publish> for ChannelActor {
             msg.event_type,
             &msg.data,
         );
-        let id = event.id;
         history.push(Arc::clone(&event));
         let retained = history.len() as u64;
+        self.fan_out_published(event, retained, msg.reply, msg.received_at);
+    }
+}
+
+impl ChannelActor {
+    /// Fans out an event that is in the history (`retained` events long),
+    /// counts it and answers its publisher.
+    fn fan_out_published(
+        &mut self,
+        event: Arc<Event>,
+        retained: u64,
+        reply: Option<Reply<Published>>,
+        received_at: Instant,
+    ) {
+        let id = event.id;
         let delivered = self.fan_out(&Delivery::Event(event), Some(id.seq));
-        self.metrics
-            .record_publish_latency(msg.received_at.elapsed());
+        self.metrics.record_publish_latency(received_at.elapsed());
         self.metrics.published.increment(1);
         self.metrics.delivered.increment(delivered);
         if let Some(series) = &self.series {
@@ -361,11 +416,31 @@ impl Handler<Publish> for ChannelActor {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         self.stats.last_seq.store(id.seq, Ordering::Relaxed);
         self.stats.history.store(retained, Ordering::Relaxed);
-        if let Some(reply) = msg.reply {
+        if let Some(reply) = reply {
             let _ = reply.send(Ok(Published {
                 id,
                 subscribers: self.subscribers.len(),
             }));
+        }
+    }
+
+    /// Durable history: the writer answered for the event `seq`.
+    fn on_durable(&mut self, seq: u64, outcome: Result<(), StoreError>) {
+        let Log::Durable(durable) = &mut self.log else {
+            return;
+        };
+        if let Err(err) = outcome {
+            warn!(
+                "publish refused channel={} seq={seq} reason={err}",
+                self.name
+            );
+            durable.failed(seq, &err);
+            return;
+        }
+        let ready = durable.durable(seq);
+        let retained = durable.history.len() as u64;
+        for pending in ready {
+            self.fan_out_published(pending.event, retained, pending.reply, pending.received_at);
         }
     }
 }
@@ -406,6 +481,20 @@ impl Handler<Subscribe> for ChannelActor {
                 // replay. No gap, no duplicate.
                 let replay = msg.from.as_ref().map(|from| history.since(from));
                 let head = history.head();
+                self.register(msg, replay, head);
+                return;
+            }
+            Log::Durable(durable) => {
+                // As in memory: pending events are not in the history and
+                // reach this subscriber when they are on disk.
+                if let Some(err) = durable.unavailable() {
+                    let _ = msg.reply.send(Err(err));
+                    // Gives back the place reserved for this subscriber.
+                    self.update_subscriber_count();
+                    return;
+                }
+                let replay = msg.from.as_ref().map(|from| durable.history.since(from));
+                let head = durable.head();
                 self.register(msg, replay, head);
                 return;
             }
@@ -800,7 +889,7 @@ impl Handler<Inspect> for ChannelActor {
         pulses.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         // In cluster mode the history is in Redis, not counted here.
         let (history, oldest) = match &self.log {
-            Log::Local(history) => (
+            Log::Local(history) | Log::Durable(DurableLog { history, .. }) => (
                 history.len(),
                 history
                     .since(&ResumeFrom::Id(EventId {

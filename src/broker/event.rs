@@ -257,6 +257,21 @@ impl Event {
             published_at: Instant::now(),
         })
     }
+
+    /// An event read back from a durable store, published at `published_at`.
+    pub fn restored(
+        channel: ChannelName,
+        id: EventId,
+        event_type: Option<EventType>,
+        data: &str,
+        published_at: Instant,
+    ) -> Arc<Self> {
+        let mut event = Self::new(channel, id, event_type, data);
+        if let Some(fresh) = Arc::get_mut(&mut event) {
+            fresh.published_at = published_at;
+        }
+        event
+    }
 }
 
 #[cfg(test)]

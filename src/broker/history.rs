@@ -68,6 +68,26 @@ impl History {
         }
     }
 
+    /// A history as a durable store kept it: `events` are the newest
+    /// retained ones, contiguous and ending at `head` (or empty).
+    pub fn restore(
+        epoch: Epoch,
+        head: u64,
+        events: Vec<Arc<Event>>,
+        max_events: usize,
+        max_age: Duration,
+    ) -> Self {
+        let mut history = Self::new(epoch, max_events, max_age);
+        history.head = head;
+        let surplus = events.len().saturating_sub(max_events);
+        history.events = events.into_iter().skip(surplus).collect();
+        history.floor = history
+            .events
+            .front()
+            .map_or(head, |e| e.id.seq.saturating_sub(1));
+        history
+    }
+
     /// The id the next event gets.
     pub fn next_id(&self) -> EventId {
         EventId {
@@ -325,6 +345,23 @@ mod tests {
         );
         let current = replay_from_log(epoch, 5, Vec::new(), &at(5));
         assert!(current.gap.is_none() && current.events.is_empty());
+    }
+
+    /// A restored history goes on from its head and knows its floor.
+    #[test]
+    fn restore_continues_from_head() {
+        let channel = ChannelName::parse("c").unwrap();
+        let epoch = Epoch::new();
+        let events = (4..=6)
+            .map(|seq| Event::new(channel.clone(), EventId { epoch, seq }, None, "x"))
+            .collect();
+        let h = History::restore(epoch, 6, events, 2, Duration::from_secs(60));
+        assert_eq!(h.next_id(), EventId { epoch, seq: 7 });
+        assert_eq!(h.len(), 2);
+        let replay = h.since(&ResumeFrom::Id(EventId { epoch, seq: 4 }));
+        assert_eq!((seqs(&replay), replay.gap), (vec![5, 6], None));
+        let trimmed = h.since(&ResumeFrom::Id(EventId { epoch, seq: 3 }));
+        assert_eq!(trimmed.gap, Some(GapReason::HistoryTrimmed));
     }
 
     /// With history off every resume past the head is a gap, but ids still count up.

@@ -77,6 +77,7 @@ impl RegistryActor {
                 max_total_subscribers: settings.limits.max_subscribers,
                 total_subscribers: Arc::new(AtomicU64::new(0)),
                 cluster: None,
+                store: None,
             },
             max_channels: settings.broker.max_channels,
             pulses: PulseBook::new(settings.pulses.clone()),
@@ -108,6 +109,12 @@ impl RegistryActor {
     /// Cluster mode: events are published to and read from Redis.
     pub fn with_cluster(mut self, cluster: Cluster) -> Self {
         self.channel_config.cluster = Some(cluster);
+        self
+    }
+
+    /// Durable history: channels keep their log in this store too.
+    pub fn with_store(mut self, store: crate::store::Store) -> Self {
+        self.channel_config.store = Some(store);
         self
     }
 

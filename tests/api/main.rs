@@ -5,6 +5,7 @@ mod auth;
 mod channels;
 mod cluster;
 mod drain;
+mod durable;
 mod errors;
 mod helpers;
 mod limits;
