@@ -48,6 +48,8 @@ install_tools() {
   if ! command -v schemathesis >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5' || return 1
   fi
+  # The cluster tests (tests/api/cluster.rs) start their own redis-server.
+  apt_install redis-server || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then
     apt_install chromium || return 1
     npm ci --no-audit --no-fund --loglevel=error || return 1

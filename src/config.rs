@@ -37,6 +37,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitsSettings,
     pub mercure: MercureSettings,
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,6 +85,33 @@ pub struct HistorySettings {
     /// Age after which an event leaves the history.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// Folder of the durable history store; empty keeps history in memory.
+    pub data_dir: PathBuf,
+    /// When an event is on disk before its `202` (durable history only).
+    pub sync: SyncPolicy,
+    /// Group-commit window of `sync = "interval"`.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+impl HistorySettings {
+    /// Whether history is kept in the durable store (`data_dir` is set).
+    pub fn durable(&self) -> bool {
+        !self.data_dir.as_os_str().is_empty()
+    }
+}
+
+/// How the durable store groups its fsync'd commits. Either way an event is
+/// acknowledged only once its commit is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Commit at once: the events that arrived while the previous commit
+    /// ran share the next one.
+    Always,
+    /// Collect events for `sync_interval` after the first one, then commit
+    /// them together: fewer fsyncs, up to one interval more latency.
+    Interval,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +275,36 @@ pub struct MercureSettings {
     pub publish_origins: Vec<String>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Redis URL (`redis://[:password@]host:port[/db]`) that makes this node
+    /// part of a cluster; empty runs the broker alone, in memory.
+    pub redis_url: String,
+    /// Prefix of every Redis key and of the bus channel, so several
+    /// independent brokers can share one Redis.
+    pub key_prefix: String,
+    /// Longest a Redis command may take before it counts as failed (a
+    /// publish then answers 503).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Longest wait between two reconnection attempts (the wait doubles
+    /// from 100 ms up to this).
+    #[serde(with = "humantime_serde")]
+    pub max_reconnect_delay: Duration,
+    /// How often a node writes its subscriber counts to Redis and pings the
+    /// bus; counts of a node silent for three intervals are ignored.
+    #[serde(with = "humantime_serde")]
+    pub presence_interval: Duration,
+}
+
+impl ClusterSettings {
+    /// Whether a Redis URL was given.
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.trim().is_empty()
+    }
+}
+
 /// A configuration that cannot be loaded or does not make sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -348,6 +406,26 @@ impl Settings {
             return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
         }
         self.validate_mercure()?;
+        if self.history.durable() && self.cluster.enabled() {
+            return bad(
+                "history.data_dir (durable history) and cluster.redis_url (cluster mode) \
+                 cannot be combined: in a cluster Redis keeps the history; set only one",
+            );
+        }
+        if self.history.durable()
+            && self.history.sync == SyncPolicy::Interval
+            && self.history.sync_interval.is_zero()
+        {
+            return bad("history.sync_interval must be greater than 0 with sync = \"interval\"");
+        }
+        if self.cluster.enabled() {
+            if self.cluster.command_timeout.is_zero() {
+                return bad("cluster.command_timeout must be greater than 0");
+            }
+            if self.cluster.presence_interval.is_zero() {
+                return bad("cluster.presence_interval must be greater than 0");
+            }
+        }
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
         if any_origin && self.cors.allow_credentials {
             return bad(
@@ -419,6 +497,10 @@ mod tests {
         settings.validate().expect("valid with a real key");
         assert!(!settings.demo.enabled);
         assert!(settings.auth.enabled, "production turns auth on");
+        assert!(
+            settings.history.durable(),
+            "production keeps history on disk"
+        );
     }
 
     /// A private channel list without auth is refused (fail closed).
@@ -441,6 +523,17 @@ mod tests {
         settings.mercure.allow_development_key = false;
         let err = settings.validate().expect_err("development key refused");
         assert!(err.to_string().contains("development key"), "{err}");
+    }
+
+    /// Durable history and cluster mode at once are refused with a clear error.
+    #[test]
+    fn durable_history_and_cluster_are_exclusive() {
+        let mut settings = Settings::defaults();
+        settings.history.data_dir = "/var/lib/sse-broker".into();
+        settings.validate().expect("durable history alone is valid");
+        settings.cluster.redis_url = "redis://127.0.0.1:6379".into();
+        let err = settings.validate().expect_err("both at once are refused");
+        assert!(err.to_string().contains("cannot be combined"), "{err}");
     }
 
     /// A wildcard origin together with credentials is refused.

@@ -115,10 +115,17 @@ impl From<BrokerError> for ApiError {
             BrokerError::TooManyChannels(_) => Self::TooManyChannels(err.to_string()),
             BrokerError::UnknownChannel(_) => Self::NotFound(err.to_string()),
             BrokerError::TooManySubscribers(_) => Self::TooManySubscribers(err.to_string()),
-            BrokerError::ShuttingDown | BrokerError::Unavailable => {
-                Self::Unavailable(err.to_string())
-            }
+            BrokerError::ShuttingDown
+            | BrokerError::Unavailable
+            | BrokerError::StoreUnavailable(_) => Self::Unavailable(err.to_string()),
         }
+    }
+}
+
+impl From<crate::cluster::ClusterError> for ApiError {
+    /// Redis failed: the request cannot be served now (503, Retry-After).
+    fn from(err: crate::cluster::ClusterError) -> Self {
+        Self::Unavailable(err.to_string())
     }
 }
 

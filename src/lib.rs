@@ -14,6 +14,12 @@
 //!   `broker::channel` actor of its channel; `broker::history` is a channel's
 //!   replay buffer; `broker::event` defines names and event ids;
 //!   `broker::pulse` the pulse book; `broker::demo` the demo publisher.
+//! - [`cluster`]: cluster mode on Redis: the shared event log (ids and
+//!   history), the bus that carries events between nodes, and the
+//!   cluster-wide directory of subscriber counts and pulses.
+//! - [`store`]: durable history on an embedded database: each channel's
+//!   events, id sequence and epoch survive a restart or a crash; one writer
+//!   thread commits every channel's appends in groups.
 //! - [`http`]: thin handlers, one file per resource (`stream`, `publish`,
 //!   `pulse`, `channels`, `session`) and request-body handling (`body`).
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
@@ -26,6 +32,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -34,3 +41,4 @@ pub mod metrics;
 pub mod readiness;
 pub mod sse;
 pub mod startup;
+pub mod store;

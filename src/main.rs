@@ -24,6 +24,12 @@ struct Cli {
     /// Turn the demo publisher on or off.
     #[arg(long, value_name = "BOOL")]
     demo: Option<bool>,
+    /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Keep history on disk in this folder (durable history), e.g. /var/lib/sse-broker.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -66,7 +72,7 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        None => serve(settings, cli.bind, cli.demo),
+        None => serve(settings, cli.bind, cli.demo, cli.redis, cli.data_dir),
     }
 }
 
@@ -75,6 +81,8 @@ async fn serve(
     mut settings: Settings,
     bind: Option<SocketAddr>,
     demo: Option<bool>,
+    redis: Option<String>,
+    data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Some(bind) = bind {
@@ -83,6 +91,15 @@ async fn serve(
     if let Some(demo) = demo {
         settings.demo.enabled = demo;
     }
+    if let Some(redis) = redis {
+        settings.cluster.redis_url = redis;
+    }
+    if let Some(data_dir) = data_dir {
+        settings.history.data_dir = data_dir;
+    }
+    // Flags can combine what the files alone could not (e.g. --redis with
+    // a data_dir): check again.
+    settings.validate()?;
     Application::build(settings)?
         .run_until_stopped(true)
         .await?;

@@ -74,6 +74,10 @@ pub struct Metrics {
     /// How long the registry took to answer the scrape's sample request: its
     /// own mailbox backlog, in seconds.
     pub registry_latency: Gauge,
+    /// Durable history: event rows in the store file (0 in memory mode).
+    pub store_events: Gauge,
+    /// Durable history: size of the store file in bytes, sampled every second.
+    pub store_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -149,6 +153,14 @@ impl Metrics {
             "registry_latency_seconds",
             "Time the registry actor took to answer the last scrape.",
         );
+        describe(
+            "history_store_events",
+            "Durable history: event rows in the store file.",
+        );
+        describe(
+            "history_store_bytes",
+            "Durable history: size of the store file in bytes.",
+        );
         let counter = |name: &str| recorder.register_counter(&key(name, vec![]), &METADATA);
         let gauge = |name: &str| recorder.register_gauge(&key(name, vec![]), &METADATA);
         let metrics = Self {
@@ -165,6 +177,8 @@ impl Metrics {
             channel_mailbox_depth: gauge("channel_mailbox_depth"),
             channel_mailbox_depth_max: gauge("channel_mailbox_depth_max"),
             registry_latency: gauge("registry_latency_seconds"),
+            store_events: gauge("history_store_events"),
+            store_bytes: gauge("history_store_bytes"),
             recorder,
             handle,
         };

@@ -18,12 +18,14 @@ use log::{info, warn};
 use crate::{
     auth::Auth,
     broker::{ChannelName, RegistryActor, demo::DemoPublisher, registry::Shutdown},
+    cluster::{self, Cluster},
     config::{CorsSettings, LogSettings, Settings},
     error::problem_for_framework_errors,
     http::{self, AppState, guard::Limits},
     mercure::{HubActor, MercureState, auth::TokenChecker, hub::CloseStreams},
     metrics::Metrics,
     readiness::{Readiness, RegistryCheck},
+    store::Store,
 };
 
 /// Pending connections the kernel queues for us. std's default of 128
@@ -36,7 +38,9 @@ pub struct Application {
     server: Server,
     registry: Addr<RegistryActor>,
     arbiters: Vec<Arbiter>,
+    cluster: Option<Cluster>,
     mercure: Option<Addr<HubActor>>,
+    store: Option<Store>,
 }
 
 impl Application {
@@ -51,6 +55,19 @@ impl Application {
             .map(|_| Arbiter::new())
             .collect();
         let metrics = Metrics::new(&settings.metrics);
+        let cluster = match settings.cluster.enabled() {
+            true => Some(Cluster::new(
+                &settings.cluster,
+                &settings.history,
+                &settings.pulses,
+            )?),
+            false => None,
+        };
+        // A damaged or unreadable store stops the start here, naming the file.
+        let store = match settings.history.durable() {
+            true => Some(Store::open(&settings.history, &metrics)?),
+            false => None,
+        };
         // The hub and the registry know each other: the hub's address exists
         // before it runs.
         let hub_context = settings
@@ -62,6 +79,12 @@ impl Application {
             .with_metrics(Arc::clone(&metrics));
         if let Some(hub) = &hub_context {
             registry = registry.with_mercure(hub.address().recipient());
+        }
+        if let Some(cluster) = &cluster {
+            registry = registry.with_cluster(cluster.clone());
+        }
+        if let Some(store) = &store {
+            registry = registry.with_store(store.clone());
         }
         let registry = registry.start();
         let mercure = match hub_context {
@@ -82,10 +105,26 @@ impl Application {
             }
             None => None,
         };
-        // A cluster backend adds its own check here.
-        let readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
+        let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
             registry: registry.clone(),
         });
+        if let Some(store) = &store {
+            readiness = readiness.with(store.clone());
+            info!(
+                "durable history path={} sync={:?}",
+                store.path().display(),
+                settings.history.sync
+            );
+        }
+        if let Some(cluster) = &cluster {
+            cluster.start(registry.clone());
+            readiness = readiness.with(cluster.clone());
+            info!(
+                "cluster mode node={} redis={}",
+                cluster.node_id(),
+                cluster::redacted(&settings.cluster.redis_url)
+            );
+        }
         if settings.demo.enabled {
             let channel = ChannelName::parse(&settings.demo.channel)
                 .map_err(|err| anyhow::anyhow!("demo.channel: {err}"))?;
@@ -108,6 +147,7 @@ impl Application {
             settings: Arc::clone(&settings),
             metrics,
             readiness,
+            cluster: cluster.clone(),
             auth,
             limits: Limits::new(&settings.limits),
         });
@@ -163,7 +203,9 @@ impl Application {
             server: server.run(),
             registry,
             arbiters,
+            cluster,
             mercure: hub,
+            store,
         })
     }
 
@@ -176,7 +218,9 @@ impl Application {
         Stopper {
             server: self.server.handle(),
             registry: self.registry.clone(),
+            cluster: self.cluster.clone(),
             mercure: self.mercure.clone(),
+            store: self.store.clone(),
         }
     }
 
@@ -213,12 +257,15 @@ impl Application {
 ///
 /// A publish is thus either answered 202 and delivered to every stream that
 /// was open, or answered 503 — never accepted and then dropped by the drain.
-/// (Its history still dies with the process until history can outlive it.)
+/// With durable history, the store's writer then commits what it holds and
+/// stops; the history outlives the process.
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
     registry: Addr<RegistryActor>,
+    cluster: Option<Cluster>,
     mercure: Option<Addr<HubActor>>,
+    store: Option<Store>,
 }
 
 impl Stopper {
@@ -231,6 +278,12 @@ impl Stopper {
         }
         info!("draining open_streams={streams}");
         stopped.await;
+        if let Some(cluster) = &self.cluster {
+            cluster.shutdown();
+        }
+        if let Some(store) = &self.store {
+            store.close().await;
+        }
     }
 }
 

@@ -6,6 +6,19 @@
 //! message. Fan-out never waits for a subscriber: each queue gets a
 //! `try_send`, and a subscriber whose queue is full is evicted (its stream
 //! ends, the client reconnects with Last-Event-ID and replays from history).
+//!
+//! A channel's events come from one of three logs ([`Log`]). Standalone, the
+//! actor assigns ids and keeps the history in memory. With durable history
+//! (`history.data_dir`) it assigns ids too, but an event is fanned out and
+//! acknowledged only once the store has it on disk (see `store::log`;
+//! events wait in seq order meanwhile). In cluster mode Redis
+//! does both (see `cluster`): publishes go to Redis directly, the events
+//! come back through the bus as [`Deliver`], and the actor delivers them in
+//! seq order. It remembers how far it delivered; an event it already has is
+//! dropped, and an event that skips ahead makes it read the hole from the
+//! log first (`ctx.wait`: nothing else is handled meanwhile, so order holds).
+//! Each subscriber also remembers the seq it has, so a client whose replay
+//! already reached further than the actor is not sent an event twice.
 
 use std::{
     collections::HashMap,
@@ -17,20 +30,30 @@ use std::{
 };
 
 use actix::prelude::*;
-use log::{debug, info};
+use log::{debug, info, warn};
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{
     BrokerError, ChannelStats, Delivery, Reply, Subscriber,
     event::{ChannelName, Epoch, Event, EventId, EventType, ResumeFrom},
-    history::{History, Replay},
+    history::{GapReason, History, Replay, replay_from_log},
     registry::{ChannelIdle, RegistryActor},
 };
-use crate::metrics::{ChannelSeries, Metrics};
+use crate::{
+    cluster::{
+        Cluster, ClusterError,
+        log::{FetchFrom, Fetched, LogEntry},
+    },
+    metrics::{ChannelSeries, Metrics},
+    store::{DurableLog, Store, StoreError},
+};
 
 /// Most distinct clients whose pulses one channel counts separately; pulses
 /// of further clients still count in the total. Bounds memory per channel.
 const MAX_PULSE_CLIENTS: usize = 1024;
+
+/// Cluster mode: wait before reading the log again after a failed read.
+const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 
 /// Settings a channel needs, copied from the configuration once.
 #[derive(Debug, Clone)]
@@ -47,12 +70,44 @@ pub struct ChannelConfig {
     pub max_total_subscribers: usize,
     /// Subscriptions in the whole broker, kept by every channel actor.
     pub total_subscribers: Arc<AtomicU64>,
+    /// Set in cluster mode: the log is in Redis.
+    pub cluster: Option<Cluster>,
+    /// Set with durable history: the log is also on disk.
+    pub store: Option<Store>,
+}
+
+/// Where a channel's ids and history come from.
+enum Log {
+    /// Standalone: ids assigned here, history in memory.
+    Local(History),
+    /// Cluster mode: ids and history in Redis, events from the bus.
+    Shared(SharedLog),
+    /// Durable history: ids assigned here, history in memory and on disk.
+    Durable(DurableLog),
+}
+
+struct SharedLog {
+    cluster: Cluster,
+    /// The newest event delivered here (epoch and seq); `None` until the
+    /// log was first read, which is done before the first subscriber.
+    position: Option<EventId>,
+    /// A read of the log failed: events are held back until the next tick
+    /// reads the hole, rather than delivered with a gap.
+    behind: bool,
+}
+
+/// A subscriber as this channel holds it.
+struct Member {
+    subscriber: Subscriber,
+    /// The seq this subscriber already has (from its replay or a delivery);
+    /// only later events are sent to it.
+    after: u64,
 }
 
 pub struct ChannelActor {
     name: ChannelName,
-    history: History,
-    subscribers: Vec<Subscriber>,
+    log: Log,
+    subscribers: Vec<Member>,
     /// Pulses per client id (bounded by `MAX_PULSE_CLIENTS`).
     pulses: HashMap<Arc<str>, u64>,
     /// Counters the registry reads for listings.
@@ -79,14 +134,27 @@ impl ChannelActor {
         stats: Arc<ChannelStats>,
         registry: Addr<RegistryActor>,
     ) -> Self {
-        Self {
-            series: config.metrics.channel_series(name.as_str()),
-            name,
-            history: History::new(
+        let log = match (&config.cluster, &config.store) {
+            (Some(cluster), _) => Log::Shared(SharedLog {
+                cluster: cluster.clone(),
+                position: None,
+                behind: false,
+            }),
+            (None, Some(store)) => Log::Durable(DurableLog::new(
+                store.clone(),
+                config.history_max_events,
+                config.history_max_age,
+            )),
+            (None, None) => Log::Local(History::new(
                 Epoch::new(),
                 config.history_max_events,
                 config.history_max_age,
-            ),
+            )),
+        };
+        Self {
+            series: config.metrics.channel_series(name.as_str()),
+            name,
+            log,
             subscribers: Vec::new(),
             pulses: HashMap::new(),
             stats,
@@ -101,20 +169,36 @@ impl ChannelActor {
         }
     }
 
-    /// The id of the channel's newest event (seq 0 before the first).
+    /// The id of the channel's newest event (seq 0 before the first; in
+    /// cluster mode epoch 0 until the log was read).
     pub fn head(&self) -> EventId {
-        self.history.head()
+        match &self.log {
+            Log::Local(history) => history.head(),
+            Log::Durable(durable) => durable.head(),
+            Log::Shared(shared) => shared.position.unwrap_or(EventId {
+                epoch: Epoch::from_raw(0),
+                seq: 0,
+            }),
+        }
     }
 
     /// Offers a delivery to every subscriber without waiting; drops the
-    /// ones that are gone or too slow. Returns how many took it.
-    fn fan_out(&mut self, delivery: &Delivery) -> u64 {
+    /// ones that are gone or too slow. With `seq`, subscribers that already
+    /// have that event are skipped. Returns how many took it.
+    fn fan_out(&mut self, delivery: &Delivery, seq: Option<u64>) -> u64 {
         let name = &self.name;
         let stats = &self.stats;
         let (metrics, series) = (&self.metrics, &self.series);
         let mut delivered = 0;
-        self.subscribers
-            .retain(|sub| match sub.tx.try_send(delivery.clone()) {
+        self.subscribers.retain_mut(|member| {
+            if let Some(seq) = seq {
+                if seq <= member.after {
+                    return true;
+                }
+                member.after = seq;
+            }
+            let sub = &member.subscriber;
+            match sub.tx.try_send(delivery.clone()) {
                 Ok(()) => {
                     delivered += 1;
                     true
@@ -134,7 +218,8 @@ impl ChannelActor {
                     );
                     false
                 }
-            });
+            }
+        });
         self.update_subscriber_count();
         delivered
     }
@@ -183,14 +268,34 @@ impl ChannelActor {
 
     /// The periodic duty: heartbeat (which also finds dead subscribers),
     /// history expiry, and asking the registry to stop us when idle.
-    fn on_tick(&mut self) {
-        self.fan_out(&Delivery::Heartbeat);
-        if self.history.expire(Instant::now()) > 0 {
-            self.stats
-                .history
-                .store(self.history.len() as u64, Ordering::Relaxed);
-        }
-        if self.subscribers.is_empty() && self.history.is_empty() {
+    fn on_tick(&mut self, ctx: &mut Context<Self>) {
+        self.fan_out(&Delivery::Heartbeat, None);
+        let history_empty = match &mut self.log {
+            Log::Local(history) => {
+                if history.expire(Instant::now()) > 0 {
+                    self.stats
+                        .history
+                        .store(history.len() as u64, Ordering::Relaxed);
+                }
+                history.is_empty()
+            }
+            Log::Durable(durable) => {
+                let (expired, idle) = durable.tick(Instant::now());
+                if expired > 0 {
+                    self.stats
+                        .history
+                        .store(durable.history.len() as u64, Ordering::Relaxed);
+                }
+                idle
+            }
+            Log::Shared(shared) => {
+                if shared.behind && !self.subscribers.is_empty() {
+                    self.catch_up(ctx);
+                }
+                true
+            }
+        };
+        if self.subscribers.is_empty() && history_empty {
             self.registry.do_send(ChannelIdle {
                 channel: self.name.clone(),
                 received: self.received,
@@ -205,11 +310,21 @@ impl Actor for ChannelActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // The registry uses `do_send`, which queues past the mailbox capacity:
         // every sender behind it awaits its reply, which bounds the queue.
-        ctx.run_interval(self.tick, |actor, _| actor.on_tick());
+        ctx.run_interval(self.tick, |actor, ctx| actor.on_tick(ctx));
+        if let Log::Durable(durable) = &mut self.log {
+            // Before any message: the channel comes back as it was stored.
+            durable.load(&self.name);
+            let head = durable.head();
+            self.stats.epoch.store(head.epoch.raw(), Ordering::Relaxed);
+            self.stats.last_seq.store(head.seq, Ordering::Relaxed);
+            self.stats
+                .history
+                .store(durable.history.len() as u64, Ordering::Relaxed);
+        }
         info!(
             "channel created channel={} epoch_id={}",
             self.name,
-            self.history.head()
+            self.head()
         );
     }
 
@@ -219,7 +334,7 @@ impl Actor for ChannelActor {
         info!(
             "channel stopped channel={} published={}",
             self.name,
-            self.history.head().seq
+            self.head().seq
         );
     }
 }
@@ -249,19 +364,49 @@ pub struct Published {
 impl Handler<Publish> for ChannelActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         self.note_received();
+        if let Log::Durable(durable) = &mut self.log {
+            if let Some((seq, answer)) = durable.append(&self.name, msg) {
+                // The fan-out waits for the disk; other messages do not.
+                ctx.spawn(answer.into_actor(self).map(move |outcome, actor, _| {
+                    actor.on_durable(seq, outcome.unwrap_or(Err(StoreError::Gone)));
+                }));
+            }
+            return;
+        }
+        let Log::Local(history) = &mut self.log else {
+            // In cluster mode the registry publishes to Redis itself.
+            if let Some(reply) = msg.reply {
+                let _ = reply.send(Err(BrokerError::Unavailable));
+            }
+            return;
+        };
         let event = Event::new(
             self.name.clone(),
-            self.history.next_id(),
+            history.next_id(),
             msg.event_type,
             &msg.data,
         );
+        history.push(Arc::clone(&event));
+        let retained = history.len() as u64;
+        self.fan_out_published(event, retained, msg.reply, msg.received_at);
+    }
+}
+
+impl ChannelActor {
+    /// Fans out an event that is in the history (`retained` events long),
+    /// counts it and answers its publisher.
+    fn fan_out_published(
+        &mut self,
+        event: Arc<Event>,
+        retained: u64,
+        reply: Option<Reply<Published>>,
+        received_at: Instant,
+    ) {
         let id = event.id;
-        self.history.push(Arc::clone(&event));
-        let delivered = self.fan_out(&Delivery::Event(event));
-        self.metrics
-            .record_publish_latency(msg.received_at.elapsed());
+        let delivered = self.fan_out(&Delivery::Event(event), Some(id.seq));
+        self.metrics.record_publish_latency(received_at.elapsed());
         self.metrics.published.increment(1);
         self.metrics.delivered.increment(delivered);
         if let Some(series) = &self.series {
@@ -270,14 +415,32 @@ impl Handler<Publish> for ChannelActor {
         }
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         self.stats.last_seq.store(id.seq, Ordering::Relaxed);
-        self.stats
-            .history
-            .store(self.history.len() as u64, Ordering::Relaxed);
-        if let Some(reply) = msg.reply {
+        self.stats.history.store(retained, Ordering::Relaxed);
+        if let Some(reply) = reply {
             let _ = reply.send(Ok(Published {
                 id,
                 subscribers: self.subscribers.len(),
             }));
+        }
+    }
+
+    /// Durable history: the writer answered for the event `seq`.
+    fn on_durable(&mut self, seq: u64, outcome: Result<(), StoreError>) {
+        let Log::Durable(durable) = &mut self.log else {
+            return;
+        };
+        if let Err(err) = outcome {
+            warn!(
+                "publish refused channel={} seq={seq} reason={err}",
+                self.name
+            );
+            durable.failed(seq, &err);
+            return;
+        }
+        let ready = durable.durable(seq);
+        let retained = durable.history.len() as u64;
+        for pending in ready {
+            self.fan_out_published(pending.event, retained, pending.reply, pending.received_at);
         }
     }
 }
@@ -304,30 +467,354 @@ pub struct Subscribed {
 impl Handler<Subscribe> for ChannelActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
         self.note_received();
-        // Replay and registration happen in one handler: every later event
-        // goes to the queue, every earlier one is in the replay. No gap, no
-        // duplicate.
         if let Err(err) = self.reserve_subscriber() {
             info!("subscribe refused channel={} reason={err}", self.name);
             let _ = msg.reply.send(Err(err));
             return;
         }
-        let replay = msg.from.map(|from| self.history.since(&from));
+        let shared = match &self.log {
+            Log::Local(history) => {
+                // Replay and registration happen in one handler: every later
+                // event goes to the queue, every earlier one is in the
+                // replay. No gap, no duplicate.
+                let replay = msg.from.as_ref().map(|from| history.since(from));
+                let head = history.head();
+                self.register(msg, replay, head);
+                return;
+            }
+            Log::Durable(durable) => {
+                // As in memory: pending events are not in the history and
+                // reach this subscriber when they are on disk.
+                if let Some(err) = durable.unavailable() {
+                    let _ = msg.reply.send(Err(err));
+                    // Gives back the place reserved for this subscriber.
+                    self.update_subscriber_count();
+                    return;
+                }
+                let replay = msg.from.as_ref().map(|from| durable.history.since(from));
+                let head = durable.head();
+                self.register(msg, replay, head);
+                return;
+            }
+            Log::Shared(shared) => shared,
+        };
+        if let (None, Some(position)) = (&msg.from, shared.position) {
+            // A live start needs nothing from the log.
+            self.register(msg, None, position);
+            return;
+        }
+        let from = match &msg.from {
+            None => FetchFrom::Head,
+            Some(ResumeFrom::Id(id)) => FetchFrom::After(*id),
+            Some(ResumeFrom::Unknown(_)) => FetchFrom::All,
+        };
+        let cluster = shared.cluster.clone();
+        let channel = self.name.clone();
+        // `wait`: no bus event is handled until the replay is read, so the
+        // new subscriber's position and the channel's stay consistent.
+        ctx.wait(
+            async move { cluster.fetch(&channel, from).await }
+                .into_actor(self)
+                .map(move |fetched, actor, ctx| actor.subscribe_from_log(msg, fetched, ctx)),
+        );
+    }
+}
+
+impl ChannelActor {
+    /// Adds a subscriber that has everything up to `head`, once its
+    /// stream handler still wants it.
+    fn register(&mut self, msg: Subscribe, replay: Option<Replay>, head: EventId) {
         if let Some(replay) = &replay {
             self.metrics.replayed.increment(replay.events.len() as u64);
         }
-        let head = self.history.head();
         if msg.reply.send(Ok(Subscribed { replay, head })).is_ok() {
             debug!(
                 "subscribed channel={} subscriber={}",
                 self.name, msg.subscriber.id
             );
-            self.subscribers.push(msg.subscriber);
+            self.subscribers.push(Member {
+                subscriber: msg.subscriber,
+                after: head.seq,
+            });
         }
         // Settles the reservation whether or not the caller was still there.
         self.update_subscriber_count();
+    }
+
+    /// Cluster mode: the log was read for a new subscriber.
+    fn subscribe_from_log(
+        &mut self,
+        msg: Subscribe,
+        fetched: Result<Fetched, ClusterError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let fetched = match fetched {
+            Ok(fetched) => fetched,
+            Err(err) => {
+                warn!("subscribe refused channel={} reason={err}", self.name);
+                let _ = msg
+                    .reply
+                    .send(Err(BrokerError::StoreUnavailable(err.to_string())));
+                // Gives back the place reserved for this subscriber.
+                self.update_subscriber_count();
+                return;
+            }
+        };
+        let head = EventId {
+            epoch: fetched.epoch,
+            seq: fetched.head,
+        };
+        if let Log::Shared(shared) = &mut self.log {
+            match shared.position {
+                None => {
+                    shared.position = Some(head);
+                    self.stats.epoch.store(head.epoch.raw(), Ordering::Relaxed);
+                }
+                Some(position) if position.epoch != fetched.epoch => {
+                    self.change_epoch(fetched.epoch);
+                    // The others need the new life's events from its start.
+                    self.catch_up(ctx);
+                }
+                Some(_) => {}
+            }
+        }
+        let replay = msg.from.as_ref().map(|from| {
+            let events = fetched
+                .entries
+                .iter()
+                .map(|entry| self.event(fetched.epoch, entry))
+                .collect();
+            replay_from_log(fetched.epoch, fetched.head, events, from)
+        });
+        self.register(msg, replay, head);
+    }
+
+    /// An event of the shared log, encoded once for every subscriber here.
+    fn event(&self, epoch: Epoch, entry: &LogEntry) -> Arc<Event> {
+        Event::new(
+            self.name.clone(),
+            EventId {
+                epoch,
+                seq: entry.seq,
+            },
+            entry.event_type.clone(),
+            &entry.data,
+        )
+    }
+
+    /// Delivers one event of the shared log and moves the position.
+    fn deliver(&mut self, epoch: Epoch, entry: &LogEntry) {
+        let event = self.event(epoch, entry);
+        let delivered = self.fan_out(&Delivery::Event(event), Some(entry.seq));
+        // `published` counts on the node that took the publish (registry).
+        self.metrics.delivered.increment(delivered);
+        if let Some(series) = &self.series {
+            series.delivered.increment(delivered);
+        }
+        if let Log::Shared(shared) = &mut self.log {
+            shared.position = Some(EventId {
+                epoch,
+                seq: entry.seq,
+            });
+        }
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_seq.store(entry.seq, Ordering::Relaxed);
+    }
+
+    /// Tells every subscriber that events are missing, and from where the
+    /// channel goes on (the notice's id, so a reconnect resumes there).
+    fn notify_gap(&mut self, reason: GapReason, last: EventId, resume_from: EventId) {
+        warn!(
+            "gap channel={} reason={} last={last} resume_from={resume_from}",
+            self.name,
+            reason.as_str()
+        );
+        let data = serde_json::json!({
+            "channel": self.name.as_str(),
+            "lastEventId": last.to_string(),
+            "reason": reason.as_str(),
+            "resumeFrom": resume_from.to_string(),
+        });
+        let notice = Event::new(
+            self.name.clone(),
+            resume_from,
+            Some(EventType::notice("broker.gap")),
+            &data.to_string(),
+        );
+        self.fan_out(&Delivery::Event(notice), None);
+    }
+
+    /// The shared log started a new life (Redis restarted empty, or the
+    /// channel's keys expired): say so, and start over at its seq 0.
+    fn change_epoch(&mut self, epoch: Epoch) {
+        let Log::Shared(shared) = &mut self.log else {
+            return;
+        };
+        let last = shared.position.unwrap_or(EventId {
+            epoch: Epoch::from_raw(0),
+            seq: 0,
+        });
+        let start = EventId { epoch, seq: 0 };
+        shared.position = Some(start);
+        self.stats.epoch.store(epoch.raw(), Ordering::Relaxed);
+        for member in &mut self.subscribers {
+            member.after = 0;
+        }
+        self.notify_gap(GapReason::UnknownEpoch, last, start);
+    }
+
+    /// Reads everything after the channel's position from the log and
+    /// delivers it; nothing else is handled meanwhile. A failed read leaves
+    /// the channel `behind`: the next tick tries again.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let Log::Shared(shared) = &mut self.log else {
+            return;
+        };
+        let Some(position) = shared.position else {
+            return;
+        };
+        shared.behind = false;
+        let cluster = shared.cluster.clone();
+        let channel = self.name.clone();
+        ctx.wait(
+            async move { cluster.fetch(&channel, FetchFrom::After(position)).await }
+                .into_actor(self)
+                .map(move |fetched, actor, ctx| match fetched {
+                    Ok(fetched) => actor.apply_catch_up(fetched),
+                    Err(err) => {
+                        warn!("catch-up failed channel={} reason={err}", actor.name);
+                        let Log::Shared(shared) = &mut actor.log else {
+                            return;
+                        };
+                        shared.behind = true;
+                        // With the bus down, its return triggers the next
+                        // try; with the bus up, nothing would until the tick.
+                        if shared.cluster.bus_is_up() {
+                            ctx.run_later(CATCH_UP_RETRY, |actor, ctx| {
+                                if actor.subscribers.is_empty() {
+                                    return;
+                                }
+                                if let Log::Shared(shared) = &actor.log
+                                    && shared.behind
+                                {
+                                    actor.catch_up(ctx);
+                                }
+                            });
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn apply_catch_up(&mut self, fetched: Fetched) {
+        let Log::Shared(shared) = &self.log else {
+            return;
+        };
+        let Some(mut position) = shared.position else {
+            return;
+        };
+        if position.epoch != fetched.epoch {
+            self.change_epoch(fetched.epoch);
+            position = EventId {
+                epoch: fetched.epoch,
+                seq: 0,
+            };
+        }
+        let missing: Vec<&LogEntry> = fetched
+            .entries
+            .iter()
+            .filter(|e| e.seq > position.seq)
+            .collect();
+        let first_available = missing.first().map_or(fetched.head + 1, |e| e.seq);
+        if first_available > position.seq + 1 {
+            // Trimmed (or expired) before this node could read it.
+            let resume_from = EventId {
+                epoch: fetched.epoch,
+                seq: first_available - 1,
+            };
+            self.notify_gap(GapReason::HistoryTrimmed, position, resume_from);
+            for member in &mut self.subscribers {
+                member.after = member.after.max(resume_from.seq);
+            }
+            if let Log::Shared(shared) = &mut self.log {
+                shared.position = Some(resume_from);
+            }
+        }
+        for entry in missing {
+            self.deliver(fetched.epoch, entry);
+        }
+    }
+}
+
+/// Cluster mode: an event from the bus (see the module docs).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub channel: ChannelName,
+    pub epoch: Epoch,
+    pub entry: LogEntry,
+}
+
+impl Handler<Deliver> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        self.note_received();
+        let Log::Shared(shared) = &mut self.log else {
+            return;
+        };
+        let Some(position) = shared.position else {
+            // No subscriber yet: the first one reads the log anyway.
+            return;
+        };
+        if shared.behind {
+            // The next tick reads this event with the hole before it.
+            return;
+        }
+        let position = if position.epoch == msg.epoch {
+            position
+        } else {
+            self.change_epoch(msg.epoch);
+            EventId {
+                epoch: msg.epoch,
+                seq: 0,
+            }
+        };
+        if msg.entry.seq <= position.seq {
+            // Already delivered from the log.
+            return;
+        }
+        if msg.entry.seq == position.seq + 1 {
+            self.deliver(msg.epoch, &msg.entry);
+        } else {
+            // Bus messages were missed: read the hole, this event included.
+            self.catch_up(ctx);
+        }
+    }
+}
+
+/// Cluster mode: the bus was (re)subscribed; read what it may have missed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CatchUp {
+    pub channel: ChannelName,
+}
+
+impl Handler<CatchUp> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUp, ctx: &mut Self::Context) {
+        self.note_received();
+        if self.subscribers.is_empty() {
+            // Nobody to deliver to: the next subscriber reads the log afresh.
+            if let Log::Shared(shared) = &mut self.log {
+                shared.position = None;
+            }
+            return;
+        }
+        self.catch_up(ctx);
     }
 }
 
@@ -344,7 +831,8 @@ impl Handler<Unsubscribe> for ChannelActor {
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
         self.note_received();
-        self.subscribers.retain(|sub| sub.id != msg.subscriber_id);
+        self.subscribers
+            .retain(|member| member.subscriber.id != msg.subscriber_id);
         self.update_subscriber_count();
     }
 }
@@ -399,19 +887,25 @@ impl Handler<Inspect> for ChannelActor {
             .map(|(k, v)| (Arc::clone(k), *v))
             .collect();
         pulses.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let oldest = self
-            .history
-            .since(&ResumeFrom::Id(EventId {
-                seq: 0,
-                ..self.history.head()
-            }))
-            .events
-            .first()
-            .map(|e| e.id);
+        // In cluster mode the history is in Redis, not counted here.
+        let (history, oldest) = match &self.log {
+            Log::Local(history) | Log::Durable(DurableLog { history, .. }) => (
+                history.len(),
+                history
+                    .since(&ResumeFrom::Id(EventId {
+                        seq: 0,
+                        ..history.head()
+                    }))
+                    .events
+                    .first()
+                    .map(|e| e.id),
+            ),
+            Log::Shared(_) => (0, None),
+        };
         let _ = msg.reply.send(Ok(ChannelDetail {
-            head: self.history.head(),
+            head: self.head(),
             subscribers: self.subscribers.len(),
-            history: self.history.len(),
+            history,
             oldest,
             pulses_by_client: pulses,
         }));

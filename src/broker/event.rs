@@ -97,6 +97,13 @@ impl EventType {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// One of the broker's own notice types (`broker.gap`), which
+    /// [`Self::parse`] refuses from publishers.
+    pub(crate) fn notice(name: &'static str) -> Self {
+        debug_assert!(name.starts_with(RESERVED_EVENT_PREFIX));
+        Self(name.into())
+    }
 }
 
 /// Names one lifetime of a channel's history. New epochs are strictly
@@ -120,6 +127,18 @@ impl Epoch {
                 Err(seen) => last = seen,
             }
         }
+    }
+}
+
+impl Epoch {
+    /// An epoch chosen elsewhere: in a cluster, Redis picks a channel's
+    /// epoch (its clock in microseconds) so that every node agrees.
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    pub fn raw(self) -> u64 {
+        self.0
     }
 }
 
@@ -237,6 +256,21 @@ impl Event {
             frame,
             published_at: Instant::now(),
         })
+    }
+
+    /// An event read back from a durable store, published at `published_at`.
+    pub fn restored(
+        channel: ChannelName,
+        id: EventId,
+        event_type: Option<EventType>,
+        data: &str,
+        published_at: Instant,
+    ) -> Arc<Self> {
+        let mut event = Self::new(channel, id, event_type, data);
+        if let Some(fresh) = Arc::get_mut(&mut event) {
+            fresh.published_at = published_at;
+        }
+        event
     }
 }
 

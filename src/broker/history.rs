@@ -68,6 +68,26 @@ impl History {
         }
     }
 
+    /// A history as a durable store kept it: `events` are the newest
+    /// retained ones, contiguous and ending at `head` (or empty).
+    pub fn restore(
+        epoch: Epoch,
+        head: u64,
+        events: Vec<Arc<Event>>,
+        max_events: usize,
+        max_age: Duration,
+    ) -> Self {
+        let mut history = Self::new(epoch, max_events, max_age);
+        history.head = head;
+        let surplus = events.len().saturating_sub(max_events);
+        history.events = events.into_iter().skip(surplus).collect();
+        history.floor = history
+            .events
+            .front()
+            .map_or(head, |e| e.id.seq.saturating_sub(1));
+        history
+    }
+
     /// The id the next event gets.
     pub fn next_id(&self) -> EventId {
         EventId {
@@ -157,6 +177,43 @@ impl History {
             gap: None,
             from: id,
         }
+    }
+}
+
+/// The replay for a client resuming from `from`, out of what a shared log
+/// (cluster mode) returned: its epoch and head, and the retained `events`
+/// after `from` (every retained event when `from` is not of this epoch or
+/// beyond the head). Same rules as [`History::since`].
+pub fn replay_from_log(
+    epoch: Epoch,
+    head: u64,
+    events: Vec<Arc<Event>>,
+    from: &ResumeFrom,
+) -> Replay {
+    // The newest seq no longer retained: everything after it is in `events`.
+    let floor = events.first().map_or(head, |e| e.id.seq.saturating_sub(1));
+    let with_gap = |gap, events| Replay {
+        events,
+        gap: Some(gap),
+        from: EventId { epoch, seq: floor },
+    };
+    let id = match from {
+        ResumeFrom::Unknown(_) => return with_gap(GapReason::UnknownId, events),
+        ResumeFrom::Id(id) => *id,
+    };
+    if id.epoch != epoch {
+        return with_gap(GapReason::UnknownEpoch, events);
+    }
+    if id.seq > head {
+        return with_gap(GapReason::UnknownId, events);
+    }
+    if id.seq < floor {
+        return with_gap(GapReason::HistoryTrimmed, events);
+    }
+    Replay {
+        events: events.into_iter().filter(|e| e.id.seq > id.seq).collect(),
+        gap: None,
+        from: id,
     }
 }
 
@@ -252,6 +309,59 @@ mod tests {
             seq: 1,
         }));
         assert_eq!(replay.gap, Some(GapReason::HistoryTrimmed));
+    }
+
+    /// A shared log's answer is judged by the same rules as local history.
+    #[test]
+    fn replay_from_shared_log() {
+        let channel = ChannelName::parse("c").unwrap();
+        let epoch = Epoch::new();
+        let events = |seqs: std::ops::RangeInclusive<u64>| -> Vec<Arc<Event>> {
+            seqs.map(|seq| Event::new(channel.clone(), EventId { epoch, seq }, None, "x"))
+                .collect()
+        };
+        let at = |seq| ResumeFrom::Id(EventId { epoch, seq });
+        let exact = replay_from_log(epoch, 5, events(3..=5), &at(2));
+        assert_eq!((seqs(&exact), exact.gap), (vec![3, 4, 5], None));
+        let trimmed = replay_from_log(epoch, 5, events(4..=5), &at(1));
+        assert_eq!(trimmed.gap, Some(GapReason::HistoryTrimmed));
+        assert_eq!(trimmed.from.seq, 3);
+        let other = replay_from_log(
+            epoch,
+            5,
+            events(1..=5),
+            &ResumeFrom::Id(EventId {
+                epoch: Epoch::new(),
+                seq: 5,
+            }),
+        );
+        assert_eq!(other.gap, Some(GapReason::UnknownEpoch));
+        let future = replay_from_log(epoch, 5, events(1..=5), &at(9));
+        assert_eq!(future.gap, Some(GapReason::UnknownId));
+        let expired = replay_from_log(epoch, 5, Vec::new(), &at(2));
+        assert_eq!(
+            (expired.gap, expired.from.seq),
+            (Some(GapReason::HistoryTrimmed), 5)
+        );
+        let current = replay_from_log(epoch, 5, Vec::new(), &at(5));
+        assert!(current.gap.is_none() && current.events.is_empty());
+    }
+
+    /// A restored history goes on from its head and knows its floor.
+    #[test]
+    fn restore_continues_from_head() {
+        let channel = ChannelName::parse("c").unwrap();
+        let epoch = Epoch::new();
+        let events = (4..=6)
+            .map(|seq| Event::new(channel.clone(), EventId { epoch, seq }, None, "x"))
+            .collect();
+        let h = History::restore(epoch, 6, events, 2, Duration::from_secs(60));
+        assert_eq!(h.next_id(), EventId { epoch, seq: 7 });
+        assert_eq!(h.len(), 2);
+        let replay = h.since(&ResumeFrom::Id(EventId { epoch, seq: 4 }));
+        assert_eq!((seqs(&replay), replay.gap), (vec![5, 6], None));
+        let trimmed = h.since(&ResumeFrom::Id(EventId { epoch, seq: 3 }));
+        assert_eq!(trimmed.gap, Some(GapReason::HistoryTrimmed));
     }
 
     /// With history off every resume past the head is a gap, but ids still count up.

@@ -40,6 +40,9 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("the broker did not answer")]
     Unavailable,
+    /// Cluster mode: Redis, which stores and orders the events, failed.
+    #[error("the cluster store is unavailable: {0}")]
+    StoreUnavailable(String),
 }
 
 /// The answer to a caller awaiting a broker message.
@@ -103,6 +106,9 @@ pub struct ChannelStats {
     pub history: AtomicU64,
     pub pulses: AtomicU64,
     pub evicted: AtomicU64,
+    /// The raw epoch of the channel's current life when it changed since
+    /// the channel started (cluster mode); 0 otherwise.
+    pub epoch: AtomicU64,
     /// Registry messages the channel actor has handled; the registry's
     /// forwarded count minus this is the actor's mailbox depth (metrics).
     pub received: AtomicU64,

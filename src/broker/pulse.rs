@@ -130,7 +130,8 @@ impl PulseBook {
     }
 }
 
-fn rfc3339(time: SystemTime) -> String {
+/// A wall-clock time as `GET /pulses` shows it.
+pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 

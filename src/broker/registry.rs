@@ -7,6 +7,10 @@
 //! the registry counts what it forwarded to each channel, the channel reports
 //! how many it received when it finds itself idle, and only when the two
 //! counts agree (nothing in flight) is the channel forgotten and retired.
+//!
+//! In cluster mode the registry publishes to Redis itself (the event comes
+//! back to every node's channel actors through the bus), and routes bus
+//! events ([`Deliver`]) to the channel actors this node has.
 
 use std::{
     collections::HashMap,
@@ -25,13 +29,13 @@ use serde::Serialize;
 use super::{
     BrokerError, ChannelStats,
     channel::{
-        ChannelActor, ChannelConfig, CloseSubscribers, CountPulse, Inspect, Publish, Retire,
-        Subscribe, Unsubscribe,
+        CatchUp, ChannelActor, ChannelConfig, CloseSubscribers, CountPulse, Deliver, Inspect,
+        Publish, Published, Retire, Subscribe, Unsubscribe,
     },
-    event::{ChannelName, EventId, EventType},
+    event::{ChannelName, Epoch, EventId, EventType},
     pulse::{PulseBook, PulseRecord},
 };
-use crate::{config::Settings, metrics::Metrics};
+use crate::{cluster::Cluster, config::Settings, metrics::Metrics};
 
 struct ChannelEntry {
     addr: Addr<ChannelActor>,
@@ -72,6 +76,8 @@ impl RegistryActor {
                 max_subscribers: settings.limits.max_subscribers_per_channel,
                 max_total_subscribers: settings.limits.max_subscribers,
                 total_subscribers: Arc::new(AtomicU64::new(0)),
+                cluster: None,
+                store: None,
             },
             max_channels: settings.broker.max_channels,
             pulses: PulseBook::new(settings.pulses.clone()),
@@ -97,6 +103,18 @@ impl RegistryActor {
     /// Runs channel actors on these arbiters instead of the registry's own.
     pub fn with_arbiters(mut self, arbiters: Vec<ArbiterHandle>) -> Self {
         self.arbiters = arbiters;
+        self
+    }
+
+    /// Cluster mode: events are published to and read from Redis.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.channel_config.cluster = Some(cluster);
+        self
+    }
+
+    /// Durable history: channels keep their log in this store too.
+    pub fn with_store(mut self, store: crate::store::Store) -> Self {
+        self.channel_config.store = Some(store);
         self
     }
 
@@ -148,13 +166,17 @@ impl RegistryActor {
 
     fn summary(name: &ChannelName, entry: &ChannelEntry) -> ChannelSummary {
         let last_seq = entry.stats.last_seq.load(Ordering::Relaxed);
+        let epoch = match entry.stats.epoch.load(Ordering::Relaxed) {
+            0 => entry.head_at_start.epoch,
+            raw => Epoch::from_raw(raw),
+        };
         ChannelSummary {
             name: name.to_string(),
             subscribers: entry.stats.subscribers.load(Ordering::Relaxed),
             published: entry.stats.published.load(Ordering::Relaxed),
             last_event_id: EventId {
                 seq: last_seq,
-                ..entry.head_at_start
+                epoch,
             }
             .to_string(),
             history: entry.stats.history.load(Ordering::Relaxed),
@@ -204,6 +226,36 @@ impl RegistryActor {
                 let _ = reply.send(Err(BrokerError::ShuttingDown));
             }
             return false;
+        }
+        if let Some(cluster) = &self.channel_config.cluster {
+            // Redis assigns the id and carries the event to every node; the
+            // answer waits until it is stored (503 otherwise, never 202).
+            let cluster = cluster.clone();
+            let metrics = Arc::clone(&self.metrics);
+            let subscribers = self
+                .channels
+                .get(&msg.channel)
+                .map_or(0, |e| e.stats.subscribers.load(Ordering::Relaxed) as usize);
+            actix::spawn(async move {
+                let stored = cluster
+                    .publish(&msg.channel, msg.event_type.as_ref(), &msg.data)
+                    .await;
+                let answer = match stored {
+                    Ok(id) => {
+                        metrics.record_publish_latency(msg.received_at.elapsed());
+                        metrics.published.increment(1);
+                        Ok(Published { id, subscribers })
+                    }
+                    Err(err) => {
+                        warn!("publish refused channel={} reason={err}", msg.channel);
+                        Err(BrokerError::StoreUnavailable(err.to_string()))
+                    }
+                };
+                if let Some(reply) = msg.reply {
+                    let _ = reply.send(answer);
+                }
+            });
+            return true;
         }
         match self.route(&msg.channel, true, ctx) {
             Ok(Some(channel)) => {
@@ -289,6 +341,35 @@ impl Handler<Inspect> for RegistryActor {
     }
 }
 
+impl Handler<Deliver> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        // Only channels with an actor here have subscribers here.
+        if let Ok(Some(channel)) = self.route(&msg.channel, false, ctx) {
+            channel.do_send(msg);
+        }
+    }
+}
+
+/// From the bus: it (re)subscribed, so every channel reads what it missed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BusResumed;
+
+impl Handler<BusResumed> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: BusResumed, _: &mut Self::Context) {
+        for (name, entry) in &mut self.channels {
+            entry.forwarded += 1;
+            entry.addr.do_send(CatchUp {
+                channel: name.clone(),
+            });
+        }
+    }
+}
+
 /// A client's liveness report, optionally for one channel.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -317,7 +398,7 @@ impl Handler<Pulse> for RegistryActor {
 }
 
 /// One channel in `GET /channels`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelSummary {
     pub name: String,

@@ -16,12 +16,42 @@ use crate::{
 
 /// `GET /channels`
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let channels = state
+    let mut channels = state
         .registry
         .send(ListChannels { name: None })
         .await
         .map_err(|_| unavailable())?;
+    add_other_nodes(&state, &mut channels, true).await?;
     Ok(HttpResponse::Ok().json(channels))
+}
+
+/// Cluster mode: adds the other nodes' subscribers (and, for the full
+/// listing, channels that only other nodes hold) to this node's channels.
+async fn add_other_nodes(
+    state: &AppState,
+    channels: &mut Vec<ChannelSummary>,
+    add_missing: bool,
+) -> Result<(), ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(());
+    };
+    let mut remote = cluster.remote_subscriber_counts().await?;
+    for channel in channels.iter_mut() {
+        channel.subscribers += remote.remove(&channel.name).unwrap_or(0);
+    }
+    if add_missing {
+        channels.extend(
+            remote
+                .into_iter()
+                .map(|(name, subscribers)| ChannelSummary {
+                    name,
+                    subscribers,
+                    ..ChannelSummary::default()
+                }),
+        );
+        channels.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -46,13 +76,15 @@ pub async fn detail(
         reply,
     });
     let detail = await_reply(answer).await?;
-    let summary = state
+    let mut summaries = state
         .registry
         .send(ListChannels {
             name: Some(channel.clone()),
         })
         .await
-        .map_err(|_| unavailable())?
+        .map_err(|_| unavailable())?;
+    add_other_nodes(&state, &mut summaries, false).await?;
+    let summary = summaries
         .pop()
         .ok_or_else(|| ApiError::NotFound(format!("no channel named {:?}", channel.as_str())))?;
     Ok(HttpResponse::Ok().json(ChannelDetailBody {

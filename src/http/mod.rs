@@ -23,6 +23,7 @@ use crate::{
     broker::{
         ChannelName, EventType, RegistryActor, await_reply, channel::Publish, channel::Published,
     },
+    cluster::Cluster,
     config::Settings,
     error::ApiError,
     metrics::Metrics,
@@ -37,6 +38,8 @@ pub struct AppState {
     pub readiness: Readiness,
     pub auth: Auth,
     pub limits: guard::Limits,
+    /// Set in cluster mode; `is_connected()` is the node's readiness.
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {

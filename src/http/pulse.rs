@@ -63,6 +63,9 @@ pub async fn pulse(
         .map(|c| ChannelName::parse(&c))
         .transpose()
         .map_err(ApiError::InvalidChannel)?;
+    if let Some(cluster) = &state.cluster {
+        cluster.record_pulse(&client_id).await?;
+    }
     let client: Arc<str> = client_id.as_str().into();
     state.registry.do_send(Pulse {
         client_id: client,
@@ -73,6 +76,10 @@ pub async fn pulse(
 
 /// `GET /pulses`: every remembered client, most recently seen first.
 pub async fn pulses(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(cluster) = &state.cluster {
+        let records = cluster.pulse_records().await?;
+        return Ok(HttpResponse::Ok().json(records));
+    }
     let records = state
         .registry
         .send(ListPulses)

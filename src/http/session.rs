@@ -71,11 +71,19 @@ pub async fn kill_all(
     publisher: Publisher,
 ) -> Result<HttpResponse, ApiError> {
     publisher.check(&kill_channel())?;
-    let clients = state
-        .registry
-        .send(KnownClients)
-        .await
-        .map_err(|_| unavailable())?;
+    let clients: Vec<std::sync::Arc<str>> = match &state.cluster {
+        Some(cluster) => cluster
+            .pulse_clients()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        None => state
+            .registry
+            .send(KnownClients)
+            .await
+            .map_err(|_| unavailable())?,
+    };
     let mut events = Vec::with_capacity(clients.len());
     for client in &clients {
         events.push(kill(&state, client).await?);

@@ -3,7 +3,9 @@
 
 mod auth;
 mod channels;
+mod cluster;
 mod drain;
+mod durable;
 mod errors;
 mod helpers;
 mod limits;
@@ -13,6 +15,7 @@ mod openapi;
 mod operations;
 mod proxy;
 mod pulses;
+mod redis_support;
 mod resume;
 mod shutdown;
 mod slow_consumer;

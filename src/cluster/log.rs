@@ -1,0 +1,299 @@
+//! The shared event log in Redis: per channel an epoch, a seq counter and a
+//! Redis Stream of the retained events. Two Lua scripts, each atomic:
+//!
+//! - **publish** assigns the next id (`INCR`), appends the event to the
+//!   stream (trimmed to `history.max_events` and by age), and `PUBLISH`es it
+//!   on the bus, in that order and all or nothing. The publisher's 202 waits
+//!   for the script; an event that was acknowledged is therefore in the
+//!   stream, and every node sees it on the bus in seq order.
+//! - **fetch** reads the channel's epoch, head seq and retained events after
+//!   a position: the replay for a resuming client, or the hole a channel
+//!   actor found in what the bus brought.
+//!
+//! Epochs: the first script that touches a channel with no epoch sets one
+//! from Redis' clock (`TIME`, in microseconds) and starts its seq and stream
+//! afresh. A Redis restarted empty, or a channel whose keys expired after
+//! `history.max_age` of silence, thus gets a new epoch, and ids of the old
+//! one are answered with an `unknown-epoch` gap, exactly like the
+//! standalone broker after a restart. Stream entry ids are `<seq>-0`, so a
+//! position is found without a lookup.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{Cluster, ClusterError};
+use crate::broker::{ChannelName, EventId, EventType, event::Epoch};
+
+/// KEYS: epoch, seq, stream. ARGV: channel, event type ('' for none), data,
+/// max events, max age ms, bus channel. Returns {epoch, seq}.
+const PUBLISH: &str = r#"
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = time[1] .. string.format('%06d', tonumber(time[2]))
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local seq = redis.call('INCR', KEYS[2])
+local max_events = tonumber(ARGV[4])
+local max_age = tonumber(ARGV[5])
+if max_events > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_events, seq .. '-0',
+    't', now_ms, 'e', ARGV[2], 'd', ARGV[3])
+  -- Age retention: the oldest entry decides whether a bounded trim is due.
+  local cutoff = now_ms - max_age
+  local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+  if #oldest > 0 and tonumber(oldest[1][2][2]) < cutoff then
+    local batch = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 256)
+    local keep = nil
+    for _, entry in ipairs(batch) do
+      if tonumber(entry[2][2]) >= cutoff then keep = entry[1] break end
+    end
+    if keep then redis.call('XTRIM', KEYS[3], 'MINID', keep) end
+  end
+end
+-- Keys of a channel silent for longer than its history age go away.
+local ttl = math.max(max_age, 1000)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('PUBLISH', ARGV[6], ARGV[1] .. '\n' .. epoch .. '\n' .. seq .. '\n' .. now_ms
+  .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
+return {epoch, seq}
+"#;
+
+/// KEYS: epoch, seq, stream. ARGV: mode ('head', 'all' or 'after'), epoch
+/// and seq of the position, max age ms. Returns {epoch, head, then seq, time
+/// ms, type, data per retained event after the position}. With 'after' and a
+/// position of another epoch or beyond the head, every retained event.
+const FETCH: &str = r#"
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local max_age = tonumber(ARGV[4])
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = time[1] .. string.format('%06d', tonumber(time[2]))
+  redis.call('SET', KEYS[1], epoch, 'PX', math.max(max_age, 1000))
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local head = redis.call('GET', KEYS[2]) or '0'
+local out = {epoch, head}
+if ARGV[1] == 'head' then return out end
+local start = '-'
+if ARGV[1] == 'after' and ARGV[2] == epoch and tonumber(ARGV[3]) <= tonumber(head) then
+  start = '(' .. ARGV[3] .. '-0'
+end
+local cutoff = now_ms - max_age
+local fresh = false
+for _, entry in ipairs(redis.call('XRANGE', KEYS[3], start, '+')) do
+  local f = entry[2]
+  if fresh or tonumber(f[2]) >= cutoff then
+    fresh = true
+    local seq = string.sub(entry[1], 1, string.find(entry[1], '-', 1, true) - 1)
+    table.insert(out, seq)
+    table.insert(out, f[2])
+    table.insert(out, f[4])
+    table.insert(out, f[6])
+  end
+end
+return out
+"#;
+
+/// One event as the log keeps it.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub seq: u64,
+    /// When Redis accepted it, in ms since the Unix epoch.
+    pub published_ms: u64,
+    pub event_type: Option<EventType>,
+    pub data: String,
+}
+
+/// A channel's state in the log, and the events after the asked position.
+#[derive(Debug)]
+pub struct Fetched {
+    pub epoch: Epoch,
+    /// The seq of the newest event ever published in this epoch.
+    pub head: u64,
+    /// Retained events in seq order.
+    pub entries: Vec<LogEntry>,
+}
+
+/// What to read from the log.
+#[derive(Debug, Clone, Copy)]
+pub enum FetchFrom {
+    /// Only the epoch and the head.
+    Head,
+    /// Every retained event.
+    All,
+    /// The retained events after this position (all of them when it is of
+    /// another epoch or beyond the head).
+    After(EventId),
+}
+
+/// The compiled scripts (loaded once, then run with EVALSHA).
+pub struct Scripts {
+    publish: Script,
+    fetch: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            publish: Script::new(PUBLISH),
+            fetch: Script::new(FETCH),
+        }
+    }
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(Scripts::default)
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().min(u64::MAX as u128) as u64
+}
+
+impl Cluster {
+    /// Stores and broadcasts one event; its id once Redis has it.
+    pub async fn publish(
+        &self,
+        channel: &ChannelName,
+        event_type: Option<&EventType>,
+        data: &str,
+    ) -> Result<EventId, ClusterError> {
+        let keys = self.keys();
+        let history = &self.inner.history;
+        let mut invocation = scripts().publish.prepare_invoke();
+        invocation
+            .key(keys.epoch(channel))
+            .key(keys.seq(channel))
+            .key(keys.stream(channel))
+            .arg(channel.as_str())
+            .arg(event_type.map_or("", EventType::as_str))
+            .arg(data)
+            .arg(history.max_events)
+            .arg(millis(history.max_age))
+            .arg(keys.bus());
+        let mut conn = self.conn();
+        let (epoch, seq): (String, u64) = self.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(EventId {
+            epoch: parse_epoch(&epoch)?,
+            seq,
+        })
+    }
+
+    /// Reads the channel's epoch, head and retained events (see [`FetchFrom`]).
+    pub async fn fetch(
+        &self,
+        channel: &ChannelName,
+        from: FetchFrom,
+    ) -> Result<Fetched, ClusterError> {
+        let keys = self.keys();
+        let (mode, epoch, seq) = match from {
+            FetchFrom::Head => ("head", String::new(), 0),
+            FetchFrom::All => ("all", String::new(), 0),
+            FetchFrom::After(id) => ("after", id.epoch.raw().to_string(), id.seq),
+        };
+        let mut invocation = scripts().fetch.prepare_invoke();
+        invocation
+            .key(keys.epoch(channel))
+            .key(keys.seq(channel))
+            .key(keys.stream(channel))
+            .arg(mode)
+            .arg(epoch)
+            .arg(seq)
+            .arg(millis(self.inner.history.max_age));
+        let mut conn = self.conn();
+        let fields: Vec<String> = self.run(invocation.invoke_async(&mut conn)).await?;
+        parse_fetched(fields)
+    }
+}
+
+fn parse_epoch(text: &str) -> Result<Epoch, ClusterError> {
+    text.parse()
+        .map(Epoch::from_raw)
+        .map_err(|_| ClusterError::Protocol(format!("epoch {text:?} is not a number")))
+}
+
+fn parse_u64(text: &str, what: &str) -> Result<u64, ClusterError> {
+    text.parse()
+        .map_err(|_| ClusterError::Protocol(format!("{what} {text:?} is not a number")))
+}
+
+/// Event types come from the log, where only valid ones were written.
+pub(crate) fn parse_event_type(text: &str) -> Option<EventType> {
+    (!text.is_empty())
+        .then(|| EventType::parse(text).ok())
+        .flatten()
+}
+
+fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
+    if fields.len() < 2 || !(fields.len() - 2).is_multiple_of(4) {
+        return Err(ClusterError::Protocol(format!(
+            "fetch returned {} fields",
+            fields.len()
+        )));
+    }
+    let mut fields = fields.into_iter();
+    let mut next = || fields.next().unwrap_or_default();
+    let epoch = parse_epoch(&next())?;
+    let head = parse_u64(&next(), "head")?;
+    let mut entries = Vec::new();
+    loop {
+        let seq = next();
+        if seq.is_empty() {
+            break;
+        }
+        entries.push(LogEntry {
+            seq: parse_u64(&seq, "seq")?,
+            published_ms: parse_u64(&next(), "time")?,
+            event_type: parse_event_type(&next()),
+            data: next(),
+        });
+    }
+    Ok(Fetched {
+        epoch,
+        head,
+        entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fetch answer's flat list becomes entries in order.
+    #[test]
+    fn parses_fetch_answer() {
+        let fields: Vec<String> = [
+            "1700000000000001",
+            "7",
+            "6",
+            "10",
+            "",
+            "a\nb",
+            "7",
+            "11",
+            "t",
+            "x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let fetched = parse_fetched(fields).unwrap();
+        assert_eq!(fetched.epoch.raw(), 1_700_000_000_000_001);
+        assert_eq!(fetched.head, 7);
+        assert_eq!(fetched.entries.len(), 2);
+        assert_eq!(fetched.entries[0].data, "a\nb");
+        assert!(fetched.entries[0].event_type.is_none());
+        assert_eq!(
+            fetched.entries[1].event_type.as_ref().unwrap().as_str(),
+            "t"
+        );
+        assert!(parse_fetched(vec!["1".into()]).is_err());
+    }
+}

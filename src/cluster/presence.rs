@@ -1,0 +1,209 @@
+//! The cluster-wide directory in Redis: how many subscribers each node has
+//! per channel (summed by `GET /channels`), and the pulse book (`POST /pulse`,
+//! `GET /pulses`, `DELETE /killall`).
+//!
+//! Subscriber counts: every `presence_interval` a node replaces its hash
+//! `node:<id>:subscribers` (channel → count) and its entry in the `nodes`
+//! sorted set, both valid for three intervals. A node that dies simply stops
+//! counting after that. Counts of other nodes are therefore up to one
+//! interval old; the asking node's own counts are always current. The same
+//! refresh extends the expiry of the log keys of every channel that has
+//! subscribers here, so a quiet channel that is still listened to keeps its
+//! epoch (its clients' ids stay valid) however long it goes without events.
+//!
+//! Pulses: per client a list of pulse times (newest first, at most
+//! `pulses.keep_timestamps`) and a counter, both expiring after
+//! `pulses.retention`, and one sorted set of clients by last pulse, capped at
+//! `pulses.max_clients`. "Alive" compares the last pulse with this node's
+//! clock, so node clocks should be synchronised (NTP).
+
+use std::{collections::HashMap, time::Duration};
+
+use actix::Addr;
+use redis::Script;
+
+use super::{Cluster, ClusterError, now_ms};
+use crate::broker::{
+    ChannelName, RegistryActor,
+    pulse::{PulseRecord, rfc3339},
+    registry::ListChannels,
+};
+
+/// KEYS: clients set, times list, count. ARGV: client, now ms, keep,
+/// retention ms, max clients.
+const RECORD_PULSE: &str = r#"
+local now = tonumber(ARGV[2])
+local retention = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - retention))
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
+if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1) end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+redis.call('PEXPIRE', KEYS[2], retention)
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], retention)
+return 1
+"#;
+
+fn record_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(RECORD_PULSE))
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// Refreshes this node's subscriber counts every interval, until aborted.
+pub async fn run(cluster: Cluster, registry: Addr<RegistryActor>) {
+    let mut tick = tokio::time::interval(cluster.inner.presence_interval);
+    loop {
+        tick.tick().await;
+        let Ok(channels) = registry.send(ListChannels { name: None }).await else {
+            return;
+        };
+        let counts: Vec<(String, u64)> = channels
+            .into_iter()
+            .filter(|c| c.subscribers > 0)
+            .map(|c| (c.name, c.subscribers))
+            .collect();
+        if let Err(err) = cluster.write_subscriber_counts(&counts).await {
+            log::debug!("subscriber counts not written error={err}");
+        }
+    }
+}
+
+impl Cluster {
+    async fn write_subscriber_counts(&self, counts: &[(String, u64)]) -> Result<(), ClusterError> {
+        let keys = self.keys();
+        let hash = keys.node_subscribers(self.node_id());
+        let valid_for = millis(self.inner.presence_interval * 3).max(1000);
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&hash).ignore();
+        if !counts.is_empty() {
+            pipe.hset_multiple(&hash, counts).ignore();
+            pipe.pexpire(&hash, valid_for as i64).ignore();
+        }
+        let log_ttl = millis(self.inner.history.max_age).max(1000) as i64;
+        for channel in counts
+            .iter()
+            .filter_map(|(name, _)| ChannelName::parse(name).ok())
+        {
+            pipe.pexpire(keys.epoch(&channel), log_ttl).ignore();
+            pipe.pexpire(keys.seq(&channel), log_ttl).ignore();
+            pipe.pexpire(keys.stream(&channel), log_ttl).ignore();
+        }
+        pipe.zadd(keys.nodes(), self.node_id(), now + valid_for)
+            .ignore()
+            .zrembyscore(keys.nodes(), "-inf", now as f64)
+            .ignore();
+        let mut conn = self.conn();
+        self.run(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Subscriber counts per channel on every *other* live node, summed.
+    pub async fn remote_subscriber_counts(&self) -> Result<HashMap<String, u64>, ClusterError> {
+        let keys = self.keys();
+        let mut conn = self.conn();
+        let nodes: Vec<String> = self
+            .run(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(keys.nodes())
+                    .arg(now_ms())
+                    .arg("+inf")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let others: Vec<&String> = nodes.iter().filter(|n| *n != self.node_id()).collect();
+        let mut totals = HashMap::new();
+        if others.is_empty() {
+            return Ok(totals);
+        }
+        let mut pipe = redis::pipe();
+        for node in &others {
+            pipe.hgetall(keys.node_subscribers(node));
+        }
+        let hashes: Vec<HashMap<String, u64>> = self.run(pipe.query_async(&mut conn)).await?;
+        for hash in hashes {
+            for (channel, count) in hash {
+                *totals.entry(channel).or_insert(0) += count;
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Records one pulse of `client` in the cluster-wide book.
+    pub async fn record_pulse(&self, client: &str) -> Result<(), ClusterError> {
+        let keys = self.keys();
+        let settings = &self.inner.pulses;
+        let mut invocation = record_script().prepare_invoke();
+        invocation
+            .key(keys.pulse_clients())
+            .key(keys.pulse_times(client))
+            .key(keys.pulse_count(client))
+            .arg(client)
+            .arg(now_ms())
+            .arg(settings.keep_timestamps.max(1))
+            .arg(millis(settings.retention).max(1))
+            .arg(settings.max_clients.max(1));
+        let mut conn = self.conn();
+        self.run(invocation.invoke_async::<i64>(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// Every remembered client id, most recently seen first.
+    pub async fn pulse_clients(&self) -> Result<Vec<String>, ClusterError> {
+        let settings = &self.inner.pulses;
+        let since = now_ms().saturating_sub(millis(settings.retention));
+        let mut conn = self.conn();
+        self.run(
+            redis::cmd("ZREVRANGEBYSCORE")
+                .arg(self.keys().pulse_clients())
+                .arg("+inf")
+                .arg(since)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(settings.max_clients)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// The cluster-wide pulse book as `GET /pulses` shows it.
+    pub async fn pulse_records(&self) -> Result<Vec<PulseRecord>, ClusterError> {
+        let clients = self.pulse_clients().await?;
+        if clients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys();
+        let mut pipe = redis::pipe();
+        for client in &clients {
+            pipe.lrange(keys.pulse_times(client), 0, -1)
+                .get(keys.pulse_count(client));
+        }
+        let mut conn = self.conn();
+        let answers: Vec<redis::Value> = self.run(pipe.query_async(&mut conn)).await?;
+        let stale_after = millis(self.inner.pulses.stale_after);
+        let now = now_ms();
+        let mut records = Vec::with_capacity(clients.len());
+        for (client, pair) in clients.into_iter().zip(answers.chunks(2)) {
+            let times: Vec<u64> = redis::from_redis_value_ref(&pair[0]).unwrap_or_default();
+            let count: Option<u64> = redis::from_redis_value_ref(&pair[1]).unwrap_or_default();
+            let Some(&last) = times.first() else {
+                // Its keys expired between the two reads: forgotten.
+                continue;
+            };
+            let wall = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(ms);
+            records.push(PulseRecord {
+                tab_id: client,
+                timestamps: times.iter().map(|ms| rfc3339(wall(*ms))).collect(),
+                count: count.unwrap_or(times.len() as u64),
+                last_seen: rfc3339(wall(last)),
+                alive: now.saturating_sub(last) < stale_after,
+            });
+        }
+        Ok(records)
+    }
+}

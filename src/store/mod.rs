@@ -1,0 +1,436 @@
+//! Durable history: each channel's events, id sequence and epoch in one
+//! embedded, crash-safe database file (`<data_dir>/history.redb`, a `redb`
+//! copy-on-write B-tree with checksummed, fsync'd commits).
+//!
+//! Who talks to it: `startup` opens the [`Store`] (a damaged or unreadable
+//! file stops the broker with an error naming it) and closes it after the
+//! drain; a [`ChannelActor`](crate::broker::ChannelActor) in durable mode
+//! keeps a [`DurableLog`] (see `log`), which restores the channel from the
+//! store when the actor starts and sends every publish to the writer (see
+//! `writer`); `/readyz` asks [`Store::check`].
+//!
+//! Tables:
+//! - `events`: `(channel, seq)` → `(published_at in ms since 1970, event type
+//!   or "", data)`;
+//! - `channels`: `channel` → `(epoch, head seq, published_at of the head)`;
+//! - `meta`: `"format"` → the layout version ([`FORMAT`]).
+//!
+//! Reads (a channel's restore) run on the caller's thread in their own read
+//! transaction; every write goes through the one writer thread, which groups
+//! them into commits and acknowledges each append once its commit is on disk.
+
+mod log;
+mod writer;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::future::BoxFuture;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::oneshot;
+
+pub use log::DurableLog;
+pub use writer::Append;
+
+use crate::{
+    broker::{ChannelName, Event, EventId, EventType, event::Epoch},
+    config::HistorySettings,
+    metrics::Metrics,
+    readiness::ReadinessCheck,
+};
+
+/// The database file inside `history.data_dir`.
+pub const FILE_NAME: &str = "history.redb";
+
+/// Version of the table layout; a file with another one is refused at start.
+pub const FORMAT: u64 = 1;
+
+/// The store's page cache. Live channels keep their history in memory, so
+/// the cache mostly serves restores of channels coming back; redb's default
+/// (1 GiB) would only make the process look bigger.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+type EventsTable = TableDefinition<'static, (&'static str, u64), (u64, &'static str, &'static str)>;
+
+const EVENTS: EventsTable = TableDefinition::new("events");
+const CHANNELS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("channels");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Why the store cannot do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// At start: the folder or the file cannot be used. Says which and what
+    /// to do.
+    #[error("cannot open the history store {path}: {reason}. {advice}")]
+    Open {
+        path: PathBuf,
+        reason: String,
+        advice: &'static str,
+    },
+    /// A read or a commit failed while running.
+    #[error("the history store {path} failed: {reason}")]
+    Failed { path: PathBuf, reason: String },
+    /// The writer has stopped (shutdown).
+    #[error("the history store {0} no longer accepts writes")]
+    Closed(PathBuf),
+    /// The writer went away without answering.
+    #[error("the history store writer stopped")]
+    Gone,
+}
+
+/// What to do about a file that does not open.
+const ADVICE_DAMAGED: &str = "The file is damaged or is not a history store. Stop the broker, \
+     move the file aside (the broker then starts with an empty history) or restore it from a \
+     backup, then start again";
+const ADVICE_IN_USE: &str = "Another sse-broker process is using this data directory: stop it, \
+     or give this one another --data-dir";
+const ADVICE_ACCESS: &str = "Check that the folder exists or can be created, and that this user \
+     may read and write it and the file";
+
+/// A channel as the store has it.
+#[derive(Debug)]
+pub struct StoredChannel {
+    pub epoch: Epoch,
+    pub head: u64,
+    /// The retained events, oldest first, contiguous up to `head`.
+    pub events: Vec<Arc<Event>>,
+}
+
+/// A handle on the open store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// To the writer thread.
+    commands: mpsc::Sender<writer::Command>,
+    /// Set by the writer when a commit failed: from then on it refuses
+    /// every write (a publish answers 503) until the broker is restarted,
+    /// so nothing is ever acknowledged that is not on disk.
+    failed: Arc<AtomicBool>,
+    max_events: usize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `<data_dir>/history.redb`, checks it can be read
+    /// and starts the writer thread. Any problem is an [`StoreError::Open`]
+    /// naming the file: never a silent empty history.
+    pub fn open(settings: &HistorySettings, metrics: &Metrics) -> Result<Self, StoreError> {
+        let dir = &settings.data_dir;
+        std::fs::create_dir_all(dir).map_err(|err| StoreError::Open {
+            path: dir.clone(),
+            reason: err.to_string(),
+            advice: ADVICE_ACCESS,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let started = Instant::now();
+        let opened = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|err| open_error(&path, err))?;
+        let rows = prepare(&opened).map_err(|reason| StoreError::Open {
+            path: path.clone(),
+            reason,
+            advice: ADVICE_DAMAGED,
+        })?;
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        ::log::info!(
+            "history store opened path={} channels={} events={} bytes={bytes} ms={}",
+            path.display(),
+            rows.channels,
+            rows.events,
+            started.elapsed().as_millis()
+        );
+        metrics.store_events.set(rows.events as f64);
+        metrics.store_bytes.set(bytes as f64);
+        let db = Arc::new(opened);
+        let failed = Arc::new(AtomicBool::new(false));
+        let commands = writer::spawn(writer::Writer::new(
+            Arc::clone(&db),
+            path.clone(),
+            settings,
+            Arc::clone(&failed),
+            metrics,
+            rows.events,
+        ))
+        .map_err(|err| StoreError::Open {
+            path: path.clone(),
+            reason: format!("cannot start the writer thread: {err}"),
+            advice: ADVICE_ACCESS,
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                commands,
+                failed,
+                max_events: settings.max_events,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Reads `channel` as it was last committed: `None` when the store does
+    /// not know it (a new channel, or one whose history expired). Blocks the
+    /// caller for one read transaction.
+    pub fn load(&self, channel: &ChannelName) -> Result<Option<StoredChannel>, StoreError> {
+        let failed = |reason: String| StoreError::Failed {
+            path: self.inner.path.clone(),
+            reason,
+        };
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| failed(e.to_string()))?;
+        let channels = txn
+            .open_table(CHANNELS)
+            .map_err(|e| failed(e.to_string()))?;
+        let Some((epoch, head, _)) = channels
+            .get(channel.as_str())
+            .map_err(|e| failed(e.to_string()))?
+            .map(|row| row.value())
+        else {
+            return Ok(None);
+        };
+        let events_table = txn.open_table(EVENTS).map_err(|e| failed(e.to_string()))?;
+        let epoch = Epoch::from_raw(epoch);
+        // Only the newest `max_events` can be retained, whatever the disk
+        // still holds (e.g. after max_events was lowered).
+        let first = (head + 1)
+            .saturating_sub(self.inner.max_events as u64)
+            .max(1);
+        let now = (Instant::now(), SystemTime::now());
+        let mut events = Vec::new();
+        let rows = events_table
+            .range((channel.as_str(), first)..=(channel.as_str(), head))
+            .map_err(|e| failed(e.to_string()))?;
+        for row in rows {
+            let (key, value) = row.map_err(|e| failed(e.to_string()))?;
+            let seq = key.value().1;
+            let (published_ms, event_type, data) = value.value();
+            let event_type = match event_type {
+                "" => None,
+                name => Some(EventType::parse(name).map_err(|why| {
+                    failed(format!(
+                        "channel {channel} seq {seq}: stored event type {why}"
+                    ))
+                })?),
+            };
+            let id = EventId { epoch, seq };
+            let event = Event::restored(
+                channel.clone(),
+                id,
+                event_type,
+                data,
+                instant_of(published_ms, now),
+            );
+            events.push(event);
+        }
+        // Retained seqs are contiguous; keep the newest contiguous run.
+        let mut start = 0;
+        for i in 1..events.len() {
+            if events[i].id.seq != events[i - 1].id.seq + 1 {
+                start = i;
+            }
+        }
+        if start > 0 {
+            ::log::warn!(
+                "history store hole channel={channel} path={} kept_from_seq={}",
+                self.inner.path.display(),
+                events[start].id.seq
+            );
+            events.drain(..start);
+        }
+        if events.last().is_some_and(|e| e.id.seq != head) {
+            events.clear();
+        }
+        Ok(Some(StoredChannel {
+            epoch,
+            head,
+            events,
+        }))
+    }
+
+    /// Hands an event to the writer; `append.done` answers once its commit
+    /// is on disk (or failed).
+    pub fn append(&self, append: Append) {
+        if self.inner.failed.load(Ordering::Acquire) {
+            let _ = append.done.send(Err(self.failed_error()));
+            return;
+        }
+        if let Err(mpsc::SendError(writer::Command::Append(append))) =
+            self.inner.commands.send(writer::Command::Append(append))
+        {
+            let _ = append
+                .done
+                .send(Err(StoreError::Closed(self.inner.path.clone())));
+        }
+    }
+
+    fn failed_error(&self) -> StoreError {
+        StoreError::Failed {
+            path: self.inner.path.clone(),
+            reason: "an earlier commit failed; restart the broker once the disk is fixed".into(),
+        }
+    }
+
+    /// Commits what the writer holds, then stops it. Publishes after this
+    /// are refused.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(writer::Command::Close(done))
+            .is_ok()
+        {
+            let _ = closed.await;
+        }
+    }
+}
+
+/// The wall-clock time `ms` (ms since 1970) as an `Instant`, given the
+/// present in both clocks. A time in the future counts as now.
+fn instant_of(ms: u64, (now, wall): (Instant, SystemTime)) -> Instant {
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    let age = wall.duration_since(at).unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// Milliseconds since 1970, as events are stamped on disk.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Names the file and says what to do, by kind of failure.
+fn open_error(path: &Path, err: redb::DatabaseError) -> StoreError {
+    use redb::{DatabaseError as D, StorageError as S};
+    let advice = match &err {
+        D::DatabaseAlreadyOpen | D::LockProtocolMismatch => ADVICE_IN_USE,
+        D::Storage(S::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+                    | std::io::ErrorKind::IsADirectory
+            ) =>
+        {
+            ADVICE_ACCESS
+        }
+        _ => ADVICE_DAMAGED,
+    };
+    StoreError::Open {
+        path: path.to_owned(),
+        reason: err.to_string(),
+        advice,
+    }
+}
+
+/// What the file holds, counted at open.
+struct Rows {
+    channels: u64,
+    events: u64,
+}
+
+/// Creates the tables of a new file, checks the layout version of an
+/// existing one, and reads both tables once: a file that opens but cannot
+/// be read fails here, at start, rather than when a channel comes back.
+fn prepare(db: &Database) -> Result<Rows, String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        let format = meta
+            .get("format")
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value());
+        match format {
+            None => {
+                meta.insert("format", FORMAT).map_err(|e| e.to_string())?;
+            }
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(format!(
+                    "it has table layout {other}, this broker reads layout {FORMAT}"
+                ));
+            }
+        }
+        txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+        txn.open_table(CHANNELS).map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())?;
+    let read = db.begin_read().map_err(|e| e.to_string())?;
+    let channels = read.open_table(CHANNELS).map_err(|e| e.to_string())?;
+    let events = read.open_table(EVENTS).map_err(|e| e.to_string())?;
+    // Walk the channel table (small: one row per channel with history) so
+    // a damaged page there is found now.
+    for row in channels.iter().map_err(|e| e.to_string())? {
+        row.map_err(|e| e.to_string())?;
+    }
+    Ok(Rows {
+        channels: channels.len().map_err(|e| e.to_string())?,
+        events: events.len().map_err(|e| e.to_string())?,
+    })
+}
+
+/// Channel and event rows in a store file that no broker has open (tests,
+/// diagnostics).
+pub fn row_counts(path: &Path) -> Result<(u64, u64), StoreError> {
+    let failed = |reason: String| StoreError::Failed {
+        path: path.to_owned(),
+        reason,
+    };
+    let db = Database::open(path).map_err(|e| open_error(path, e))?;
+    let txn = db.begin_read().map_err(|e| failed(e.to_string()))?;
+    let channels = txn
+        .open_table(CHANNELS)
+        .map_err(|e| failed(e.to_string()))?;
+    let events = txn.open_table(EVENTS).map_err(|e| failed(e.to_string()))?;
+    Ok((
+        channels.len().map_err(|e| failed(e.to_string()))?,
+        events.len().map_err(|e| failed(e.to_string()))?,
+    ))
+}
+
+/// `/readyz`: the store takes writes (no commit has failed).
+impl ReadinessCheck for Store {
+    fn name(&self) -> &'static str {
+        "history-store"
+    }
+
+    fn check(&self) -> BoxFuture<'static, Result<(), String>> {
+        let outcome = match self.inner.failed.load(Ordering::Acquire) {
+            true => Err(self.failed_error().to_string()),
+            false => Ok(()),
+        };
+        Box::pin(async move { outcome })
+    }
+}
+
+#[cfg(test)]
+mod tests;

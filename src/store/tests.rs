@@ -1,0 +1,185 @@
+//! The store with the channel actors, in process: order under concurrent
+//! publishes, both sync policies, and a channel that stopped when idle and
+//! comes back from disk.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    broker::{
+        ChannelName, Delivery, RegistryActor, ResumeFrom, Subscriber, await_reply,
+        channel::{Publish, Published, Subscribe, Subscribed},
+        registry::ListChannels,
+    },
+    config::{Settings, SyncPolicy},
+    metrics::Metrics,
+    store::Store,
+};
+
+fn settings(dir: &std::path::Path, sync: SyncPolicy) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.history.data_dir = dir.to_owned();
+    settings.history.sync = sync;
+    settings.history.sync_interval = Duration::from_millis(20);
+    settings.stream.heartbeat = Duration::from_millis(50);
+    settings
+}
+
+fn registry(settings: &Settings) -> (Addr<RegistryActor>, Store) {
+    let store = Store::open(&settings.history, &Metrics::detached()).expect("the store opens");
+    let registry = RegistryActor::new(settings)
+        .with_store(store.clone())
+        .start();
+    (registry, store)
+}
+
+fn publish(
+    registry: &Addr<RegistryActor>,
+    channel: &ChannelName,
+    data: &str,
+) -> oneshot::Receiver<Result<Published, crate::broker::BrokerError>> {
+    let (reply, rx) = oneshot::channel();
+    registry.do_send(Publish {
+        channel: channel.clone(),
+        event_type: None,
+        data: data.into(),
+        reply: Some(reply),
+        received_at: Instant::now(),
+    });
+    rx
+}
+
+async fn subscribe(
+    registry: &Addr<RegistryActor>,
+    channel: &ChannelName,
+    from: Option<ResumeFrom>,
+) -> (Subscribed, mpsc::Receiver<Delivery>) {
+    let (subscriber, rx) = Subscriber::new(1024);
+    let (reply, reply_rx) = oneshot::channel();
+    registry.do_send(Subscribe {
+        channel: channel.clone(),
+        subscriber,
+        from,
+        reply,
+    });
+    (await_reply(reply_rx).await.expect("subscribed"), rx)
+}
+
+async fn next_seq(rx: &mut mpsc::Receiver<Delivery>) -> u64 {
+    loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("the queue is open");
+        if let Delivery::Event(event) = delivery {
+            return event.id.seq;
+        }
+    }
+}
+
+async fn publishes_arrive_in_order(sync: SyncPolicy) {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _store) = registry(&settings(dir.path(), sync));
+    let channel = ChannelName::parse("ordered").unwrap();
+    let (_, mut rx) = subscribe(&registry, &channel, None).await;
+    // Sent without waiting: many are pending on disk at once.
+    let answers: Vec<_> = (0..200)
+        .map(|n| publish(&registry, &channel, &n.to_string()))
+        .collect();
+    for (n, answer) in answers.into_iter().enumerate() {
+        let published = await_reply(answer).await.expect("acknowledged");
+        assert_eq!(published.id.seq, n as u64 + 1);
+    }
+    for seq in 1..=200 {
+        assert_eq!(next_seq(&mut rx).await, seq);
+    }
+}
+
+/// With `sync = "always"`, 200 publishes in flight at once are acknowledged and delivered in seq order.
+#[actix::test]
+async fn group_commit_keeps_order() {
+    publishes_arrive_in_order(SyncPolicy::Always).await;
+}
+
+/// With `sync = "interval"` likewise.
+#[actix::test]
+async fn interval_commit_keeps_order() {
+    publishes_arrive_in_order(SyncPolicy::Interval).await;
+}
+
+/// A channel stopped when idle comes back from the store with its epoch, head and history.
+#[actix::test]
+async fn idle_channel_is_restored_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _store) = registry(&settings(dir.path(), SyncPolicy::Always));
+    let channel = ChannelName::parse("sleepy").unwrap();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let answer = publish(&registry, &channel, &n.to_string());
+        ids.push(await_reply(answer).await.expect("acknowledged").id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = registry
+            .send(ListChannels {
+                name: Some(channel.clone()),
+            })
+            .await
+            .expect("the registry answers");
+        if listed.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the idle channel never stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (subscribed, _rx) = subscribe(&registry, &channel, Some(ResumeFrom::Id(ids[0]))).await;
+    let replay = subscribed.replay.expect("a replay");
+    assert!(replay.gap.is_none());
+    let replayed: Vec<_> = replay.events.iter().map(|e| e.id).collect();
+    assert_eq!(replayed, ids[1..]);
+    let next = await_reply(publish(&registry, &channel, "later"))
+        .await
+        .expect("acknowledged");
+    assert_eq!((next.id.epoch, next.id.seq), (ids[0].epoch, 4));
+}
+
+/// The subscriber limits (security) hold on a durable channel too, and a
+/// subscriber that leaves gives its place back.
+#[actix::test]
+async fn subscriber_limits_apply_with_durable_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(dir.path(), SyncPolicy::Always);
+    settings.limits.max_subscribers_per_channel = 1;
+    let (registry, _store) = registry(&settings);
+    let channel = ChannelName::parse("limited").unwrap();
+    let (_, first) = subscribe(&registry, &channel, None).await;
+    let try_second = || {
+        let (subscriber, rx) = Subscriber::new(16);
+        let (reply, reply_rx) = oneshot::channel();
+        registry.do_send(Subscribe {
+            channel: channel.clone(),
+            subscriber,
+            from: None,
+            reply,
+        });
+        (reply_rx, rx)
+    };
+    let (refused, _rx) = try_second();
+    assert!(matches!(
+        await_reply(refused).await,
+        Err(crate::broker::BrokerError::TooManySubscribers(_))
+    ));
+    drop(first);
+    // The channel notices the closed queue at its next heartbeat.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (answer, _rx) = try_second();
+        if await_reply(answer).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the place was never given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
