@@ -84,6 +84,8 @@ bench_smoke() {
   kill "$pid"; wait "$pid" 2>/dev/null
   rm -f "$log"
   return $rc
+}
+
 # The long proptest over the publish body parser and the SSE encoder
 # (tests/fuzz_inputs.rs): each of its properties runs fresh cases for
 # FUZZ_SECONDS, two at a time, so about a minute in all.
