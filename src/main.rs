@@ -1,6 +1,6 @@
 //! The `sse-broker` binary: parse flags, load configuration, start logging,
 //! run the application until SIGINT/SIGTERM. `sse-broker token …` mints a
-//! token instead (see docs/README-security.md).
+//! token instead (see README.md, Security).
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -2,9 +2,10 @@
 //! publishes are delivered or refused, never lost; open streams end with a
 //! reconnect hint; clients reconnect to the next process on the same port.
 //!
-//! History is in memory, so the next process cannot replay what the old one
-//! held: a resuming client gets the `broker.gap` notice instead. Surviving
-//! history across restarts awaits the cluster and disk-history work.
+//! These tests run with the in-memory history, so the next process cannot
+//! replay what the old one held: a resuming client gets the `broker.gap`
+//! notice instead. History that survives a restart (durable history, cluster
+//! mode) is tested in `durable.rs` and `cluster.rs`.
 
 use std::{
     cell::RefCell,
