@@ -231,8 +231,12 @@ lg() {
   echo "== $(date +%H:%M:%S) $name: $n subscribers, $procs process(es), $pl: $*" >&2
   local cmds=()
   if [ "$procs" -eq 1 ]; then
-    cmds+=("${pin[*]} sse-loadgen ${URLS[*]} --subscribers $n --broker-pid PID --run-token T --max-secs $maxs $*")
-    timeout "$to" "${pin[@]}" "$LG" "${URLS[@]}" --subscribers "$n" --broker-pid "$BPID" --run-token "$token" \
+    # Spread even a single process over several source addresses: earlier runs
+    # leave thousands of 127.0.0.1 ports in TIME_WAIT, and a run that opens
+    # 10,000 subscriptions plus publishers would otherwise run out of ports.
+    local addrs="127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14"
+    cmds+=("${pin[*]} sse-loadgen ${URLS[*]} --subscribers $n --source-addrs $addrs --broker-pid PID --run-token T --max-secs $maxs $*")
+    timeout "$to" "${pin[@]}" "$LG" "${URLS[@]}" --subscribers "$n" --source-addrs "$addrs" --broker-pid "$BPID" --run-token "$token" \
       --max-secs "$maxs" --output "$OUT/$name.json" "$@" 2>"$OUT/$name.log" || true
     grep -E '^\[0\] (connected|broker|step|resume|ramp|subscribers)' "$OUT/$name.log" | sed 's/^/   /' >&2 || true
   else
