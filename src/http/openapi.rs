@@ -51,6 +51,15 @@ mod tests {
         }
     }
 
+    /// The Mercure hub's routes (mounted by `mercure::routes`) are described.
+    #[test]
+    fn mercure_routes_are_in_the_spec() {
+        let spec = spec();
+        let hub = &spec["paths"]["/.well-known/mercure"];
+        assert!(hub["get"].is_object() && hub["post"].is_object());
+        assert!(spec["paths"][crate::mercure::hub::SUBSCRIPTIONS_PATH]["get"].is_object());
+    }
+
     /// Every file of the debug console is described.
     #[test]
     fn every_static_file_is_in_the_spec() {
