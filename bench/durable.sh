@@ -9,6 +9,9 @@ label=$1; shift
 out=${OUT:-/tmp/bench-durable}; mkdir -p "$out"
 BIN=${BIN:-target/release/sse-broker}
 LG=${LG:-/tmp/lg-durable/release/sse-loadgen}
+# The load generator speaks from one IP: lift the per-IP abuse limits, as
+# traffic spread over many clients would never meet them.
+SSE_BROKER__LIMITS__MAX_STREAMS_PER_IP=0 SSE_BROKER__LIMITS__PUBLISH_RATE=0 \
 RUST_LOG=warn $BIN --bind 127.0.0.1:18088 --demo false "$@" 2>"$out/$label.log" &
 pid=$!
 sleep 1
