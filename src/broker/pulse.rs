@@ -103,7 +103,7 @@ impl PulseBook {
     /// Every remembered client id, most recently seen first.
     pub fn client_ids(&self) -> Vec<Arc<str>> {
         let mut ids: Vec<_> = self.clients.iter().collect();
-        ids.sort_by(|a, b| b.1.last_seen.cmp(&a.1.last_seen));
+        ids.sort_by_key(|(_, client)| std::cmp::Reverse(client.last_seen));
         ids.into_iter().map(|(k, _)| Arc::clone(k)).collect()
     }
 
