@@ -89,16 +89,9 @@ async fn open_stream(
     path: &str,
     last: &str,
 ) -> SseClient {
-    let mut req = client.get(broker.url(path));
-    if !last.is_empty() {
-        req = req.header("Last-Event-ID", last);
-    }
-    let res = tokio::time::timeout(PATIENCE, req.send())
-        .await
-        .expect("stream answered in time")
-        .expect("stream request");
-    assert_eq!(res.status(), 200);
-    SseClient::new(res)
+    let resume = [("Last-Event-ID", last)];
+    let headers: &[(&str, &str)] = if last.is_empty() { &[] } else { &resume };
+    stream_at(client, &broker.url(path), headers).await
 }
 
 /// Reads a resumed stream's start: the notices and the replayed events

@@ -80,16 +80,7 @@ impl TestApp {
 
     /// Opens an SSE stream at `path` with extra headers.
     pub async fn stream(&self, path: &str, headers: &[(&str, &str)]) -> SseClient {
-        let mut req = self.client.get(self.url(path));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let res = tokio::time::timeout(PATIENCE, req.send())
-            .await
-            .expect("stream answered in time")
-            .expect("stream request");
-        assert_eq!(res.status(), 200, "stream {path}");
-        SseClient::new(res)
+        stream_at(&self.client, &self.url(path), headers).await
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -106,6 +97,20 @@ impl TestApp {
         })
         .await
     }
+}
+
+/// Opens an SSE stream at a full URL, with headers; insists on a 200.
+pub async fn stream_at(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> SseClient {
+    let mut req = client.get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = tokio::time::timeout(PATIENCE, req.send())
+        .await
+        .expect("stream answered in time")
+        .expect("stream request");
+    assert_eq!(res.status(), 200, "stream {url}");
+    SseClient::new(res)
 }
 
 /// Polls `check` until it holds, failing after [`PATIENCE`].

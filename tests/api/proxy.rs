@@ -161,20 +161,6 @@ fn upstream(app: &TestApp) -> String {
     app.address.trim_start_matches("http://").to_owned()
 }
 
-/// Opens a stream at a full URL, with headers.
-async fn stream_at(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> SseClient {
-    let mut req = client.get(url);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let res = tokio::time::timeout(PATIENCE, req.send())
-        .await
-        .expect("stream answered in time")
-        .expect("stream request");
-    assert_eq!(res.status(), 200, "stream {url}");
-    SseClient::new(res)
-}
-
 /// How long one event may take through the proxy before the test calls it
 /// buffered (generous: the proxied median is asserted separately).
 const ONE_BY_ONE: Duration = Duration::from_secs(2);
