@@ -267,6 +267,9 @@ pub struct MercureSettings {
     pub anonymous: bool,
     /// Subscription events and the `/.well-known/mercure/subscriptions` API.
     pub subscriptions: bool,
+    /// Channel events become public Mercure updates on the channel's name
+    /// (a second log write per event with a shared or durable log).
+    pub channel_updates: bool,
     /// Accept the documented development key; false in production, where
     /// the broker refuses to start until real keys are set.
     pub allow_development_key: bool,

@@ -76,6 +76,17 @@ pub fn split_lines(data: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The payload of an encoded event: its `data:` lines joined by `\n`, the
+/// way a client's `EventSource` reassembles it.
+pub fn data_of(frame: &[u8]) -> String {
+    let text = String::from_utf8_lossy(frame);
+    let lines: Vec<&str> = split_lines(&text)
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|value| value.strip_prefix(' ').unwrap_or(value))
+        .collect();
+    lines.join("\n")
+}
+
 /// A comment line (`: text`), used for heartbeats. Comments are ignored by
 /// clients but keep proxies from timing the connection out.
 pub fn encode_comment(text: &str) -> Bytes {
@@ -229,6 +240,7 @@ mod tests {
             prop_assert_eq!(&events[0].event, &event);
             let expected = payload.replace("\r\n", "\n").replace('\r', "\n");
             prop_assert_eq!(&events[0].data, &expected);
+            prop_assert_eq!(data_of(&frame.full), expected);
         }
 
         /// Payloads made of line ends, NUL and field-like text only.

@@ -77,7 +77,9 @@ impl Application {
         let mut registry = RegistryActor::new(&settings)
             .with_arbiters(arbiters.iter().map(Arbiter::handle).collect())
             .with_metrics(Arc::clone(&metrics));
-        if let Some(hub) = &hub_context {
+        if let Some(hub) = &hub_context
+            && settings.mercure.channel_updates
+        {
             registry = registry.with_mercure(hub.address().recipient());
         }
         if let Some(cluster) = &cluster {

@@ -56,6 +56,26 @@ impl ChannelName {
         Ok(Self(name.into()))
     }
 
+    /// A channel of the broker's own, outside the grammar (it starts with
+    /// `~`) so that no HTTP client can name it, to publish, subscribe or list.
+    pub fn internal(name: &str) -> Self {
+        Self(format!("~{name}").into())
+    }
+
+    /// A name read back from the broker's own records (the cluster bus):
+    /// a channel name, or an internal one.
+    pub fn parse_recorded(name: &str) -> Result<Self, String> {
+        match name.strip_prefix('~') {
+            Some(internal) => Self::parse(internal).map(|_| Self(name.into())),
+            None => Self::parse(name),
+        }
+    }
+
+    /// Whether this is one of the broker's [`internal`](Self::internal) channels.
+    pub fn is_internal(&self) -> bool {
+        self.0.starts_with('~')
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -432,6 +432,7 @@ impl Handler<ListChannels> for RegistryActor {
             None => self
                 .channels
                 .iter()
+                .filter(|(name, _)| !name.is_internal())
                 .map(|(name, e)| Self::summary(name, e))
                 .collect(),
         };

@@ -102,7 +102,7 @@ async fn listen(cluster: &Cluster, registry: &Addr<RegistryActor>) -> Result<(),
 fn parse(payload: &[u8]) -> Option<Deliver> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut parts = text.splitn(6, '\n');
-    let channel = ChannelName::parse(parts.next()?).ok()?;
+    let channel = ChannelName::parse_recorded(parts.next()?).ok()?;
     let epoch = Epoch::from_raw(parts.next()?.parse().ok()?);
     let seq = parts.next()?.parse().ok()?;
     let published_ms = parts.next()?.parse().ok()?;

@@ -15,6 +15,20 @@
 //! the history (`history.max_events`, `history.max_age`). An update is
 //! queued at most once per subscriber, however many of its topics match.
 //!
+//! ## Where updates are ordered: the hub's log
+//! Standalone with history in memory, the hub orders updates itself: an
+//! accepted update is dispatched at once. In cluster mode and with durable
+//! history, every accepted update is published on the internal channel
+//! `~mercure` (which no HTTP client can name), and every node's hub reads
+//! that channel as an ordinary subscriber and dispatches what it reads, in
+//! the log's order. So updates published on any node reach Mercure
+//! subscribers on every node, ids and history are the same everywhere (a
+//! client resumes on any node), the history outlives restarts, and the
+//! publisher is answered only once the log holds the update (503 when
+//! Redis or the disk cannot take it). The channel actor's own machinery
+//! (Redis Streams, holes read back, durable commits, eviction and replay)
+//! does the work; the hub keeps its window of the log for `Last-Event-ID`.
+//!
 //! Resuming follows the reference hub with a history: `earliest` replays
 //! everything retained; a known id replays what came after it and is echoed
 //! in the `Last-Event-ID` response header; an unknown id (never seen, or
@@ -32,29 +46,58 @@ use std::{
 };
 
 use actix::prelude::*;
-use log::{debug, info};
+use log::{debug, info, warn};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::{
+    mpsc::{self, error::TrySendError},
+    oneshot,
+};
 
 use super::{
     topic::TopicSelector,
-    update::{EARLIEST, Update, UpdateDraft},
+    update::{EARLIEST, Update, UpdateDraft, new_id},
 };
 use crate::{
     broker::{
-        BrokerError, ChannelName, EventType, RegistryActor, Reply,
-        channel::Publish,
+        BrokerError, ChannelName, Delivery, Event, EventId, EventType, RegistryActor, Reply,
+        ResumeFrom, Subscriber, await_reply,
+        channel::{Publish, Subscribe},
         registry::{ChannelPublished, PublishFromHub},
     },
     config::Settings,
     metrics::Metrics,
+    sse,
 };
 
 /// Path prefix of subscription topics and of the subscriptions API.
 pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
 /// The JSON-LD context of subscription documents.
 pub const JSONLD_CONTEXT: &str = "https://mercure.rocks/";
+
+/// The internal channel that carries the hub's log (see the module docs).
+pub fn log_channel() -> ChannelName {
+    ChannelName::internal("mercure")
+}
+
+/// Queue of the hub's own subscription to its log. The hub is one
+/// subscriber for every update, so it takes bursts that a stream's
+/// `stream.subscriber_buffer` would not; slots are allocated as they fill.
+const LOG_QUEUE: usize = 65_536;
+
+/// Pause before the hub joins its log again (after an error, or after the
+/// channel closed its queue).
+const LOG_RETRY: Duration = Duration::from_secs(1);
+
+/// Where the hub's updates are ordered and kept.
+enum HubLog {
+    /// In this process: an accepted update is dispatched at once.
+    Local,
+    /// The internal channel [`log_channel`]: accepted updates are published
+    /// there and dispatched when read back. `last` is the newest event
+    /// read, where the hub resumes after losing its subscription.
+    Channel { last: Option<EventId> },
+}
 
 /// What travels down a Mercure subscriber's queue.
 #[derive(Debug, Clone)]
@@ -178,12 +221,20 @@ pub fn query_escape(text: &str) -> String {
 }
 
 pub struct HubActor {
+    log: HubLog,
     history: VecDeque<Arc<Update>>,
     max_events: usize,
     max_age: Duration,
     /// Id of the newest update ever dispatched (`earliest` before the first).
     last_event_id: String,
     subscribers: Vec<HubSubscriber>,
+    /// Subscribers that left, whose subscription events are still to publish.
+    leaving: Vec<HubSubscriber>,
+    /// Whether the history is filled: always with a local log, once the
+    /// hub has read the shared log's retained events otherwise.
+    joined: bool,
+    /// Subscribers resuming with `Last-Event-ID` before the hub `joined`.
+    waiting: Vec<SubscribeHub>,
     /// Where public updates on channel-named topics go.
     registry: Addr<RegistryActor>,
     /// Publish subscription events.
@@ -196,12 +247,20 @@ pub struct HubActor {
 
 impl HubActor {
     pub fn new(settings: &Settings, registry: Addr<RegistryActor>, metrics: Arc<Metrics>) -> Self {
+        let shared = settings.cluster.enabled() || settings.history.durable();
         Self {
+            log: match shared {
+                true => HubLog::Channel { last: None },
+                false => HubLog::Local,
+            },
             history: VecDeque::new(),
             max_events: settings.history.max_events,
             max_age: settings.history.max_age,
             last_event_id: EARLIEST.to_owned(),
             subscribers: Vec::new(),
+            leaving: Vec::new(),
+            joined: !shared,
+            waiting: Vec::new(),
             registry,
             subscription_events: settings.mercure.subscriptions,
             closing: false,
@@ -267,17 +326,134 @@ impl HubActor {
 
     /// Publishes the subscription events of subscribers that left (and of
     /// any that leave while those go out).
-    fn announce_gone(&mut self, mut gone: Vec<HubSubscriber>) {
-        if !self.subscription_events {
+    fn announce_gone(&mut self, gone: Vec<HubSubscriber>) {
+        if !self.subscription_events || gone.is_empty() {
             return;
         }
-        while let Some(sub) = gone.pop() {
+        let draining = !self.leaving.is_empty();
+        self.leaving.extend(gone);
+        if draining {
+            // An outer call is emptying the list (an announcement's fan-out
+            // found more subscribers gone).
+            return;
+        }
+        while let Some(sub) = self.leaving.pop() {
             for info in sub.subscriptions(false) {
-                let update = subscription_update(info);
-                self.remember(&update);
-                let (_, more) = self.fan_out(&HubDelivery::Update(update));
-                gone.extend(more);
+                self.submit(subscription_update(info), None, Instant::now());
             }
+        }
+    }
+
+    /// Accepts an update: dispatched now with a local log, or published on
+    /// the shared log and dispatched when read back. `reply` gets the
+    /// update's id once it is in the log.
+    fn submit(
+        &mut self,
+        mut draft: UpdateDraft,
+        reply: Option<Reply<String>>,
+        received_at: Instant,
+    ) {
+        if let HubLog::Local = self.log {
+            let update = Update::accept(draft);
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(update.id.clone()));
+            }
+            let delivered = self.dispatch(update);
+            self.metrics.delivered.increment(delivered);
+            return;
+        }
+        let id = draft.id.get_or_insert_with(new_id).clone();
+        let data = match serde_json::to_string(&draft) {
+            Ok(data) => data,
+            Err(err) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(BrokerError::StoreUnavailable(err.to_string())));
+                }
+                return;
+            }
+        };
+        let (stored, answer) = match reply {
+            Some(reply) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some((reply, rx)))
+            }
+            None => (None, None),
+        };
+        self.registry.do_send(PublishFromHub(Publish {
+            channel: log_channel(),
+            event_type: None,
+            data,
+            reply: stored,
+            received_at,
+        }));
+        if let Some((reply, rx)) = answer {
+            actix::spawn(async move {
+                let _ = reply.send(await_reply(rx).await.map(|_| id));
+            });
+        }
+    }
+
+    /// Subscribes to the shared log, resuming after the last event read
+    /// (from the oldest retained at first, which fills the history).
+    fn join_log(&mut self, ctx: &mut Context<Self>) {
+        let HubLog::Channel { last } = &self.log else {
+            return;
+        };
+        if self.closing {
+            return;
+        }
+        let from = match last {
+            Some(id) => ResumeFrom::Id(*id),
+            None => ResumeFrom::Unknown(EARLIEST.to_owned()),
+        };
+        let (subscriber, mut rx) = Subscriber::new(LOG_QUEUE);
+        let (reply, answer) = oneshot::channel();
+        self.registry.do_send(Subscribe {
+            channel: log_channel(),
+            subscriber,
+            from: Some(from),
+            reply,
+        });
+        let joined = async move { await_reply(answer).await }.into_actor(self);
+        ctx.spawn(joined.map(move |answer, hub, ctx| match answer {
+            Ok(subscribed) => {
+                let replay = subscribed.replay.map(|r| r.events).unwrap_or_default();
+                debug!("mercure log joined replayed={}", replay.len());
+                for event in replay {
+                    hub.read_logged(&event);
+                }
+                // Live events only after the replay: the log's order holds.
+                ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+                hub.joined = true;
+                for waiting in std::mem::take(&mut hub.waiting) {
+                    hub.subscribe(waiting);
+                }
+            }
+            Err(err) => {
+                // Resuming clients get the error (503) and retry, rather
+                // than a replay from a history that is not there.
+                for waiting in std::mem::take(&mut hub.waiting) {
+                    let _ = waiting.reply.send(Err(err.clone()));
+                }
+                if err != BrokerError::ShuttingDown {
+                    warn!("mercure log unavailable, retrying reason={err}");
+                    ctx.run_later(LOG_RETRY, |hub, ctx| hub.join_log(ctx));
+                }
+            }
+        }));
+    }
+
+    /// One event of the shared log: an update to dispatch.
+    fn read_logged(&mut self, event: &Event) {
+        if let HubLog::Channel { last } = &mut self.log {
+            *last = Some(event.id);
+        }
+        match serde_json::from_str::<UpdateDraft>(&sse::data_of(&event.frame.full)) {
+            Ok(draft) => {
+                let delivered = self.dispatch(Update::accept_at(draft, event.published_at));
+                self.metrics.delivered.increment(delivered);
+            }
+            Err(err) => warn!("mercure log event skipped id={} reason={err}", event.id),
         }
     }
 
@@ -349,17 +525,17 @@ impl HubActor {
 }
 
 /// The private update announcing a subscription's start or end.
-fn subscription_update(mut info: SubscriptionInfo) -> Arc<Update> {
+fn subscription_update(mut info: SubscriptionInfo) -> UpdateDraft {
     info.context = Some(JSONLD_CONTEXT);
     let data = serde_json::to_string_pretty(&info).unwrap_or_default();
-    Update::accept(UpdateDraft {
+    UpdateDraft {
         topics: vec![info.id],
         data,
         private: true,
         id: None,
         event_type: None,
         retry: None,
-    })
+    }
 }
 
 impl Actor for HubActor {
@@ -367,10 +543,33 @@ impl Actor for HubActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.tick, |hub, _| hub.on_tick());
+        self.join_log(ctx);
         info!(
-            "mercure hub started history={} subscriptions={}",
-            self.max_events, self.subscription_events
+            "mercure hub started history={} subscriptions={} log={}",
+            self.max_events,
+            self.subscription_events,
+            match self.log {
+                HubLog::Local => "local",
+                HubLog::Channel { .. } => "shared",
+            }
         );
+    }
+}
+
+impl StreamHandler<Delivery> for HubActor {
+    fn handle(&mut self, delivery: Delivery, _: &mut Self::Context) {
+        if let Delivery::Event(event) = delivery {
+            self.read_logged(&event);
+        }
+    }
+
+    /// The log's channel closed the hub's queue (it fell behind, or the
+    /// broker is stopping): join again, resuming after the last event read.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if !self.closing {
+            info!("mercure log subscription ended, rejoining");
+            ctx.run_later(LOG_RETRY, |hub, ctx| hub.join_log(ctx));
+        }
     }
 }
 
@@ -393,14 +592,13 @@ impl Handler<PublishUpdate> for HubActor {
             return;
         }
         self.forward_to_channels(&msg.draft, msg.received_at);
-        let update = Update::accept(msg.draft);
-        let id = update.id.clone();
-        let delivered = self.dispatch(update);
-        self.metrics
-            .record_publish_latency(msg.received_at.elapsed());
-        self.metrics.published.increment(1);
-        self.metrics.delivered.increment(delivered);
-        let _ = msg.reply.send(Ok(id));
+        if let HubLog::Local = self.log {
+            // With a shared log, the log's channel counts the publish.
+            self.metrics
+                .record_publish_latency(msg.received_at.elapsed());
+            self.metrics.published.increment(1);
+        }
+        self.submit(msg.draft, Some(msg.reply), msg.received_at);
     }
 }
 
@@ -412,16 +610,15 @@ impl Handler<ChannelPublished> for HubActor {
         if self.closing {
             return;
         }
-        let update = Update::accept(UpdateDraft {
+        let draft = UpdateDraft {
             topics: vec![msg.channel.to_string()],
             data: msg.data,
             private: false,
             id: None,
             event_type: msg.event_type.map(|t| t.as_str().to_owned()),
             retry: None,
-        });
-        let delivered = self.dispatch(update);
-        self.metrics.delivered.increment(delivered);
+        };
+        self.submit(draft, None, Instant::now());
     }
 }
 
@@ -451,10 +648,21 @@ impl Handler<SubscribeHub> for HubActor {
             let _ = msg.reply.send(Err(BrokerError::ShuttingDown));
             return;
         }
+        if !self.joined && msg.last_event_id.is_some() {
+            // Its replay needs the history, which the log has not filled yet.
+            self.waiting.push(msg);
+            return;
+        }
+        self.subscribe(msg);
+    }
+}
+
+impl HubActor {
+    fn subscribe(&mut self, msg: SubscribeHub) {
         let sub = msg.subscriber;
         if self.subscription_events {
             for info in sub.subscriptions(true) {
-                self.dispatch(subscription_update(info));
+                self.submit(subscription_update(info), None, Instant::now());
             }
         }
         // Replay and registration in one handler: no gap, no duplicate.
@@ -537,6 +745,9 @@ impl Handler<CloseStreams> for HubActor {
 
     fn handle(&mut self, _: CloseStreams, _: &mut Self::Context) -> usize {
         self.closing = true;
+        for waiting in std::mem::take(&mut self.waiting) {
+            let _ = waiting.reply.send(Err(BrokerError::ShuttingDown));
+        }
         let streams = self.subscribers.len();
         self.subscribers.clear();
         streams

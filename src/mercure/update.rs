@@ -9,6 +9,7 @@
 use std::{sync::Arc, time::Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
 
 use crate::sse;
 
@@ -16,7 +17,8 @@ use crate::sse;
 pub const EARLIEST: &str = "earliest";
 
 /// What a publisher asks the hub to send (validated by the publish handler).
-#[derive(Debug, Clone)]
+/// Serialized as JSON, it is also what the hub's shared log carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateDraft {
     /// One or more topics; the first is the canonical one.
     pub topics: Vec<String>,
@@ -24,6 +26,7 @@ pub struct UpdateDraft {
     pub private: bool,
     /// The publisher's id; the hub makes one when `None`.
     pub id: Option<String>,
+    #[serde(rename = "type")]
     pub event_type: Option<String>,
     pub retry: Option<u64>,
 }
@@ -44,6 +47,12 @@ impl Update {
     /// Gives `draft` its id (a fresh `urn:uuid:` unless the publisher chose
     /// one) and encodes it.
     pub fn accept(draft: UpdateDraft) -> Arc<Self> {
+        Self::accept_at(draft, Instant::now())
+    }
+
+    /// As [`accept`](Self::accept), for an update accepted at `published_at`
+    /// (one read back from the hub's shared log).
+    pub fn accept_at(draft: UpdateDraft, published_at: Instant) -> Arc<Self> {
         let id = draft.id.unwrap_or_else(new_id);
         let frame = encode(&id, draft.event_type.as_deref(), draft.retry, &draft.data);
         Arc::new(Self {
@@ -51,7 +60,7 @@ impl Update {
             topics: draft.topics,
             private: draft.private,
             frame,
-            published_at: Instant::now(),
+            published_at,
         })
     }
 }

@@ -303,7 +303,11 @@ async fn retention_by_count_bounds_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(store::FILE_NAME);
     let client = reqwest::Client::new();
-    let env = [("SSE_BROKER__HISTORY__MAX_EVENTS", "20")];
+    // Rows of this channel only: not also its Mercure copies (the hub's log).
+    let env = [
+        ("SSE_BROKER__HISTORY__MAX_EVENTS", "20"),
+        ("SSE_BROKER__MERCURE__CHANNEL_UPDATES", "false"),
+    ];
     let mut broker = start_durable(dir.path(), &env);
     let mut ids = publish_batch(&client, &broker, "counted", 0..500).await;
     let size_after_first_round = std::fs::metadata(&file).unwrap().len();
@@ -345,6 +349,7 @@ async fn retention_by_age_deletes_rows() {
     let env = [
         ("SSE_BROKER__HISTORY__MAX_AGE", "1s"),
         ("SSE_BROKER__STREAM__HEARTBEAT", "200ms"),
+        ("SSE_BROKER__MERCURE__CHANNEL_UPDATES", "false"),
     ];
     let mut broker = start_durable(dir.path(), &env);
     // A subscriber keeps the channel (and its epoch) alive meanwhile.

@@ -6,7 +6,12 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use sse_broker::config::MERCURE_DEVELOPMENT_KEY;
 
-use crate::helpers::{SseClient, TestApp, spawn_app, spawn_app_with};
+use crate::{
+    helpers::{
+        BrokerProcess, SseClient, TestApp, spawn_app, spawn_app_with, stream_at, wait_until,
+    },
+    redis_support::{RedisServer, TcpProxy, spawn_node},
+};
 
 const HUB: &str = "/.well-known/mercure";
 
@@ -41,9 +46,18 @@ fn subscribe_path(topics: &[&str], extra: &[(&str, &str)]) -> String {
 
 /// POSTs a publish form with `token` (if any); returns status and body.
 async fn post(app: &TestApp, fields: &[(&str, &str)], token: Option<&str>) -> (u16, String) {
-    let mut req = app
-        .client
-        .post(app.url(HUB))
+    post_to(&app.client, &app.url(HUB), fields, token).await
+}
+
+/// [`post`] to the hub at `url`.
+async fn post_to(
+    client: &reqwest::Client,
+    url: &str,
+    fields: &[(&str, &str)],
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut req = client
+        .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(encode_form(fields));
     if let Some(token) = token {
@@ -455,4 +469,159 @@ async fn interop_with_channels() {
     .await;
     app.publish("orders", r#""after""#).await;
     assert_eq!(channel.next_event().await.data, r#""after""#);
+}
+
+/// The `(id, data)` of the next `n` updates.
+async fn next_updates(client: &mut SseClient, n: usize) -> Vec<(String, String)> {
+    let mut updates = Vec::new();
+    for _ in 0..n {
+        let event = client.next_event().await;
+        updates.push((event.id, event.data));
+    }
+    updates
+}
+
+/// In cluster mode the hub's log is in Redis: updates published on any
+/// node reach Mercure subscribers on every node in one order with the same
+/// ids, a client resumes on another node, a node started later has the
+/// history, and the bridge to channels works across nodes.
+#[actix_web::test]
+async fn cluster_nodes_are_one_hub() {
+    let redis = RedisServer::start();
+    let a = spawn_node(&redis.url()).await;
+    let b = spawn_node(&redis.url()).await;
+    let books = subscribe_path(&["https://example.com/books/{id}"], &[]);
+    let mut on_a = open(&a, &books, &[]).await;
+    let mut on_b = open(&b, &books, &[]).await;
+
+    let first = publish(
+        &a,
+        &[("topic", "https://example.com/books/1"), ("data", "a1")],
+    )
+    .await;
+    let second = publish(
+        &b,
+        &[
+            ("topic", "https://example.com/books/2"),
+            ("data", "b1"),
+            ("id", "urn:chosen:b1"),
+        ],
+    )
+    .await;
+    assert_eq!(second, "urn:chosen:b1");
+    let want = vec![(first.clone(), "a1".to_owned()), (second, "b1".to_owned())];
+    assert_eq!(next_updates(&mut on_a, 2).await, want);
+    assert_eq!(next_updates(&mut on_b, 2).await, want);
+
+    // Resuming on the other node replays what came after the id.
+    let mut resumed = open(&b, &books, &[("last-event-id", &first)]).await;
+    assert_eq!(resumed.headers["last-event-id"], first.as_str());
+    assert_eq!(resumed.next_event().await.data, "b1");
+
+    // A node that joins later reads the history from Redis.
+    let c = spawn_node(&redis.url()).await;
+    let earliest = subscribe_path(
+        &["https://example.com/books/{id}"],
+        &[("lastEventID", "earliest")],
+    );
+    let mut late = open(&c, &earliest, &[]).await;
+    assert_eq!(next_updates(&mut late, 2).await, want);
+
+    // Channels and Mercure topics meet across nodes.
+    let mut channel_on_a = a.stream("/stream/orders", &[]).await;
+    channel_on_a.wait_open().await;
+    let mut topic_on_b = open(&b, &subscribe_path(&["orders"], &[]), &[]).await;
+    publish(&b, &[("topic", "orders"), ("data", "from mercure")]).await;
+    assert_eq!(channel_on_a.next_event().await.data, "from mercure");
+    assert_eq!(topic_on_b.next_event().await.data, "from mercure");
+    a.publish("orders", r#""from a channel""#).await;
+    assert_eq!(topic_on_b.next_event().await.data, r#""from a channel""#);
+    // The log's internal channel is not listed.
+    let (_, channels) = a.get_json("/channels").await;
+    assert!(
+        !channels.to_string().contains("~mercure"),
+        "internal channel listed: {channels}"
+    );
+}
+
+/// A node cut off from Redis refuses Mercure publishes with 503 (never
+/// 200 for an update no other node will see), then serves again.
+#[actix_web::test]
+async fn cluster_publish_without_redis_is_refused() {
+    let redis = RedisServer::start();
+    let proxy = TcpProxy::start(redis.port);
+    let a = spawn_node(&proxy.url()).await;
+    let topic = "https://example.com/outage";
+    let mut sub = open(&a, &subscribe_path(&[topic], &[]), &[]).await;
+    publish(&a, &[("topic", topic), ("data", "before")]).await;
+    assert_eq!(sub.next_event().await.data, "before");
+
+    proxy.cut();
+    let (status, _) = post(
+        &a,
+        &[("topic", topic), ("data", "lost")],
+        Some(&publisher()),
+    )
+    .await;
+    assert_eq!(status, 503);
+
+    proxy.restore();
+    wait_until(|| async { a.get_json("/readyz").await.0 == 200 }).await;
+    wait_until(|| async {
+        post(
+            &a,
+            &[("topic", topic), ("data", "after")],
+            Some(&publisher()),
+        )
+        .await
+        .0 == 200
+    })
+    .await;
+    let next = sub.next_event().await.data;
+    assert_eq!(next, "after", "the refused update was never delivered");
+}
+
+/// With durable history the hub's updates outlive a restart, ids unchanged.
+#[actix_web::test]
+async fn durable_history_keeps_updates_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let env = [("SSE_BROKER__HISTORY__DATA_DIR", data_dir)];
+    let client = reqwest::Client::new();
+    let topic = "https://example.com/kept";
+    let mut ids = Vec::new();
+    let first = BrokerProcess::start("127.0.0.1:0", &env);
+    for data in ["one", "two"] {
+        let (status, id) = post_to(
+            &client,
+            &first.url(HUB),
+            &[("topic", topic), ("data", data)],
+            Some(&publisher()),
+        )
+        .await;
+        assert_eq!(status, 200);
+        ids.push(id);
+    }
+    first.terminate();
+    let mut first = first;
+    assert!(first.wait_exit().await.success());
+
+    let second = BrokerProcess::start("127.0.0.1:0", &env);
+    let earliest = subscribe_path(&[topic], &[("lastEventID", "earliest")]);
+    let mut replay = stream_at(&client, &second.url(&earliest), &[]).await;
+    assert_eq!(
+        next_updates(&mut replay, 2).await,
+        vec![
+            (ids[0].clone(), "one".into()),
+            (ids[1].clone(), "two".into())
+        ]
+    );
+    let mut resumed = stream_at(
+        &client,
+        &second.url(&subscribe_path(&[topic], &[])),
+        &[("last-event-id", &ids[0])],
+    )
+    .await;
+    assert_eq!(resumed.headers["last-event-id"], ids[0].as_str());
+    assert_eq!(resumed.next_event().await.data, "two");
 }
