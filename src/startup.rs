@@ -77,10 +77,12 @@ impl Application {
         let mut registry = RegistryActor::new(&settings)
             .with_arbiters(arbiters.iter().map(Arbiter::handle).collect())
             .with_metrics(Arc::clone(&metrics));
-        if let Some(hub) = &hub_context
-            && settings.mercure.channel_updates
-        {
-            registry = registry.with_mercure(hub.address().recipient());
+        let mirror = hub_context
+            .as_ref()
+            .filter(|_| settings.mercure.channel_updates)
+            .map(|hub| hub.address().recipient());
+        if let Some(hub) = &mirror {
+            registry = registry.with_mercure(hub.clone());
         }
         if let Some(cluster) = &cluster {
             registry = registry.with_cluster(cluster.clone());
@@ -88,6 +90,7 @@ impl Application {
         if let Some(store) = &store {
             registry = registry.with_store(store.clone());
         }
+        let directory = registry.directory();
         let registry = registry.start();
         let mercure = match hub_context {
             Some(context) => {
@@ -146,6 +149,8 @@ impl Application {
 
         let state = web::Data::new(AppState {
             registry: registry.clone(),
+            directory,
+            mercure: mirror,
             settings: Arc::clone(&settings),
             metrics,
             readiness,

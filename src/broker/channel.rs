@@ -113,9 +113,13 @@ pub struct ChannelActor {
     /// Counters the registry reads for listings.
     stats: Arc<ChannelStats>,
     registry: Addr<RegistryActor>,
-    /// Messages received from the registry so far. The registry counts the
-    /// ones it sent; when both agree in `ChannelIdle`, none is in flight.
+    /// Messages received so far (from the registry, and publishes through
+    /// the directory). Both count the ones they sent; when the counts agree
+    /// in `ChannelIdle`, none is in flight.
     received: u64,
+    /// Set at shutdown: publishes that come straight from a handler (not
+    /// through the closing registry) are refused too.
+    closing: bool,
     tick: Duration,
     metrics: Arc<Metrics>,
     /// This channel's own labelled series, when the operator opted in.
@@ -160,6 +164,7 @@ impl ChannelActor {
             stats,
             registry,
             received: 0,
+            closing: false,
             tick: config.tick,
             metrics: Arc::clone(&config.metrics),
             max_subscribers: config.max_subscribers,
@@ -366,6 +371,13 @@ impl Handler<Publish> for ChannelActor {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         self.note_received();
+        if self.closing {
+            // No subscriber would get it: refused, never acknowledged and lost.
+            if let Some(reply) = msg.reply {
+                let _ = reply.send(Err(BrokerError::ShuttingDown));
+            }
+            return;
+        }
         if let Log::Durable(durable) = &mut self.log {
             if let Some((seq, answer)) = durable.append(&self.name, msg) {
                 // The fan-out waits for the disk; other messages do not.
@@ -934,6 +946,7 @@ impl Handler<CloseSubscribers> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, _: CloseSubscribers, _: &mut Self::Context) {
+        self.closing = true;
         self.subscribers.clear();
         self.update_subscriber_count();
     }

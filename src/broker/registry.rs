@@ -3,10 +3,18 @@
 //! channel message to them, answers listings, keeps the pulse book, and stops
 //! channels that have gone idle.
 //!
-//! Stopping is race-free because every channel message passes through here:
-//! the registry counts what it forwarded to each channel, the channel reports
+//! Stopping is race-free because every channel message is counted: the
+//! registry counts what it forwarded to each channel, the channel reports
 //! how many it received when it finds itself idle, and only when the two
 //! counts agree (nothing in flight) is the channel forgotten and retired.
+//!
+//! Publishes skip the registry when their channel runs: the [`Directory`]
+//! lends its address to the publish handler, which counts its message in
+//! the same counter under the directory's read lock, while the registry
+//! compares the counts and removes the channel under its write lock. A
+//! publisher's message is therefore either counted before the comparison
+//! (the channel stays) or finds the channel gone and goes through the
+//! registry; none lands in a retired actor's mailbox.
 //!
 //! In cluster mode the registry publishes to Redis itself (the event comes
 //! back to every node's channel actors through the bus), and routes bus
@@ -16,7 +24,7 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
@@ -42,8 +50,66 @@ struct ChannelEntry {
     stats: Arc<ChannelStats>,
     /// The channel's epoch, as its `lastEventId` is shown in listings.
     head_at_start: EventId,
-    /// Messages forwarded to this channel (see the module docs).
-    forwarded: u64,
+    /// Messages sent to this channel, by the registry and by publishers
+    /// through the [`Directory`] (see the module docs).
+    forwarded: Arc<AtomicU64>,
+}
+
+/// The running channels, shared with the publish handlers so that a
+/// publish goes straight to its channel's actor: one thread hop fewer per
+/// event than through the registry. The registry alone adds and removes
+/// entries; see the module docs for why retiring stays race-free.
+#[derive(Clone, Default)]
+pub struct Directory(Arc<RwLock<HashMap<ChannelName, Route>>>);
+
+struct Route {
+    addr: Addr<ChannelActor>,
+    forwarded: Arc<AtomicU64>,
+}
+
+impl Directory {
+    /// Sends `msg` to its channel's actor when the channel runs; gives it
+    /// back (to go through the registry) when it does not.
+    pub fn publish(&self, msg: Publish) -> Result<(), Publish> {
+        let Ok(routes) = self.0.read() else {
+            return Err(msg);
+        };
+        match routes.get(&msg.channel) {
+            Some(route) if route.addr.connected() => {
+                // Counted while the read lock keeps the registry from
+                // comparing counts: see the module docs.
+                route.forwarded.fetch_add(1, Ordering::SeqCst);
+                route.addr.do_send(msg);
+                Ok(())
+            }
+            _ => Err(msg),
+        }
+    }
+
+    fn insert(&self, name: &ChannelName, entry: &ChannelEntry) {
+        if let Ok(mut routes) = self.0.write() {
+            routes.insert(
+                name.clone(),
+                Route {
+                    addr: entry.addr.clone(),
+                    forwarded: Arc::clone(&entry.forwarded),
+                },
+            );
+        }
+    }
+
+    /// Removes `name` if `still_idle` holds while no publisher can count a
+    /// message (the write lock); answers whether it was removed.
+    fn remove_if(&self, name: &ChannelName, still_idle: impl FnOnce() -> bool) -> bool {
+        let Ok(mut routes) = self.0.write() else {
+            return false;
+        };
+        if !still_idle() {
+            return false;
+        }
+        routes.remove(name);
+        true
+    }
 }
 
 pub struct RegistryActor {
@@ -60,6 +126,9 @@ pub struct RegistryActor {
     metrics: Arc<Metrics>,
     /// The Mercure hub, offered every event published here (see `crate::mercure`).
     mercure: Option<Recipient<ChannelPublished>>,
+    /// The running channels, for publishers (standalone only: in cluster
+    /// mode every publish goes through Redis).
+    directory: Directory,
 }
 
 impl RegistryActor {
@@ -84,7 +153,13 @@ impl RegistryActor {
             closing: false,
             metrics: Metrics::detached(),
             mercure: None,
+            directory: Directory::default(),
         }
+    }
+
+    /// The directory publish handlers use to reach running channels.
+    pub fn directory(&self) -> Directory {
+        self.directory.clone()
     }
 
     /// Offers every published event to the Mercure hub as well.
@@ -148,18 +223,19 @@ impl RegistryActor {
                     ChannelActor::start_in_arbiter(arbiter, move |_| actor)
                 }
             };
-            self.channels.insert(
-                name.clone(),
-                ChannelEntry {
-                    addr,
-                    stats,
-                    head_at_start,
-                    forwarded: 0,
-                },
-            );
+            let entry = ChannelEntry {
+                addr,
+                stats,
+                head_at_start,
+                forwarded: Arc::new(AtomicU64::new(0)),
+            };
+            if self.channel_config.cluster.is_none() {
+                self.directory.insert(name, &entry);
+            }
+            self.channels.insert(name.clone(), entry);
         }
-        Ok(self.channels.get_mut(name).map(|entry| {
-            entry.forwarded += 1;
+        Ok(self.channels.get(name).map(|entry| {
+            entry.forwarded.fetch_add(1, Ordering::SeqCst);
             entry.addr.clone()
         }))
     }
@@ -362,7 +438,7 @@ impl Handler<BusResumed> for RegistryActor {
 
     fn handle(&mut self, _: BusResumed, _: &mut Self::Context) {
         for (name, entry) in &mut self.channels {
-            entry.forwarded += 1;
+            entry.forwarded.fetch_add(1, Ordering::SeqCst);
             entry.addr.do_send(CatchUp {
                 channel: name.clone(),
             });
@@ -480,11 +556,15 @@ impl Handler<ChannelIdle> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: ChannelIdle, _: &mut Self::Context) {
-        let idle = self
-            .channels
-            .get(&msg.channel)
-            .is_some_and(|e| e.forwarded == msg.received);
-        if idle && let Some(entry) = self.channels.remove(&msg.channel) {
+        let Some(entry) = self.channels.get(&msg.channel) else {
+            return;
+        };
+        let idle = || entry.forwarded.load(Ordering::SeqCst) == msg.received;
+        let retired = match self.channel_config.cluster {
+            None => self.directory.remove_if(&msg.channel, idle),
+            Some(_) => idle(),
+        };
+        if retired && let Some(entry) = self.channels.remove(&msg.channel) {
             entry.addr.do_send(Retire);
         }
     }
@@ -555,6 +635,7 @@ impl Handler<SampleMetrics> for RegistryActor {
             subscribers += subs;
             let depth = entry
                 .forwarded
+                .load(Ordering::Relaxed)
                 .saturating_sub(entry.stats.received.load(Ordering::Relaxed));
             depth_total += depth;
             depth_max = depth_max.max(depth);

@@ -14,14 +14,16 @@ pub mod stream;
 
 use std::{sync::Arc, time::Instant};
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use actix_web::web;
 use tokio::sync::oneshot;
 
 use crate::{
     auth::Auth,
     broker::{
-        ChannelName, EventType, RegistryActor, await_reply, channel::Publish, channel::Published,
+        ChannelName, EventType, RegistryActor, await_reply,
+        channel::{Publish, Published},
+        registry::{ChannelPublished, Directory},
     },
     cluster::Cluster,
     config::Settings,
@@ -33,6 +35,11 @@ use crate::{
 /// What every handler shares.
 pub struct AppState {
     pub registry: Addr<RegistryActor>,
+    /// Running channels: a publish goes straight to its channel's actor.
+    pub directory: Directory,
+    /// The Mercure hub, offered the events published straight to a channel
+    /// (the registry offers the ones it routes itself).
+    pub mercure: Option<Recipient<ChannelPublished>>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
@@ -52,15 +59,35 @@ impl AppState {
         data: String,
         received_at: Instant,
     ) -> Result<Published, ApiError> {
+        let mirror = self.mercure.as_ref().map(|hub| {
+            let event = ChannelPublished {
+                channel: channel.clone(),
+                event_type: event_type.clone(),
+                data: data.clone(),
+            };
+            (hub, event)
+        });
         let (reply, answer) = oneshot::channel();
-        self.registry.do_send(Publish {
+        let msg = Publish {
             channel,
             event_type,
             data,
             reply: Some(reply),
             received_at,
-        });
-        Ok(await_reply(answer).await?)
+        };
+        match self.directory.publish(msg) {
+            Ok(()) => {
+                let published = await_reply(answer).await?;
+                if let Some((hub, event)) = mirror {
+                    hub.do_send(event);
+                }
+                Ok(published)
+            }
+            Err(msg) => {
+                self.registry.do_send(msg);
+                Ok(await_reply(answer).await?)
+            }
+        }
     }
 }
 

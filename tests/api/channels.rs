@@ -87,3 +87,38 @@ async fn cors_preflight() {
         "http://127.0.0.1:5173"
     );
 }
+
+/// Publishes that go straight to a channel's actor race its retirement
+/// without loss: every one is answered 202 (none lands in a stopped actor),
+/// while the channels keep stopping and starting under them.
+#[actix_web::test]
+async fn publishes_racing_retirement_are_all_accepted() {
+    let app = spawn_app_with(|s| {
+        s.stream.heartbeat = Duration::from_millis(5);
+        s.history.max_age = Duration::from_millis(1);
+    })
+    .await;
+    let publish_many = |channel: &'static str| {
+        let app = &app;
+        async move {
+            let mut epochs = std::collections::HashSet::new();
+            for n in 0..150 {
+                let id = app.publish(channel, &n.to_string()).await;
+                epochs.insert(id.split('-').next().unwrap_or_default().to_owned());
+                // Now and then long enough for the history to expire and
+                // the channel to retire.
+                if n % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(n % 7)).await;
+                }
+            }
+            epochs.len()
+        }
+    };
+    let lives =
+        futures_util::future::join_all(["race-a", "race-b", "race-c", "race-d"].map(publish_many))
+            .await;
+    assert!(
+        lives.iter().any(|lives| *lives > 1),
+        "channels retired and came back meanwhile: {lives:?}"
+    );
+}
