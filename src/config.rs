@@ -273,8 +273,8 @@ pub struct MercureSettings {
     /// Accept the documented development key; false in production, where
     /// the broker refuses to start until real keys are set.
     pub allow_development_key: bool,
-    /// Origins allowed to publish with the `mercureAuthorization` cookie
-    /// (browsers; the check stops cross-site request forgery).
+    /// Origins allowed to publish with a token cookie, besides the hub's
+    /// own (browsers; the check stops cross-site request forgery).
     pub publish_origins: Vec<String>,
 }
 

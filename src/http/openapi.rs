@@ -56,8 +56,35 @@ mod tests {
     fn mercure_routes_are_in_the_spec() {
         let spec = spec();
         let hub = &spec["paths"]["/.well-known/mercure"];
-        assert!(hub["get"].is_object() && hub["post"].is_object());
-        assert!(spec["paths"][crate::mercure::hub::SUBSCRIPTIONS_PATH]["get"].is_object());
+        assert!(hub["get"].is_object() && hub["head"].is_object() && hub["post"].is_object());
+        let path = crate::mercure::hub::SUBSCRIPTIONS_PATH;
+        for rest in [
+            "",
+            "/{topic}",
+            "/{first}/{second}",
+            "/{matchType}/{match}/{subscriber}",
+        ] {
+            assert!(
+                spec["paths"][format!("{path}{rest}")]["get"].is_object(),
+                "{rest}"
+            );
+        }
+        // Every draft-08 selector parameter is documented.
+        let names: Vec<&str> = hub["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for name in [
+            "topic",
+            "match",
+            "matchExact",
+            "matchURLPattern",
+            "access_token",
+        ] {
+            assert!(names.contains(&name), "{name}");
+        }
     }
 
     /// Every file of the debug console is described.

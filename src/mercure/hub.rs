@@ -29,12 +29,12 @@
 //! (Redis Streams, holes read back, durable commits, eviction and replay)
 //! does the work; the hub keeps its window of the log for `Last-Event-ID`.
 //!
-//! Resuming follows the reference hub with a history: `earliest` replays
-//! everything retained; a known id replays what came after it and is echoed
-//! in the `Last-Event-ID` response header; an unknown id (never seen, or
-//! already trimmed) replays nothing and the header carries the newest
-//! retained id (`earliest` when the history is empty), so the client can
-//! tell that it may have missed updates.
+//! Resuming follows draft-08: `earliest` replays everything retained; a
+//! known id replays what came after it and is echoed in the `Last-Event-ID`
+//! response header; an unknown id (never seen, or already trimmed) replays
+//! nothing and the header says `earliest`, so the client can tell that it
+//! may have missed updates. The header never names an update the client did
+//! not send itself, so it cannot disclose the id of a private update.
 
 use std::{
     collections::VecDeque,
@@ -55,7 +55,7 @@ use tokio::sync::{
 };
 
 use super::{
-    topic::TopicSelector,
+    topic::{MatchType, TopicSelector},
     update::{EARLIEST, Update, UpdateDraft, new_id},
 };
 use crate::{
@@ -107,6 +107,18 @@ pub enum HubDelivery {
     Heartbeat,
 }
 
+/// One subscription: a selector of a subscribe request, how the request
+/// named it, and the payload the subscriber's token attaches to it.
+#[derive(Debug)]
+pub struct Subscription {
+    pub selector: TopicSelector,
+    /// `None` for a `topic` parameter; the matcher type of a `match*`
+    /// parameter. It decides the shape of the subscription's id and JSON.
+    pub match_type: Option<MatchType>,
+    /// Shown in subscription events and the API.
+    pub payload: Option<Value>,
+}
+
 /// One Mercure subscriber, as the hub holds it.
 #[derive(Debug)]
 pub struct HubSubscriber {
@@ -114,12 +126,10 @@ pub struct HubSubscriber {
     pub key: u64,
     /// The subscriber's IRI (`urn:uuid:…`), shown in subscription events.
     pub id: String,
-    /// The `topic` selectors of its request.
-    pub topics: Vec<TopicSelector>,
-    /// Its token's `mercure.subscribe` selectors: which private updates it may read.
+    /// One per `topic` or `match*` parameter of its request.
+    pub subscriptions: Vec<Subscription>,
+    /// Its token's subscribe selectors: which private updates it may read.
     pub private: Option<Vec<TopicSelector>>,
-    /// Its token's `mercure.payload`.
-    pub payload: Option<Value>,
     pub tx: mpsc::Sender<HubDelivery>,
     /// Set when the hub evicted it as a slow consumer.
     pub evicted: Arc<AtomicBool>,
@@ -128,9 +138,8 @@ pub struct HubSubscriber {
 impl HubSubscriber {
     /// A subscriber with a fresh key and IRI, and the receiving end of its queue.
     pub fn new(
-        topics: Vec<TopicSelector>,
+        subscriptions: Vec<Subscription>,
         private: Option<Vec<TopicSelector>>,
-        payload: Option<Value>,
         capacity: usize,
     ) -> (Self, mpsc::Receiver<HubDelivery>) {
         static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -138,9 +147,8 @@ impl HubSubscriber {
         let subscriber = Self {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             id: super::update::new_id(),
-            topics,
+            subscriptions,
             private,
-            payload,
             tx,
             evicted: Arc::new(AtomicBool::new(false)),
         };
@@ -150,7 +158,10 @@ impl HubSubscriber {
     /// Whether it subscribed to one of the update's topics and, for a
     /// private update, its token covers one of them.
     pub fn can_receive(&self, update: &Update) -> bool {
-        let subscribed = super::topic::any_matches(&self.topics, &update.topics);
+        let subscribed = self
+            .subscriptions
+            .iter()
+            .any(|s| update.topics.iter().any(|topic| s.selector.matches(topic)));
         subscribed
             && (!update.private
                 || self
@@ -160,15 +171,19 @@ impl HubSubscriber {
     }
 
     fn subscriptions(&self, active: bool) -> Vec<SubscriptionInfo> {
-        self.topics
+        self.subscriptions
             .iter()
-            .map(|topic| SubscriptionInfo::new(&self.id, topic.as_str(), &self.payload, active))
+            .map(|subscription| SubscriptionInfo::new(&self.id, subscription, active))
             .collect()
     }
 }
 
-/// One subscription (a subscriber and one of its topic selectors), as
-/// subscription events and the subscriptions API show it.
+/// One subscription (a subscriber and one of its selectors), as
+/// subscription events and the subscriptions API show it. A `topic`
+/// subscription has the reference hub's shape (`topic`, id
+/// `…/subscriptions/{topic}/{subscriber}`); a `match*` subscription has
+/// draft-08's (`matchType` and `match`, id
+/// `…/subscriptions/{matchType}/{match}/{subscriber}`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SubscriptionInfo {
     #[serde(rename = "@context", skip_serializing_if = "Option::is_none")]
@@ -177,7 +192,12 @@ pub struct SubscriptionInfo {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub subscriber: String,
-    pub topic: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(rename = "matchType", skip_serializing_if = "Option::is_none")]
+    pub match_type: Option<MatchType>,
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<String>,
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
@@ -186,20 +206,59 @@ pub struct SubscriptionInfo {
 }
 
 impl SubscriptionInfo {
-    fn new(subscriber: &str, topic: &str, payload: &Option<Value>, active: bool) -> Self {
+    fn new(subscriber: &str, subscription: &Subscription, active: bool) -> Self {
+        let selector = subscription.selector.as_str();
+        let (id, topic, matcher) = match subscription.match_type {
+            None => (
+                format!(
+                    "{SUBSCRIPTIONS_PATH}/{}/{}",
+                    query_escape(selector),
+                    query_escape(subscriber)
+                ),
+                Some(selector.to_owned()),
+                None,
+            ),
+            Some(match_type) => (
+                format!(
+                    "{SUBSCRIPTIONS_PATH}/{}/{}/{}",
+                    match_type.as_str(),
+                    path_escape(selector),
+                    path_escape(subscriber)
+                ),
+                None,
+                Some(selector.to_owned()),
+            ),
+        };
         Self {
             context: None,
-            id: format!(
-                "{SUBSCRIPTIONS_PATH}/{}/{}",
-                query_escape(topic),
-                query_escape(subscriber)
-            ),
+            id,
             kind: "Subscription",
             subscriber: subscriber.to_owned(),
-            topic: topic.to_owned(),
+            topic,
+            match_type: subscription.match_type,
+            matcher,
             active,
-            payload: payload.clone(),
+            payload: subscription.payload.clone(),
             last_event_id: None,
+        }
+    }
+
+    /// Whether it is the subscription addressed by subscriptions API path
+    /// segments (decoded): `[topic]`, `[topic, subscriber]`,
+    /// `[matchType, match]` or `[matchType, match, subscriber]`.
+    pub fn is_addressed_by(&self, segments: &[String]) -> bool {
+        match (segments, self.match_type) {
+            ([], _) => true,
+            ([topic], None) => self.topic.as_ref() == Some(topic),
+            ([topic, subscriber], None) => {
+                self.topic.as_ref() == Some(topic) && self.subscriber == *subscriber
+            }
+            ([kind, matcher, rest @ ..], Some(match_type)) if rest.len() <= 1 => {
+                kind == match_type.as_str()
+                    && self.matcher.as_ref() == Some(matcher)
+                    && rest.iter().all(|subscriber| self.subscriber == *subscriber)
+            }
+            _ => false,
         }
     }
 }
@@ -207,13 +266,23 @@ impl SubscriptionInfo {
 /// Go's `url.QueryEscape`, which the reference hub uses for subscription
 /// ids: everything but `A-Z a-z 0-9 - _ . ~` is `%XX`, a space is `+`.
 pub fn query_escape(text: &str) -> String {
+    escape(text, "+")
+}
+
+/// RFC 6570 simple expansion, as draft-08 asks for subscription ids: like
+/// [`query_escape`], but a space is `%20`.
+pub fn path_escape(text: &str) -> String {
+    escape(text, "%20")
+}
+
+fn escape(text: &str, space: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
     for byte in text.bytes() {
         match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 out.push(byte as char)
             }
-            b' ' => out.push('+'),
+            b' ' => out.push_str(space),
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -474,12 +543,7 @@ impl HubActor {
                 visible(&mut self.history.iter().skip(at + 1)),
                 last_event_id.to_owned(),
             ),
-            None => (
-                Vec::new(),
-                self.history
-                    .back()
-                    .map_or_else(|| EARLIEST.to_owned(), |u| u.id.clone()),
-            ),
+            None => (Vec::new(), EARLIEST.to_owned()),
         }
     }
 
@@ -680,9 +744,9 @@ impl HubActor {
         };
         if msg.reply.send(Ok(answer)).is_ok() {
             debug!(
-                "mercure subscribed subscriber={} topics={}",
+                "mercure subscribed subscriber={} selectors={}",
                 sub.id,
-                sub.topics.len()
+                sub.subscriptions.len()
             );
             self.subscribers.push(sub);
         } else {
@@ -770,8 +834,16 @@ mod tests {
     }
 
     fn subscriber(topics: &[&str], private: Option<&[&str]>) -> HubSubscriber {
-        let selectors = |list: &[&str]| list.iter().map(|t| TopicSelector::new(t)).collect();
-        HubSubscriber::new(selectors(topics), private.map(selectors), None, 4).0
+        let subscriptions = topics
+            .iter()
+            .map(|t| Subscription {
+                selector: TopicSelector::new(t),
+                match_type: None,
+                payload: None,
+            })
+            .collect();
+        let private = private.map(|list| list.iter().map(|t| TopicSelector::new(t)).collect());
+        HubSubscriber::new(subscriptions, private, 4).0
     }
 
     /// Private updates need a subscribe claim covering one of their topics.
@@ -796,5 +868,66 @@ mod tests {
             "https%3A%2F%2Fexample.com%2Fa+b%3Fc%3Dd%26%C3%A9"
         );
         assert_eq!(query_escape("urn:uuid:1-2"), "urn%3Auuid%3A1-2");
+    }
+
+    /// A `topic` subscription keeps the reference hub's shape; a `match*`
+    /// one has draft-08's `matchType`, `match` and id.
+    #[test]
+    fn subscription_shapes() {
+        let base = url::Url::parse("http://hub.test/.well-known/mercure").unwrap();
+        let subscription = |raw: &str, match_type| Subscription {
+            selector: match match_type {
+                None => TopicSelector::new(raw),
+                Some(kind) => TopicSelector::typed(kind, raw, &base).unwrap(),
+            },
+            match_type,
+            payload: None,
+        };
+        let legacy = SubscriptionInfo::new("urn:s", &subscription("a b", None), true);
+        assert_eq!(legacy.id, "/.well-known/mercure/subscriptions/a+b/urn%3As");
+        let json = serde_json::to_value(&legacy).unwrap();
+        assert_eq!(json["topic"], "a b");
+        assert!(json.get("match").is_none() && json.get("matchType").is_none());
+        let typed = SubscriptionInfo::new(
+            "urn:s",
+            &subscription("https://x/:id a", Some(MatchType::UrlPattern)),
+            false,
+        );
+        assert_eq!(
+            typed.id,
+            "/.well-known/mercure/subscriptions/URLPattern/https%3A%2F%2Fx%2F%3Aid%20a/urn%3As"
+        );
+        let json = serde_json::to_value(&typed).unwrap();
+        assert_eq!(json["matchType"], "URLPattern");
+        assert_eq!(json["match"], "https://x/:id a");
+        assert!(json.get("topic").is_none());
+
+        let seg = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(legacy.is_addressed_by(&seg(&["a b"])));
+        assert!(legacy.is_addressed_by(&seg(&["a b", "urn:s"])));
+        assert!(!legacy.is_addressed_by(&seg(&["a b", "urn:t"])));
+        assert!(typed.is_addressed_by(&seg(&[])));
+        assert!(typed.is_addressed_by(&seg(&["URLPattern", "https://x/:id a"])));
+        assert!(typed.is_addressed_by(&seg(&["URLPattern", "https://x/:id a", "urn:s"])));
+        assert!(!typed.is_addressed_by(&seg(&["Exact", "https://x/:id a"])));
+        assert!(!typed.is_addressed_by(&seg(&["https://x/:id a"])));
+    }
+
+    /// An unknown id replays nothing and answers `earliest`, never the id
+    /// of a (possibly private) retained update.
+    #[actix::test]
+    async fn unknown_last_event_id_answers_earliest() {
+        let settings = Settings::defaults();
+        let registry = RegistryActor::new(&settings).start();
+        let mut hub = HubActor::new(&settings, registry, Metrics::detached());
+        let secret = update(&["urn:secret"], true);
+        hub.remember(&secret);
+        let reader = subscriber(&["*"], None);
+        let (replay, header) = hub.replay(&reader, "urn:uuid:unknown");
+        assert!(replay.is_empty());
+        assert_eq!(header, EARLIEST);
+        let (replay, header) = hub.replay(&reader, &secret.id);
+        assert!(replay.is_empty());
+        assert_eq!(header, secret.id);
     }
 }

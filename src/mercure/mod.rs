@@ -9,8 +9,10 @@
 //! - [`routes`]: the HTTP endpoints (subscribe, publish, subscriptions API)
 //!   and the `MercureStream` response body.
 //! - [`auth`]: finding and checking JWTs (`mercure.publish`,
-//!   `mercure.subscribe`, `mercure.payload` claims).
-//! - [`topic`]: topic selectors: `*`, exact topics and URI templates.
+//!   `mercure.subscribe`, `mercure.payload` claims, and draft-08
+//!   `authorization_details`).
+//! - [`topic`]: topic selectors: `*`, exact topics, URI templates (`topic`)
+//!   and the draft-08 matcher types `Exact` and `URLPattern` (`match*`).
 //! - [`update`]: an update, its id and its event-stream encoding.
 //! - [`error`]: `MercureError`, the statuses the Mercure spec asks for.
 //!

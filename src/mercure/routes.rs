@@ -1,6 +1,10 @@
-//! The Mercure HTTP endpoints: `GET /.well-known/mercure` (subscribe),
-//! `POST /.well-known/mercure` (publish) and, when `mercure.subscriptions`
-//! is set, `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`.
+//! The Mercure HTTP endpoints: `GET /.well-known/mercure` (subscribe; `HEAD`
+//! answers its headers), `POST /.well-known/mercure` (publish) and, when
+//! `mercure.subscriptions` is set, the subscriptions API:
+//! `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]` for
+//! `topic` subscriptions and
+//! `GET /.well-known/mercure/subscriptions/{matchType}/{match}[/{subscriber}]`
+//! for draft-08 `match*` subscriptions.
 //!
 //! Handlers stay thin: read the query or form, check the token
 //! ([`auth`](super::auth)), send one message to the [`HubActor`], shape the
@@ -17,12 +21,13 @@ use std::{
 };
 
 use actix::Addr;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, http::header, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use url::Url;
 
 use super::{
     MercureState,
@@ -30,9 +35,9 @@ use super::{
     error::MercureError,
     hub::{
         HubDelivery, HubSubscriber, JSONLD_CONTEXT, ListSubscriptions, PublishUpdate,
-        SUBSCRIPTIONS_PATH, SubscribeHub, SubscriptionInfo, UnsubscribeHub,
+        SUBSCRIPTIONS_PATH, SubscribeHub, Subscription, SubscriptionInfo, UnsubscribeHub,
     },
-    topic::{self, TopicSelector},
+    topic::{self, MatchType, TopicSelector},
     update::UpdateDraft,
 };
 use crate::{
@@ -42,20 +47,23 @@ use crate::{
     sse,
 };
 
-/// Most `topic` selectors one subscription or update may name (as in the
+/// Most selectors (`topic` and `match*` parameters together) one
+/// subscription may name, and most topics of one update (as in the
 /// reference hub).
 pub const MAX_TOPICS: usize = 1000;
 /// Longest `Last-Event-ID` accepted.
 pub const MAX_LAST_EVENT_ID_LEN: usize = 8192;
-/// Topics under this path are the hub's own (subscription events).
-const RESERVED_TOPIC: &str = "/.well-known/mercure";
+/// The hub's path. Topics under it are the hub's own (subscription events).
+const HUB_PATH: &str = "/.well-known/mercure";
+const RESERVED_TOPIC: &str = HUB_PATH;
 
 /// Mounts the hub's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<MercureState>) {
     let subscriptions = state.settings.mercure.subscriptions;
     cfg.app_data(state).service(
-        web::resource("/.well-known/mercure")
+        web::resource(HUB_PATH)
             .route(web::get().to(subscribe))
+            .route(web::head().to(subscribe_head))
             .route(web::post().to(publish)),
     );
     if subscriptions {
@@ -98,11 +106,52 @@ fn has_control(text: &str) -> bool {
     text.chars().any(char::is_control)
 }
 
+/// The values of the query parameters that may carry a token.
 fn query_tokens(pairs: &[(String, String)]) -> Vec<String> {
-    values(pairs, auth::QUERY_PARAMETER)
-        .into_iter()
+    auth::QUERY_PARAMETERS
+        .iter()
+        .flat_map(|name| values(pairs, name))
         .map(str::to_owned)
         .collect()
+}
+
+/// The hub's URL as this request addressed it,
+/// `scheme://host/.well-known/mercure`: the base of relative URL patterns
+/// and topics, and the hub's own origin for cookie publishes. The
+/// `Forwarded` / `X-Forwarded-Proto` / `X-Forwarded-Host` headers count
+/// only with `limits.trust_forwarded_for` (behind a proxy that sets them,
+/// e.g. one terminating TLS); otherwise the `Host` the client sent. A host
+/// that does not make a URL falls back to the server's configured host.
+fn hub_url(req: &HttpRequest, trust_forwarded: bool) -> Url {
+    let (scheme, host) = if trust_forwarded {
+        let info = req.connection_info();
+        (info.scheme().to_owned(), info.host().to_owned())
+    } else {
+        let scheme = if req.app_config().secure() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        (scheme.to_owned(), host)
+    };
+    let url = |host: &str| {
+        let plain = !host.is_empty() && !host.contains(['/', '?', '#', '@', '\\']);
+        plain
+            .then(|| Url::parse(&format!("{scheme}://{host}{HUB_PATH}")).ok())
+            .flatten()
+    };
+    url(&host)
+        .or_else(|| url(req.app_config().host()))
+        .unwrap_or_else(|| {
+            Url::parse("http://localhost/.well-known/mercure").expect("a constant, valid URL")
+        })
 }
 
 /// The subscriber's claims, or 401 when its token is invalid, or when it
@@ -111,13 +160,14 @@ fn subscriber_claims(
     state: &MercureState,
     req: &HttpRequest,
     pairs: &[(String, String)],
+    hub: &Url,
 ) -> Result<Option<Claims>, MercureError> {
     if !state.tokens.has_key(Role::Subscriber) {
         return Ok(None);
     }
     let claims = state
         .tokens
-        .authorize(req, &query_tokens(pairs), Role::Subscriber)
+        .authorize(req, &query_tokens(pairs), Role::Subscriber, hub)
         .map_err(|err| MercureError::Unauthorized(err.to_string()))?;
     if claims.is_none() && !state.settings.mercure.anonymous {
         return Err(MercureError::Unauthorized(
@@ -127,36 +177,122 @@ fn subscriber_claims(
     Ok(claims)
 }
 
-/// `GET /.well-known/mercure?topic=…`
+/// A subscribe request, read and checked.
+struct SubscribeRequest {
+    claims: Claims,
+    subscriptions: Vec<Subscription>,
+    last_event_id: Option<String>,
+}
+
+/// Reads a subscribe request: its token (401), its selectors and its
+/// `Last-Event-ID` (400).
+fn read_subscribe(
+    state: &MercureState,
+    req: &HttpRequest,
+) -> Result<SubscribeRequest, MercureError> {
+    let hub = hub_url(req, state.settings.limits.trust_forwarded_for);
+    let pairs = parse_pairs(req.query_string())?;
+    let claims = subscriber_claims(state, req, &pairs, &hub)?.unwrap_or_default();
+    let subscriptions = read_subscriptions(&pairs, &claims, &hub)?;
+    let last_event_id = last_event_id(req, &pairs)?;
+    Ok(SubscribeRequest {
+        claims,
+        subscriptions,
+        last_event_id,
+    })
+}
+
+/// One subscription per `topic` parameter (`*`, exact or URI template) and
+/// per draft-08 `match` / `matchExact` (exact) or `matchURLPattern`
+/// parameter, in the order given. Any other parameter in the reserved
+/// `match` namespace, a control character, a URL pattern that does not
+/// parse, too many selectors or none at all are 400s.
+fn read_subscriptions(
+    pairs: &[(String, String)],
+    claims: &Claims,
+    hub: &Url,
+) -> Result<Vec<Subscription>, MercureError> {
+    let mut subscriptions = Vec::new();
+    for (name, value) in pairs {
+        let match_type = if name == "topic" {
+            None
+        } else if topic::is_match_parameter(name) {
+            Some(MatchType::from_parameter(name).ok_or_else(|| {
+                MercureError::BadRequest(format!(
+                    "unknown topic matcher parameter {name:?}: use \"match\", \"matchExact\" \
+                     or \"matchURLPattern\""
+                ))
+            })?)
+        } else {
+            continue;
+        };
+        if subscriptions.len() == MAX_TOPICS {
+            return Err(MercureError::BadRequest(format!(
+                "at most {MAX_TOPICS} \"topic\" and \"match\" parameters are allowed"
+            )));
+        }
+        if has_control(value) {
+            return Err(MercureError::BadRequest(
+                "topic selectors must not contain control characters".into(),
+            ));
+        }
+        let selector = match match_type {
+            None => TopicSelector::new(value),
+            Some(match_type) => TopicSelector::typed(match_type, value, hub)
+                .map_err(|err| MercureError::BadRequest(err.to_string()))?,
+        };
+        subscriptions.push(Subscription {
+            payload: claims.payload_for(selector.as_str()),
+            selector,
+            match_type,
+        });
+    }
+    if subscriptions.is_empty() {
+        return Err(MercureError::BadRequest(
+            "Missing \"topic\" or \"match\" parameter.".into(),
+        ));
+    }
+    Ok(subscriptions)
+}
+
+/// The headers of a subscribe answer (`GET` and `HEAD`).
+fn stream_headers(response: &mut HttpResponseBuilder) {
+    response
+        .content_type("text/event-stream")
+        .insert_header((
+            header::CACHE_CONTROL,
+            "private, no-cache, no-store, must-revalidate, max-age=0",
+        ))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .insert_header((header::EXPIRES, "0"))
+        .insert_header(("X-Accel-Buffering", "no"));
+}
+
+/// `HEAD /.well-known/mercure?topic=…`: the checks and headers of a
+/// subscribe, without a body and without subscribing.
+pub async fn subscribe_head(
+    state: web::Data<MercureState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, MercureError> {
+    read_subscribe(&state, &req)?;
+    let mut response = HttpResponse::Ok();
+    stream_headers(&mut response);
+    Ok(response.finish())
+}
+
+/// `GET /.well-known/mercure?topic=…` (or `match=…`, `matchURLPattern=…`)
 pub async fn subscribe(
     state: web::Data<MercureState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, MercureError> {
-    let pairs = parse_pairs(req.query_string())?;
-    let claims = subscriber_claims(&state, &req, &pairs)?;
-    let topics = values(&pairs, "topic");
-    if topics.is_empty() {
-        return Err(MercureError::BadRequest(
-            "Missing \"topic\" parameter.".into(),
-        ));
-    }
-    if topics.len() > MAX_TOPICS {
-        return Err(MercureError::BadRequest(format!(
-            "at most {MAX_TOPICS} \"topic\" parameters are allowed"
-        )));
-    }
-    if topics.iter().any(|t| has_control(t)) {
-        return Err(MercureError::BadRequest(
-            "topic selectors must not contain control characters".into(),
-        ));
-    }
-    let last_event_id = last_event_id(&req, &pairs)?;
-    let selectors = topics.iter().map(|t| TopicSelector::new(t)).collect();
-    let claims = claims.unwrap_or_default();
+    let SubscribeRequest {
+        claims,
+        subscriptions,
+        last_event_id,
+    } = read_subscribe(&state, &req)?;
     let (subscriber, rx) = HubSubscriber::new(
-        selectors,
+        subscriptions,
         claims.subscribe,
-        claims.payload,
         state.settings.stream.subscriber_buffer,
     );
     let key = subscriber.key;
@@ -195,16 +331,7 @@ pub async fn subscribe(
         guard: guard.counting(),
     };
     let mut response = HttpResponse::Ok();
-    response
-        .content_type("text/event-stream")
-        .insert_header((
-            header::CACHE_CONTROL,
-            "private, no-cache, no-store, must-revalidate, max-age=0",
-        ))
-        .insert_header((header::PRAGMA, "no-cache"))
-        .insert_header((header::EXPIRES, "0"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .insert_header((header::CONTENT_ENCODING, "identity"));
+    stream_headers(&mut response);
     if let Some(id) = started.last_event_id {
         response.insert_header(("Last-Event-ID", id));
     }
@@ -263,9 +390,10 @@ async fn publish_inner(
     received_at: Instant,
 ) -> Result<HttpResponse, MercureError> {
     let query = parse_pairs(req.query_string())?;
+    let hub = hub_url(req, state.settings.limits.trust_forwarded_for);
     let claims = state
         .tokens
-        .authorize(req, &query_tokens(&query), Role::Publisher)
+        .authorize(req, &query_tokens(&query), Role::Publisher, &hub)
         .map_err(|err| MercureError::Unauthorized(err.to_string()))?
         .ok_or_else(|| MercureError::Unauthorized("a publisher JWT is required".into()))?;
     let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
@@ -292,7 +420,9 @@ async fn publish_inner(
         .is_some_and(|selectors| topic::all_match(selectors, &draft.topics));
     if !allowed {
         return Err(MercureError::Forbidden(
-            "the JWT's mercure.publish claim does not cover these topics".into(),
+            "the JWT's publish rights (mercure.publish or authorization_details) do not cover \
+             these topics"
+                .into(),
         ));
     }
     if let Some(reserved) = draft.topics.iter().find(|t| t.contains(RESERVED_TOPIC)) {
@@ -330,10 +460,14 @@ fn read_draft(form: &[(String, String)]) -> Result<UpdateDraft, MercureError> {
             "topic contains a forbidden control character".into(),
         ));
     }
+    // ASCII digits only (draft-08): `str::parse` would also take `+5`.
     let retry = match first("retry").filter(|r| !r.is_empty()) {
         Some(text) => Some(
-            text.parse::<u64>()
-                .map_err(|_| MercureError::BadRequest("Invalid \"retry\" parameter".into()))?,
+            text.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| text.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| MercureError::BadRequest("Invalid \"retry\" parameter".into()))?,
         ),
         None => None,
     };
@@ -342,6 +476,12 @@ fn read_draft(form: &[(String, String)]) -> Result<UpdateDraft, MercureError> {
     if id.as_ref().is_some_and(forbidden) {
         return Err(MercureError::BadRequest(
             "\"id\" field contains a forbidden control character".into(),
+        ));
+    }
+    // draft-08 keeps ids starting with `#` for hubs' own ids.
+    if id.as_ref().is_some_and(|id| id.starts_with('#')) {
+        return Err(MercureError::BadRequest(
+            "\"id\" field must not start with \"#\"".into(),
         ));
     }
     let event_type = first("type").filter(|t| !t.is_empty());
@@ -373,8 +513,15 @@ struct SubscriptionCollection {
     subscriptions: Vec<SubscriptionInfo>,
 }
 
-/// `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`: the
-/// active subscriptions, all, for one topic selector, or one.
+/// `GET /.well-known/mercure/subscriptions[/…]`: the active subscriptions.
+/// The path segments after it (each decoded like a form value: `%XX`, and
+/// `+` is a space, since ids escape like Go's `url.QueryEscape`) address:
+/// - none: every subscription;
+/// - `{topic}`: the `topic` subscriptions with that selector;
+/// - `{topic}/{subscriber}`: one `topic` subscription, else, when `{topic}`
+///   is a matcher type name, `{matchType}/{match}`: the `match*`
+///   subscriptions with that matcher;
+/// - `{matchType}/{match}/{subscriber}`: one `match*` subscription.
 pub async fn subscriptions_api(
     state: web::Data<MercureState>,
     req: HttpRequest,
@@ -388,20 +535,21 @@ pub async fn subscriptions_api(
         .split('/')
         .filter(|s| !s.is_empty())
         .map(|s| {
-            percent_decode_str(s)
+            percent_decode_str(&s.replace('+', " "))
                 .decode_utf8()
                 .map(|s| s.into_owned())
                 .map_err(|_| MercureError::BadRequest("invalid path segment".into()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if segments.len() > 2 {
+    if segments.len() > 3 {
         return Err(MercureError::NotFound(format!("no resource at {path}")));
     }
     if state.tokens.has_key(Role::Subscriber) {
         let pairs = parse_pairs(req.query_string())?;
+        let hub = hub_url(&req, state.settings.limits.trust_forwarded_for);
         let claims = state
             .tokens
-            .authorize(&req, &query_tokens(&pairs), Role::Subscriber)
+            .authorize(&req, &query_tokens(&pairs), Role::Subscriber, &hub)
             .map_err(|err| MercureError::Unauthorized(err.to_string()))?
             .ok_or_else(|| MercureError::Unauthorized("a subscriber JWT is required".into()))?;
         let covered = claims
@@ -410,7 +558,7 @@ pub async fn subscriptions_api(
             .is_some_and(|s| topic::any_matches(s, std::slice::from_ref(&path)));
         if !covered {
             return Err(MercureError::Forbidden(
-                "the JWT's mercure.subscribe claim does not cover this URL".into(),
+                "the JWT's subscribe rights do not cover this URL".into(),
             ));
         }
     }
@@ -419,20 +567,30 @@ pub async fn subscriptions_api(
         .send(ListSubscriptions)
         .await
         .map_err(|_| MercureError::Unavailable("the hub did not answer".into()))?;
-    let mut subscriptions: Vec<SubscriptionInfo> = list
+    let subscriptions: Vec<SubscriptionInfo> = list
         .subscriptions
         .into_iter()
-        .filter(|s| segments.first().is_none_or(|topic| s.topic == *topic))
+        .filter(|s| s.is_addressed_by(&segments))
         .collect();
     let ld_json = |body: String| {
         HttpResponse::Ok()
             .content_type("application/ld+json")
             .body(body)
     };
-    if let Some(subscriber) = segments.get(1) {
+    // Three segments name one `match*` subscription; two name one `topic`
+    // subscription, or else, after a matcher type, a collection.
+    let single = match segments.len() {
+        3 => true,
+        2 => {
+            MatchType::from_name(&segments[0]).is_none()
+                || subscriptions.iter().any(|s| s.match_type.is_none())
+        }
+        _ => false,
+    };
+    if single {
         let mut one = subscriptions
-            .drain(..)
-            .find(|s| s.subscriber == *subscriber)
+            .into_iter()
+            .find(|s| s.match_type.is_some() == (segments.len() == 3))
             .ok_or_else(|| MercureError::NotFound("no such subscription".into()))?;
         one.context = Some(JSONLD_CONTEXT);
         one.last_event_id = Some(list.last_event_id);
@@ -552,9 +710,85 @@ mod tests {
         assert!(read_draft(&form("topic=a&id=x%0Ay")).is_err());
         assert!(read_draft(&form("topic=a&type=x%0Dy")).is_err());
         assert!(read_draft(&form("topic=a&retry=-1")).is_err());
+        assert!(read_draft(&form("topic=a&retry=%2B5")).is_err());
+        assert!(read_draft(&form("topic=a&retry=5%20")).is_err());
+        assert!(read_draft(&form("topic=a&id=%23hub-id")).is_err());
         assert!(read_draft(&form("topic=a%01")).is_err());
+        assert_eq!(
+            read_draft(&form("topic=a&retry=0042")).unwrap().retry,
+            Some(42)
+        );
+        assert!(read_draft(&form("topic=a&id=a%23b")).is_ok());
         let draft = read_draft(&form("topic=a&topic=b&id=&type=&retry=&private=off")).unwrap();
         assert_eq!(draft.topics, vec!["a", "b"]);
         assert!(draft.private && draft.id.is_none() && draft.event_type.is_none());
+    }
+
+    fn hub() -> Url {
+        Url::parse("http://hub.test/.well-known/mercure").unwrap()
+    }
+
+    /// `topic` and `match*` parameters each make a subscription, in order;
+    /// other `match…` names, bad patterns and no selector are 400s.
+    #[test]
+    fn subscribe_selectors() {
+        let read = |query: &str| {
+            read_subscriptions(&parse_pairs(query).unwrap(), &Claims::default(), &hub())
+        };
+        let subscriptions = read(
+            "topic=a%7Bx%7D&lastEventID=1&match=b%7Bx%7D&matchExact=*&matchURLPattern=%2Fc%2F%3Aid",
+        )
+        .unwrap();
+        let shapes: Vec<_> = subscriptions
+            .iter()
+            .map(|s| (s.selector.as_str(), s.match_type))
+            .collect();
+        assert_eq!(
+            shapes,
+            vec![
+                ("a{x}", None),
+                ("b{x}", Some(MatchType::Exact)),
+                ("*", Some(MatchType::Exact)),
+                ("/c/:id", Some(MatchType::UrlPattern)),
+            ]
+        );
+        assert!(subscriptions[0].selector.matches("a1"));
+        assert!(!subscriptions[1].selector.matches("b1"));
+        assert!(subscriptions[3].selector.matches("http://hub.test/c/1"));
+        for bad in [
+            "lastEventID=x",
+            "matchRegexp=a",
+            "Match=a",
+            "matchurlpattern=a",
+            "matcher=a&topic=b",
+            "matchURLPattern=https%3A%2F%2Fx%2F(",
+            "match=a%0Ab",
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The hub URL comes from Host (forwarded headers only when trusted).
+    #[test]
+    fn hub_url_from_the_request() {
+        use actix_web::test::TestRequest;
+        let req = TestRequest::default()
+            .insert_header(("host", "hub.example:8443"))
+            .insert_header(("x-forwarded-host", "proxy.example"))
+            .insert_header(("x-forwarded-proto", "https"))
+            .to_http_request();
+        assert_eq!(
+            hub_url(&req, false).as_str(),
+            "http://hub.example:8443/.well-known/mercure"
+        );
+        assert_eq!(
+            hub_url(&req, true).as_str(),
+            "https://proxy.example/.well-known/mercure"
+        );
+        let odd = TestRequest::default()
+            .insert_header(("host", "a@b/c"))
+            .to_http_request();
+        assert_eq!(hub_url(&odd, false).path(), "/.well-known/mercure");
+        assert_ne!(hub_url(&odd, false).host_str(), Some("b"));
     }
 }

@@ -1,25 +1,98 @@
 //! Topic selectors: which topics a subscription (or a JWT claim) covers.
 //!
-//! A selector is `*` (every topic), an exact topic, or a URI template
-//! (RFC 6570, levels 1 to 4). Like the reference hub, a template is turned
-//! into a regular expression the way `github.com/yosida95/uritemplate` does
-//! it: each expression matches an optional run of the characters its
-//! operator may produce (`{id}` matches `[unreserved,]*` or `%XX`, `{+path}`
-//! also reserved characters, `{/a,b}` up to two `/`-separated segments, …).
-//! A selector that does not parse as a template (e.g. it contains a space or
-//! an unsupported operator) is an exact topic. Matching always tries exact
-//! equality first.
+//! A selector comes in three shapes, by where it was written:
+//! - a `topic` subscribe parameter or a `mercure.publish`/`mercure.subscribe`
+//!   claim (the protocol the Mercure ecosystem speaks today): `*` (every
+//!   topic), an exact topic, or a URI template (RFC 6570, levels 1 to 4).
+//!   Like the reference hub, a template is turned into a regular expression
+//!   the way `github.com/yosida95/uritemplate` does it: each expression
+//!   matches an optional run of the characters its operator may produce
+//!   (`{id}` matches `[unreserved,]*` or `%XX`, `{+path}` also reserved
+//!   characters, `{/a,b}` up to two `/`-separated segments, …). A selector
+//!   that does not parse as a template (e.g. it contains a space or an
+//!   unsupported operator) is an exact topic. Matching always tries exact
+//!   equality first.
+//! - a draft-08 matcher of type [`MatchType::Exact`] (`match`, `matchExact`,
+//!   or an `authorization_details` topic without `matchType`): `*` or an
+//!   exact topic, never a template.
+//! - a draft-08 matcher of type [`MatchType::URLPattern`] (`matchURLPattern`):
+//!   a WHATWG URL pattern (the `urlpattern` crate). A relative pattern, and a
+//!   relative topic matched against it, resolve against the hub's URL as the
+//!   request addressed it (`scheme://host/.well-known/mercure`); a topic that
+//!   is not a URL then matches no pattern. `*` is still every topic.
 //!
-//! The `regex` crate matches in linear time, so a crafted template cannot
-//! make matching slow; its compiled size is capped by [`MAX_REGEX_BYTES`].
+//! The `regex` crate matches in linear time (for templates and, inside the
+//! `urlpattern` crate, for URL patterns), so a crafted selector cannot make
+//! matching slow; a template's compiled size is capped by
+//! [`MAX_REGEX_BYTES`], a URL pattern's length by [`MAX_PATTERN_BYTES`].
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::Arc};
 
 use regex::{Regex, RegexBuilder};
+use serde::Serialize;
+use url::Url;
+use urlpattern::{UrlPattern, UrlPatternInit, UrlPatternMatchInput};
 
 /// Compiled size allowed for one template's regex; bigger templates are
 /// treated as exact topics.
 pub const MAX_REGEX_BYTES: usize = 256 * 1024;
+/// Longest URL pattern accepted. Patterns compile to regexes; this bounds
+/// the work one subscribe parameter or claim entry can cause.
+pub const MAX_PATTERN_BYTES: usize = 4096;
+
+/// A draft-08 matcher type: the `<MatcherType>` of a `match<MatcherType>`
+/// subscribe parameter, or the `matchType` of an `authorization_details`
+/// topic. Serialized under its canonical (case-sensitive) name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MatchType {
+    Exact,
+    #[serde(rename = "URLPattern")]
+    UrlPattern,
+}
+
+impl MatchType {
+    /// The type a canonical name designates (`Exact`, `URLPattern`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "Exact" => Some(Self::Exact),
+            "URLPattern" => Some(Self::UrlPattern),
+            _ => None,
+        }
+    }
+
+    /// The type a subscribe query parameter designates: `match` and
+    /// `matchExact` are exact, `matchURLPattern` a URL pattern; any other
+    /// name is `None` (for names in the reserved `match` prefix, a 400).
+    pub fn from_parameter(name: &str) -> Option<Self> {
+        match name {
+            "match" => Some(Self::Exact),
+            other => other.strip_prefix("match").and_then(Self::from_name),
+        }
+    }
+
+    /// The canonical name, as in subscription ids and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "Exact",
+            Self::UrlPattern => "URLPattern",
+        }
+    }
+}
+
+/// Whether a query parameter name is in the reserved `match` namespace
+/// (begins with `match`, compared ASCII case-insensitively).
+pub fn is_match_parameter(name: &str) -> bool {
+    name.get(..5)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("match"))
+}
+
+/// A URL pattern that does not parse (or is too long).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("invalid URL pattern {pattern:?}: {reason}")]
+pub struct InvalidPattern {
+    pub pattern: String,
+    pub reason: String,
+}
 
 /// One topic selector, compiled once when a subscription or token is read.
 #[derive(Debug, Clone)]
@@ -30,9 +103,18 @@ pub enum TopicSelector {
     Exact(String),
     /// A URI template; `raw` still matches exactly.
     Template { raw: String, regex: Regex },
+    /// A WHATWG URL pattern; `base` is the hub URL that relative patterns
+    /// were, and relative topics are, resolved against.
+    UrlPattern {
+        raw: String,
+        pattern: Arc<UrlPattern>,
+        base: Arc<Url>,
+    },
 }
 
 impl TopicSelector {
+    /// A `topic` parameter or a legacy claim entry: `*`, a URI template, or
+    /// else an exact topic.
     pub fn new(raw: &str) -> Self {
         if raw == "*" {
             return Self::Any;
@@ -51,11 +133,52 @@ impl TopicSelector {
         Self::Exact(raw.to_owned())
     }
 
+    /// A draft-08 `Exact` matcher: `*`, or a topic compared byte for byte.
+    pub fn exact(raw: &str) -> Self {
+        match raw {
+            "*" => Self::Any,
+            _ => Self::Exact(raw.to_owned()),
+        }
+    }
+
+    /// A draft-08 `URLPattern` matcher, relative patterns resolved against
+    /// `base` (the hub's URL).
+    pub fn url_pattern(raw: &str, base: &Url) -> Result<Self, InvalidPattern> {
+        if raw == "*" {
+            return Ok(Self::Any);
+        }
+        let invalid = |reason: String| InvalidPattern {
+            pattern: raw.to_owned(),
+            reason,
+        };
+        if raw.len() > MAX_PATTERN_BYTES {
+            return Err(invalid(format!("longer than {MAX_PATTERN_BYTES} bytes")));
+        }
+        let init = UrlPatternInit::parse_constructor_string::<Regex>(raw, Some(base.clone()))
+            .map_err(|err| invalid(err.to_string()))?;
+        // Default options: `ignoreCase` stays off, as draft-08 requires.
+        let pattern = <UrlPattern>::parse(init, Default::default())
+            .map_err(|err| invalid(err.to_string()))?;
+        Ok(Self::UrlPattern {
+            raw: raw.to_owned(),
+            pattern: Arc::new(pattern),
+            base: Arc::new(base.clone()),
+        })
+    }
+
+    /// A draft-08 matcher of type `match_type`.
+    pub fn typed(match_type: MatchType, raw: &str, base: &Url) -> Result<Self, InvalidPattern> {
+        match match_type {
+            MatchType::Exact => Ok(Self::exact(raw)),
+            MatchType::UrlPattern => Self::url_pattern(raw, base),
+        }
+    }
+
     /// The selector as it was written.
     pub fn as_str(&self) -> &str {
         match self {
             Self::Any => "*",
-            Self::Exact(raw) | Self::Template { raw, .. } => raw,
+            Self::Exact(raw) | Self::Template { raw, .. } | Self::UrlPattern { raw, .. } => raw,
         }
     }
 
@@ -64,6 +187,9 @@ impl TopicSelector {
             Self::Any => true,
             Self::Exact(raw) => raw == topic,
             Self::Template { raw, regex } => raw == topic || regex.is_match(topic),
+            Self::UrlPattern { pattern, base, .. } => base
+                .join(topic)
+                .is_ok_and(|url| matches!(pattern.test(UrlPatternMatchInput::Url(url)), Ok(true))),
         }
     }
 }
@@ -380,5 +506,67 @@ mod tests {
         assert!(!all_match(&selectors, &topics));
         assert!(all_match(&[TopicSelector::Any], &topics));
         assert!(!any_matches(&[], &topics));
+    }
+
+    fn hub() -> Url {
+        Url::parse("http://hub.test:8080/.well-known/mercure").unwrap()
+    }
+
+    /// `match`/`matchExact` are exact, `matchURLPattern` a URL pattern;
+    /// other names in the `match` namespace are recognised as reserved.
+    #[test]
+    fn match_parameters() {
+        assert_eq!(MatchType::from_parameter("match"), Some(MatchType::Exact));
+        assert_eq!(
+            MatchType::from_parameter("matchExact"),
+            Some(MatchType::Exact)
+        );
+        assert_eq!(
+            MatchType::from_parameter("matchURLPattern"),
+            Some(MatchType::UrlPattern)
+        );
+        for reserved in [
+            "matchurlpattern",
+            "matchRegexp",
+            "MATCH",
+            "Matcher",
+            "matchType",
+        ] {
+            assert_eq!(MatchType::from_parameter(reserved), None, "{reserved}");
+            assert!(is_match_parameter(reserved), "{reserved}");
+        }
+        assert!(!is_match_parameter("topic") && !is_match_parameter("mat"));
+    }
+
+    /// An exact matcher never reads a template; `*` is still everything.
+    #[test]
+    fn exact_matchers_are_not_templates() {
+        let books = TopicSelector::exact("https://example.com/books/{id}");
+        assert!(books.matches("https://example.com/books/{id}"));
+        assert!(!books.matches("https://example.com/books/1"));
+        assert!(TopicSelector::exact("*").matches("anything"));
+    }
+
+    /// URL patterns match absolute topics, and relative ones against the hub.
+    #[test]
+    fn url_patterns() {
+        let books = TopicSelector::url_pattern("https://example.com/books/:id", &hub()).unwrap();
+        assert!(books.matches("https://example.com/books/1"));
+        assert!(books.matches("https://EXAMPLE.com/books/1"));
+        assert!(!books.matches("https://example.com/books/1/reviews"));
+        assert!(!books.matches("https://example.com/Books/1"));
+        assert!(!books.matches("not a url at all"));
+        let relative =
+            TopicSelector::url_pattern("/.well-known/mercure/subscriptions/*", &hub()).unwrap();
+        assert!(relative.matches("/.well-known/mercure/subscriptions/Exact/a/b"));
+        assert!(relative.matches("http://hub.test:8080/.well-known/mercure/subscriptions/x"));
+        assert!(!relative.matches("http://other.test/.well-known/mercure/subscriptions/x"));
+        assert!(matches!(
+            TopicSelector::url_pattern("*", &hub()),
+            Ok(TopicSelector::Any)
+        ));
+        assert!(TopicSelector::url_pattern("https://example.com/(", &hub()).is_err());
+        let long = format!("https://example.com/{}", "a".repeat(MAX_PATTERN_BYTES));
+        assert!(TopicSelector::url_pattern(&long, &hub()).is_err());
     }
 }

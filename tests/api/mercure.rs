@@ -8,7 +8,8 @@ use sse_broker::config::MERCURE_DEVELOPMENT_KEY;
 
 use crate::{
     helpers::{
-        BrokerProcess, SseClient, TestApp, spawn_app, spawn_app_with, stream_at, wait_until,
+        BrokerProcess, SseClient, TestApp, problem, spawn_app, spawn_app_with, stream_at,
+        wait_until,
     },
     redis_support::{RedisServer, TcpProxy, spawn_node},
 };
@@ -42,6 +43,11 @@ fn subscribe_path(topics: &[&str], extra: &[(&str, &str)]) -> String {
     let mut fields: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
     fields.extend_from_slice(extra);
     format!("{HUB}?{}", encode_form(&fields))
+}
+
+/// `?name=value&…`: draft-08 `match*` parameters and any others.
+fn hub_path(fields: &[(&str, &str)]) -> String {
+    format!("{HUB}?{}", encode_form(fields))
 }
 
 /// POSTs a publish form with `token` (if any); returns status and body.
@@ -300,7 +306,8 @@ async fn publisher_authorization() {
 
 /// Reconnecting with Last-Event-ID (header or `lastEventID`) replays what
 /// came after it; `earliest` replays everything; the answer's
-/// Last-Event-ID header says where the replay starts from.
+/// Last-Event-ID header says where the replay starts from (`earliest` for
+/// an id the hub does not know, as draft-08 asks).
 #[actix_web::test]
 async fn resume_with_last_event_id() {
     let app = spawn_app().await;
@@ -332,10 +339,11 @@ async fn resume_with_last_event_id() {
     assert_eq!(earliest.next_event().await.data, "1");
     assert_eq!(earliest.next_event().await.data, "2");
 
-    // An unknown id replays nothing; the header names the newest retained update.
-    let newest = publish(&app, &[("topic", topic), ("data", "3")]).await;
+    // An unknown id replays nothing and the header says `earliest`: it never
+    // names a retained update (which could be a private one).
+    publish(&app, &[("topic", topic), ("data", "3"), ("private", "on")]).await;
     let mut unknown = open(&app, &path, &[("last-event-id", "urn:uuid:unknown")]).await;
-    assert_eq!(unknown.headers["last-event-id"], newest.as_str());
+    assert_eq!(unknown.headers["last-event-id"], "earliest");
     publish(&app, &[("topic", topic), ("data", "live")]).await;
     assert_eq!(unknown.next_event().await.data, "live");
 
@@ -624,4 +632,359 @@ async fn durable_history_keeps_updates_across_restarts() {
     .await;
     assert_eq!(resumed.headers["last-event-id"], ids[0].as_str());
     assert_eq!(resumed.next_event().await.data, "two");
+}
+
+/// draft-08 `match` / `matchExact` select exact topics (a template is just
+/// text, `*` is everything) and `matchURLPattern` URL patterns, absolute or
+/// relative to the hub; they mix with `topic` in one request.
+#[actix_web::test]
+async fn subscribe_with_match_parameters() {
+    let app = spawn_app().await;
+    let template = "https://example.com/books/{id}";
+    let mut exact = open(&app, &hub_path(&[("match", template)]), &[]).await;
+    let mut all = open(&app, &hub_path(&[("matchExact", "*")]), &[]).await;
+    let mut pattern = open(
+        &app,
+        &hub_path(&[("matchURLPattern", "https://example.com/books/:id")]),
+        &[],
+    )
+    .await;
+    let mut relative = open(
+        &app,
+        &hub_path(&[("matchURLPattern", "/feeds/:name"), ("topic", "urn:legacy")]),
+        &[],
+    )
+    .await;
+
+    publish(
+        &app,
+        &[("topic", "https://example.com/books/1"), ("data", "book")],
+    )
+    .await;
+    publish(&app, &[("topic", template), ("data", "literal")]).await;
+    publish(&app, &[("topic", "/feeds/news"), ("data", "relative")]).await;
+    let host = app.address.trim_start_matches("http://");
+    let absolute = format!("http://{host}/feeds/sport");
+    publish(&app, &[("topic", &absolute), ("data", "absolute")]).await;
+    publish(&app, &[("topic", "urn:legacy"), ("data", "legacy")]).await;
+
+    assert_eq!(exact.next_event().await.data, "literal");
+    // The literal template is a URL too (`{id}` is `%7Bid%7D`, one segment).
+    assert_eq!(pattern.next_event().await.data, "book");
+    assert_eq!(pattern.next_event().await.data, "literal");
+    for data in ["book", "literal", "relative", "absolute", "legacy"] {
+        assert_eq!(all.next_event().await.data, data);
+    }
+    for data in ["relative", "absolute", "legacy"] {
+        assert_eq!(relative.next_event().await.data, data);
+    }
+    // Neither got anything else: the next update each sees is the next match.
+    publish(
+        &app,
+        &[("topic", "https://example.com/books/2"), ("data", "two")],
+    )
+    .await;
+    publish(&app, &[("topic", template), ("data", "again")]).await;
+    assert_eq!(exact.next_event().await.data, "again");
+    assert_eq!(pattern.next_event().await.data, "two");
+}
+
+/// Unknown names in the reserved `match` namespace, URL patterns that do
+/// not parse, and a request without any selector are 400 problems.
+#[actix_web::test]
+async fn match_parameter_errors() {
+    let app = spawn_app().await;
+    for fields in [
+        vec![("matchRegexp", "a.*")],
+        vec![("topic", "a"), ("Match", "b")],
+        vec![("match", "a"), ("matchurlpattern", "b")],
+        vec![("matcher", "a"), ("topic", "b")],
+        vec![("matchURLPattern", "https://example.com/(")],
+        vec![("lastEventID", "earliest")],
+    ] {
+        let res = app
+            .client
+            .get(app.url(&hub_path(&fields)))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = problem(res).await;
+        assert_eq!(status, 400, "{fields:?}: {body}");
+    }
+}
+
+/// draft-08 `authorization_details`: publish rights by URL pattern (403
+/// outside them), private updates for exactly the granted topics, with
+/// the token in `access_token` or the `mercureAccessToken` cookie.
+#[actix_web::test]
+async fn authorization_details_tokens() {
+    let app = spawn_app().await;
+    let books_publisher = token(json!({"authorization_details": [
+        {"type": "mercure", "actions": ["publish"],
+         "topics": [{"match": "https://example.com/books/:id", "matchType": "URLPattern"}]}
+    ]}));
+    let reader = token(json!({"authorization_details": [
+        {"type": "mercure", "actions": ["subscribe"],
+         "topics": [{"match": "https://example.com/books/1", "matchType": "Exact"}]}
+    ]}));
+    let routing = [("matchURLPattern", "https://example.com/books/:id")];
+    let mut by_query = open(
+        &app,
+        &hub_path(&[routing[0], ("access_token", &reader)]),
+        &[],
+    )
+    .await;
+    let mut by_cookie = open(
+        &app,
+        &hub_path(&routing),
+        &[("cookie", &format!("mercureAccessToken={reader}"))],
+    )
+    .await;
+    let mut anonymous = open(&app, &hub_path(&routing), &[]).await;
+
+    let send = |topic: &'static str, data: &'static str| {
+        let (app, token) = (&app, &books_publisher);
+        async move {
+            post(
+                app,
+                &[("topic", topic), ("data", data), ("private", "on")],
+                Some(token),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(
+        send("https://example.com/books/2", "not granted").await,
+        200
+    );
+    assert_eq!(send("https://example.com/books/1", "granted").await, 200);
+    assert_eq!(
+        send("https://example.com/authors/1", "elsewhere").await,
+        403
+    );
+    publish(
+        &app,
+        &[("topic", "https://example.com/books/3"), ("data", "public")],
+    )
+    .await;
+
+    for sub in [&mut by_query, &mut by_cookie] {
+        assert_eq!(sub.next_event().await.data, "granted");
+        assert_eq!(sub.next_event().await.data, "public");
+    }
+    assert_eq!(anonymous.next_event().await.data, "public");
+
+    // A malformed mercure detail makes the whole token invalid: 401.
+    let broken = token(json!({"authorization_details": [
+        {"type": "mercure", "actions": ["publish"], "topics": [{"match": "*"}]},
+        {"type": "mercure", "actions": ["publish"], "topics": [{"match": "x", "matchType": "Regexp"}]}
+    ]}));
+    let (status, _) = post(&app, &[("topic", "urn:a"), ("data", "x")], Some(&broken)).await;
+    assert_eq!(status, 401);
+}
+
+/// A publish authorized by cookie is accepted from the hub's own origin
+/// (Origin, or the Referer's origin), refused from another one.
+#[actix_web::test]
+async fn cookie_publish_from_the_same_origin() {
+    let app = spawn_app().await;
+    let cookie = format!("mercureAuthorization={}", publisher());
+    let send = |header: (&'static str, String)| {
+        let (app, cookie) = (&app, &cookie);
+        async move {
+            app.client
+                .post(app.url(HUB))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", cookie)
+                .header(header.0, header.1)
+                .body(encode_form(&[("topic", "urn:cookie"), ("data", "x")]))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(send(("origin", app.address.clone())).await.status(), 200);
+    let referer = app.url("/some/page?x=1");
+    assert_eq!(send(("referer", referer)).await.status(), 200);
+    let res = send(("origin", "https://evil.example".into())).await;
+    let (status, _) = problem(res).await;
+    assert_eq!(status, 401);
+}
+
+/// `retry` takes ASCII digits only and a publisher's id must not start
+/// with `#` (draft-08); the `Bearer` scheme is case-insensitive.
+#[actix_web::test]
+async fn publish_field_rules() {
+    let app = spawn_app().await;
+    let publisher = publisher();
+    for fields in [
+        [("topic", "urn:a"), ("retry", "+5")],
+        [("topic", "urn:a"), ("retry", " 5")],
+        [("topic", "urn:a"), ("id", "#1")],
+    ] {
+        let res = app
+            .client
+            .post(app.url(HUB))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .bearer_auth(&publisher)
+            .body(encode_form(&fields))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = problem(res).await;
+        assert_eq!(status, 400, "{fields:?}: {body}");
+    }
+    let res = app
+        .client
+        .post(app.url(HUB))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("bEaReR {publisher}"))
+        .body(encode_form(&[
+            ("topic", "urn:a"),
+            ("id", "a#1"),
+            ("retry", "5"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "a#1");
+}
+
+/// The subscribe answer has no `Content-Encoding`; `HEAD` answers the same
+/// headers with no body, and the same errors.
+#[actix_web::test]
+async fn subscribe_headers_and_head() {
+    let app = spawn_app().await;
+    let sub = open(&app, &subscribe_path(&["urn:a"], &[]), &[]).await;
+    assert!(
+        !sub.headers.contains_key("content-encoding"),
+        "{:?}",
+        sub.headers
+    );
+    let res = app
+        .client
+        .head(app.url(&hub_path(&[("match", "urn:a")])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert!(
+        res.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("no-store")
+    );
+    assert!(!res.headers().contains_key("content-encoding"));
+    assert!(res.bytes().await.unwrap().is_empty());
+    let res = app
+        .client
+        .head(app.url(&hub_path(&[("matchNothing", "urn:a")])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+/// `match*` subscriptions have draft-08 subscription events and API
+/// resources (`…/subscriptions/{matchType}/{match}/{subscriber}`, with
+/// `matchType` and `match`), which relative URL patterns can select; the
+/// API decodes `+` in a path segment as a space, as ids encode it.
+#[actix_web::test]
+async fn draft08_subscription_events_and_api() {
+    let app = spawn_app_with(|s| s.mercure.subscriptions = true).await;
+    let watcher_token = token(json!({"authorization_details": [
+        {"type": "mercure", "actions": ["subscribe"],
+         "topics": [{"match": "/.well-known/mercure/subscriptions/*", "matchType": "URLPattern"}],
+         "payload": {"role": "watcher"}}
+    ]}));
+    let auth = format!("Bearer {watcher_token}");
+    let mut watcher = open(
+        &app,
+        &hub_path(&[
+            (
+                "matchURLPattern",
+                "/.well-known/mercure/subscriptions/:type/:match/:subscriber",
+            ),
+            // `topic` subscriptions' events have two segments.
+            (
+                "matchURLPattern",
+                "/.well-known/mercure/subscriptions/:topic/:subscriber",
+            ),
+        ]),
+        &[("authorization", &auth)],
+    )
+    .await;
+
+    let pattern = "https://example.com/books/:id";
+    let member = open(&app, &hub_path(&[("matchURLPattern", pattern)]), &[]).await;
+    let joined: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
+    assert_eq!(joined["type"], "Subscription");
+    assert_eq!(joined["matchType"], "URLPattern");
+    assert_eq!(joined["match"], pattern);
+    assert!(joined.get("topic").is_none(), "{joined}");
+    let subscriber = joined["subscriber"].as_str().unwrap().to_owned();
+    let id = format!(
+        "/.well-known/mercure/subscriptions/URLPattern/{}/{}",
+        "https%3A%2F%2Fexample.com%2Fbooks%2F%3Aid",
+        subscriber.replace(':', "%3A")
+    );
+    assert_eq!(joined["id"], id.as_str());
+
+    let get = |path: String| {
+        let (app, auth) = (&app, &auth);
+        async move {
+            let res = app
+                .client
+                .get(app.url(&path))
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let one = get(id.clone()).await;
+    assert_eq!(
+        (one["subscriber"].as_str(), one["matchType"].as_str()),
+        (Some(subscriber.as_str()), Some("URLPattern"))
+    );
+    let by_matcher = get(id[..id.rfind('/').unwrap()].to_owned()).await;
+    assert_eq!(by_matcher["type"], "Subscriptions");
+    assert_eq!(by_matcher["subscriptions"].as_array().unwrap().len(), 1);
+    // The watcher's own subscription carries its token's payload.
+    let own = get(format!(
+        "/.well-known/mercure/subscriptions/URLPattern/{}",
+        "%2F.well-known%2Fmercure%2Fsubscriptions%2F%3Atype%2F%3Amatch%2F%3Asubscriber"
+    ))
+    .await;
+    assert_eq!(own["subscriptions"][0]["payload"]["role"], "watcher");
+
+    // A `topic` subscription whose selector has a space: its id has `+`.
+    let spaced = open(&app, &subscribe_path(&["urn:a b"], &[]), &[]).await;
+    let joined: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
+    assert_eq!(joined["topic"], "urn:a b");
+    let spaced_id = format!(
+        "/.well-known/mercure/subscriptions/urn%3Aa+b/{}",
+        joined["subscriber"].as_str().unwrap().replace(':', "%3A")
+    );
+    let watcher_api = token(json!({"mercure": {"subscribe": ["*"]}}));
+    let res = app
+        .client
+        .get(app.url(&spaced_id))
+        .bearer_auth(&watcher_api)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let one: Value = res.json().await.unwrap();
+    assert_eq!(one["topic"], "urn:a b");
+
+    drop(member);
+    drop(spaced);
+    let left: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
+    assert_eq!(left["active"], false);
 }
