@@ -117,7 +117,8 @@ pub enum SyncPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerSettings {
-    /// Arbiter threads running channel actors.
+    /// Arbiter threads running channel actors and the Mercure hub; 0 runs
+    /// them on the HTTP workers (fewer thread hops, slower wide fan-out).
     pub arbiters: usize,
     /// Most channels alive at once.
     pub max_channels: usize,
@@ -354,9 +355,6 @@ impl Settings {
         }
         if self.stream.max_channels_per_stream == 0 {
             return bad("stream.max_channels_per_stream must be at least 1");
-        }
-        if self.broker.arbiters == 0 {
-            return bad("broker.arbiters must be at least 1");
         }
         if self.demo.enabled && self.demo.interval.is_zero() {
             return bad("demo.interval must be greater than 0");

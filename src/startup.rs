@@ -2,9 +2,9 @@
 //! server, and shuts both down cleanly. Tests build it on port 0 and read
 //! [`Application::port`]; `main` runs it until SIGINT/SIGTERM.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use actix::{Actor, Addr, Arbiter, AsyncContext};
+use actix::{Actor, Addr, Arbiter};
 use actix_cors::Cors;
 use actix_web::{
     App, HttpServer,
@@ -17,7 +17,11 @@ use log::{info, warn};
 
 use crate::{
     auth::Auth,
-    broker::{ChannelName, RegistryActor, demo::DemoPublisher, registry::Shutdown},
+    broker::{
+        ChannelName, RegistryActor,
+        demo::DemoPublisher,
+        registry::{Homes, Shutdown},
+    },
     cluster::{self, Cluster},
     config::{CorsSettings, LogSettings, Settings},
     error::problem_for_framework_errors,
@@ -32,6 +36,10 @@ use crate::{
 /// overflows when thousands of EventSource clients reconnect at once (e.g.
 /// after a deploy); Linux caps it at net.core.somaxconn (4096 by default).
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Mailbox size of the Mercure hub, as actix's default. Only `try_send`
+/// heeds it; the broker sends with `do_send`, which does not wait.
+const HUB_MAILBOX: usize = 16;
 
 pub struct Application {
     port: u16,
@@ -54,6 +62,12 @@ impl Application {
         let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
             .map(|_| Arbiter::new())
             .collect();
+        // Where channel actors run; with no dedicated arbiter, the HTTP
+        // workers join as they start (see the server factory below).
+        let homes = Homes::default();
+        for arbiter in &arbiters {
+            homes.add(arbiter.handle());
+        }
         let metrics = Metrics::new(&settings.metrics);
         let cluster = match settings.cluster.enabled() {
             true => Some(Cluster::new(
@@ -70,17 +84,20 @@ impl Application {
         };
         // The hub and the registry know each other: the hub's address exists
         // before it runs.
-        let hub_context = settings
+        let hub_mailbox = settings
             .mercure
             .enabled
-            .then(actix::Context::<HubActor>::new);
+            .then(|| actix::dev::channel::channel::<HubActor>(HUB_MAILBOX));
         let mut registry = RegistryActor::new(&settings)
-            .with_arbiters(arbiters.iter().map(Arbiter::handle).collect())
+            .with_arbiters(homes.clone())
             .with_metrics(Arc::clone(&metrics));
-        let mirror = hub_context
+        let hub = hub_mailbox
+            .as_ref()
+            .map(|(tx, _)| Addr::<HubActor>::new(tx.clone()));
+        let mirror = hub
             .as_ref()
             .filter(|_| settings.mercure.channel_updates)
-            .map(|hub| hub.address().recipient());
+            .map(|hub| hub.clone().recipient());
         if let Some(hub) = &mirror {
             registry = registry.with_mercure(hub.clone());
         }
@@ -92,15 +109,25 @@ impl Application {
         }
         let directory = registry.directory();
         let registry = registry.start();
-        let mercure = match hub_context {
-            Some(context) => {
+        let pending_hub = Arc::new(Mutex::new(None));
+        let mercure = match (hub_mailbox, hub) {
+            (Some((_, mailbox)), Some(hub)) => {
                 let tokens = TokenChecker::from_settings(&settings.mercure)
                     .map_err(|err| anyhow::anyhow!("mercure: {err}"))?;
-                let hub = context.run(HubActor::new(
-                    &settings,
-                    registry.clone(),
-                    Arc::clone(&metrics),
-                ));
+                let actor = HubActor::new(&settings, registry.clone(), Arc::clone(&metrics));
+                // Where the (first) channel actors run: channel events reach
+                // it without waking another thread.
+                match arbiters.first() {
+                    Some(arbiter) => {
+                        arbiter.spawn_fn(move || {
+                            actix::Context::with_receiver(mailbox).run(actor);
+                        });
+                    }
+                    None => {
+                        *pending_hub.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some((mailbox, actor))
+                    }
+                }
                 Some(web::Data::new(MercureState {
                     hub,
                     tokens,
@@ -108,7 +135,7 @@ impl Application {
                     metrics: Arc::clone(&metrics),
                 }))
             }
-            None => None,
+            _ => None,
         };
         let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
             registry: registry.clone(),
@@ -150,7 +177,6 @@ impl Application {
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             directory,
-            mercure: mirror,
             settings: Arc::clone(&settings),
             metrics,
             readiness,
@@ -161,7 +187,19 @@ impl Application {
         let app_settings = Arc::clone(&settings);
         let hub = mercure.as_ref().map(|state| state.hub.clone());
         let app_mercure = mercure;
+        let worker_homes = (settings.broker.arbiters == 0).then_some(homes);
         let mut server = HttpServer::new(move || {
+            // Runs once on each worker thread, as it starts.
+            if let Some(homes) = &worker_homes {
+                homes.add(Arbiter::current());
+                let hub = pending_hub
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some((mailbox, actor)) = hub {
+                    actix::Context::with_receiver(mailbox).run(actor);
+                }
+            }
             App::new()
                 .app_data(state.clone())
                 .wrap(cors(&app_settings.cors))

@@ -37,7 +37,7 @@ use super::{
     BrokerError, ChannelStats, Delivery, Reply, Subscriber,
     event::{ChannelName, Epoch, Event, EventId, EventType, ResumeFrom},
     history::{GapReason, History, Replay, replay_from_log},
-    registry::{ChannelIdle, RegistryActor},
+    registry::{ChannelIdle, ChannelPublished, RegistryActor},
 };
 use crate::{
     cluster::{
@@ -74,6 +74,9 @@ pub struct ChannelConfig {
     pub cluster: Option<Cluster>,
     /// Set with durable history: the log is also on disk.
     pub store: Option<Store>,
+    /// The Mercure hub, offered the events published here whose `mirror`
+    /// is set (standalone; in cluster mode the registry offers them).
+    pub mercure: Option<Recipient<ChannelPublished>>,
 }
 
 /// Where a channel's ids and history come from.
@@ -120,6 +123,8 @@ pub struct ChannelActor {
     /// Set at shutdown: publishes that come straight from a handler (not
     /// through the closing registry) are refused too.
     closing: bool,
+    /// The Mercure hub, offered published events (see [`Publish::mirror`]).
+    mercure: Option<Recipient<ChannelPublished>>,
     tick: Duration,
     metrics: Arc<Metrics>,
     /// This channel's own labelled series, when the operator opted in.
@@ -166,6 +171,7 @@ impl ChannelActor {
             received: 0,
             closing: false,
             tick: config.tick,
+            mercure: config.mercure.clone(),
             metrics: Arc::clone(&config.metrics),
             max_subscribers: config.max_subscribers,
             max_total_subscribers: config.max_total_subscribers,
@@ -356,6 +362,9 @@ pub struct Publish {
     /// When the publish handler started on it: the latency metric runs from
     /// here to the end of the fan-out.
     pub received_at: Instant,
+    /// Offer the event to the Mercure hub too (`mercure.channel_updates`);
+    /// false for the hub's own publishes, which must not come back to it.
+    pub mirror: bool,
 }
 
 /// What a publisher learns about its event.
@@ -378,8 +387,11 @@ impl Handler<Publish> for ChannelActor {
             }
             return;
         }
+        // Whether the hub gets the payload once the event is accepted.
+        let mirror = msg.mirror && self.mercure.is_some();
         if let Log::Durable(durable) = &mut self.log {
-            if let Some((seq, answer)) = durable.append(&self.name, msg) {
+            let mirror = mirror.then(|| msg.data.clone());
+            if let Some((seq, answer)) = durable.append(&self.name, msg, mirror) {
                 // The fan-out waits for the disk; other messages do not.
                 ctx.spawn(answer.into_actor(self).map(move |outcome, actor, _| {
                     actor.on_durable(seq, outcome.unwrap_or(Err(StoreError::Gone)));
@@ -402,21 +414,31 @@ impl Handler<Publish> for ChannelActor {
         );
         history.push(Arc::clone(&event));
         let retained = history.len() as u64;
-        self.fan_out_published(event, retained, msg.reply, msg.received_at);
+        let mirror = mirror.then_some(msg.data);
+        self.fan_out_published(event, retained, msg.reply, msg.received_at, mirror);
     }
 }
 
 impl ChannelActor {
     /// Fans out an event that is in the history (`retained` events long),
-    /// counts it and answers its publisher.
+    /// counts it, answers its publisher and offers its `mirror` data to the
+    /// Mercure hub.
     fn fan_out_published(
         &mut self,
         event: Arc<Event>,
         retained: u64,
         reply: Option<Reply<Published>>,
         received_at: Instant,
+        mirror: Option<String>,
     ) {
         let id = event.id;
+        if let (Some(hub), Some(data)) = (&self.mercure, mirror) {
+            hub.do_send(ChannelPublished {
+                channel: self.name.clone(),
+                event_type: event.event_type.clone(),
+                data,
+            });
+        }
         let delivered = self.fan_out(&Delivery::Event(event), Some(id.seq));
         self.metrics.record_publish_latency(received_at.elapsed());
         self.metrics.published.increment(1);
@@ -452,7 +474,13 @@ impl ChannelActor {
         let ready = durable.durable(seq);
         let retained = durable.history.len() as u64;
         for pending in ready {
-            self.fan_out_published(pending.event, retained, pending.reply, pending.received_at);
+            self.fan_out_published(
+                pending.event,
+                retained,
+                pending.reply,
+                pending.received_at,
+                pending.mirror,
+            );
         }
     }
 }
@@ -975,6 +1003,7 @@ mod tests {
             data: data.into(),
             reply: Some(reply),
             received_at: Instant::now(),
+            mirror: true,
         });
         await_reply(rx).await.expect("publish succeeds")
     }

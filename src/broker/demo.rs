@@ -33,6 +33,7 @@ impl DemoPublisher {
             data,
             reply: None,
             received_at: std::time::Instant::now(),
+            mirror: true,
         });
     }
 }

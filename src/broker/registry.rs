@@ -55,6 +55,29 @@ struct ChannelEntry {
     forwarded: Arc<AtomicU64>,
 }
 
+/// The arbiters channel actors run on: dedicated ones (`broker.arbiters`),
+/// or the HTTP workers', added as each worker starts (`broker.arbiters = 0`).
+#[derive(Clone, Default)]
+pub struct Homes(Arc<RwLock<Vec<ArbiterHandle>>>);
+
+impl Homes {
+    pub fn add(&self, arbiter: ArbiterHandle) {
+        if let Ok(mut homes) = self.0.write() {
+            homes.push(arbiter);
+        }
+    }
+
+    /// The home of a channel whose name hashes to `hash`; `None` while
+    /// there is none (the registry then runs the channel itself).
+    fn pick(&self, hash: u64) -> Option<ArbiterHandle> {
+        let homes = self.0.read().ok()?;
+        match homes.len() {
+            0 => None,
+            n => Some(homes[(hash % n as u64) as usize].clone()),
+        }
+    }
+}
+
 /// The running channels, shared with the publish handlers so that a
 /// publish goes straight to its channel's actor: one thread hop fewer per
 /// event than through the registry. The registry alone adds and removes
@@ -115,7 +138,7 @@ impl Directory {
 pub struct RegistryActor {
     channels: HashMap<ChannelName, ChannelEntry>,
     /// Arbiters that run channel actors; empty means the registry's own.
-    arbiters: Vec<ArbiterHandle>,
+    arbiters: Homes,
     hasher: RandomState,
     channel_config: ChannelConfig,
     max_channels: usize,
@@ -135,7 +158,7 @@ impl RegistryActor {
     pub fn new(settings: &Settings) -> Self {
         Self {
             channels: HashMap::new(),
-            arbiters: Vec::new(),
+            arbiters: Homes::default(),
             hasher: RandomState::new(),
             channel_config: ChannelConfig {
                 history_max_events: settings.history.max_events,
@@ -147,6 +170,7 @@ impl RegistryActor {
                 total_subscribers: Arc::new(AtomicU64::new(0)),
                 cluster: None,
                 store: None,
+                mercure: None,
             },
             max_channels: settings.broker.max_channels,
             pulses: PulseBook::new(settings.pulses.clone()),
@@ -164,6 +188,7 @@ impl RegistryActor {
 
     /// Offers every published event to the Mercure hub as well.
     pub fn with_mercure(mut self, hub: Recipient<ChannelPublished>) -> Self {
+        self.channel_config.mercure = Some(hub.clone());
         self.mercure = Some(hub);
         self
     }
@@ -176,7 +201,7 @@ impl RegistryActor {
     }
 
     /// Runs channel actors on these arbiters instead of the registry's own.
-    pub fn with_arbiters(mut self, arbiters: Vec<ArbiterHandle>) -> Self {
+    pub fn with_arbiters(mut self, arbiters: Homes) -> Self {
         self.arbiters = arbiters;
         self
     }
@@ -216,12 +241,10 @@ impl RegistryActor {
                 ctx.address(),
             );
             let head_at_start = actor.head();
-            let addr = match self.arbiters.len() {
-                0 => actor.start(),
-                n => {
-                    let arbiter = &self.arbiters[(self.hasher.hash_one(name) % n as u64) as usize];
-                    ChannelActor::start_in_arbiter(arbiter, move |_| actor)
-                }
+            let home = self.arbiters.pick(self.hasher.hash_one(name));
+            let addr = match home {
+                None => actor.start(),
+                Some(arbiter) => ChannelActor::start_in_arbiter(&arbiter, move |_| actor),
             };
             let entry = ChannelEntry {
                 addr,
@@ -278,14 +301,20 @@ impl Handler<Publish> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
-        let mirror = self.mercure.clone().map(|hub| {
-            let event = ChannelPublished {
-                channel: msg.channel.clone(),
-                event_type: msg.event_type.clone(),
-                data: msg.data.clone(),
-            };
-            (hub, event)
-        });
+        // Standalone, the channel offers it to the hub once it is accepted.
+        let cluster = self.channel_config.cluster.is_some();
+        let mirror = self
+            .mercure
+            .clone()
+            .filter(|_| cluster && msg.mirror)
+            .map(|hub| {
+                let event = ChannelPublished {
+                    channel: msg.channel.clone(),
+                    event_type: msg.event_type.clone(),
+                    data: msg.data.clone(),
+                };
+                (hub, event)
+            });
         if self.publish(msg, ctx)
             && let Some((hub, event)) = mirror
         {
@@ -357,20 +386,6 @@ pub struct ChannelPublished {
     pub channel: ChannelName,
     pub event_type: Option<EventType>,
     pub data: String,
-}
-
-/// A publish coming from the Mercure hub: routed like [`Publish`] but not
-/// offered back to the hub.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PublishFromHub(pub Publish);
-
-impl Handler<PublishFromHub> for RegistryActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: PublishFromHub, ctx: &mut Self::Context) {
-        self.publish(msg.0, ctx);
-    }
 }
 
 impl Handler<Subscribe> for RegistryActor {

@@ -14,7 +14,7 @@ pub mod stream;
 
 use std::{sync::Arc, time::Instant};
 
-use actix::{Addr, Recipient};
+use actix::Addr;
 use actix_web::web;
 use tokio::sync::oneshot;
 
@@ -23,7 +23,7 @@ use crate::{
     broker::{
         ChannelName, EventType, RegistryActor, await_reply,
         channel::{Publish, Published},
-        registry::{ChannelPublished, Directory},
+        registry::Directory,
     },
     cluster::Cluster,
     config::Settings,
@@ -37,9 +37,6 @@ pub struct AppState {
     pub registry: Addr<RegistryActor>,
     /// Running channels: a publish goes straight to its channel's actor.
     pub directory: Directory,
-    /// The Mercure hub, offered the events published straight to a channel
-    /// (the registry offers the ones it routes itself).
-    pub mercure: Option<Recipient<ChannelPublished>>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
@@ -59,14 +56,6 @@ impl AppState {
         data: String,
         received_at: Instant,
     ) -> Result<Published, ApiError> {
-        let mirror = self.mercure.as_ref().map(|hub| {
-            let event = ChannelPublished {
-                channel: channel.clone(),
-                event_type: event_type.clone(),
-                data: data.clone(),
-            };
-            (hub, event)
-        });
         let (reply, answer) = oneshot::channel();
         let msg = Publish {
             channel,
@@ -74,20 +63,12 @@ impl AppState {
             data,
             reply: Some(reply),
             received_at,
+            mirror: true,
         };
-        match self.directory.publish(msg) {
-            Ok(()) => {
-                let published = await_reply(answer).await?;
-                if let Some((hub, event)) = mirror {
-                    hub.do_send(event);
-                }
-                Ok(published)
-            }
-            Err(msg) => {
-                self.registry.do_send(msg);
-                Ok(await_reply(answer).await?)
-            }
+        if let Err(msg) = self.directory.publish(msg) {
+            self.registry.do_send(msg);
         }
+        Ok(await_reply(answer).await?)
     }
 }
 

@@ -3,11 +3,12 @@
 //! filtering by its topic selectors and its right to private updates.
 //!
 //! Who talks to it: the Mercure handlers ([`routes`](super::routes)) publish,
-//! subscribe and list subscriptions; the registry offers it every event
-//! published on one of our channels ([`ChannelPublished`]), which becomes a
-//! public update whose topic is the channel name; and it forwards public
-//! updates whose topic is a valid channel name to the registry
-//! ([`PublishFromHub`]), never back again.
+//! subscribe and list subscriptions; channel actors (the registry in
+//! cluster mode) offer it every event published on one of our channels
+//! ([`ChannelPublished`]), which becomes a public update whose topic is the
+//! channel name; and it forwards public updates whose topic is a valid
+//! channel name to the registry as a [`Publish`] with `mirror` unset, which
+//! is never offered back.
 //!
 //! Like a channel actor, it never waits for a subscriber: each queue gets a
 //! `try_send`, and a subscriber whose queue is full (`stream.subscriber_buffer`)
@@ -63,7 +64,7 @@ use crate::{
         BrokerError, ChannelName, Delivery, Event, EventId, EventType, RegistryActor, Reply,
         ResumeFrom, Subscriber, await_reply,
         channel::{Publish, Subscribe},
-        registry::{ChannelPublished, PublishFromHub},
+        registry::ChannelPublished,
     },
     config::Settings,
     metrics::Metrics,
@@ -448,13 +449,14 @@ impl HubActor {
             }
             None => (None, None),
         };
-        self.registry.do_send(PublishFromHub(Publish {
+        self.registry.do_send(Publish {
             channel: log_channel(),
             event_type: None,
             data,
             reply: stored,
             received_at,
-        }));
+            mirror: false,
+        });
         if let Some((reply, rx)) = answer {
             actix::spawn(async move {
                 let _ = reply.send(await_reply(rx).await.map(|_| id));
@@ -561,7 +563,7 @@ impl HubActor {
                 continue;
             };
             sent.push(topic);
-            self.registry.do_send(PublishFromHub(Publish {
+            self.registry.do_send(Publish {
                 channel,
                 event_type: draft
                     .event_type
@@ -570,7 +572,8 @@ impl HubActor {
                 data: draft.data.clone(),
                 reply: None,
                 received_at,
-            }));
+                mirror: false,
+            });
         }
     }
 

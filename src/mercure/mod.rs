@@ -20,10 +20,10 @@
 //! A public update whose topic is a valid channel name is also published on
 //! that channel (`/stream/{channel}` subscribers get it); an event published
 //! on a channel (`POST /publish/{channel}`, batches, the demo) is also a
-//! public Mercure update whose topic is the channel name. The registry
-//! offers channel events to the hub ([`crate::broker::registry::ChannelPublished`]);
-//! the hub sends its own to the registry as `PublishFromHub`, which is not
-//! offered back, so nothing loops.
+//! public Mercure update whose topic is the channel name. Channel actors
+//! offer their events to the hub ([`crate::broker::registry::ChannelPublished`],
+//! the registry in cluster mode); the hub publishes its own with `mirror`
+//! unset, which are not offered back, so nothing loops.
 
 pub mod auth;
 pub mod error;

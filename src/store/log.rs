@@ -32,6 +32,8 @@ pub struct Pending {
     pub event: Arc<Event>,
     pub reply: Option<Reply<Published>>,
     pub received_at: Instant,
+    /// The payload to offer the Mercure hub once durable, if it is to be.
+    pub mirror: Option<String>,
 }
 
 pub struct DurableLog {
@@ -107,6 +109,7 @@ impl DurableLog {
         &mut self,
         channel: &ChannelName,
         msg: Publish,
+        mirror: Option<String>,
     ) -> Option<(u64, oneshot::Receiver<Result<(), StoreError>>)> {
         if let Some(err) = self.unavailable() {
             if let Some(reply) = msg.reply {
@@ -134,6 +137,7 @@ impl DurableLog {
             event,
             reply: msg.reply,
             received_at: msg.received_at,
+            mirror,
         });
         Some((id.seq, answer))
     }

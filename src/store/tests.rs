@@ -47,6 +47,7 @@ fn publish(
         data: data.into(),
         reply: Some(reply),
         received_at: Instant::now(),
+        mirror: true,
     });
     rx
 }

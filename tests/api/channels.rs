@@ -122,3 +122,39 @@ async fn publishes_racing_retirement_are_all_accepted() {
         "channels retired and came back meanwhile: {lives:?}"
     );
 }
+
+/// With `broker.arbiters = 0` the channel actors and the Mercure hub run on
+/// the HTTP workers: streams, publishes, Mercure and retiring work as with
+/// dedicated arbiters.
+#[actix_web::test]
+async fn channels_on_the_http_workers() {
+    let app = spawn_app_with(|s| {
+        s.broker.arbiters = 0;
+        s.server.workers = 2;
+        s.stream.heartbeat = Duration::from_millis(50);
+        s.history.max_age = Duration::from_millis(100);
+    })
+    .await;
+    let mut stream = app.stream("/stream/on-workers", &[]).await;
+    stream.wait_open().await;
+    let mut mercure = app
+        .stream("/.well-known/mercure?topic=on-workers", &[])
+        .await;
+    mercure.wait_open().await;
+    for n in 0..20 {
+        app.publish("on-workers", &n.to_string()).await;
+    }
+    let data: Vec<String> = stream
+        .next_messages(20)
+        .await
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(data, (0..20).map(|n| n.to_string()).collect::<Vec<_>>());
+    assert_eq!(mercure.next_event().await.data, "0");
+    // An idle channel still retires and comes back with a new epoch.
+    let old = app.publish("short-lived", "1").await;
+    wait_until(|| async { app.get_json("/channels/short-lived").await.0 == 404 }).await;
+    let new = app.publish("short-lived", "2").await;
+    assert_ne!(old.split('-').next(), new.split('-').next());
+}
