@@ -117,8 +117,8 @@ pub enum SyncPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerSettings {
-    /// Arbiter threads running channel actors and the Mercure hub; 0 runs
-    /// them on the HTTP workers (fewer thread hops, slower wide fan-out).
+    /// Arbiter threads running channel actors; 0 runs them and the Mercure
+    /// hub on the HTTP workers (fewer thread hops, slower wide fan-out).
     pub arbiters: usize,
     /// Most channels alive at once.
     pub max_channels: usize,

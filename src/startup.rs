@@ -115,17 +115,17 @@ impl Application {
                 let tokens = TokenChecker::from_settings(&settings.mercure)
                     .map_err(|err| anyhow::anyhow!("mercure: {err}"))?;
                 let actor = HubActor::new(&settings, registry.clone(), Arc::clone(&metrics));
-                // Where the (first) channel actors run: channel events reach
-                // it without waking another thread.
-                match arbiters.first() {
-                    Some(arbiter) => {
-                        arbiter.spawn_fn(move || {
-                            actix::Context::with_receiver(mailbox).run(actor);
-                        });
-                    }
-                    None => {
+                // With channels on the HTTP workers, on the first worker (no
+                // thread hop for its channels' events); otherwise here, with
+                // the registry: on the channels' own arbiter it cost ~15 % of
+                // the publish rate (BENCHMARKS.md, optimisations).
+                match arbiters.is_empty() {
+                    true => {
                         *pending_hub.lock().unwrap_or_else(PoisonError::into_inner) =
                             Some((mailbox, actor))
+                    }
+                    false => {
+                        actix::Context::with_receiver(mailbox).run(actor);
                     }
                 }
                 Some(web::Data::new(MercureState {
