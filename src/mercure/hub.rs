@@ -300,6 +300,8 @@ pub struct HubActor {
     subscribers: Vec<HubSubscriber>,
     /// Subscribers that left, whose subscription events are still to publish.
     leaving: Vec<HubSubscriber>,
+    /// Set while [`Self::announce_gone`] empties `leaving`.
+    announcing: bool,
     /// Whether the history is filled: always with a local log, once the
     /// hub has read the shared log's retained events otherwise.
     joined: bool,
@@ -329,6 +331,7 @@ impl HubActor {
             last_event_id: EARLIEST.to_owned(),
             subscribers: Vec::new(),
             leaving: Vec::new(),
+            announcing: false,
             joined: !shared,
             waiting: Vec::new(),
             registry,
@@ -400,18 +403,19 @@ impl HubActor {
         if !self.subscription_events || gone.is_empty() {
             return;
         }
-        let draining = !self.leaving.is_empty();
         self.leaving.extend(gone);
-        if draining {
+        if self.announcing {
             // An outer call is emptying the list (an announcement's fan-out
-            // found more subscribers gone).
+            // found more subscribers gone): no recursion, however many.
             return;
         }
+        self.announcing = true;
         while let Some(sub) = self.leaving.pop() {
             for info in sub.subscriptions(false) {
                 self.submit(subscription_update(info), None, Instant::now());
             }
         }
+        self.announcing = false;
     }
 
     /// Accepts an update: dispatched now with a local log, or published on
@@ -918,6 +922,39 @@ mod tests {
 
     /// An unknown id replays nothing and answers `earliest`, never the id
     /// of a (possibly private) retained update.
+    /// Subscribers found gone while a departure is announced are announced
+    /// too, each once, by the same loop (no recursion however many).
+    #[actix::test]
+    async fn departures_are_all_announced() {
+        let mut settings = Settings::defaults();
+        settings.mercure.subscriptions = true;
+        let registry = RegistryActor::new(&settings).start();
+        let mut hub = HubActor::new(&settings, registry, Metrics::detached());
+        let everything = || {
+            vec![Subscription {
+                selector: TopicSelector::new("*"),
+                match_type: None,
+                payload: None,
+            }]
+        };
+        let all = || Some(vec![TopicSelector::new("*")]);
+        let (watcher, mut seen) = HubSubscriber::new(everything(), all(), 1000);
+        hub.subscribers.push(watcher);
+        for _ in 0..200 {
+            // Their queues are closed at once: found gone at the next fan-out.
+            let (gone, _) = HubSubscriber::new(everything(), all(), 4);
+            hub.subscribers.push(gone);
+        }
+        let first = hub.subscribers.swap_remove(1);
+        hub.announce_gone(vec![first]);
+        let mut ended = 0;
+        while let Ok(HubDelivery::Update(update)) = seen.try_recv() {
+            ended += usize::from(update.private);
+        }
+        assert_eq!(ended, 200);
+        assert_eq!(hub.subscribers.len(), 1, "only the watcher is left");
+    }
+
     #[actix::test]
     async fn unknown_last_event_id_answers_earliest() {
         let settings = Settings::defaults();
