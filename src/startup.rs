@@ -108,6 +108,7 @@ impl Application {
             registry = registry.with_store(store.clone());
         }
         let directory = registry.directory();
+        let total_subscribers = registry.total_subscribers();
         let registry = registry.start();
         let pending_hub = Arc::new(Mutex::new(None));
         let mercure = match (hub_mailbox, hub) {
@@ -130,6 +131,7 @@ impl Application {
                 }
                 Some(web::Data::new(MercureState {
                     hub,
+                    total_subscribers,
                     tokens,
                     settings: Arc::clone(&settings),
                     metrics: Arc::clone(&metrics),

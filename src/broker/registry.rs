@@ -181,6 +181,12 @@ impl RegistryActor {
         }
     }
 
+    /// The count of subscriptions in the whole broker, which channels keep
+    /// (`limits.max_subscribers`); Mercure subscriptions count in it too.
+    pub fn total_subscribers(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.channel_config.total_subscribers)
+    }
+
     /// The directory publish handlers use to reach running channels.
     pub fn directory(&self) -> Directory {
         self.directory.clone()

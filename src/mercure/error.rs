@@ -22,6 +22,11 @@ pub enum MercureError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     Unavailable(String),
+    /// One of the broker's limits (streams per IP, publish rate, total
+    /// subscriptions): answered as for our channels (429 or 503 with
+    /// Retry-After).
+    #[error("{0}")]
+    Limit(ApiError),
 }
 
 impl MercureError {
@@ -33,6 +38,7 @@ impl MercureError {
             Self::NotFound(_) => "not-found",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::Unavailable(_) => "unavailable",
+            Self::Limit(_) => "limit",
         }
     }
 }
@@ -48,6 +54,9 @@ impl From<ApiError> for MercureError {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::PayloadTooLarge { limit } => Self::PayloadTooLarge { limit },
+            limit @ (ApiError::RateLimited { .. }
+            | ApiError::TooManyStreams(_)
+            | ApiError::TooManySubscribers(_)) => Self::Limit(limit),
             other => Self::BadRequest(other.to_string()),
         }
     }
@@ -62,10 +71,14 @@ impl ResponseError for MercureError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Limit(limit) => limit.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
+        if let Self::Limit(limit) = self {
+            return limit.error_response();
+        }
         let status = self.status_code();
         let title = status.canonical_reason().unwrap_or("Error");
         let mut response = Problem::new(self.slug(), title, status, self.to_string()).response();

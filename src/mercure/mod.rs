@@ -43,6 +43,9 @@ use crate::{config::Settings, metrics::Metrics};
 /// What the Mercure handlers share.
 pub struct MercureState {
     pub hub: Addr<HubActor>,
+    /// Subscriptions in the whole broker, shared with the channels
+    /// (`limits.max_subscribers` counts both APIs).
+    pub total_subscribers: Arc<std::sync::atomic::AtomicU64>,
     pub tokens: auth::TokenChecker,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,

@@ -15,7 +15,10 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant, SystemTime},
 };
@@ -42,7 +45,13 @@ use super::{
 };
 use crate::{
     broker::{HEARTBEAT, await_reply},
-    http::{body::read_body, stream::reconnect_hint},
+    error::ApiError,
+    http::{
+        AppState,
+        body::read_body,
+        guard::{StreamSlot, client_ip},
+        stream::reconnect_hint,
+    },
     metrics::Metrics,
     sse,
 };
@@ -290,6 +299,16 @@ pub async fn subscribe(
         subscriptions,
         last_event_id,
     } = read_subscribe(&state, &req)?;
+    // The broker's limits apply as to channel streams: per client IP, and
+    // in the total of subscriptions.
+    let app = app_state(&req)?;
+    let slot = app
+        .limits
+        .open_stream(client_ip(&req, state.settings.limits.trust_forwarded_for))?;
+    let counted = Counted::take(
+        &state.total_subscribers,
+        state.settings.limits.max_subscribers,
+    )?;
     let (subscriber, rx) = HubSubscriber::new(
         subscriptions,
         claims.subscribe,
@@ -329,6 +348,7 @@ pub async fn subscribe(
         retry: state.settings.stream.retry,
         done: false,
         guard: guard.counting(),
+        _limits: (slot, counted),
     };
     let mut response = HttpResponse::Ok();
     stream_headers(&mut response);
@@ -389,6 +409,9 @@ async fn publish_inner(
     payload: web::Payload,
     received_at: Instant,
 ) -> Result<HttpResponse, MercureError> {
+    // The publish rate limit applies per client IP, as to channel publishes.
+    let ip = client_ip(req, state.settings.limits.trust_forwarded_for);
+    app_state(req)?.limits.check_publish(&format!("ip:{ip}"))?;
     let query = parse_pairs(req.query_string())?;
     let hub = hub_url(req, state.settings.limits.trust_forwarded_for);
     let claims = state
@@ -649,6 +672,38 @@ struct MercureStream {
     retry: Duration,
     done: bool,
     guard: StreamGuard,
+    /// The places this stream holds in the broker's limits, given back
+    /// when it ends.
+    _limits: (StreamSlot, Counted),
+}
+
+/// A Mercure subscription counted in the broker's total of subscriptions
+/// (`limits.max_subscribers`, kept with the channels); given back on drop.
+struct Counted(Arc<AtomicU64>);
+
+impl Counted {
+    fn take(total: &Arc<AtomicU64>, max: usize) -> Result<Self, MercureError> {
+        let before = total.fetch_add(1, Ordering::AcqRel);
+        if max > 0 && before >= max as u64 {
+            total.fetch_sub(1, Ordering::AcqRel);
+            return Err(MercureError::Limit(ApiError::TooManySubscribers(format!(
+                "the broker already holds its maximum of {max} subscriptions"
+            ))));
+        }
+        Ok(Self(Arc::clone(total)))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The broker's HTTP state, whose limits apply to Mercure requests too.
+fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, MercureError> {
+    req.app_data::<web::Data<AppState>>()
+        .ok_or_else(|| MercureError::Unavailable("the broker is not set up".into()))
 }
 
 impl Stream for MercureStream {
@@ -675,7 +730,7 @@ impl Stream for MercureStream {
             Poll::Ready(Some(HubDelivery::Heartbeat)) => Poll::Ready(Some(Ok(HEARTBEAT))),
             Poll::Ready(None) => {
                 this.done = true;
-                let reason = if this.evicted.load(std::sync::atomic::Ordering::Acquire) {
+                let reason = if this.evicted.load(Ordering::Acquire) {
                     "slow"
                 } else {
                     "shutdown"

@@ -988,3 +988,83 @@ async fn draft08_subscription_events_and_api() {
     let left: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
     assert_eq!(left["active"], false);
 }
+
+/// The broker's limits apply to the hub as to channels: streams per client
+/// IP and subscriptions in total count both APIs, and Mercure publishes
+/// share the per-IP publish rate.
+#[actix_web::test]
+async fn broker_limits_apply_to_the_hub() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_streams_per_ip = 2;
+        s.limits.publish_rate = 1;
+        s.limits.publish_burst = 1;
+    })
+    .await;
+    let path = subscribe_path(&["urn:limited"], &[]);
+    let first = open(&app, &path, &[]).await;
+    let mut channel = app.stream("/stream/limited", &[]).await;
+    channel.wait_open().await;
+    let refused = app.client.get(app.url(&path)).send().await.unwrap();
+    let (status, body) = problem(refused).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (429, Some("urn:sse-broker:problem:too-many-streams"))
+    );
+    drop(first);
+    wait_until(|| async {
+        app.client
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+
+    let (status, _) = post(
+        &app,
+        &[("topic", "urn:limited"), ("data", "1")],
+        Some(&publisher()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let res = app
+        .client
+        .post(app.url(HUB))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Bearer {}", publisher()))
+        .body("topic=urn:limited&data=2")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    let (status, _) = problem(res).await;
+    assert_eq!(status, 429);
+
+    let total = spawn_app_with(|s| s.limits.max_subscribers = 1).await;
+    let held = open(&total, &path, &[]).await;
+    let res = total
+        .client
+        .get(total.url("/stream/other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(res).await.0,
+        503,
+        "a Mercure stream counts in the total"
+    );
+    drop(held);
+    wait_until(|| async {
+        total
+            .client
+            .get(total.url("/stream/other"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+}
