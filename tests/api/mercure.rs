@@ -1011,16 +1011,7 @@ async fn broker_limits_apply_to_the_hub() {
         (429, Some("urn:sse-broker:problem:too-many-streams"))
     );
     drop(first);
-    wait_until(|| async {
-        app.client
-            .get(app.url(&path))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-    })
-    .await;
+    wait_until_it_opens(&app, &path).await;
 
     let (status, _) = post(
         &app,
@@ -1056,15 +1047,14 @@ async fn broker_limits_apply_to_the_hub() {
         "a Mercure stream counts in the total"
     );
     drop(held);
+    wait_until_it_opens(&total, "/stream/other").await;
+}
+
+/// Waits until `path` opens (200): the stream that held the place is gone.
+async fn wait_until_it_opens(app: &TestApp, path: &str) {
     wait_until(|| async {
-        total
-            .client
-            .get(total.url("/stream/other"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
+        let res = app.client.get(app.url(path)).send().await;
+        res.is_ok_and(|res| res.status() == 200)
     })
     .await;
 }
