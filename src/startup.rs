@@ -84,22 +84,17 @@ impl Application {
         };
         // The hub and the registry know each other: the hub's address exists
         // before it runs.
-        let hub_mailbox = settings
-            .mercure
-            .enabled
-            .then(|| actix::dev::channel::channel::<HubActor>(HUB_MAILBOX));
+        let hub = settings.mercure.enabled.then(|| {
+            let (tx, mailbox) = actix::dev::channel::channel::<HubActor>(HUB_MAILBOX);
+            (Addr::new(tx), mailbox)
+        });
         let mut registry = RegistryActor::new(&settings)
             .with_arbiters(homes.clone())
             .with_metrics(Arc::clone(&metrics));
-        let hub = hub_mailbox
-            .as_ref()
-            .map(|(tx, _)| Addr::<HubActor>::new(tx.clone()));
-        let mirror = hub
-            .as_ref()
-            .filter(|_| settings.mercure.channel_updates)
-            .map(|hub| hub.clone().recipient());
-        if let Some(hub) = &mirror {
-            registry = registry.with_mercure(hub.clone());
+        if let Some((hub, _)) = &hub
+            && settings.mercure.channel_updates
+        {
+            registry = registry.with_mercure(hub.clone().recipient());
         }
         if let Some(cluster) = &cluster {
             registry = registry.with_cluster(cluster.clone());
@@ -111,8 +106,8 @@ impl Application {
         let total_subscribers = registry.total_subscribers();
         let registry = registry.start();
         let pending_hub = Arc::new(Mutex::new(None));
-        let mercure = match (hub_mailbox, hub) {
-            (Some((_, mailbox)), Some(hub)) => {
+        let mercure = match hub {
+            Some((hub, mailbox)) => {
                 let tokens = TokenChecker::from_settings(&settings.mercure)
                     .map_err(|err| anyhow::anyhow!("mercure: {err}"))?;
                 let actor = HubActor::new(&settings, registry.clone(), Arc::clone(&metrics));
@@ -137,7 +132,7 @@ impl Application {
                     metrics: Arc::clone(&metrics),
                 }))
             }
-            _ => None,
+            None => None,
         };
         let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
             registry: registry.clone(),

@@ -258,14 +258,7 @@ impl ChannelActor {
                 self.name, self.max_subscribers
             )));
         }
-        let before = self.total_subscribers.fetch_add(1, Ordering::AcqRel);
-        if self.max_total_subscribers > 0 && before >= self.max_total_subscribers as u64 {
-            self.total_subscribers.fetch_sub(1, Ordering::AcqRel);
-            return Err(BrokerError::TooManySubscribers(format!(
-                "the broker already holds its maximum of {} subscriptions",
-                self.max_total_subscribers
-            )));
-        }
+        super::reserve_subscription(&self.total_subscribers, self.max_total_subscribers)?;
         self.counted += 1;
         Ok(())
     }

@@ -97,6 +97,20 @@ impl Subscriber {
     }
 }
 
+/// Takes one place in the broker's total of subscriptions
+/// (`limits.max_subscribers`, 0: no limit), shared by every channel actor
+/// and the Mercure hub; the caller gives it back with `fetch_sub(1)`.
+pub fn reserve_subscription(total: &AtomicU64, max: usize) -> Result<(), BrokerError> {
+    let before = total.fetch_add(1, Ordering::AcqRel);
+    if max > 0 && before >= max as u64 {
+        total.fetch_sub(1, Ordering::AcqRel);
+        return Err(BrokerError::TooManySubscribers(format!(
+            "the broker already holds its maximum of {max} subscriptions"
+        )));
+    }
+    Ok(())
+}
+
 /// Broker-wide counters, read by `GET /channels` without asking any actor.
 #[derive(Debug, Default)]
 pub struct ChannelStats {

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header};
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
@@ -87,9 +87,7 @@ impl Publisher {
     }
 
     fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .ok_or_else(|| ApiError::Unavailable("the broker is not set up".into()))?;
+        let state = AppState::of(req)?;
         let grant = match &state.auth.verifier {
             None => None,
             // Publishers authenticate with the header only: a cookie would

@@ -15,7 +15,7 @@ pub mod stream;
 use std::{sync::Arc, time::Instant};
 
 use actix::Addr;
-use actix_web::web;
+use actix_web::{HttpRequest, web};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -47,6 +47,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The application's state, for extractors and the Mercure routes.
+    pub fn of(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+        req.app_data::<web::Data<AppState>>()
+            .ok_or_else(|| ApiError::Unavailable("the broker is not set up".into()))
+    }
+
     /// Publishes one event and waits for its id; `received_at` is when the
     /// request reached its handler (for the latency metric).
     pub async fn publish(

@@ -44,8 +44,7 @@ use super::{
     update::UpdateDraft,
 };
 use crate::{
-    broker::{HEARTBEAT, await_reply},
-    error::ApiError,
+    broker::{HEARTBEAT, await_reply, reserve_subscription},
     http::{
         AppState,
         body::read_body,
@@ -683,13 +682,7 @@ struct Counted(Arc<AtomicU64>);
 
 impl Counted {
     fn take(total: &Arc<AtomicU64>, max: usize) -> Result<Self, MercureError> {
-        let before = total.fetch_add(1, Ordering::AcqRel);
-        if max > 0 && before >= max as u64 {
-            total.fetch_sub(1, Ordering::AcqRel);
-            return Err(MercureError::Limit(ApiError::TooManySubscribers(format!(
-                "the broker already holds its maximum of {max} subscriptions"
-            ))));
-        }
+        reserve_subscription(total, max).map_err(|err| MercureError::Limit(err.into()))?;
         Ok(Self(Arc::clone(total)))
     }
 }
@@ -702,8 +695,7 @@ impl Drop for Counted {
 
 /// The broker's HTTP state, whose limits apply to Mercure requests too.
 fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, MercureError> {
-    req.app_data::<web::Data<AppState>>()
-        .ok_or_else(|| MercureError::Unavailable("the broker is not set up".into()))
+    AppState::of(req).map_err(|err| MercureError::Unavailable(err.to_string()))
 }
 
 impl Stream for MercureStream {
