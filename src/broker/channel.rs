@@ -976,9 +976,11 @@ impl Handler<CloseSubscribers> for ChannelActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::await_reply;
+    use crate::broker::{
+        await_reply,
+        testing::{send_publish, subscribe},
+    };
     use crate::config::Settings;
-    use tokio::sync::oneshot;
 
     fn registry() -> Addr<RegistryActor> {
         RegistryActor::new(&Settings::defaults()).start()
@@ -989,41 +991,9 @@ mod tests {
         channel: &ChannelName,
         data: &str,
     ) -> Published {
-        let (reply, rx) = oneshot::channel();
-        registry.do_send(Publish {
-            channel: channel.clone(),
-            event_type: None,
-            data: data.into(),
-            reply: Some(reply),
-            received_at: Instant::now(),
-            mirror: true,
-        });
-        await_reply(rx).await.expect("publish succeeds")
-    }
-
-    async fn subscribe(
-        registry: &Addr<RegistryActor>,
-        channel: &ChannelName,
-        capacity: usize,
-        from: Option<ResumeFrom>,
-    ) -> (
-        Subscribed,
-        Subscriber,
-        tokio::sync::mpsc::Receiver<Delivery>,
-    ) {
-        let (subscriber, rx) = Subscriber::new(capacity);
-        let (reply, reply_rx) = oneshot::channel();
-        registry.do_send(Subscribe {
-            channel: channel.clone(),
-            subscriber: subscriber.clone(),
-            from,
-            reply,
-        });
-        (
-            await_reply(reply_rx).await.expect("subscribe succeeds"),
-            subscriber,
-            rx,
-        )
+        await_reply(send_publish(registry, channel, data))
+            .await
+            .expect("publish succeeds")
     }
 
     fn event_seq(delivery: Delivery) -> u64 {

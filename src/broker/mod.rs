@@ -14,6 +14,8 @@ pub mod event;
 pub mod history;
 pub mod pulse;
 pub mod registry;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::{
     Arc,

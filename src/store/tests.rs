@@ -5,13 +5,13 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::{
     broker::{
-        ChannelName, Delivery, RegistryActor, ResumeFrom, Subscriber, await_reply,
-        channel::{Publish, Published, Subscribe, Subscribed},
+        ChannelName, Delivery, RegistryActor, ResumeFrom, await_reply,
         registry::ListChannels,
+        testing::{send_publish, send_subscribe, subscribe},
     },
     config::{Settings, SyncPolicy},
     metrics::Metrics,
@@ -35,39 +35,6 @@ fn registry(settings: &Settings) -> (Addr<RegistryActor>, Store) {
     (registry, store)
 }
 
-fn publish(
-    registry: &Addr<RegistryActor>,
-    channel: &ChannelName,
-    data: &str,
-) -> oneshot::Receiver<Result<Published, crate::broker::BrokerError>> {
-    let (reply, rx) = oneshot::channel();
-    registry.do_send(Publish {
-        channel: channel.clone(),
-        event_type: None,
-        data: data.into(),
-        reply: Some(reply),
-        received_at: Instant::now(),
-        mirror: true,
-    });
-    rx
-}
-
-async fn subscribe(
-    registry: &Addr<RegistryActor>,
-    channel: &ChannelName,
-    from: Option<ResumeFrom>,
-) -> (Subscribed, mpsc::Receiver<Delivery>) {
-    let (subscriber, rx) = Subscriber::new(1024);
-    let (reply, reply_rx) = oneshot::channel();
-    registry.do_send(Subscribe {
-        channel: channel.clone(),
-        subscriber,
-        from,
-        reply,
-    });
-    (await_reply(reply_rx).await.expect("subscribed"), rx)
-}
-
 async fn next_seq(rx: &mut mpsc::Receiver<Delivery>) -> u64 {
     loop {
         let delivery = tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -84,10 +51,10 @@ async fn publishes_arrive_in_order(sync: SyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
     let (registry, _store) = registry(&settings(dir.path(), sync));
     let channel = ChannelName::parse("ordered").unwrap();
-    let (_, mut rx) = subscribe(&registry, &channel, None).await;
+    let (_, _, mut rx) = subscribe(&registry, &channel, 1024, None).await;
     // Sent without waiting: many are pending on disk at once.
     let answers: Vec<_> = (0..200)
-        .map(|n| publish(&registry, &channel, &n.to_string()))
+        .map(|n| send_publish(&registry, &channel, &n.to_string()))
         .collect();
     for (n, answer) in answers.into_iter().enumerate() {
         let published = await_reply(answer).await.expect("acknowledged");
@@ -118,7 +85,7 @@ async fn idle_channel_is_restored_from_disk() {
     let channel = ChannelName::parse("sleepy").unwrap();
     let mut ids = Vec::new();
     for n in 0..3 {
-        let answer = publish(&registry, &channel, &n.to_string());
+        let answer = send_publish(&registry, &channel, &n.to_string());
         ids.push(await_reply(answer).await.expect("acknowledged").id);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -135,12 +102,13 @@ async fn idle_channel_is_restored_from_disk() {
         assert!(Instant::now() < deadline, "the idle channel never stopped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (subscribed, _rx) = subscribe(&registry, &channel, Some(ResumeFrom::Id(ids[0]))).await;
+    let (subscribed, _, _rx) =
+        subscribe(&registry, &channel, 1024, Some(ResumeFrom::Id(ids[0]))).await;
     let replay = subscribed.replay.expect("a replay");
     assert!(replay.gap.is_none());
     let replayed: Vec<_> = replay.events.iter().map(|e| e.id).collect();
     assert_eq!(replayed, ids[1..]);
-    let next = await_reply(publish(&registry, &channel, "later"))
+    let next = await_reply(send_publish(&registry, &channel, "later"))
         .await
         .expect("acknowledged");
     assert_eq!((next.id.epoch, next.id.seq), (ids[0].epoch, 4));
@@ -155,19 +123,8 @@ async fn subscriber_limits_apply_with_durable_history() {
     settings.limits.max_subscribers_per_channel = 1;
     let (registry, _store) = registry(&settings);
     let channel = ChannelName::parse("limited").unwrap();
-    let (_, first) = subscribe(&registry, &channel, None).await;
-    let try_second = || {
-        let (subscriber, rx) = Subscriber::new(16);
-        let (reply, reply_rx) = oneshot::channel();
-        registry.do_send(Subscribe {
-            channel: channel.clone(),
-            subscriber,
-            from: None,
-            reply,
-        });
-        (reply_rx, rx)
-    };
-    let (refused, _rx) = try_second();
+    let (_, _, first) = subscribe(&registry, &channel, 1024, None).await;
+    let (refused, _, _rx) = send_subscribe(&registry, &channel, 16, None);
     assert!(matches!(
         await_reply(refused).await,
         Err(crate::broker::BrokerError::TooManySubscribers(_))
@@ -176,7 +133,7 @@ async fn subscriber_limits_apply_with_durable_history() {
     // The channel notices the closed queue at its next heartbeat.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (answer, _rx) = try_second();
+        let (answer, _, _rx) = send_subscribe(&registry, &channel, 16, None);
         if await_reply(answer).await.is_ok() {
             break;
         }
