@@ -138,14 +138,7 @@ async fn node_cut_off_from_redis_recovers_without_loss() {
     assert_eq!(on_a.next_event().await.data, "1");
 
     proxy.cut();
-    let res = a
-        .client
-        .post(a.url("/publish/outage"))
-        .header("content-type", "text/plain")
-        .body("lost")
-        .send()
-        .await
-        .unwrap();
+    let res = a.post("/publish/outage", "text/plain", "lost").await;
     assert_eq!(res.status(), 503);
     assert_eq!(
         res.headers()["content-type"].to_str().unwrap(),
@@ -341,14 +334,7 @@ async fn counts_pulses_and_kills_are_cluster_wide() {
     assert_eq!(detail["subscribers"], 2);
 
     for (node, tab) in [(&a, "tab-1"), (&b, "tab-2"), (&b, "tab-1")] {
-        let res = node
-            .client
-            .post(node.url("/pulse"))
-            .header("content-type", "text/plain")
-            .body(tab)
-            .send()
-            .await
-            .unwrap();
+        let res = node.post("/pulse", "text/plain", tab).await;
         assert_eq!(res.status(), 200);
     }
     let (_, pulses) = a.get_json("/pulses").await;

@@ -8,13 +8,8 @@ use crate::helpers::*;
 async fn invalid_json_is_400_with_position() {
     let app = spawn_app().await;
     let res = app
-        .client
-        .post(app.url("/publish/test"))
-        .header("content-type", "application/json")
-        .body("{\"a\": 1,\n \"b\": }")
-        .send()
-        .await
-        .unwrap();
+        .post("/publish/test", "application/json", "{\"a\": 1,\n \"b\": }")
+        .await;
     let (status, body) = problem(res).await;
     assert_eq!(status, 400);
     assert!(
@@ -28,13 +23,8 @@ async fn invalid_json_is_400_with_position() {
 async fn oversized_body_is_413() {
     let app = spawn_app_with(|s| s.server.max_body_bytes = 1024).await;
     let res = app
-        .client
-        .post(app.url("/publish/test"))
-        .header("content-type", "text/plain")
-        .body("x".repeat(2048))
-        .send()
-        .await
-        .unwrap();
+        .post("/publish/test", "text/plain", "x".repeat(2048))
+        .await;
     assert_eq!(problem(res).await.0, 413);
 }
 
@@ -43,13 +33,8 @@ async fn oversized_body_is_413() {
 async fn unsupported_content_type_is_415() {
     let app = spawn_app().await;
     let res = app
-        .client
-        .post(app.url("/publish/test"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("a=1")
-        .send()
-        .await
-        .unwrap();
+        .post("/publish/test", "application/x-www-form-urlencoded", "a=1")
+        .await;
     let (status, body) = problem(res).await;
     assert_eq!(status, 415);
     assert!(
@@ -112,14 +97,7 @@ async fn batch_event_types_are_validated() {
     let app = spawn_app().await;
     for event in ["a\\nb", "a\\rb", "a\\u0000b"] {
         let body = format!(r#"[{{"channel":"ok","event":"{event}","data":1}}]"#);
-        let res = app
-            .client
-            .post(app.url("/publish"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let res = app.post("/publish", "application/json", body).await;
         let (status, problem_body) = problem(res).await;
         assert_eq!(status, 400, "{event}");
         assert_eq!(
@@ -134,14 +112,7 @@ async fn batch_event_types_are_validated() {
 async fn bad_batch_item_is_named() {
     let app = spawn_app().await;
     let body = r#"[{"channel":"ok","data":1},{"channel":"no way","data":2}]"#;
-    let res = app
-        .client
-        .post(app.url("/publish"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post("/publish", "application/json", body).await;
     let (status, problem_body) = problem(res).await;
     assert_eq!(status, 400);
     assert!(problem_body["detail"].as_str().unwrap().contains("item 1"));

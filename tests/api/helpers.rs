@@ -57,16 +57,31 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// POSTs `body` to `path` as `content_type`.
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST request")
+    }
+
     /// Publishes a JSON body; returns the answer's status and body.
     pub async fn publish_json(&self, channel: &str, body: &str) -> (u16, Value) {
         let res = self
-            .client
-            .post(self.url(&format!("/publish/{channel}")))
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("publish request");
+            .post(
+                &format!("/publish/{channel}"),
+                "application/json",
+                body.to_owned(),
+            )
+            .await;
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }

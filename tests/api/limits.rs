@@ -173,12 +173,11 @@ async fn channels_per_stream_limit_is_400() {
 async fn batch_over_channel_limit_is_503() {
     let app = spawn_app_with(|s| s.broker.max_channels = 1).await;
     let res = app
-        .client
-        .post(app.url("/publish"))
-        .header("content-type", "application/json")
-        .body(r#"[{"channel":"one","data":1},{"channel":"two","data":2}]"#)
-        .send()
-        .await
-        .unwrap();
+        .post(
+            "/publish",
+            "application/json",
+            r#"[{"channel":"one","data":1},{"channel":"two","data":2}]"#,
+        )
+        .await;
     assert_refused(res, 503).await;
 }

@@ -13,14 +13,7 @@ async fn pulses_are_recorded_and_listed() {
         r#"{"clientId":"tab-2","channel":"pulsed"}"#,
         r#""tab-1""#,
     ] {
-        let res = app
-            .client
-            .post(app.url("/pulse"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let res = app.post("/pulse", "application/json", body).await;
         assert_eq!(res.status(), 200);
         let answer: serde_json::Value = res.json().await.unwrap();
         assert!(answer["id"].as_str().unwrap().starts_with("tab-"));
@@ -42,13 +35,7 @@ async fn pulses_are_recorded_and_listed() {
 #[actix_web::test]
 async fn silent_client_turns_stale() {
     let app = spawn_app_with(|s| s.pulses.stale_after = std::time::Duration::from_millis(50)).await;
-    app.client
-        .post(app.url("/pulse"))
-        .header("content-type", "text/plain")
-        .body("tab-9")
-        .send()
-        .await
-        .unwrap();
+    app.post("/pulse", "text/plain", "tab-9").await;
     wait_until(|| async {
         let (_, list) = app.get_json("/pulses").await;
         list[0]["alive"] == false
@@ -61,14 +48,7 @@ async fn silent_client_turns_stale() {
 async fn bad_pulses_are_400() {
     let app = spawn_app().await;
     for body in ["42", r#"{"nope":1}"#, r#""""#, "{"] {
-        let res = app
-            .client
-            .post(app.url("/pulse"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let res = app.post("/pulse", "application/json", body).await;
         assert_eq!(res.status(), 400, "{body}");
     }
 }
@@ -96,13 +76,7 @@ async fn kill_session_reaches_the_tab() {
 async fn kill_all_reaches_every_known_tab() {
     let app = spawn_app().await;
     for tab in ["tab-a", "tab-b"] {
-        app.client
-            .post(app.url("/pulse"))
-            .header("content-type", "text/plain")
-            .body(tab)
-            .send()
-            .await
-            .unwrap();
+        app.post("/pulse", "text/plain", tab).await;
     }
     let mut sse = app.stream("/stream/killSession", &[]).await;
     sse.wait_open().await;

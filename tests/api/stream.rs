@@ -37,13 +37,12 @@ async fn json_is_compacted_and_text_split_into_lines() {
     app.publish("mixed", "{\n  \"a\" : [1, 2.50],\n  \"b\": \"x y\"\n}")
         .await;
     let res = app
-        .client
-        .post(app.url("/publish/mixed?event=note"))
-        .header("content-type", "text/plain; charset=utf-8")
-        .body("line one\r\nline two\rline three\nid: not-a-field\n\ndata: still data")
-        .send()
-        .await
-        .unwrap();
+        .post(
+            "/publish/mixed?event=note",
+            "text/plain; charset=utf-8",
+            "line one\r\nline two\rline three\nid: not-a-field\n\ndata: still data",
+        )
+        .await;
     assert_eq!(res.status(), 202);
     assert_eq!(sse.next_event().await.data, r#"{"a":[1,2.50],"b":"x y"}"#);
     let text = sse.next_event().await;
@@ -124,14 +123,7 @@ async fn batch_publish_answers_ids_in_order() {
     let body = r#"[{"channel":"batch-x","data":{"n":1}},
                    {"channel":"batch-y","event":"ping","data":"plain text"},
                    {"channel":"batch-x","data":[2, 3]}]"#;
-    let res = app
-        .client
-        .post(app.url("/publish"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post("/publish", "application/json", body).await;
     assert_eq!(res.status(), 202);
     let answer: serde_json::Value = res.json().await.unwrap();
     let ids: Vec<&str> = answer["events"]
