@@ -65,7 +65,7 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSettings {
-    /// Interval of the comment heartbeat on every open stream.
+    /// Interval of the comment heartbeat on the streams of idle channels.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
     /// The `retry:` reconnection hint sent to EventSource clients.

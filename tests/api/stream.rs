@@ -158,6 +158,35 @@ async fn idle_stream_gets_heartbeats() {
     sse.wait_comment("heartbeat").await;
 }
 
+/// A busy channel's streams get events and no heartbeats (they are not
+/// idle); an idle channel's streams get them; and once the busy channel
+/// falls quiet its streams get heartbeats again.
+#[actix_web::test]
+async fn heartbeats_go_only_to_idle_channels() {
+    let app = spawn_app_with(|s| s.stream.heartbeat = std::time::Duration::from_millis(500)).await;
+    let mut busy = app.stream("/stream/busy", &[]).await;
+    let mut idle = app.stream("/stream/quiet", &[]).await;
+    busy.wait_open().await;
+
+    // An event every 10 ms for about 2 s: four ticks, each with events.
+    let publish = async {
+        for n in 0..200 {
+            app.publish("busy", &format!("\"event {n}\"")).await;
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let ((), events) = futures_util::join!(publish, busy.next_messages(200));
+    assert_eq!(events.last().map(|e| e.data.as_str()), Some("\"event 199\""));
+    assert!(
+        !busy.comments.iter().any(|c| c == "heartbeat"),
+        "a busy stream got a heartbeat: {:?}",
+        busy.comments
+    );
+    idle.wait_comments("heartbeat", 3).await;
+
+    busy.wait_comment("heartbeat").await;
+}
+
 /// A client that disconnects is removed from its channel.
 #[actix_web::test]
 async fn disconnected_client_is_removed() {
