@@ -117,8 +117,8 @@ pub enum SyncPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerSettings {
-    /// Arbiter threads running channel actors; 0 runs them and the Mercure
-    /// hub on the HTTP workers (fewer thread hops, slower wide fan-out).
+    /// Arbiter threads running channel actors; 0 (the default) runs them and
+    /// the Mercure hub on the HTTP workers, with no thread hop per publish.
     pub arbiters: usize,
     /// Most channels alive at once.
     pub max_channels: usize,

@@ -123,26 +123,26 @@ async fn publishes_racing_retirement_are_all_accepted() {
     );
 }
 
-/// With `broker.arbiters = 0` the channel actors and the Mercure hub run on
-/// the HTTP workers: streams, publishes, Mercure and retiring work as with
-/// dedicated arbiters.
+/// With `broker.arbiters = 1` the channel actors run on a thread of their
+/// own and the Mercure hub on the main thread: streams, publishes, Mercure
+/// and retiring work as on the HTTP workers (the default).
 #[actix_web::test]
-async fn channels_on_the_http_workers() {
+async fn channels_on_their_own_arbiter() {
     let app = spawn_app_with(|s| {
-        s.broker.arbiters = 0;
+        s.broker.arbiters = 1;
         s.server.workers = 2;
         s.stream.heartbeat = Duration::from_millis(50);
         s.history.max_age = Duration::from_millis(100);
     })
     .await;
-    let mut stream = app.stream("/stream/on-workers", &[]).await;
+    let mut stream = app.stream("/stream/on-arbiter", &[]).await;
     stream.wait_open().await;
     let mut mercure = app
-        .stream("/.well-known/mercure?topic=on-workers", &[])
+        .stream("/.well-known/mercure?topic=on-arbiter", &[])
         .await;
     mercure.wait_open().await;
     for n in 0..20 {
-        app.publish("on-workers", &n.to_string()).await;
+        app.publish("on-arbiter", &n.to_string()).await;
     }
     let data: Vec<String> = stream
         .next_messages(20)

@@ -176,7 +176,10 @@ async fn heartbeats_go_only_to_idle_channels() {
         }
     };
     let ((), events) = futures_util::join!(publish, busy.next_messages(200));
-    assert_eq!(events.last().map(|e| e.data.as_str()), Some("\"event 199\""));
+    assert_eq!(
+        events.last().map(|e| e.data.as_str()),
+        Some("\"event 199\"")
+    );
     assert!(
         !busy.comments.iter().any(|c| c == "heartbeat"),
         "a busy stream got a heartbeat: {:?}",
