@@ -48,14 +48,16 @@ fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// The client's IP: the peer address, or with `trust_forwarded_for` what the
 /// proxy says in Forwarded / X-Forwarded-For.
 pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
-    let text = if trust_forwarded_for {
-        req.connection_info()
-            .realip_remote_addr()
-            .map(str::to_owned)
-    } else {
-        req.peer_addr().map(|addr| addr.ip().to_string())
-    };
-    let Some(text) = text else {
+    if !trust_forwarded_for {
+        return req
+            .peer_addr()
+            .map_or_else(|| "unknown".into(), |addr| addr.ip().to_string());
+    }
+    let Some(text) = req
+        .connection_info()
+        .realip_remote_addr()
+        .map(str::to_owned)
+    else {
         return "unknown".into();
     };
     if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -105,14 +107,15 @@ impl Publisher {
                 )
             }
         };
-        let key = match grant.as_ref().and_then(|g| g.subject.as_deref()) {
-            Some(subject) => format!("sub:{subject}"),
-            None => format!(
-                "ip:{}",
-                client_ip(req, state.settings.limits.trust_forwarded_for)
-            ),
-        };
-        state.limits.check_publish(&key)?;
+        state
+            .limits
+            .check_publish(|| match grant.as_ref().and_then(|g| g.subject.as_deref()) {
+                Some(subject) => format!("sub:{subject}"),
+                None => format!(
+                    "ip:{}",
+                    client_ip(req, state.settings.limits.trust_forwarded_for)
+                ),
+            })?;
         Ok(Self { grant })
     }
 }
@@ -194,8 +197,9 @@ impl Limits {
         }
     }
 
-    /// 429 with the wait in Retry-After when `key` publishes too fast.
-    pub fn check_publish(&self, key: &str) -> Result<(), ApiError> {
+    /// 429 with the wait in Retry-After when the publisher `key` names
+    /// publishes too fast (the key is only worked out when a limit is set).
+    pub fn check_publish(&self, key: impl FnOnce() -> String) -> Result<(), ApiError> {
         let Some(limiter) = &self.publish else {
             return Ok(());
         };
@@ -205,7 +209,7 @@ impl Limits {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        limiter.check_key(&key.to_owned()).map_err(|not_until| {
+        limiter.check_key(&key()).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::RateLimited {
                 detail: "publishing too fast: slow down and retry after the given seconds".into(),

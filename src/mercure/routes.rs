@@ -409,8 +409,12 @@ async fn publish_inner(
     received_at: Instant,
 ) -> Result<HttpResponse, MercureError> {
     // The publish rate limit applies per client IP, as to channel publishes.
-    let ip = client_ip(req, state.settings.limits.trust_forwarded_for);
-    app_state(req)?.limits.check_publish(&format!("ip:{ip}"))?;
+    app_state(req)?.limits.check_publish(|| {
+        format!(
+            "ip:{}",
+            client_ip(req, state.settings.limits.trust_forwarded_for)
+        )
+    })?;
     let query = parse_pairs(req.query_string())?;
     let hub = hub_url(req, state.settings.limits.trust_forwarded_for);
     let claims = state
