@@ -575,6 +575,11 @@ struct Publisher {
     paths: Vec<String>,
     seqs: Vec<u64>,
     rr: usize,
+    /// Where this publisher's paced events fall between its own ticks, as a
+    /// fraction of its interval: publisher p of k starts at p/k, so together
+    /// they publish evenly spaced rather than k events at the same instant
+    /// (which made every fan-out a burst of k and set the latency floor).
+    phase: f64,
 }
 
 struct PubResult {
@@ -612,7 +617,7 @@ impl Publisher {
             match mode {
                 PubMode::Rate(rate, dur) => {
                     let r = rate * share;
-                    let due = t0 + Duration::from_secs_f64(j as f64 / r);
+                    let due = t0 + Duration::from_secs_f64((j as f64 + self.phase) / r);
                     let end = t0 + Duration::from_secs_f64(dur);
                     if due >= end || now > end + Duration::from_secs_f64((dur * 0.1).max(1.0)) {
                         break;
@@ -964,6 +969,7 @@ async fn run_leader(cx: Arc<Ctx>, report: Arc<Mutex<Report>>, ctrl: watch::Sende
             seqs: vec![0; channels.len()],
             channels,
             rr: 0,
+            phase: p as f64 / k as f64,
         });
     }
     let mut l = Leader { cx: cx.clone(), pubs, report: report.clone(), done: DoneFile::default(), subs_per_channel: cx.subs_per_channel() };
