@@ -3,7 +3,7 @@
 # (workload outer loop, broker inner loop, the broker that goes first alternates), writes
 # every JSON report under --out and, with --report FILE, BENCHMARKS.md plus the scaling plot.
 #
-#   bench/run.sh --broker ours|nchan|both [--workloads 1,2,3,4,5] [--placement P]
+#   bench/run.sh --broker ours|nchan|both [--workloads 1,2,3,4,5,6] [--placement P]
 #                [--out DIR] [--report FILE] [--no-plot] [--quick] [--dry-run]
 #
 #   --placement pinned    broker on CPU $BROKER_CPU, load generator(s) on CPU $LG_CPU
@@ -31,7 +31,7 @@ OURS_PORT=${OURS_PORT:-8080}
 NCHAN_PORT=${NCHAN_PORT:-8090}
 
 BROKER=""
-WORKLOADS="1,2,3,4,5"
+WORKLOADS="1,2,3,4,5,6"
 OUT="$HERE/results/$(date +%Y%m%d-%H%M%S)"
 QUICK=0; DRY=0; PLACEMENT=""; REPORT=""; PLOT_FLAG=""
 ORIG_ARGS=("$@")
@@ -80,10 +80,17 @@ PUB_SECS=${PUB_SECS:-10}
 RESUME_SUBS=${RESUME_SUBS:-10000}
 RESUME_CHANNELS=${RESUME_CHANNELS:-1000}
 RESUME_BEHIND=${RESUME_BEHIND:-100}
+# Workload 6 = linear cost: the same per-subscriber event rate at every size
+# (LINEAR_RATE events/s over SWEEP_CHANNELS channels), so CPU per delivery is
+# compared like for like; at each ramp's best step it is not (a subscriber
+# that gets more events per second gets them in fewer writes).
+LINEAR_SIZES=${LINEAR_SIZES:-"1000 5000 10000 19000"}
+LINEAR_RATE=${LINEAR_RATE:-20}
+LINEAR_SECS=${LINEAR_SECS:-15}
 if [ "$QUICK" = 1 ]; then
   IDLE_SIZES="1000"; SWEEP_SIZES="300 1500"; SWEEP_STEPS=3; SWEEP_START_DPS=5000; STEP_SECS=1
   MANYCH_SUBS=1000; MANYCH_RATE=500; MANYCH_STEPS=2; MANYCH_SECS=1; PUB_SECS=2
-  RESUME_SUBS=1000; RESUME_CHANNELS=100
+  RESUME_SUBS=1000; RESUME_CHANNELS=100; LINEAR_SIZES="300 1500"; LINEAR_SECS=2
   MAX_PER_PROC=1000   # so the 1500 step exercises the multi-process path
 fi
 
@@ -110,6 +117,7 @@ estimate() {
   if has 3; then np=$(placements_for 3 | wc -w); t=$(python3 -c "print($t + $nb*$np*($OVERHEAD + $MANYCH_STEPS*($MANYCH_SECS + 0.3) + 3))"); fi
   if has 4; then np=$(placements_for 4 | wc -w); t=$(python3 -c "print($t + $nb*$np*($OVERHEAD + $PUB_SECS + 3))"); fi
   if has 5; then np=$(placements_for 5 | wc -w); t=$(python3 -c "print($t + $nb*$np*($OVERHEAD + 25))"); fi
+  if has 6; then np=$(placements_for 6 | wc -w); for n in $LINEAR_SIZES; do t=$(python3 -c "print($t + $nb*$np*($OVERHEAD + $LINEAR_SECS + 3))"); done; fi
   python3 -c "print(int($t))"
 }
 EST=$(estimate)
@@ -120,6 +128,7 @@ EST=$(estimate)
   has 3 && echo "  3 many channels: $MANYCH_SUBS subscribers / $MANYCH_SUBS channels, ramp from $MANYCH_RATE events/s x$MANYCH_FACTOR, <= $MANYCH_STEPS steps of ${MANYCH_SECS}s [$(placements_for 3)]"
   has 4 && echo "  4 publish: $PUB_CHANNELS channels x 1 subscriber, $PUB_PUBLISHERS publishers, closed loop ${PUB_SECS}s [$(placements_for 4)]"
   has 5 && echo "  5 resume storm: $RESUME_SUBS subscribers / $RESUME_CHANNELS channels, $RESUME_BEHIND behind [$(placements_for 5)]"
+  has 6 && echo "  6 linear cost: $LINEAR_SIZES subscribers / $SWEEP_CHANNELS channels, $LINEAR_RATE events/s for ${LINEAR_SECS}s [$(placements_for 6)]"
   echo "expected duration: at most ~$(( (EST + 59) / 60 )) min (worst case: every ramp runs all its steps); typically less"
 } >&2
 [ "$DRY" = 1 ] && exit 0
@@ -139,7 +148,7 @@ json.dump(m, open(path, "w"), indent=1)
 EOF
 }
 ours_repo=$(cd "$(dirname "$OURS_BIN")" 2>/dev/null && git rev-parse --show-toplevel 2>/dev/null || echo "")
-env_overrides=$(env | grep -E '^(IDLE_SIZES|SWEEP_[A-Z_]+|STEP_SECS|STEP_DRAIN|MANYCH_[A-Z]+|PUB_[A-Z]+|RESUME_[A-Z]+|MAX_PER_PROC|BROKER_CPU|LG_CPU|OURS_BIN|OURS_PORT|NCHAN_PORT|NCHAN_CONF|LG)=' | sort | tr '\n' ' ' || true)
+env_overrides=$(env | grep -E '^(IDLE_SIZES|SWEEP_[A-Z_]+|STEP_SECS|STEP_DRAIN|MANYCH_[A-Z]+|PUB_[A-Z]+|RESUME_[A-Z]+|LINEAR_[A-Z]+|MAX_PER_PROC|BROKER_CPU|LG_CPU|OURS_BIN|OURS_PORT|NCHAN_PORT|NCHAN_CONF|LG)=' | sort | tr '\n' ' ' || true)
 meta "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   "command=${env_overrides}bench/run.sh ${ORIG_ARGS[*]}" \
   "quick=$QUICK" "placement=${PLACEMENT:-default}" "workloads=$WORKLOADS" "brokers=$BROKER" \
@@ -159,7 +168,7 @@ meta "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   "broker_cpu=$BROKER_CPU" "lg_cpu=$LG_CPU" \
   "sweep_channels=$SWEEP_CHANNELS" "sweep_start_dps=$SWEEP_START_DPS" "sweep_factor=$SWEEP_FACTOR" \
   "step_secs=$STEP_SECS" "manych_rate=$MANYCH_RATE" "pub_publishers=$PUB_PUBLISHERS" "pub_channels=$PUB_CHANNELS" \
-  "resume_behind=$RESUME_BEHIND" "estimate_secs=$EST"
+  "resume_behind=$RESUME_BEHIND" "linear_rate=$LINEAR_RATE" "estimate_secs=$EST"
 
 # ---------------------------------------------------------------- brokers
 BPID=""; URLS=(); RUNDIR=""
@@ -305,6 +314,10 @@ if has 5; then for pl in $(placements_for 5); do
   unit resume "$pl" 180 "$RESUME_SUBS" resume --channels "$RESUME_CHANNELS" --resume-behind "$RESUME_BEHIND" --publishers 8 \
     --drain-secs 10 --connect-concurrency 512
 done; fi
+if has 6; then for pl in $(placements_for 6); do for n in $LINEAR_SIZES; do
+  unit linear "$pl" 120 "$n" "linear-$n" --channels "$SWEEP_CHANNELS" --rate "$LINEAR_RATE" --duration "$LINEAR_SECS" \
+    --drain-secs 3 --settle-secs 2 --connect-concurrency 512
+done; done; fi
 
 meta "finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "elapsed_secs=$(( $(date +%s) - T_START ))" \
   "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
