@@ -439,14 +439,17 @@ impl ChannelActor {
         mirror: Option<String>,
     ) {
         let id = event.id;
-        if let (Some(hub), Some(data)) = (&self.mercure, mirror) {
+        let mirror = mirror.map(|data| (event.event_type.clone(), data));
+        let delivered = self.fan_out(&Delivery::Event(event), Some(id.seq));
+        // After the fan-out: on a worker the hub would otherwise run before
+        // the subscriber writes it just queued.
+        if let (Some(hub), Some((event_type, data))) = (&self.mercure, mirror) {
             hub.do_send(ChannelPublished {
                 channel: self.name.clone(),
-                event_type: event.event_type.clone(),
+                event_type,
                 data,
             });
         }
-        let delivered = self.fan_out(&Delivery::Event(event), Some(id.seq));
         self.metrics.record_publish_latency(received_at.elapsed());
         self.metrics.published.increment(1);
         self.metrics.delivered.increment(delivered);
