@@ -92,6 +92,9 @@ pub struct Claims {
     pub payloads: Vec<ClaimPayload>,
     /// `exp`: a subscriber's stream ends then.
     pub expires_at: Option<SystemTime>,
+    /// `sub`: who the bearer is; publishers with one have their own rate
+    /// limit instead of their IP's.
+    pub subject: Option<String>,
 }
 
 /// A payload and the subscriptions it is for.
@@ -120,6 +123,7 @@ struct RawClaims {
     namespaced: Option<MercureClaim>,
     authorization_details: Option<Vec<Value>>,
     exp: Option<f64>,
+    sub: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +328,7 @@ impl TokenChecker {
                 .exp
                 .filter(|exp| exp.is_finite() && *exp >= 0.0)
                 .map(|exp| UNIX_EPOCH + Duration::from_secs_f64(exp.min(1e11))),
+            subject: raw.sub.filter(|sub| !sub.is_empty()),
         };
         if let Some(details) = raw.authorization_details {
             add_authorization_details(&mut claims, details, hub)?;

@@ -408,13 +408,6 @@ async fn publish_inner(
     payload: web::Payload,
     received_at: Instant,
 ) -> Result<HttpResponse, MercureError> {
-    // The publish rate limit applies per client IP, as to channel publishes.
-    app_state(req)?.limits.check_publish(|| {
-        format!(
-            "ip:{}",
-            client_ip(req, state.settings.limits.trust_forwarded_for)
-        )
-    })?;
     let query = parse_pairs(req.query_string())?;
     let hub = hub_url(req, state.settings.limits.trust_forwarded_for);
     let claims = state
@@ -422,6 +415,17 @@ async fn publish_inner(
         .authorize(req, &query_tokens(&query), Role::Publisher, &hub)
         .map_err(|err| MercureError::Unauthorized(err.to_string()))?
         .ok_or_else(|| MercureError::Unauthorized("a publisher JWT is required".into()))?;
+    // The publish rate limit, keyed as for channel publishes: the token's
+    // `sub`, or else the client IP.
+    app_state(req)?
+        .limits
+        .check_publish(|| match &claims.subject {
+            Some(subject) => format!("sub:{subject}"),
+            None => format!(
+                "ip:{}",
+                client_ip(req, state.settings.limits.trust_forwarded_for)
+            ),
+        })?;
     let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
     let is_form = req
         .headers()

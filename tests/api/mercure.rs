@@ -991,7 +991,7 @@ async fn draft08_subscription_events_and_api() {
 
 /// The broker's limits apply to the hub as to channels: streams per client
 /// IP and subscriptions in total count both APIs, and Mercure publishes
-/// share the per-IP publish rate.
+/// share the publish rate, per token `sub` or else per IP.
 #[actix_web::test]
 async fn broker_limits_apply_to_the_hub() {
     let app = spawn_app_with(|s| {
@@ -1032,6 +1032,17 @@ async fn broker_limits_apply_to_the_hub() {
     assert!(res.headers().contains_key("retry-after"));
     let (status, _) = problem(res).await;
     assert_eq!(status, 429);
+    // A publisher whose token names it has a bucket of its own (once).
+    let named = token(json!({"sub": "billing-job", "mercure": {"publish": ["*"]}}));
+    let named_post = || {
+        post(
+            &app,
+            &[("topic", "urn:limited"), ("data", "3")],
+            Some(&named),
+        )
+    };
+    assert_eq!(named_post().await.0, 200);
+    assert_eq!(named_post().await.0, 429);
 
     let total = spawn_app_with(|s| s.limits.max_subscribers = 1).await;
     let held = open(&total, &path, &[]).await;
