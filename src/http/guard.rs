@@ -47,7 +47,7 @@ fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 
 /// The client's IP: the peer address, or with `trust_forwarded_for` what the
 /// proxy says in Forwarded / X-Forwarded-For.
-pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
+fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
     if !trust_forwarded_for {
         return req
             .peer_addr()
@@ -109,13 +109,7 @@ impl Publisher {
         };
         state
             .limits
-            .check_publish(|| match grant.as_ref().and_then(|g| g.subject.as_deref()) {
-                Some(subject) => format!("sub:{subject}"),
-                None => format!(
-                    "ip:{}",
-                    client_ip(req, state.settings.limits.trust_forwarded_for)
-                ),
-            })?;
+            .check_publish(req, grant.as_ref().and_then(|g| g.subject.as_deref()))?;
         Ok(Self { grant })
     }
 }
@@ -177,6 +171,8 @@ pub fn check_subscriber(
 pub struct Limits {
     publish: Option<DefaultKeyedRateLimiter<String>>,
     streams: Arc<StreamSlots>,
+    /// Whose IP a request is: see [`client_ip`].
+    trust_forwarded_for: bool,
 }
 
 /// Distinct keys the publish limiter remembers before it forgets the idle ones.
@@ -194,12 +190,14 @@ impl Limits {
                 max: settings.max_streams_per_ip,
                 open: Mutex::new(HashMap::new()),
             }),
+            trust_forwarded_for: settings.trust_forwarded_for,
         }
     }
 
-    /// 429 with the wait in Retry-After when the publisher `key` names
-    /// publishes too fast (the key is only worked out when a limit is set).
-    pub fn check_publish(&self, key: impl FnOnce() -> String) -> Result<(), ApiError> {
+    /// 429 with the wait in Retry-After when the publisher of `req` publishes
+    /// too fast: the one its token's `subject` names, or else its client IP
+    /// (worked out only when a limit is set).
+    pub fn check_publish(&self, req: &HttpRequest, subject: Option<&str>) -> Result<(), ApiError> {
         let Some(limiter) = &self.publish else {
             return Ok(());
         };
@@ -209,7 +207,11 @@ impl Limits {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        limiter.check_key(&key()).map_err(|not_until| {
+        let key = match subject {
+            Some(subject) => format!("sub:{subject}"),
+            None => format!("ip:{}", client_ip(req, self.trust_forwarded_for)),
+        };
+        limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::RateLimited {
                 detail: "publishing too fast: slow down and retry after the given seconds".into(),
@@ -218,9 +220,10 @@ impl Limits {
         })
     }
 
-    /// Takes one stream place for `ip`; 429 when it holds its maximum.
-    pub fn open_stream(&self, ip: String) -> Result<StreamSlot, ApiError> {
-        StreamSlots::acquire(&self.streams, ip)
+    /// Takes one stream place for the client IP of `req`; 429 when it holds
+    /// its maximum.
+    pub fn open_stream(&self, req: &HttpRequest) -> Result<StreamSlot, ApiError> {
+        StreamSlots::acquire(&self.streams, client_ip(req, self.trust_forwarded_for))
     }
 }
 

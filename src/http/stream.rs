@@ -144,10 +144,7 @@ async fn open(
     // Every private channel of the stream is checked; the stream ends when
     // the token that opened it expires.
     let expires_at = guard::check_subscriber(&state.auth, req, token.as_deref(), &channels)?;
-    let slot = state.limits.open_stream(guard::client_ip(
-        req,
-        state.settings.limits.trust_forwarded_for,
-    ))?;
+    let slot = state.limits.open_stream(req)?;
     let (subscriber, rx) = Subscriber::new(state.settings.stream.subscriber_buffer);
     let mut guard = SubscriptionGuard {
         registry: state.registry.clone(),

@@ -45,12 +45,7 @@ use super::{
 };
 use crate::{
     broker::{HEARTBEAT, await_reply, reserve_subscription},
-    http::{
-        AppState,
-        body::read_body,
-        guard::{StreamSlot, client_ip},
-        stream::reconnect_hint,
-    },
+    http::{AppState, body::read_body, guard::StreamSlot, stream::reconnect_hint},
     metrics::Metrics,
     sse,
 };
@@ -301,9 +296,7 @@ pub async fn subscribe(
     // The broker's limits apply as to channel streams: per client IP, and
     // in the total of subscriptions.
     let app = app_state(&req)?;
-    let slot = app
-        .limits
-        .open_stream(client_ip(&req, state.settings.limits.trust_forwarded_for))?;
+    let slot = app.limits.open_stream(&req)?;
     let counted = Counted::take(
         &state.total_subscribers,
         state.settings.limits.max_subscribers,
@@ -415,17 +408,10 @@ async fn publish_inner(
         .authorize(req, &query_tokens(&query), Role::Publisher, &hub)
         .map_err(|err| MercureError::Unauthorized(err.to_string()))?
         .ok_or_else(|| MercureError::Unauthorized("a publisher JWT is required".into()))?;
-    // The publish rate limit, keyed as for channel publishes: the token's
-    // `sub`, or else the client IP.
+    // The publish rate limit, keyed as for channel publishes.
     app_state(req)?
         .limits
-        .check_publish(|| match &claims.subject {
-            Some(subject) => format!("sub:{subject}"),
-            None => format!(
-                "ip:{}",
-                client_ip(req, state.settings.limits.trust_forwarded_for)
-            ),
-        })?;
+        .check_publish(req, claims.subject.as_deref())?;
     let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
     let is_form = req
         .headers()
