@@ -184,7 +184,7 @@ impl Application {
         let app_settings = Arc::clone(&settings);
         let hub = mercure.as_ref().map(|state| state.hub.clone());
         let app_mercure = mercure;
-        let worker_homes = (settings.broker.arbiters == 0).then_some(homes);
+        let worker_homes = arbiters.is_empty().then_some(homes);
         let mut server = HttpServer::new(move || {
             // Runs once on each worker thread, as it starts.
             if let Some(homes) = &worker_homes {

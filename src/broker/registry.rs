@@ -147,8 +147,6 @@ pub struct RegistryActor {
     /// accepted now could reach no subscriber: their streams are closing).
     closing: bool,
     metrics: Arc<Metrics>,
-    /// The Mercure hub, offered every event published here (see `crate::mercure`).
-    mercure: Option<Recipient<ChannelPublished>>,
     /// The running channels, for publishers (standalone only: in cluster
     /// mode every publish goes through Redis).
     directory: Directory,
@@ -176,7 +174,6 @@ impl RegistryActor {
             pulses: PulseBook::new(settings.pulses.clone()),
             closing: false,
             metrics: Metrics::detached(),
-            mercure: None,
             directory: Directory::default(),
         }
     }
@@ -192,10 +189,11 @@ impl RegistryActor {
         self.directory.clone()
     }
 
-    /// Offers every published event to the Mercure hub as well.
+    /// Offers every published event to the Mercure hub as well (see
+    /// `crate::mercure`): the channel actors do, or in cluster mode the
+    /// registry itself.
     pub fn with_mercure(mut self, hub: Recipient<ChannelPublished>) -> Self {
-        self.channel_config.mercure = Some(hub.clone());
-        self.mercure = Some(hub);
+        self.channel_config.mercure = Some(hub);
         self
     }
 
@@ -310,6 +308,7 @@ impl Handler<Publish> for RegistryActor {
         // Standalone, the channel offers it to the hub once it is accepted.
         let cluster = self.channel_config.cluster.is_some();
         let mirror = self
+            .channel_config
             .mercure
             .clone()
             .filter(|_| cluster && msg.mirror)
