@@ -23,6 +23,9 @@
 //! - [`http`]: thin handlers, one file per resource (`stream`, `publish`,
 //!   `pulse`, `channels`, `session`) and request-body handling (`body`).
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
+//! - [`outbox`]: a stream's outbox, where channel actors write each event
+//!   straight to the subscriber's socket (queued, in order, only when the
+//!   socket is full), and the stream ids of multi-channel streams.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).
 //! - [`readiness`]: the checks behind `GET /readyz`.
@@ -38,6 +41,7 @@ pub mod error;
 pub mod http;
 pub mod mercure;
 pub mod metrics;
+pub mod outbox;
 pub mod readiness;
 pub mod sse;
 pub mod startup;

@@ -10,28 +10,69 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// One encoded event, kept in two parts so a multi-channel stream can write
-/// its own `id:` line in front of the shared rest.
+/// One encoded event, kept in three views of one buffer: framed as an
+/// HTTP/1.1 chunk for the write to a subscriber's socket, whole, and
+/// without its `id:` line so a multi-channel stream can write its own.
 #[derive(Debug, Clone)]
 pub struct Frame {
+    /// `full` as one chunk of a chunked body: `{len:x}\r\n`, `full`, `\r\n`.
+    pub chunk: Bytes,
     /// The whole event: `id:` line, optional `event:` line, `data:` lines, blank line.
     pub full: Bytes,
-    /// `full` without its `id:` line (a slice of the same buffer).
+    /// `full` without its `id:` line.
     pub rest: Bytes,
 }
 
 /// Encodes one event. `id` and `event` must be free of CR, LF and NUL; the
 /// callers validate them (`EventType::parse`, ids are generated).
 pub fn encode_event(id: &str, event: Option<&str>, data: &str) -> Frame {
-    let mut buf = BytesMut::with_capacity(data.len() + id.len() + 32);
+    const ROOM: usize = chunk::HEADER_MAX;
+    let mut buf = BytesMut::with_capacity(ROOM + data.len() + id.len() + 34);
+    // Room for the chunk header, written once the length is known.
+    buf.put_bytes(0, ROOM);
     buf.put_slice(b"id: ");
     buf.put_slice(id.as_bytes());
     buf.put_u8(b'\n');
-    let id_len = buf.len();
+    let id_end = buf.len();
     write_rest(&mut buf, event, data);
-    let full = buf.freeze();
-    let rest = full.slice(id_len..);
-    Frame { full, rest }
+    let end = buf.len();
+    buf.put_slice(b"\r\n");
+    let mut header = [0; ROOM];
+    let header_len = chunk::header(end - ROOM, &mut header);
+    let start = ROOM - header_len;
+    buf[start..ROOM].copy_from_slice(&header[..header_len]);
+    let all = buf.freeze();
+    Frame {
+        chunk: all.slice(start..),
+        full: all.slice(ROOM..end),
+        rest: all.slice(id_end..end),
+    }
+}
+
+/// HTTP/1.1 chunked framing: every stream write is one chunk.
+pub mod chunk {
+    /// The largest `{len:x}\r\n` chunk header (a 64-bit length).
+    pub const HEADER_MAX: usize = 18;
+
+    /// Writes `{len:x}\r\n` at the start of `out`; returns its length.
+    pub fn header(len: usize, out: &mut [u8; HEADER_MAX]) -> usize {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digits = (usize::BITS - len.max(1).leading_zeros()).div_ceil(4) as usize;
+        for (i, slot) in out[..digits].iter_mut().enumerate() {
+            *slot = HEX[(len >> (4 * (digits - 1 - i))) & 0xf];
+        }
+        out[digits] = b'\r';
+        out[digits + 1] = b'\n';
+        digits + 2
+    }
+
+    /// Where the data of a chunk made by [`super::encode_event`] starts.
+    pub fn data_start(chunk: &[u8]) -> usize {
+        chunk
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(0, |at| at + 1)
+    }
 }
 
 /// Encodes an event without an `id:` line (broker notices that must not move
@@ -177,6 +218,17 @@ pub mod parse {
 mod tests {
     use super::parse::parse_stream;
     use super::*;
+
+    /// An event's chunk is its bytes framed as one HTTP/1.1 chunk.
+    #[test]
+    fn chunk_frames_the_event() {
+        let frame = encode_event("k-1", Some("note"), &"z".repeat(300));
+        let header = format!("{:x}\r\n", frame.full.len());
+        let expected = [header.as_bytes(), &frame.full[..], b"\r\n"].concat();
+        assert_eq!(&frame.chunk[..], &expected[..]);
+        assert_eq!(chunk::data_start(&frame.chunk), header.len());
+        assert!(frame.full.ends_with(&frame.rest) && frame.full.starts_with(b"id: k-1\n"));
+    }
     use proptest::prelude::*;
 
     fn text(bytes: &Bytes) -> &str {

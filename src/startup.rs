@@ -330,7 +330,8 @@ impl Stopper {
 }
 
 /// The access log middleware: one `access …` line per request; event streams
-/// only when `access_log_streams` is set (the line is written when they end).
+/// only when `access_log_streams` is set (the line is written once the
+/// response head is out: the connection then belongs to the stream's writer).
 fn access_log(settings: &LogSettings) -> Logger {
     let logger = Logger::new("access remote=%a request=\"%r\" status=%s bytes=%b ms=%D");
     if settings.access_log_streams {

@@ -31,10 +31,9 @@ use std::{
 
 use actix::prelude::*;
 use log::{debug, info, warn};
-use tokio::sync::mpsc::error::TrySendError;
 
 use super::{
-    BrokerError, ChannelStats, Delivery, Reply, Subscriber,
+    BrokerError, ChannelStats, Delivery, Offer, Reply, Subscriber,
     event::{ChannelName, Epoch, Event, EventId, EventType, ResumeFrom},
     history::{GapReason, History, Replay, replay_from_log},
     registry::{ChannelIdle, ChannelPublished, RegistryActor},
@@ -214,13 +213,13 @@ impl ChannelActor {
                 member.after = seq;
             }
             let sub = &member.subscriber;
-            match sub.tx.try_send(delivery.clone()) {
-                Ok(()) => {
+            match sub.offer(delivery) {
+                Offer::Taken => {
                     delivered += 1;
                     true
                 }
-                Err(TrySendError::Closed(_)) => false,
-                Err(TrySendError::Full(_)) => {
+                Offer::Closed => false,
+                Offer::Full => {
                     sub.evicted.store(true, Ordering::Release);
                     stats.evicted.fetch_add(1, Ordering::Relaxed);
                     metrics.evicted.increment(1);
@@ -230,7 +229,7 @@ impl ChannelActor {
                     info!(
                         "subscriber evicted channel={name} subscriber={} reason=slow queue={}",
                         sub.id,
-                        sub.tx.max_capacity()
+                        sub.capacity()
                     );
                     false
                 }

@@ -25,6 +25,8 @@ use std::sync::{
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::outbox::Offer;
+use crate::outbox::OutboxHandle;
 pub use channel::ChannelActor;
 pub use event::{ChannelName, Event, EventId, EventType, ResumeFrom};
 pub use registry::RegistryActor;
@@ -70,32 +72,66 @@ pub enum Delivery {
 /// The heartbeat comment, shared by every stream.
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
 
-/// The sending half of one subscriber's queue, as a channel actor holds it.
-/// A multi-channel stream gives a clone to each of its channels.
+/// A subscriber as a channel actor holds it: where its deliveries go. A
+/// multi-channel stream gives a clone to each of its channels.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
     pub id: u64,
-    pub tx: mpsc::Sender<Delivery>,
+    sink: Sink,
     /// Set by the channel that found the queue full: the stream must end so
     /// the client reconnects and replays from history. Shared by all
     /// channels of a multi-channel stream.
     pub evicted: Arc<AtomicBool>,
 }
 
+#[derive(Debug, Clone)]
+enum Sink {
+    /// A queue read by a task of the broker's (the Mercure hub's log
+    /// reader, tests).
+    Queue(mpsc::Sender<Delivery>),
+    /// An event-stream connection, written directly (see `crate::outbox`).
+    Stream(OutboxHandle),
+}
+
 impl Subscriber {
     /// A new queue of `capacity` frames and its subscriber handle.
     pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Delivery>) {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let (tx, rx) = mpsc::channel(capacity);
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        (
-            Self {
-                id,
-                tx,
-                evicted: Arc::new(AtomicBool::new(false)),
+        (Self::with_sink(Sink::Queue(tx)), rx)
+    }
+
+    /// A subscriber whose deliveries go to an event stream's outbox.
+    pub fn streaming(outbox: OutboxHandle) -> Self {
+        Self::with_sink(Sink::Stream(outbox))
+    }
+
+    fn with_sink(sink: Sink) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            sink,
+            evicted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Hands over one delivery without waiting (see [`Offer`]).
+    pub fn offer(&self, delivery: &Delivery) -> Offer {
+        match &self.sink {
+            Sink::Queue(tx) => match tx.try_send(delivery.clone()) {
+                Ok(()) => Offer::Taken,
+                Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
+                Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
             },
-            rx,
-        )
+            Sink::Stream(outbox) => outbox.offer(delivery),
+        }
+    }
+
+    /// Deliveries that may wait before the subscriber counts as slow.
+    pub fn capacity(&self) -> usize {
+        match &self.sink {
+            Sink::Queue(tx) => tx.max_capacity(),
+            Sink::Stream(outbox) => outbox.capacity(),
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! `GET /stream/{channel}` and `GET /stream?channel=a&channel=b`: turns a
 //! subscription into a `text/event-stream` response.
 //!
-//! The handler subscribes a queue to each channel (through the registry),
-//! writes the prelude (retry hint, then per channel any gap notice and the
-//! replayed events), and hands the queue to [`EventStream`], which writes the
-//! channel actors' pre-encoded frames as they arrive. Dropping the stream
-//! (client gone) unsubscribes it at once.
+//! The handler subscribes an outbox (`crate::outbox`) to each channel
+//! (through the registry), queues the prelude (retry hint, then per channel
+//! any gap notice and the replayed events), and answers with the response
+//! head and a `TakeOver`: the HTTP/1 dispatcher hands the connection to
+//! [`StreamWriter`], which runs in the connection's task. From then on the
+//! channel actors write events straight to the socket; the writer only sends
+//! what a full socket left queued and watches for the end: the client gone
+//! (it unsubscribes at once), the token expired, eviction, shutdown.
 //!
 //! When the broker ends a stream (shutdown drain, or eviction as a slow
 //! consumer) the last bytes are a reconnect hint: a `retry:` field, spread
@@ -15,32 +18,31 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
-    task::{Context, Poll},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use actix::Addr;
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_http::h1::{TakeOver, TakenOver};
+use actix_web::{HttpRequest, HttpResponse, http::header, rt::net::TcpStream, web};
 use actix_web_lab::extract::Query;
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::Stream;
 use log::Level;
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{AppState, guard};
 use crate::{
     broker::{
-        ChannelName, Delivery, Event, EventId, HEARTBEAT, RegistryActor, Subscriber, await_reply,
+        ChannelName, RegistryActor, Subscriber, await_reply,
         channel::{Subscribe, Unsubscribe},
         event::parse_cursor,
         history::Replay,
     },
     error::ApiError,
     metrics::Metrics,
+    outbox::{Cursor, End, Flush, Outbox},
     sse,
 };
 
@@ -145,7 +147,8 @@ async fn open(
     // the token that opened it expires.
     let expires_at = guard::check_subscriber(&state.auth, req, token.as_deref(), &channels)?;
     let slot = state.limits.open_stream(req)?;
-    let (subscriber, rx) = Subscriber::new(state.settings.stream.subscriber_buffer);
+    let (outbox, handle) = Outbox::new(state.settings.stream.subscriber_buffer);
+    let subscriber = Subscriber::streaming(handle);
     let mut guard = SubscriptionGuard {
         registry: state.registry.clone(),
         channels: Vec::new(),
@@ -169,12 +172,14 @@ async fn open(
         guard.channels.push(channel.clone());
         pending.push(answer);
     }
+    // From here on only the channels hold the stream (see `OutboxHandle`).
+    drop(subscriber);
     let mut starts = Vec::with_capacity(channels.len());
     for answer in pending {
         starts.push(await_reply(answer).await?);
     }
-    let mut cursor = Cursor {
-        positions: channels
+    let mut cursor = Cursor::new(
+        channels
             .iter()
             .zip(&starts)
             .map(|(channel, start)| {
@@ -185,7 +190,7 @@ async fn open(
             })
             .collect(),
         multi,
-    };
+    );
     let retry_ms = state.settings.stream.retry.as_millis();
     let mut prelude = BytesMut::from(sse::prelude(retry_ms).as_bytes());
     for (index, start) in starts.into_iter().enumerate() {
@@ -199,6 +204,7 @@ async fn open(
             );
         }
     }
+    outbox.start(prelude.freeze(), cursor);
     let log_level = if state.settings.log.access_log_streams {
         Level::Info
     } else {
@@ -207,7 +213,7 @@ async fn open(
     log::log!(
         log_level,
         "stream opened subscriber={} channels={} resume={}",
-        subscriber.id,
+        guard.id,
         join_names(&guard.channels),
         last_id.is_some()
     );
@@ -219,24 +225,28 @@ async fn open(
         events: 0,
         reason: "client",
     });
-    let stream = EventStream {
-        prelude: Some(prelude.freeze()),
-        rx,
-        evicted: Arc::clone(&subscriber.evicted),
-        cursor,
+    let writer = StreamWriter {
+        outbox,
         retry: state.settings.stream.retry,
-        done: false,
         guard,
         expiry: expires_at.map(|at| Box::pin(tokio::time::sleep(guard::until(at)))),
-        expired: false,
         _slot: slot,
     };
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .insert_header((header::CONTENT_ENCODING, "identity"))
-        .streaming(stream))
+        // The writer closes the connection when the stream ends; say so, or
+        // a client would pool it for its next request.
+        .force_close()
+        // Never polled: the connection is handed to the writer (`TakeOver`)
+        // right after the head; a streaming body makes the head chunked.
+        .streaming(futures_util::stream::pending::<Result<Bytes, Infallible>>());
+    response
+        .extensions_mut()
+        .insert(TakeOver::new(move |taken| Box::pin(writer.run(taken))));
+    Ok(response)
 }
 
 /// Writes a channel's gap notice (if any), the replay marker and the events.
@@ -247,7 +257,7 @@ fn write_replay(
     replay: &Replay,
     asked: &str,
 ) {
-    let channel = cursor.positions[index].0.clone();
+    let channel = cursor.channel(index).clone();
     if let Some(gap) = replay.gap {
         let data = serde_json::json!({
             "channel": channel.as_str(),
@@ -265,60 +275,6 @@ fn write_replay(
     out.put(sse::encode_notice("broker.replay", &marker.to_string()));
     for event in &replay.events {
         cursor.write_event(out, index, event);
-    }
-}
-
-/// How far the client has got on each channel of its stream, in the order
-/// it named them. Single-channel streams use the event's own id.
-struct Cursor {
-    positions: Vec<(ChannelName, EventId)>,
-    multi: bool,
-}
-
-impl Cursor {
-    /// The id line value for an event of channel `index`: that channel first.
-    fn id_for(&self, index: usize) -> String {
-        let (channel, id) = &self.positions[index];
-        if !self.multi {
-            return id.to_string();
-        }
-        let mut text = format!("{channel}={id}");
-        for (other, (name, id)) in self.positions.iter().enumerate() {
-            if other != index {
-                text.push_str(&format!(",{name}={id}"));
-            }
-        }
-        text
-    }
-
-    fn index_of(&self, channel: &ChannelName) -> Option<usize> {
-        self.positions.iter().position(|(name, _)| name == channel)
-    }
-
-    fn write_event(&mut self, out: &mut BytesMut, index: usize, event: &Event) {
-        self.positions[index].1 = event.id;
-        if self.multi {
-            out.put_slice(b"id: ");
-            out.put_slice(self.id_for(index).as_bytes());
-            out.put_u8(b'\n');
-            out.put_slice(&event.frame.rest);
-        } else {
-            out.put_slice(&event.frame.full);
-        }
-    }
-
-    /// The bytes of a live event: shared as-is on a single-channel stream.
-    fn frame(&mut self, event: &Event) -> Bytes {
-        let Some(index) = self.index_of(&event.channel) else {
-            return Bytes::new();
-        };
-        if !self.multi {
-            self.positions[index].1 = event.id;
-            return event.frame.full.clone();
-        }
-        let mut out = BytesMut::with_capacity(event.frame.full.len() + 64 * self.positions.len());
-        self.write_event(&mut out, index, event);
-        out.freeze()
     }
 }
 
@@ -346,81 +302,137 @@ pub fn reconnect_hint(retry: Duration, subscriber_id: u64, reason: &str) -> Byte
     ))
 }
 
-/// The body of an event-stream response: prelude first, then whatever the
-/// channel actors queue. Ends, after a reconnect hint, when the subscriber
-/// was evicted or every channel let go of the queue (shutdown).
-struct EventStream {
-    prelude: Option<Bytes>,
-    rx: mpsc::Receiver<Delivery>,
-    evicted: Arc<std::sync::atomic::AtomicBool>,
-    cursor: Cursor,
+/// How long the last bytes of a stream the broker ends (reconnect hint,
+/// last chunk) may take to go out before the connection is closed anyway:
+/// an evicted client is, by definition, not reading.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// The stream after its response head: flushes what the outbox queued when
+/// the socket is writable again, notices a client that leaves, ends the
+/// stream when the broker or the token says so. Live events normally never
+/// pass through here: the channel actors write them (see `crate::outbox`).
+struct StreamWriter {
+    outbox: Arc<Outbox>,
     /// The configured `stream.retry`, the base of the final hint.
     retry: Duration,
-    /// The final hint was written: the next poll ends the body.
-    done: bool,
     guard: SubscriptionGuard,
     /// Fires when the subscriber's token expires: the stream then ends.
     expiry: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Set once the expiry notice went out: the next poll ends the stream.
-    expired: bool,
     /// The client IP's place among its open streams.
     _slot: guard::StreamSlot,
 }
 
-impl EventStream {
-    /// The reconnect hint, once; records why the stream ends.
-    fn finish(&mut self, reason: &'static str) -> Poll<Option<Result<Bytes, Infallible>>> {
-        self.done = true;
-        if let Some(opened) = &mut self.guard.opened {
-            opened.reason = reason;
+impl StreamWriter {
+    async fn run(mut self, taken: TakenOver) {
+        let Ok(socket) = taken.io.downcast::<TcpStream>() else {
+            // Only plain TCP listeners are configured (no TLS, no Unix sockets).
+            log::error!(
+                "stream ended subscriber={} reason=unsupported-connection",
+                self.guard.id
+            );
+            return;
+        };
+        let socket = Arc::new(*socket);
+        let chunked = is_chunked(&taken.head);
+        self.outbox
+            .attach(Arc::clone(&socket), taken.head.freeze(), chunked);
+        let end = self.serve(&socket).await;
+        let hint = reconnect_hint(self.retry, self.guard.id, end.as_str());
+        let tail = match end {
+            End::Client => None,
+            End::Expired => {
+                let mut tail = BytesMut::from(
+                    &sse::encode_notice(
+                        "broker.expired",
+                        r#"{"reason":"the subscriber token expired"}"#,
+                    )[..],
+                );
+                tail.extend_from_slice(&hint);
+                Some(tail.freeze())
+            }
+            End::Evicted | End::Released => Some(hint),
+        };
+        let end = self.outbox.finish(end, tail);
+        if end != End::Client {
+            let _ = tokio::time::timeout(FINAL_FLUSH, self.drain(&socket)).await;
         }
-        Poll::Ready(Some(Ok(reconnect_hint(self.retry, self.guard.id, reason))))
+        self.outbox.detach();
+        if let Some(opened) = &mut self.guard.opened {
+            opened.reason = end.as_str();
+            opened.events = self.outbox.events();
+        }
+        // Dropping the socket closes the connection; the guard unsubscribes.
+    }
+
+    /// Runs until something ends the stream.
+    async fn serve(&mut self, socket: &TcpStream) -> End {
+        loop {
+            let blocked = match self.outbox.flush() {
+                Flush::Done => false,
+                Flush::Blocked => true,
+                Flush::Failed => return End::Client,
+            };
+            if let Some(end) = self.outbox.end() {
+                return end;
+            }
+            tokio::select! {
+                () = self.outbox.woken() => {}
+                ready = socket.writable(), if blocked => {
+                    if ready.is_err() {
+                        return End::Client;
+                    }
+                }
+                ready = socket.readable() => {
+                    if ready.is_err() || client_left(socket) {
+                        return End::Client;
+                    }
+                }
+                () = expired(&mut self.expiry) => return End::Expired,
+            }
+        }
+    }
+
+    /// Writes what is left, waiting for the socket as needed.
+    async fn drain(&self, socket: &TcpStream) {
+        while self.outbox.flush() == Flush::Blocked {
+            if socket.writable().await.is_err() {
+                return;
+            }
+        }
     }
 }
 
-impl Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
+/// Resolves when the token expires; never without one.
+async fn expired(expiry: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if let Some(prelude) = this.prelude.take() {
-            return Poll::Ready(Some(Ok(prelude)));
-        }
-        if this.evicted.load(Ordering::Acquire) {
-            // The client reconnects with the last id it got and replays the rest.
-            return this.finish("evicted");
-        }
-        if this.expired {
-            return this.finish("expired");
-        }
-        if let Some(expiry) = &mut this.expiry
-            && expiry.as_mut().poll(cx).is_ready()
-        {
-            // Say why, then end cleanly: EventSource reconnects, and is
-            // refused (401) unless it brings a fresh token.
-            this.expiry = None;
-            this.expired = true;
-            return Poll::Ready(Some(Ok(sse::encode_notice(
-                "broker.expired",
-                r#"{"reason":"the subscriber token expired"}"#,
-            ))));
-        }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(Delivery::Event(event))) => {
-                if let Some(opened) = &mut this.guard.opened {
-                    opened.events += 1;
-                }
-                Poll::Ready(Some(Ok(this.cursor.frame(&event))))
-            }
-            Poll::Ready(Some(Delivery::Heartbeat)) => Poll::Ready(Some(Ok(HEARTBEAT))),
-            // Every channel let go of the queue: the broker is draining.
-            Poll::Ready(None) => this.finish("shutdown"),
-            Poll::Pending => Poll::Pending,
+/// Reads (and ignores) what the client sent; true once it closed its side
+/// or the socket failed. A client sends nothing on an event stream.
+fn client_left(socket: &TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    // Bounded: a client that keeps sending is read again on the next wake-up.
+    for _ in 0..16 {
+        match socket.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
         }
     }
+    false
+}
+
+/// Whether the encoded response head announced a chunked body (HTTP/1.1;
+/// an HTTP/1.0 client gets a body that ends when the connection closes).
+fn is_chunked(head: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"transfer-encoding: chunked";
+    head.windows(NEEDLE.len())
+        .any(|window| window.eq_ignore_ascii_case(NEEDLE))
 }
 
 /// Unsubscribes the stream's queue from its channels when it is dropped,

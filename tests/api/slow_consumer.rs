@@ -50,3 +50,25 @@ async fn stalled_client_is_evicted_and_resumes_without_loss() {
     assert_eq!(received.len() + rest.len(), published);
     assert!(rest.iter().all(|e| e.data.len() == 64 * 1024));
 }
+
+/// A client that pauses while megabytes are published gets all of it, in
+/// order, once it reads again: what its socket could not take waited in its
+/// queue (the queue is larger than what was published, so no eviction).
+#[actix_web::test]
+async fn paused_client_catches_up_in_order() {
+    let app = spawn_app_with(|s| s.stream.subscriber_buffer = 256).await;
+    let mut paused = app.stream("/stream/bulk", &[]).await;
+    paused.wait_open().await;
+    // 100 events of 64 KiB: more than loopback socket buffers hold.
+    let payload = format!("\"{}\"", "y".repeat(64 * 1024 - 2));
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(app.publish("bulk", &payload).await);
+    }
+    let received = paused.next_messages(ids.len()).await;
+    let got: Vec<&str> = received.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(received.iter().all(|e| e.data.len() == 64 * 1024));
+    let (_, channel) = app.get_json("/channels/bulk").await;
+    assert_eq!(channel["evicted"], 0);
+}

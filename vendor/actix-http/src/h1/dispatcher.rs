@@ -43,6 +43,29 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
 
+/// sse-broker patch: put in a response's extensions, it makes the HTTP/1 dispatcher encode
+/// the response head and then hand the connection to the closure instead of writing a body:
+/// the closure owns the I/O from then on (an event stream written by other means).
+/// The future `f` returns runs in the connection's task in place of the dispatcher, so the
+/// server counts the connection until it ends (connection limits, graceful shutdown).
+pub struct TakeOver(Box<dyn FnOnce(TakenOver) -> Pin<Box<dyn Future<Output = ()>>>>);
+
+impl TakeOver {
+    /// `f` is called once, inside the dispatcher's poll, with the connection.
+    pub fn new(f: impl FnOnce(TakenOver) -> Pin<Box<dyn Future<Output = ()>>> + 'static) -> Self {
+        Self(Box::new(f))
+    }
+}
+
+/// What a [`TakeOver`] receives.
+pub struct TakenOver {
+    /// The connection's I/O object (for a TCP server: `actix_rt::net::TcpStream`).
+    pub io: Box<dyn std::any::Any>,
+    /// Bytes still to be written before anything else: the response head (and any earlier
+    /// pipelined response not yet flushed).
+    pub head: BytesMut,
+}
+
 bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct Flags: u8 {
@@ -144,6 +167,9 @@ pin_project! {
     {
         Normal { #[pin] inner: InnerDispatcher<T, S, B, X, U> },
         Upgrade { #[pin] fut: U::Future },
+        // sse-broker patch: the connection belongs to a `TakeOver`; its future runs here, so
+        // the server still counts the connection (limits, graceful shutdown) until it ends.
+        TakenOver { fut: Pin<Box<dyn Future<Output = ()>>> },
     }
 }
 
@@ -193,6 +219,10 @@ pin_project! {
         write_buf_needs_reset: bool,
 
         codec: Codec,
+
+        // sse-broker patch: set when the response just encoded asked for its connection
+        // (see `TakeOver`); the dispatcher then hands it over instead of writing a body.
+        take_over: Option<TakeOver>,
     }
 }
 
@@ -255,6 +285,8 @@ where
 #[derive(Debug)]
 enum PollResponse {
     Upgrade(Request),
+    // sse-broker patch: the response head is encoded; hand the connection over.
+    TakeOver,
     DoNothing,
     DrainWriteBuf,
 }
@@ -309,6 +341,7 @@ where
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     codec: Codec::new(config),
+                    take_over: None,
                 },
             },
 
@@ -515,7 +548,16 @@ where
             res.head_mut().set_connection_type(ConnectionType::Close);
         }
 
+        // sse-broker patch: a response that takes its connection over gets only its head
+        // encoded here; `poll_response` then reports `PollResponse::TakeOver`.
+        let take_over = res.extensions_mut().remove::<TakeOver>();
         let size = self.as_mut().send_response_inner(res, &body)?;
+        if let Some(take_over) = take_over {
+            let mut this = self.as_mut().project();
+            *this.take_over = Some(take_over);
+            this.state.set(State::None);
+            return Ok(());
+        }
         match size {
             BodySize::None | BodySize::Sized(0) => {
                 let mut this = self.as_mut().project();
@@ -604,6 +646,11 @@ where
     ) -> Result<PollResponse, DispatchError> {
         'res: loop {
             let mut this = self.as_mut().project();
+            // sse-broker patch: a response that takes its connection over was encoded,
+            // here or when `handle_request` found the service ready at once.
+            if this.take_over.is_some() {
+                return Ok(PollResponse::TakeOver);
+            }
             match this.state.as_mut().project() {
                 StateProj::None if this.flags.contains(Flags::DRAINING) => {
                     this.messages.clear();
@@ -1302,7 +1349,7 @@ where
 
 impl<T, S, B, X, U> Future for Dispatcher<T, S, B, X, U>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
 
     S: Service<Request>,
     S::Error: Into<Response<BoxBody>>,
@@ -1332,6 +1379,8 @@ where
                 error!("Upgrade handler error: {}", err);
                 DispatchError::Upgrade
             }),
+
+            DispatcherStateProj::TakenOver { fut } => fut.as_mut().poll(cx).map(Ok),
 
             DispatcherStateProj::Normal { mut inner } => {
                 trace!("start flags: {:?}", &inner.flags);
@@ -1419,6 +1468,24 @@ where
                                 }
 
                                 false
+                            }
+
+                            // sse-broker patch: give the connection (and the response head,
+                            // not yet written) to the response's `TakeOver`; this
+                            // dispatcher is done with it.
+                            PollResponse::TakeOver => {
+                                let inner = inner.as_mut().project();
+                                let take_over = inner.take_over.take().expect("set with TakeOver");
+                                let io = inner.io.take().expect("io is present until handed over");
+                                let fut = (take_over.0)(TakenOver {
+                                    io: Box::new(io),
+                                    head: mem::take(inner.write_buf),
+                                });
+                                self.as_mut()
+                                    .project()
+                                    .inner
+                                    .set(DispatcherState::TakenOver { fut });
+                                return self.poll(cx);
                             }
 
                             // upgrade request and goes Upgrade variant of DispatcherState.

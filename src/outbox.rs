@@ -1,0 +1,742 @@
+//! A stream's outbox: the bytes on their way to one `text/event-stream`
+//! connection, and the fast path that writes them straight to its socket.
+//!
+//! Channel actors offer every event to the outbox of each subscriber
+//! ([`Outbox::offer`]). When nothing is queued and the socket is ours, the
+//! offer writes the event with one non-blocking `send` (`try_write`, never
+//! awaiting), right inside the fan-out loop: no queue, no task wake-up, no
+//! second pass over the subscriber's state, which is most of what a delivery
+//! cost in user space (see BENCHMARKS.md, "direct writes"). What the socket
+//! does not take is queued, in order, and the stream's writer
+//! (`http::stream`) sends it when the socket is writable again; while
+//! anything is queued, later events queue behind it, so order always holds.
+//! One mutex per outbox orders the channel actors' writes with the writer's;
+//! it is held for one `send` at most.
+//!
+//! Slow-consumer policy: a queue of `capacity` units (`stream.subscriber_buffer`)
+//! that is full when another event comes evicts the subscriber: the stream
+//! ends with a reconnect hint and the client replays from history with
+//! `Last-Event-ID`. Bytes the socket already took part of are always
+//! completed first, so a client never sees half an event.
+//!
+//! Before the response head is out (the handler is still collecting its
+//! channels' answers, or the connection was not handed over yet) offers are
+//! only queued; the prelude (retry hint and replay) goes in front of them
+//! ([`Outbox::start`]), and the head in front of everything
+//! ([`Outbox::attach`]). Bodies are framed as HTTP/1.1 chunks at write time
+//! when the head announced `Transfer-Encoding: chunked`.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    io::{self, IoSlice},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use actix_web::rt::net::TcpStream;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::{
+    broker::{ChannelName, Delivery, Event, EventId},
+    sse::chunk,
+};
+
+/// What became of an offered delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Written, or queued behind what is already queued.
+    Taken,
+    /// The queue was full: the subscriber is evicted (its stream ends).
+    Full,
+    /// The stream is over (client gone, evicted, or ended by the broker).
+    Closed,
+}
+
+/// Why a stream ends; the close log line and the reconnect hint say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client went away (or its socket failed).
+    Client,
+    /// The queue was full: a slow consumer.
+    Evicted,
+    /// Every channel let go of the stream: the broker is shutting down.
+    Released,
+    /// The subscriber's token expired.
+    Expired,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Client => "client",
+            End::Evicted => "evicted",
+            End::Released => "shutdown",
+            End::Expired => "expired",
+        }
+    }
+}
+
+/// How the writer's flush went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Nothing is left to write.
+    Done,
+    /// The socket is full: wait until it is writable.
+    Blocked,
+    /// The socket failed: the client is gone.
+    Failed,
+}
+
+/// One queued piece of the response.
+#[derive(Debug)]
+enum Unit {
+    /// Event-stream bytes: framed as a chunk on a chunked response.
+    Body(Bytes),
+    /// Event-stream bytes already framed as a chunk (an event's shared
+    /// [`Frame::chunk`](crate::sse::Frame)): one `send` on a chunked
+    /// response, its data alone on an HTTP/1.0 one.
+    Chunk(Bytes),
+    /// Bytes written as they are: the response head, the last chunk.
+    Raw(Bytes),
+}
+
+/// The heartbeat comment as a chunk, shared by every stream.
+const HEARTBEAT_CHUNK: Bytes = Bytes::from_static(b"d\r\n: heartbeat\n\n\r\n");
+
+const CHUNK_HEADER_MAX: usize = chunk::HEADER_MAX;
+/// Queued units one `writev` takes at most when the writer catches up.
+const WRITE_BATCH: usize = 16;
+/// The chunk that ends a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+pub struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the stream's writer: something is queued, or the stream ends.
+    wake: Notify,
+    /// Units that may wait before the subscriber counts as slow.
+    capacity: usize,
+    /// Live [`OutboxHandle`]s; the last one dropped ends the stream.
+    handles: AtomicUsize,
+}
+
+struct State {
+    /// The connection, once the response head was handed over with it.
+    socket: Option<Arc<TcpStream>>,
+    /// The head announced `Transfer-Encoding: chunked`.
+    chunked: bool,
+    /// Set by `start`: the prelude is queued, offers are encoded at once.
+    cursor: Option<Cursor>,
+    /// Deliveries offered before `start`, encoded by it.
+    early: Vec<Delivery>,
+    pending: VecDeque<Unit>,
+    /// Units at the front of `pending` that are the response head and the
+    /// prelude: they do not count against the capacity.
+    reserved: usize,
+    /// Wire bytes of the front unit already written.
+    front_written: usize,
+    end: Option<End>,
+    /// Live events taken (for the close log line).
+    events: u64,
+}
+
+impl Outbox {
+    /// A new outbox holding up to `capacity` queued units, and the first
+    /// handle on it (see [`OutboxHandle`]).
+    pub fn new(capacity: usize) -> (Arc<Self>, OutboxHandle) {
+        let outbox = Arc::new(Self {
+            state: Mutex::new(State {
+                socket: None,
+                chunked: false,
+                cursor: None,
+                early: Vec::new(),
+                pending: VecDeque::new(),
+                reserved: 0,
+                front_written: 0,
+                end: None,
+                events: 0,
+            }),
+            wake: Notify::new(),
+            capacity: capacity.max(1),
+            handles: AtomicUsize::new(1),
+        });
+        let handle = OutboxHandle(Arc::clone(&outbox));
+        (outbox, handle)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent state (every
+        // update is a single push, pop or assignment), so go on with it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Offers one delivery: written now when nothing is queued and the
+    /// socket takes it, else queued (or refused, see [`Offer`]).
+    pub fn offer(&self, delivery: &Delivery) -> Offer {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.end.is_some() {
+            return Offer::Closed;
+        }
+        let Some(cursor) = &mut state.cursor else {
+            if state.early.len() >= self.capacity {
+                return self.evict(state);
+            }
+            state.early.push(delivery.clone());
+            return Offer::Taken;
+        };
+        let unit = match delivery {
+            Delivery::Event(event) => {
+                state.events += 1;
+                cursor.unit(event)
+            }
+            Delivery::Heartbeat => Unit::Chunk(HEARTBEAT_CHUNK),
+        };
+        self.queue(state, unit)
+    }
+
+    /// Queues the prelude (retry hint, replay) in front of every offer so
+    /// far, encodes those with `cursor`, and encodes later offers at once.
+    pub fn start(&self, prelude: Bytes, mut cursor: Cursor) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if !prelude.is_empty() {
+            state.pending.push_front(Unit::Body(prelude));
+            state.reserved += 1;
+        }
+        for delivery in std::mem::take(&mut state.early) {
+            let unit = match &delivery {
+                Delivery::Event(event) => {
+                    state.events += 1;
+                    cursor.unit(event)
+                }
+                Delivery::Heartbeat => Unit::Chunk(HEARTBEAT_CHUNK),
+            };
+            if !unit.is_empty() {
+                state.pending.push_back(unit);
+            }
+        }
+        state.cursor = Some(cursor);
+    }
+
+    /// The response head is encoded and the connection is ours: the head
+    /// goes first, then whatever is queued; from now on offers may write.
+    pub fn attach(&self, socket: Arc<TcpStream>, head: Bytes, chunked: bool) {
+        let mut state = self.lock();
+        if !head.is_empty() {
+            state.pending.push_front(Unit::Raw(head));
+            state.reserved += 1;
+        }
+        state.front_written = 0;
+        state.chunked = chunked;
+        state.socket = Some(socket);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Queues bytes of the broker's own (a notice) behind the events.
+    pub fn push(&self, body: Bytes) {
+        let mut state = self.lock();
+        if state.end.is_none() && !body.is_empty() {
+            state.pending.push_back(Unit::Body(body));
+        }
+    }
+
+    /// Writes or queues `unit` (the lock is held).
+    fn queue(&self, state: &mut State, unit: Unit) -> Offer {
+        if unit.is_empty() {
+            return Offer::Taken;
+        }
+        if state.pending.is_empty()
+            && let Some(socket) = &state.socket
+        {
+            return match write_units(socket, state.chunked, std::iter::once(&unit), 0) {
+                Ok(written) if written == wire_len(&unit, state.chunked) => Offer::Taken,
+                Ok(written) => {
+                    state.front_written = written;
+                    state.pending.push_back(unit);
+                    self.wake.notify_one();
+                    Offer::Taken
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    state.pending.push_back(unit);
+                    self.wake.notify_one();
+                    Offer::Taken
+                }
+                Err(_) => {
+                    state.end = Some(End::Client);
+                    self.wake.notify_one();
+                    Offer::Closed
+                }
+            };
+        }
+        if state.pending.len() - state.reserved >= self.capacity {
+            return self.evict(state);
+        }
+        state.pending.push_back(unit);
+        Offer::Taken
+    }
+
+    fn evict(&self, state: &mut State) -> Offer {
+        state.end = Some(End::Evicted);
+        self.wake.notify_one();
+        Offer::Full
+    }
+
+    /// The writer's part: sends what is queued until done or blocked.
+    pub fn flush(&self) -> Flush {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(socket) = state.socket.clone() else {
+            return Flush::Done;
+        };
+        loop {
+            if state.pending.is_empty() {
+                return Flush::Done;
+            }
+            let batch = state.pending.iter().take(WRITE_BATCH);
+            match write_units(&socket, state.chunked, batch, state.front_written) {
+                Ok(written) => advance(state, written),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    state.end.get_or_insert(End::Client);
+                    return Flush::Failed;
+                }
+            }
+        }
+    }
+
+    /// Why the stream ends, once something ended it.
+    pub fn end(&self) -> Option<End> {
+        self.lock().end
+    }
+
+    /// Ends the stream (the first reason wins): nothing more is taken. An
+    /// evicted stream drops what it queued but a partly written unit; then
+    /// `tail` and, on a chunked response, the last chunk are queued.
+    pub fn finish(&self, end: End, tail: Option<Bytes>) -> End {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let end = *state.end.get_or_insert(end);
+        if matches!(end, End::Evicted | End::Client) {
+            let keep = usize::from(state.front_written > 0).max(state.reserved);
+            state.pending.truncate(keep);
+        }
+        if end == End::Client {
+            return end;
+        }
+        if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+            state.pending.push_back(Unit::Body(tail));
+        }
+        if state.chunked {
+            state
+                .pending
+                .push_back(Unit::Raw(Bytes::from_static(LAST_CHUNK)));
+        }
+        end
+    }
+
+    /// Lets go of the socket (the writer closes it by dropping its own).
+    pub fn detach(&self) {
+        self.lock().socket = None;
+    }
+
+    /// Live events taken so far.
+    pub fn events(&self) -> u64 {
+        self.lock().events
+    }
+
+    /// Resolves when an offer queued something or the stream ended.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// Drops `written` wire bytes off the front of the queue.
+fn advance(state: &mut State, mut written: usize) {
+    while written > 0 {
+        let Some(front) = state.pending.front() else {
+            return;
+        };
+        let left = wire_len(front, state.chunked) - state.front_written;
+        if written < left {
+            state.front_written += written;
+            return;
+        }
+        written -= left;
+        state.pending.pop_front();
+        state.reserved = state.reserved.saturating_sub(1);
+        state.front_written = 0;
+    }
+}
+
+impl Unit {
+    fn is_empty(&self) -> bool {
+        match self {
+            Unit::Body(bytes) | Unit::Chunk(bytes) | Unit::Raw(bytes) => bytes.is_empty(),
+        }
+    }
+}
+
+/// The bytes `unit` takes on the wire.
+fn wire_len(unit: &Unit, chunked: bool) -> usize {
+    match unit {
+        Unit::Raw(bytes) => bytes.len(),
+        Unit::Chunk(framed) if chunked => framed.len(),
+        Unit::Chunk(framed) => framed.len() - chunk::data_start(framed) - 2,
+        Unit::Body(body) if chunked => {
+            chunk::header(body.len(), &mut [0; CHUNK_HEADER_MAX]) + body.len() + 2
+        }
+        Unit::Body(body) => body.len(),
+    }
+}
+
+/// One `writev` of `units`, skipping the `skip` wire bytes of the first
+/// that are already out. Returns the wire bytes written.
+fn write_units<'a>(
+    socket: &TcpStream,
+    chunked: bool,
+    units: impl Iterator<Item = &'a Unit>,
+    mut skip: usize,
+) -> io::Result<usize> {
+    let mut headers = [[0u8; CHUNK_HEADER_MAX]; WRITE_BATCH];
+    let mut parts: [&[u8]; 3 * WRITE_BATCH] = [&[]; 3 * WRITE_BATCH];
+    let mut count = 0;
+    for (unit, header) in units.take(WRITE_BATCH).zip(headers.iter_mut()) {
+        let pieces: [&[u8]; 3] = match unit {
+            Unit::Raw(bytes) => [bytes, &[], &[]],
+            Unit::Chunk(framed) if chunked => [framed, &[], &[]],
+            Unit::Chunk(framed) => [
+                &framed[chunk::data_start(framed)..framed.len() - 2],
+                &[],
+                &[],
+            ],
+            Unit::Body(body) if chunked => {
+                let len = chunk::header(body.len(), header);
+                [&header[..len], body, b"\r\n"]
+            }
+            Unit::Body(body) => [body, &[], &[]],
+        };
+        for piece in pieces {
+            let piece = if skip >= piece.len() {
+                skip -= piece.len();
+                continue;
+            } else {
+                let rest = &piece[skip..];
+                skip = 0;
+                rest
+            };
+            parts[count] = piece;
+            count += 1;
+        }
+    }
+    match count {
+        0 => Ok(0),
+        1 => socket.try_write(parts[0]),
+        _ => {
+            let slices: [IoSlice<'_>; 3 * WRITE_BATCH] = parts.map(IoSlice::new);
+            socket.try_write_vectored(&slices[..count])
+        }
+    }
+}
+
+/// A channel actor's hold on a stream's outbox, one per channel of the
+/// stream. When the last is dropped (every channel let go: the broker is
+/// shutting down), the stream ends with a reconnect hint.
+pub struct OutboxHandle(Arc<Outbox>);
+
+impl OutboxHandle {
+    pub fn offer(&self, delivery: &Delivery) -> Offer {
+        self.0.offer(delivery)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.0.capacity
+    }
+}
+
+impl Clone for OutboxHandle {
+    fn clone(&self) -> Self {
+        self.0.handles.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for OutboxHandle {
+    fn drop(&mut self) {
+        if self.0.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.lock().end.get_or_insert(End::Released);
+            self.0.wake.notify_one();
+        }
+    }
+}
+
+impl fmt::Debug for OutboxHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxHandle").finish_non_exhaustive()
+    }
+}
+
+/// How far the client has got on each channel of its stream, in the order
+/// it named them. Single-channel streams use the event's own id.
+#[derive(Debug)]
+pub struct Cursor {
+    positions: Vec<(ChannelName, EventId)>,
+    multi: bool,
+}
+
+impl Cursor {
+    pub fn new(positions: Vec<(ChannelName, EventId)>, multi: bool) -> Self {
+        Self { positions, multi }
+    }
+
+    pub fn channel(&self, index: usize) -> &ChannelName {
+        &self.positions[index].0
+    }
+
+    /// The id line value for an event of channel `index`: that channel first.
+    pub fn id_for(&self, index: usize) -> String {
+        let (channel, id) = &self.positions[index];
+        if !self.multi {
+            return id.to_string();
+        }
+        let mut text = format!("{channel}={id}");
+        for (other, (name, id)) in self.positions.iter().enumerate() {
+            if other != index {
+                text.push_str(&format!(",{name}={id}"));
+            }
+        }
+        text
+    }
+
+    fn index_of(&self, channel: &ChannelName) -> Option<usize> {
+        self.positions.iter().position(|(name, _)| name == channel)
+    }
+
+    /// Appends the bytes of an event of channel `index` (a replay).
+    pub fn write_event(&mut self, out: &mut BytesMut, index: usize, event: &Event) {
+        self.positions[index].1 = event.id;
+        if self.multi {
+            out.put_slice(b"id: ");
+            out.put_slice(self.id_for(index).as_bytes());
+            out.put_u8(b'\n');
+            out.put_slice(&event.frame.rest);
+        } else {
+            out.put_slice(&event.frame.full);
+        }
+    }
+
+    /// The bytes of a live event: shared as-is on a single-channel stream.
+    fn unit(&mut self, event: &Event) -> Unit {
+        let Some(index) = self.index_of(&event.channel) else {
+            return Unit::Body(Bytes::new());
+        };
+        if !self.multi {
+            self.positions[index].1 = event.id;
+            return Unit::Chunk(event.frame.chunk.clone());
+        }
+        let mut out = BytesMut::with_capacity(event.frame.full.len() + 64 * self.positions.len());
+        self.write_event(&mut out, index, event);
+        Unit::Body(out.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::HEARTBEAT;
+    use std::time::Duration;
+
+    /// Chunk headers are lowercase hex without leading zeros.
+    #[test]
+    fn chunk_headers() {
+        let mut out = [0; CHUNK_HEADER_MAX];
+        for (len, text) in [
+            (1, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (150, "96\r\n"),
+            (0x1_0000, "10000\r\n"),
+        ] {
+            let n = chunk::header(len, &mut out);
+            assert_eq!(std::str::from_utf8(&out[..n]).unwrap(), text);
+        }
+        let n = chunk::header(usize::MAX, &mut out);
+        assert_eq!(n, CHUNK_HEADER_MAX);
+    }
+
+    /// The shared heartbeat chunk frames the heartbeat comment.
+    #[test]
+    fn heartbeat_chunk_frames_the_heartbeat() {
+        let mut header = [0; CHUNK_HEADER_MAX];
+        let n = chunk::header(HEARTBEAT.len(), &mut header);
+        let framed = [&header[..n], &HEARTBEAT[..], b"\r\n"].concat();
+        assert_eq!(&HEARTBEAT_CHUNK[..], &framed[..]);
+    }
+
+    /// A partly written front unit is skipped by exactly its written bytes,
+    /// across the chunk header, body and trailer.
+    #[test]
+    fn advance_counts_wire_bytes() {
+        let (outbox, _handle) = Outbox::new(8);
+        let mut state = outbox.lock();
+        state.chunked = true;
+        state
+            .pending
+            .push_back(Unit::Body(Bytes::from_static(b"abc")));
+        state
+            .pending
+            .push_back(Unit::Raw(Bytes::from_static(b"xy")));
+        // "3\r\nabc\r\n" is 8 wire bytes.
+        advance(&mut state, 2);
+        assert_eq!((state.pending.len(), state.front_written), (2, 2));
+        advance(&mut state, 7);
+        assert_eq!((state.pending.len(), state.front_written), (1, 1));
+        advance(&mut state, 1);
+        assert!(state.pending.is_empty());
+    }
+
+    /// Offers before `start` wait; the prelude goes in front of them.
+    #[test]
+    fn prelude_goes_first() {
+        let (outbox, handle) = Outbox::new(8);
+        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Taken);
+        outbox.start(
+            Bytes::from_static(b"retry: 1\n\n"),
+            Cursor::new(Vec::new(), false),
+        );
+        let state = outbox.lock();
+        let bodies: Vec<&[u8]> = state
+            .pending
+            .iter()
+            .map(|unit| match unit {
+                Unit::Body(b) | Unit::Chunk(b) | Unit::Raw(b) => &b[..],
+            })
+            .collect();
+        assert_eq!(bodies, vec![&b"retry: 1\n\n"[..], &HEARTBEAT_CHUNK[..]]);
+    }
+
+    /// A full queue evicts; after that every offer is refused.
+    #[test]
+    fn a_full_queue_evicts() {
+        let (outbox, handle) = Outbox::new(2);
+        outbox.start(Bytes::new(), Cursor::new(Vec::new(), false));
+        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Taken);
+        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Taken);
+        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Full);
+        assert_eq!(outbox.end(), Some(End::Evicted));
+        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Closed);
+    }
+
+    /// A client that does not read fills its socket: later events queue in
+    /// order behind the partly written one, the writer's flushes send them
+    /// once the client reads, and the wire is a valid chunked body.
+    #[actix_web::test]
+    async fn a_full_socket_queues_in_order() {
+        use crate::broker::event::Epoch;
+        use std::io::Read;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).unwrap();
+        let socket = Arc::new(TcpStream::from_std(server).expect("register"));
+        let channel = ChannelName::parse("c").unwrap();
+        let epoch = Epoch::from_raw(1);
+        let (outbox, handle) = Outbox::new(1_000);
+        let start = EventId { epoch, seq: 0 };
+        outbox.start(
+            Bytes::from_static(b"retry: 1\n\n"),
+            Cursor::new(vec![(channel.clone(), start)], false),
+        );
+        outbox.attach(
+            Arc::clone(&socket),
+            Bytes::from_static(b"HEAD\r\n\r\n"),
+            true,
+        );
+        // A fresh socket is writable once the reactor has seen it.
+        socket.writable().await.expect("writable");
+        assert_eq!(outbox.flush(), Flush::Done);
+        let payload = "x".repeat(60_000);
+        let events = 200;
+        for seq in 1..=events {
+            let event = Event::new(channel.clone(), EventId { epoch, seq }, None, &payload);
+            assert_eq!(handle.offer(&Delivery::Event(event)), Offer::Taken);
+        }
+        assert!(
+            outbox.lock().pending.len() > 1,
+            "12 MB did not fill the socket: the test proves nothing"
+        );
+        // Read everything on a thread while the writer side flushes.
+        let wire = std::thread::spawn(move || {
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut wire = Vec::new();
+            let mut buf = vec![0; 1 << 16];
+            while !wire.ends_with(b"0\r\n\r\n") {
+                let n = client.read(&mut buf).expect("read");
+                assert!(n > 0, "closed early");
+                wire.extend_from_slice(&buf[..n]);
+            }
+            wire
+        });
+        loop {
+            match outbox.flush() {
+                Flush::Done => break,
+                Flush::Blocked => socket.writable().await.expect("writable"),
+                Flush::Failed => panic!("the socket failed"),
+            }
+        }
+        outbox.finish(End::Released, None);
+        while outbox.flush() == Flush::Blocked {
+            socket.writable().await.expect("writable");
+        }
+        let wire = wire.join().expect("reader");
+        let body = wire.strip_prefix(&b"HEAD\r\n\r\n"[..]).expect("head first");
+        let text = dechunk(body);
+        let parsed = crate::sse::parse::parse_stream(&text);
+        let ids: Vec<u64> = parsed
+            .iter()
+            .map(|e| EventId::parse(&e.id).expect("an id").seq)
+            .collect();
+        assert_eq!(ids, (1..=events).collect::<Vec<_>>());
+        assert!(text.starts_with("retry: 1\n\n"));
+    }
+
+    /// Decodes a complete chunked body.
+    fn dechunk(mut body: &[u8]) -> String {
+        let mut out = Vec::new();
+        loop {
+            let line_end = body
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("size line");
+            let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap(), 16)
+                .expect("hex size");
+            body = &body[line_end + 2..];
+            if size == 0 {
+                assert_eq!(body, b"\r\n");
+                return String::from_utf8(out).expect("utf-8");
+            }
+            out.extend_from_slice(&body[..size]);
+            assert_eq!(&body[size..size + 2], b"\r\n");
+            body = &body[size + 2..];
+        }
+    }
+
+    /// The last handle dropped ends the stream as a shutdown.
+    #[test]
+    fn last_handle_releases() {
+        let (outbox, handle) = Outbox::new(2);
+        let second = handle.clone();
+        drop(handle);
+        assert_eq!(outbox.end(), None);
+        drop(second);
+        assert_eq!(outbox.end(), Some(End::Released));
+    }
+}
