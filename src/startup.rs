@@ -185,6 +185,11 @@ impl Application {
         let hub = mercure.as_ref().map(|state| state.hub.clone());
         let app_mercure = mercure;
         let worker_homes = arbiters.is_empty().then_some(homes);
+        // Only when its lines would be written: the middleware formats every
+        // request's line (peer address, request line) before the log filter
+        // sees it, ~7 % of the instructions of a publish with RUST_LOG=warn.
+        let access_log_on = settings.log.access_log
+            && log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info);
         let mut server = HttpServer::new(move || {
             // Runs once on each worker thread, as it starts.
             if let Some(homes) = &worker_homes {
@@ -201,10 +206,7 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(cors(&app_settings.cors))
                 .wrap(ErrorHandlers::new().default_handler(problem_for_framework_errors))
-                .wrap(Condition::new(
-                    app_settings.log.access_log,
-                    access_log(&app_settings.log),
-                ))
+                .wrap(Condition::new(access_log_on, access_log(&app_settings.log)))
                 .configure(http::configure)
                 .configure(|cfg| http::configure_operations(cfg, &app_settings))
                 .configure(|cfg| {

@@ -192,21 +192,35 @@ impl EventId {
     }
 }
 
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut digits = [0u8; 13];
+/// Room for the text of any id: 13 base-36 digits, `-`, 20 decimal digits.
+pub const EVENT_ID_MAX_LEN: usize = 34;
+
+impl EventId {
+    /// Writes the id's text (`<epoch base 36>-<seq>`) into `buf`, without
+    /// the formatting machinery: it is done for every event published.
+    pub fn encode(self, buf: &mut [u8; EVENT_ID_MAX_LEN]) -> &str {
+        let mut at = 13;
         let mut n = self.epoch.0;
-        let mut at = digits.len();
         loop {
             at -= 1;
-            digits[at] = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+            buf[at] = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
             n /= 36;
             if n == 0 {
                 break;
             }
         }
-        let epoch = std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?;
-        write!(f, "{epoch}-{}", self.seq)
+        buf[13] = b'-';
+        let mut seq = itoa::Buffer::new();
+        let seq = seq.format(self.seq).as_bytes();
+        buf[14..14 + seq.len()].copy_from_slice(seq);
+        // ASCII digits and `-` only.
+        std::str::from_utf8(&buf[at..14 + seq.len()]).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode(&mut [0; EVENT_ID_MAX_LEN]))
     }
 }
 
@@ -265,7 +279,7 @@ impl Event {
         data: &str,
     ) -> Arc<Self> {
         let frame = sse::encode_event(
-            &id.to_string(),
+            id.encode(&mut [0; EVENT_ID_MAX_LEN]),
             event_type.as_ref().map(EventType::as_str),
             data,
         );
@@ -297,6 +311,22 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ids print as base-36 epoch, `-`, decimal seq, at both extremes.
+    #[test]
+    fn event_id_text() {
+        let id = |epoch, seq| {
+            EventId {
+                epoch: Epoch(epoch),
+                seq,
+            }
+            .to_string()
+        };
+        assert_eq!(id(0, 0), "0-0");
+        assert_eq!(id(36, 7), "10-7");
+        assert_eq!(id(u64::MAX, u64::MAX), "3w5e11264sgsf-18446744073709551615");
+        assert_eq!(id(u64::MAX, u64::MAX).len(), EVENT_ID_MAX_LEN);
+    }
 
     /// Ids print and parse back.
     #[test]

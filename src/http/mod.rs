@@ -80,10 +80,12 @@ impl AppState {
 
 /// Mounts every route of the API (static files are mounted by `startup`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stream", web::get().to(stream::stream_many))
-        .route("/stream/{channel}", web::get().to(stream::stream_one))
+    // Routes are tried in this order, each dynamic one with a regex: the
+    // busiest (a publish) goes first.
+    cfg.route("/publish/{channel}", web::post().to(publish::publish_one))
         .route("/publish", web::post().to(publish::publish_batch))
-        .route("/publish/{channel}", web::post().to(publish::publish_one))
+        .route("/stream", web::get().to(stream::stream_many))
+        .route("/stream/{channel}", web::get().to(stream::stream_one))
         .route("/pulse", web::post().to(pulse::pulse))
         .route("/pulses", web::get().to(pulse::pulses))
         .route("/channels", web::get().to(channels::list))
