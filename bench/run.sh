@@ -3,7 +3,7 @@
 # (workload outer loop, broker inner loop, the broker that goes first alternates), writes
 # every JSON report under --out and, with --report FILE, BENCHMARKS.md plus the scaling plot.
 #
-#   bench/run.sh --broker ours|nchan|both [--workloads 1,2,3,4,5,6] [--placement P]
+#   bench/run.sh --broker ours|nchan|both|floor [--workloads 1,2,3,4,5,6] [--placement P]
 #                [--out DIR] [--report FILE] [--no-plot] [--quick] [--dry-run]
 #
 #   --placement pinned    broker on CPU $BROKER_CPU, load generator(s) on CPU $LG_CPU
@@ -17,6 +17,8 @@
 #
 # Needs: bench/target/release/sse-loadgen (see bench/README.md), python3, taskset, timeout;
 # for Nchan: nginx + libnginx-mod-nchan; for ours: $OURS_BIN (default target/release/sse-broker).
+# --broker floor runs bench/floor (sse-floor, the kernel floor: nothing but the sends) alone and
+# prints its figures instead of writing a report.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +30,7 @@ MAX_PER_PROC=${MAX_PER_PROC:-18000}     # subscribers per loadgen process (fd li
 NCHAN_CONF=${NCHAN_CONF:-/work/shared/peers/nchan.conf}
 OURS_BIN=${OURS_BIN:-$ROOT/target/release/sse-broker}
 OURS_PORT=${OURS_PORT:-8080}
+FLOOR_BIN=${FLOOR_BIN:-$HERE/target/release/sse-floor}
 NCHAN_PORT=${NCHAN_PORT:-8090}
 
 BROKER=""
@@ -49,12 +52,16 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument: $1" >&2; exit 64 ;;
   esac
 done
-case "$BROKER" in ours|nchan|both) ;; *) sed -n '6,7p' "$0" >&2; exit 64 ;; esac
+case "$BROKER" in ours|nchan|both|floor) ;; *) sed -n '6,7p' "$0" >&2; exit 64 ;; esac
 case "$PLACEMENT" in ""|pinned|unpinned|both) ;; *) echo "--placement must be pinned, unpinned or both" >&2; exit 64 ;; esac
 if [ "$DRY" = 0 ] && [ -z "${LG_NO_BUILD:-}" ] && [ "$LG" = "$HERE/target/release/sse-loadgen" ] && command -v cargo >/dev/null; then
   # incremental: a no-op when the load generator is up to date
   (cd "$HERE/loadgen" && CARGO_TARGET_DIR="$HERE/target" cargo build --release --quiet) \
     || echo "warning: building the load generator failed; using $LG as it is" >&2
+fi
+if [ "$BROKER" = floor ] && [ "$DRY" = 0 ] && command -v cargo >/dev/null; then
+  (cd "$HERE/floor" && CARGO_TARGET_DIR="$HERE/target" cargo build --release --quiet) \
+    || echo "warning: building sse-floor failed; using $FLOOR_BIN as it is" >&2
 fi
 [ -x "$LG" ] || { echo "missing $LG: build it with (cd bench/loadgen && CARGO_TARGET_DIR=$HERE/target cargo build --release)" >&2; exit 1; }
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
@@ -202,6 +209,13 @@ start_broker() { # ours|nchan placement
       wait_port "$NCHAN_PORT" "$BPID" || return 1
       URLS=(--sub-url "http://127.0.0.1:$NCHAN_PORT/sub/{channel}" --pub-url "http://127.0.0.1:$NCHAN_PORT/pub/{channel}")
       ;;
+    floor)
+      port_free "$OURS_PORT" || { echo "port $OURS_PORT is busy (another broker running?)" >&2; return 1; }
+      "${pin[@]}" "$FLOOR_BIN" "127.0.0.1:$OURS_PORT" >>"$OUT/floor.log" 2>&1 &
+      BPID=$!
+      wait_port "$OURS_PORT" "$BPID" || return 1
+      URLS=(--sub-url "http://127.0.0.1:$OURS_PORT/stream/{channel}" --pub-url "http://127.0.0.1:$OURS_PORT/publish/{channel}")
+      ;;
     ours)
       [ -x "$OURS_BIN" ] || { echo "$OURS_BIN does not exist: build it (cargo build --release) or set OURS_BIN" >&2; return 1; }
       port_free "$OURS_PORT" || { echo "port $OURS_PORT is busy (another broker running?)" >&2; return 1; }
@@ -225,7 +239,7 @@ stop_broker() { # ours|nchan
              for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
            fi
            [ -n "$RUNDIR" ] && rm -rf "$RUNDIR"; RUNDIR="" ;;
-    ours) if [ -n "$BPID" ]; then kill "$BPID" 2>/dev/null || true; wait "$BPID" 2>/dev/null || true; fi ;;
+    ours|floor) if [ -n "$BPID" ]; then kill "$BPID" 2>/dev/null || true; wait "$BPID" 2>/dev/null || true; fi ;;
   esac
   sleep 1
   BPID=""
@@ -324,5 +338,20 @@ meta "finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "elapsed_secs=$(( $(date +%s) - T
 echo "runs took $(( ($(date +%s) - T_START) / 60 )) min $(( ($(date +%s) - T_START) % 60 )) s; results: $OUT" >&2
 
 # ---------------------------------------------------------------- report
+if [ "$BROKER" = floor ]; then
+  # The floor is a measuring instrument, not a broker to compare: its figures only.
+  python3 - "$OUT" <<'EOF'
+import glob, json, os, sys
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "floor-*.json"))):
+    report = json.load(open(path))
+    for step in report.get("steps", []):
+        cpu, share = step.get("cpu_us_per_delivery"), step.get("loadgen_core_share") or 0
+        lat = step.get("latency_ms") or {}
+        print(f"{os.path.basename(path)[:-5]:<28} step {step.get('step'):>2}: {step.get('deliveries_per_s', 0):>9.0f} deliveries/s, "
+              f"CPU {cpu if cpu is None else round(cpu, 2)} us/delivery, p50 {lat.get('p50')} p99 {lat.get('p99')} ms, "
+              f"loadgen {share:.0%} of a core, {'PASS' if step.get('pass') else 'FAIL'}")
+EOF
+  exit 0
+fi
 [ -n "$REPORT" ] || REPORT="$OUT/BENCHMARKS.md"
 python3 "$HERE/report.py" --results "$OUT" --output "$REPORT" $PLOT_FLAG

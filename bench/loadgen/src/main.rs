@@ -3,12 +3,13 @@
 
 mod net;
 mod proc;
+mod reader;
 mod sse;
 
 use clap::Parser;
 use hdrhistogram::serialization::Serializer as _;
 use hdrhistogram::Histogram;
-use net::{open_sub, PubConn, SubConn, Target};
+use net::{open_sub, PubConn, Target};
 use proc::ProcStats;
 use serde::{Deserialize, Serialize};
 use sse::SseParser;
@@ -18,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Semaphore};
 
 const MAX_STEPS: usize = 64;
@@ -417,76 +417,22 @@ enum End {
     Error(String),
 }
 
-async fn read_loop(
-    conn: &mut SubConn,
-    parser: &mut SseParser,
-    st: &mut SubState,
-    cx: &Ctx,
-    local: usize,
-    ctrl: &mut watch::Receiver<u8>,
-    stop_at: u8,
-) -> End {
-    let mut buf = vec![0u8; 4096];
-    let mut body = Vec::new();
-    let mut lat: Vec<(usize, u64)> = Vec::new();
-    let mut raw = std::mem::take(&mut conn.pending);
-    // One pass of the outer loop per control change; the change is awaited by a
-    // future kept across reads (a fresh `changed()` per read registered and dropped
-    // a waiter every time, ~6 % of the generator's CPU in a wide fan-out).
-    loop {
-        if *ctrl.borrow() >= stop_at {
-            return End::Stopped;
+/// Adds a read's latencies to the histograms of their steps.
+fn record_latencies(cx: &Ctx, lat: &mut Vec<(usize, u64)>) {
+    let mut cur = usize::MAX;
+    let mut guard = None;
+    for &(s, v) in lat.iter() {
+        if s != cur {
+            drop(guard.take());
+            cur = s;
+            guard = Some(cx.sh.steps[s].hist.lock().unwrap());
         }
-        let mut changed = std::pin::pin!(ctrl.changed());
-        loop {
-            if !raw.is_empty() {
-                let now = now_us();
-                let data: &[u8] = if let Some(dec) = conn.chunked.as_mut() {
-                    body.clear();
-                    if let Err(e) = dec.decode(&raw, &mut body) {
-                        return End::Error(e.to_string());
-                    }
-                    &body
-                } else {
-                    &raw
-                };
-                parser.feed(data, |d, id| on_event(d, id, st, cx, local, now, &mut lat));
-                if !lat.is_empty() {
-                    let mut cur = usize::MAX;
-                    let mut guard = None;
-                    for &(s, v) in &lat {
-                        if s != cur {
-                            drop(guard.take());
-                            cur = s;
-                            guard = Some(cx.sh.steps[s].hist.lock().unwrap());
-                        }
-                        guard.as_mut().unwrap().saturating_record(v);
-                    }
-                    lat.clear();
-                }
-                if conn.chunked.as_ref().is_some_and(|d| d.is_done()) {
-                    return End::Eof;
-                }
-            }
-            raw.clear();
-            tokio::select! {
-                r = conn.stream.read(&mut buf) => match r {
-                    Ok(0) => return End::Eof,
-                    Ok(n) => raw.extend_from_slice(&buf[..n]),
-                    Err(e) => return End::Error(net::err_kind(&e)),
-                },
-                c = &mut changed => {
-                    if c.is_err() {
-                        return End::Stopped;
-                    }
-                    break;
-                }
-            }
-        }
+        guard.as_mut().unwrap().saturating_record(v);
     }
+    lat.clear();
 }
 
-async fn subscriber(local: usize, cx: Arc<Ctx>, sem: Arc<Semaphore>, resume_sem: Option<Arc<Semaphore>>, mut ctrl: watch::Receiver<u8>) {
+async fn subscriber(local: usize, cx: Arc<Ctx>, reader: Arc<reader::Reader>, sem: Arc<Semaphore>, resume_sem: Option<Arc<Semaphore>>, mut ctrl: watch::Receiver<u8>) {
     let g = cx.a.first_subscriber + local;
     let path = cx.sub.path(&cx.channel(g % cx.a.channels));
     let src = cx.src(g);
@@ -495,7 +441,7 @@ async fn subscriber(local: usize, cx: Arc<Ctx>, sem: Arc<Semaphore>, resume_sem:
     let permit = sem.acquire().await.unwrap();
     let r = tokio::time::timeout(tmo, open_sub(&cx.sub, &path, src, None, wait_first)).await;
     drop(permit);
-    let mut conn = match r {
+    let conn = match r {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             cx.sh.error(e);
@@ -509,10 +455,9 @@ async fn subscriber(local: usize, cx: Arc<Ctx>, sem: Arc<Semaphore>, resume_sem:
         }
     };
     cx.sh.ready.fetch_add(1, Relaxed);
-    let mut st = SubState::default();
-    let mut parser = SseParser::default();
     let stop1 = if cx.resume { PH_DISCONNECT } else { PH_SHUTDOWN };
-    match read_loop(&mut conn, &mut parser, &mut st, &cx, local, &mut ctrl, stop1).await {
+    let (end, st) = reader.read(conn, SseParser::default(), SubState::default(), local, stop1).await;
+    match end {
         End::Stopped => {}
         End::Eof => {
             cx.sh.unexpected_eof.fetch_add(1, Relaxed);
@@ -523,7 +468,6 @@ async fn subscriber(local: usize, cx: Arc<Ctx>, sem: Arc<Semaphore>, resume_sem:
             cx.sh.error(format!("stream {e}"));
         }
     }
-    drop(conn);
     if !cx.resume {
         return;
     }
@@ -540,7 +484,7 @@ async fn subscriber(local: usize, cx: Arc<Ctx>, sem: Arc<Semaphore>, resume_sem:
     let last_id = st.last_id.clone();
     let r = tokio::time::timeout(tmo, open_sub(&cx.sub, &path, src, last_id.as_deref(), false)).await;
     drop(permit);
-    let mut conn = match r {
+    let conn = match r {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             cx.sh.error(format!("resume: {e}"));
@@ -554,8 +498,7 @@ async fn subscriber(local: usize, cx: Arc<Ctx>, sem: Arc<Semaphore>, resume_sem:
         }
     };
     cx.sh.reconnected.fetch_add(1, Relaxed);
-    let mut parser = SseParser::default();
-    match read_loop(&mut conn, &mut parser, &mut st, &cx, local, &mut ctrl, PH_SHUTDOWN).await {
+    match reader.read(conn, SseParser::default(), st, local, PH_SHUTDOWN).await.0 {
         End::Stopped => {}
         End::Eof => {
             cx.sh.unexpected_eof.fetch_add(1, Relaxed);
@@ -889,9 +832,16 @@ async fn connect_all(cx: &Arc<Ctx>, report: &Arc<Mutex<Report>>, ctrl_rx: &watch
     let n = cx.a.subscribers;
     let sem = Arc::new(Semaphore::new(cx.a.connect_concurrency.max(1)));
     let resume_sem = (cx.resume && cx.a.resume_concurrency > 0).then(|| Arc::new(Semaphore::new(cx.a.resume_concurrency)));
+    let reader = match reader::Reader::start(cx.clone(), ctrl_rx.clone()) {
+        Ok(reader) => Arc::new(reader),
+        Err(err) => {
+            cx.sh.error(format!("reader thread: {err}"));
+            return 0.0;
+        }
+    };
     let t = Instant::now();
     for i in 0..n {
-        tokio::spawn(subscriber(i, cx.clone(), sem.clone(), resume_sem.clone(), ctrl_rx.clone()));
+        tokio::spawn(subscriber(i, cx.clone(), reader.clone(), sem.clone(), resume_sem.clone(), ctrl_rx.clone()));
         if i % 64 == 63 {
             tokio::task::yield_now().await;
         }
