@@ -1,29 +1,36 @@
-//! The subscriber streams' reader: one thread and one epoll loop (mio) for
-//! every open stream of this process.
+//! The subscriber streams' reader: one epoll loop (mio) for every open
+//! stream of this process, run as one task on the generator's runtime.
 //!
-//! The async side (tokio) connects, reads the response head and then hands
-//! the socket over with [`Reader::read`], which resolves when the stream
-//! ends (the broker closed it, it failed, or the run reached the phase the
-//! caller stops at). A tokio task per stream cost ~2 µs of user-space CPU
-//! per delivery (task wake-ups, readiness bookkeeping, a control-change
-//! waiter per read); one loop that reads every ready socket until it would
-//! block and parses in place costs a fraction of that, so one core checks
-//! more deliveries per second and the generator is less often the ceiling of
-//! a fan-out run (BENCHMARKS.md, optimisations). It blocks in `epoll_wait`
-//! when nothing is ready: spinning through bursts instead (tried) took the
-//! core from the publishers, which share it, and halved a closed-loop
-//! publish run.
+//! The async side connects, reads the response head and then hands the
+//! socket over with [`Reader::read`], which resolves when the stream ends
+//! (the broker closed it, it failed, or the run reached the phase the caller
+//! stops at). A tokio task per stream cost ~2 µs of user-space CPU per
+//! delivery (task wake-ups, readiness bookkeeping, a control-change waiter
+//! per read); this loop reads every ready socket until it would block and
+//! checks the events in place, so one core checks more deliveries per second
+//! and the generator is less often the ceiling of a fan-out run
+//! (BENCHMARKS.md, optimisations).
+//!
+//! The loop's own epoll descriptor is awaited through tokio (`AsyncFd`), so
+//! it shares the one thread with the publishers: a reader thread of its own
+//! (tried) made every publish wake two threads on the generator's core, which
+//! cost both brokers CPU per publish and held Nchan's closed-loop publish rate
+//! back. It never spins: spinning through bursts (tried too) took the core
+//! from the publishers.
 
 use std::{
     io::{self, Read},
-    sync::{Arc, mpsc},
-    thread,
+    os::fd::{AsRawFd, RawFd},
+    sync::Arc,
     time::Duration,
 };
 
-use mio::{Events, Interest, Poll, Token, Waker, net::TcpStream};
+use mio::{Events, Interest, Poll, Token, net::TcpStream};
 use slab::Slab;
-use tokio::sync::{oneshot, watch};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, oneshot, watch},
+};
 
 use crate::{
     net::{err_kind, SubConn},
@@ -32,9 +39,8 @@ use crate::{
     Ctx, End, SubState,
 };
 
-const WAKER: Token = Token(usize::MAX);
-/// How often the loop looks at the run's phase when no socket is ready.
-const PHASE_CHECK: Duration = Duration::from_millis(20);
+/// Ready sockets taken from the epoll descriptor at a time.
+const EVENTS: usize = 1024;
 /// One stream handed to the reader.
 struct Job {
     /// Taken by the loop, which registers it with its own poll.
@@ -57,21 +63,22 @@ struct Active {
 }
 
 pub struct Reader {
-    jobs: mpsc::Sender<Job>,
-    waker: Arc<Waker>,
+    jobs: mpsc::UnboundedSender<Job>,
 }
 
 impl Reader {
-    /// Starts the reader thread; it ends when the `Reader` is dropped and
-    /// every stream it held has ended.
+    /// Starts the reader task on the current runtime; it ends when the
+    /// `Reader` is dropped and every stream it held has ended.
     pub fn start(cx: Arc<Ctx>, ctrl: watch::Receiver<u8>) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (jobs, incoming) = mpsc::channel();
-        thread::Builder::new()
-            .name("sse-reader".into())
-            .spawn(move || run(poll, incoming, &cx, &ctrl))?;
-        Ok(Self { jobs, waker })
+        let fd = EpollFd(poll.as_raw_fd());
+        // SAFETY: the descriptor belongs to `poll`, which `Epoll` drops after
+        // `ready` (field order), so it stays open while tokio watches it.
+        let ready = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        let (jobs, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(run(Epoll { ready, poll }, incoming, cx, ctrl));
+        Ok(Self { jobs })
     }
 
     /// Reads `conn` until it ends; gives back why, and the subscriber's state.
@@ -84,60 +91,98 @@ impl Reader {
         };
         let (done, result) = oneshot::channel();
         let job = Job { stream: Some(stream), chunked: conn.chunked, pending: conn.pending, parser, st, local, stop_at, done };
-        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
-            return (End::Error("reader thread gone".into()), job.st);
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
+            return (End::Error("reader gone".into()), job.st);
         }
-        let _ = self.waker.wake();
-        result.await.unwrap_or_else(|_| (End::Error("reader thread gone".into()), SubState::default()))
+        result.await.unwrap_or_else(|_| (End::Error("reader gone".into()), SubState::default()))
     }
 }
 
-fn run(mut poll: Poll, incoming: mpsc::Receiver<Job>, cx: &Ctx, ctrl: &watch::Receiver<u8>) {
+/// The epoll descriptor of the loop's `Poll`, as tokio watches it (the
+/// `Poll` owns and closes it).
+struct EpollFd(RawFd);
+
+/// The loop's poll and tokio's watch on it; `ready` is dropped first.
+struct Epoll {
+    ready: AsyncFd<EpollFd>,
+    poll: Poll,
+}
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+async fn run(
+    epoll: Epoll,
+    mut incoming: mpsc::UnboundedReceiver<Job>,
+    cx: Arc<Ctx>,
+    mut ctrl: watch::Receiver<u8>,
+) {
+    let cx = &*cx;
+    // Used by field, never moved apart: `ready` must be dropped before `poll`.
+    let mut epoll = epoll;
     let mut active: Slab<Active> = Slab::new();
-    let mut events = Events::with_capacity(1024);
+    let mut events = Events::with_capacity(EVENTS);
     let mut scratch = Scratch { buf: vec![0; 64 * 1024], body: Vec::new(), lat: Vec::new() };
     let mut open = true;
-    let mut phase = *ctrl.borrow();
     loop {
-        if let Err(err) = poll.poll(&mut events, Some(PHASE_CHECK)) {
-            if err.kind() != io::ErrorKind::Interrupted {
-                cx.sh.error(format!("reader poll: {err}"));
-                return;
-            }
-        }
-        loop {
-            match incoming.try_recv() {
-                Ok(job) if phase >= job.stop_at => {
-                    let _ = job.done.send((End::Stopped, job.st));
-                }
-                Ok(job) => admit(&poll, &mut active, job, cx, &mut scratch),
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        for event in &events {
-            let key = event.token().0;
-            if event.token() == WAKER || !active.contains(key) {
-                continue;
-            }
-            if let Some(end) = read_ready(&mut active[key], cx, &mut scratch) {
-                finish(&poll, &mut active, key, end);
-            }
-        }
+        let phase = *ctrl.borrow_and_update();
         // Phases change a handful of times per run: only then look at every stream.
-        let now = *ctrl.borrow();
-        if now != phase {
-            phase = now;
-            let stopped: Vec<usize> = active.iter().filter(|(_, a)| phase >= a.job.stop_at).map(|(k, _)| k).collect();
-            for key in stopped {
-                finish(&poll, &mut active, key, End::Stopped);
-            }
+        let stopped: Vec<usize> = active.iter().filter(|(_, a)| phase >= a.job.stop_at).map(|(k, _)| k).collect();
+        for key in stopped {
+            finish(&epoll.poll, &mut active, key, End::Stopped);
         }
         if !open && active.is_empty() {
             return;
+        }
+        // Kept across wake-ups until the phase changes (a fresh waiter per
+        // wake-up would be registered and dropped every time).
+        let mut changed = std::pin::pin!(ctrl.changed());
+        loop {
+            tokio::select! {
+                job = incoming.recv(), if open => match job {
+                    Some(job) if phase >= job.stop_at => {
+                        let _ = job.done.send((End::Stopped, job.st));
+                    }
+                    Some(job) => admit(&epoll.poll, &mut active, job, cx, &mut scratch),
+                    None => open = false,
+                },
+                guard = epoll.ready.readable() => {
+                    let Ok(mut guard) = guard else {
+                        cx.sh.error("reader: epoll descriptor failed");
+                        return;
+                    };
+                    // Take every ready socket; tokio then clears the readiness
+                    // only if no new event came meanwhile.
+                    loop {
+                        if let Err(err) = epoll.poll.poll(&mut events, Some(Duration::ZERO)) {
+                            if err.kind() != io::ErrorKind::Interrupted {
+                                cx.sh.error(format!("reader poll: {err}"));
+                                return;
+                            }
+                        }
+                        for event in &events {
+                            let key = event.token().0;
+                            if !active.contains(key) {
+                                continue;
+                            }
+                            if let Some(end) = read_ready(&mut active[key], cx, &mut scratch) {
+                                finish(&epoll.poll, &mut active, key, end);
+                            }
+                        }
+                        if events.iter().count() < EVENTS {
+                            break;
+                        }
+                    }
+                    guard.clear_ready();
+                }
+                _ = &mut changed => break,
+            }
+            if !open && active.is_empty() {
+                return;
+            }
         }
     }
 }
