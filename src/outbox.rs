@@ -188,13 +188,7 @@ impl Outbox {
             state.early.push(delivery.clone());
             return Offer::Taken;
         };
-        let unit = match delivery {
-            Delivery::Event(event) => {
-                state.events += 1;
-                cursor.unit(event)
-            }
-            Delivery::Heartbeat => Unit::Chunk(HEARTBEAT_CHUNK),
-        };
+        let unit = encode(delivery, cursor, &mut state.events);
         self.queue(state, unit)
     }
 
@@ -208,13 +202,7 @@ impl Outbox {
             state.reserved += 1;
         }
         for delivery in std::mem::take(&mut state.early) {
-            let unit = match &delivery {
-                Delivery::Event(event) => {
-                    state.events += 1;
-                    cursor.unit(event)
-                }
-                Delivery::Heartbeat => Unit::Chunk(HEARTBEAT_CHUNK),
-            };
+            let unit = encode(&delivery, &mut cursor, &mut state.events);
             if !unit.is_empty() {
                 state.pending.push_back(unit);
             }
@@ -235,14 +223,6 @@ impl Outbox {
         state.socket = Some(socket);
         drop(state);
         self.wake.notify_one();
-    }
-
-    /// Queues bytes of the broker's own (a notice) behind the events.
-    pub fn push(&self, body: Bytes) {
-        let mut state = self.lock();
-        if state.end.is_none() && !body.is_empty() {
-            state.pending.push_back(Unit::Body(body));
-        }
     }
 
     /// Writes or queues `unit` (the lock is held).
@@ -374,25 +354,54 @@ fn advance(state: &mut State, mut written: usize) {
     }
 }
 
+/// The unit of a delivery; counts the live events among them.
+fn encode(delivery: &Delivery, cursor: &mut Cursor, events: &mut u64) -> Unit {
+    match delivery {
+        Delivery::Event(event) => {
+            *events += 1;
+            cursor.unit(event)
+        }
+        Delivery::Heartbeat => Unit::Chunk(HEARTBEAT_CHUNK),
+    }
+}
+
 impl Unit {
     fn is_empty(&self) -> bool {
         match self {
             Unit::Body(bytes) | Unit::Chunk(bytes) | Unit::Raw(bytes) => bytes.is_empty(),
         }
     }
+
+    /// What goes on the wire for this unit, in order; a chunk header for a
+    /// body is written into `header`.
+    fn pieces<'a>(
+        &'a self,
+        chunked: bool,
+        header: &'a mut [u8; CHUNK_HEADER_MAX],
+    ) -> [&'a [u8]; 3] {
+        match self {
+            Unit::Raw(bytes) => [bytes, &[], &[]],
+            Unit::Chunk(framed) if chunked => [framed, &[], &[]],
+            Unit::Chunk(framed) => [
+                &framed[chunk::data_start(framed)..framed.len() - 2],
+                &[],
+                &[],
+            ],
+            Unit::Body(body) if chunked => {
+                let len = chunk::header(body.len(), header);
+                [&header[..len], body, b"\r\n"]
+            }
+            Unit::Body(body) => [body, &[], &[]],
+        }
+    }
 }
 
 /// The bytes `unit` takes on the wire.
 fn wire_len(unit: &Unit, chunked: bool) -> usize {
-    match unit {
-        Unit::Raw(bytes) => bytes.len(),
-        Unit::Chunk(framed) if chunked => framed.len(),
-        Unit::Chunk(framed) => framed.len() - chunk::data_start(framed) - 2,
-        Unit::Body(body) if chunked => {
-            chunk::header(body.len(), &mut [0; CHUNK_HEADER_MAX]) + body.len() + 2
-        }
-        Unit::Body(body) => body.len(),
-    }
+    unit.pieces(chunked, &mut [0; CHUNK_HEADER_MAX])
+        .iter()
+        .map(|piece| piece.len())
+        .sum()
 }
 
 /// The fan-out's write of one unit: a single `send`, straight on the
@@ -402,13 +411,11 @@ fn wire_len(unit: &Unit, chunked: bool) -> usize {
 /// `WouldBlock` here queues the unit and wakes the writer, whose write then
 /// learns from tokio that the socket is full and waits for it to drain.
 fn send_now(socket: &TcpStream, chunked: bool, unit: &Unit) -> io::Result<usize> {
-    let bytes: &[u8] = match unit {
-        Unit::Raw(bytes) => bytes,
-        Unit::Chunk(framed) if chunked => framed,
-        Unit::Chunk(framed) => &framed[chunk::data_start(framed)..framed.len() - 2],
-        Unit::Body(_) => return write_units(socket, chunked, std::iter::once(unit), 0),
-    };
-    socket2::SockRef::from(socket).send(bytes)
+    match unit.pieces(chunked, &mut [0; CHUNK_HEADER_MAX]) {
+        [bytes, [], []] => socket2::SockRef::from(socket).send(bytes),
+        // A body framed here: its header, data and trailer in one `writev`.
+        _ => write_units(socket, chunked, std::iter::once(unit), 0),
+    }
 }
 
 /// One `writev` of `units`, skipping the `skip` wire bytes of the first
@@ -423,21 +430,7 @@ fn write_units<'a>(
     let mut parts: [&[u8]; 3 * WRITE_BATCH] = [&[]; 3 * WRITE_BATCH];
     let mut count = 0;
     for (unit, header) in units.take(WRITE_BATCH).zip(headers.iter_mut()) {
-        let pieces: [&[u8]; 3] = match unit {
-            Unit::Raw(bytes) => [bytes, &[], &[]],
-            Unit::Chunk(framed) if chunked => [framed, &[], &[]],
-            Unit::Chunk(framed) => [
-                &framed[chunk::data_start(framed)..framed.len() - 2],
-                &[],
-                &[],
-            ],
-            Unit::Body(body) if chunked => {
-                let len = chunk::header(body.len(), header);
-                [&header[..len], body, b"\r\n"]
-            }
-            Unit::Body(body) => [body, &[], &[]],
-        };
-        for piece in pieces {
+        for piece in unit.pieces(chunked, header) {
             let piece = if skip >= piece.len() {
                 skip -= piece.len();
                 continue;
