@@ -178,7 +178,17 @@ async fn run(
                     }
                     guard.clear_ready();
                 }
-                _ = &mut changed => break,
+                changed = &mut changed => {
+                    if changed.is_err() {
+                        // The run is over (the control sender is gone): give every stream back.
+                        let keys: Vec<usize> = active.iter().map(|(k, _)| k).collect();
+                        for key in keys {
+                            finish(&epoll.poll, &mut active, key, End::Stopped);
+                        }
+                        return;
+                    }
+                    break;
+                }
             }
             if !open && active.is_empty() {
                 return;
