@@ -3,7 +3,7 @@
 # (workload outer loop, broker inner loop, the broker that goes first alternates), writes
 # every JSON report under --out and, with --report FILE, BENCHMARKS.md plus the scaling plot.
 #
-#   bench/run.sh --broker ours|nchan|both|floor [--workloads 1,2,3,4,5,6] [--placement P]
+#   bench/run.sh --broker ours|nchan|both|floor [--workloads 1,2,3,4,5,6,7] [--placement P]
 #                [--out DIR] [--report FILE] [--no-plot] [--quick] [--dry-run]
 #
 #   --placement pinned    broker on CPU $BROKER_CPU, load generator(s) on CPU $LG_CPU
@@ -94,10 +94,16 @@ RESUME_BEHIND=${RESUME_BEHIND:-100}
 LINEAR_SIZES=${LINEAR_SIZES:-"1000 5000 10000 19000"}
 LINEAR_RATE=${LINEAR_RATE:-20}
 LINEAR_SECS=${LINEAR_SECS:-15}
+# Workload 7 = Mercure fan-out (ours only: Nchan has no Mercure hub): MERCURE_SUBS subscribers of
+# /.well-known/mercure?topic=<channel> over SWEEP_CHANNELS topics, form publishes with the
+# development JWT, ramped like workload 2.
+MERCURE_SUBS=${MERCURE_SUBS:-10000}
+# {"mercure":{"publish":["*"]}} signed with the development key of config/default.toml.
+MERCURE_JWT=${MERCURE_JWT:-eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.a8cjcSRUAcHdnGNMKifA4BK5epRXxQI0UBp2XpNrBdw}
 if [ "$QUICK" = 1 ]; then
   IDLE_SIZES="1000"; SWEEP_SIZES="300 1500"; SWEEP_STEPS=3; SWEEP_START_DPS=5000; STEP_SECS=1
   MANYCH_SUBS=1000; MANYCH_RATE=500; MANYCH_STEPS=2; MANYCH_SECS=1; PUB_SECS=2
-  RESUME_SUBS=1000; RESUME_CHANNELS=100; LINEAR_SIZES="300 1500"; LINEAR_SECS=2
+  RESUME_SUBS=1000; RESUME_CHANNELS=100; LINEAR_SIZES="300 1500"; LINEAR_SECS=2; MERCURE_SUBS=300
   MAX_PER_PROC=1000   # so the 1500 step exercises the multi-process path
 fi
 
@@ -125,6 +131,7 @@ estimate() {
   if has 4; then np=$(placements_for 4 | wc -w); t=$(python3 -c "print($t + $nb*$np*($OVERHEAD + $PUB_SECS + 3))"); fi
   if has 5; then np=$(placements_for 5 | wc -w); t=$(python3 -c "print($t + $nb*$np*($OVERHEAD + 25))"); fi
   if has 6; then np=$(placements_for 6 | wc -w); for n in $LINEAR_SIZES; do t=$(python3 -c "print($t + $nb*$np*($OVERHEAD + $LINEAR_SECS + 3))"); done; fi
+  if has 7; then np=$(placements_for 7 | wc -w); t=$(python3 -c "print($t + $np*($OVERHEAD + $SWEEP_STEPS*($STEP_SECS + 0.3) + $STEP_DRAIN))"); fi
   python3 -c "print(int($t))"
 }
 EST=$(estimate)
@@ -228,6 +235,12 @@ start_broker() { # ours|nchan placement
       BPID=$!
       wait_port "$OURS_PORT" "$BPID" || return 1
       URLS=(--sub-url "http://127.0.0.1:$OURS_PORT/stream/{channel}" --pub-url "http://127.0.0.1:$OURS_PORT/publish/{channel}")
+      if [ "$CUR_WL" = mercure ]; then
+        URLS=(--sub-url "http://127.0.0.1:$OURS_PORT/.well-known/mercure?topic={channel}"
+              --pub-url "http://127.0.0.1:$OURS_PORT/.well-known/mercure"
+              --pub-form 'topic={channel}&data={payload}' --content-type application/x-www-form-urlencoded
+              --pub-header "Authorization: Bearer $MERCURE_JWT")
+      fi
       ;;
   esac
 }
@@ -332,6 +345,18 @@ if has 6; then for pl in $(placements_for 6); do for n in $LINEAR_SIZES; do
   unit linear "$pl" 120 "$n" "linear-$n" --channels "$SWEEP_CHANNELS" --rate "$LINEAR_RATE" --duration "$LINEAR_SECS" \
     --drain-secs 3 --settle-secs 2 --connect-concurrency 512
 done; done; fi
+
+if has 7; then for pl in $(placements_for 7); do
+  start=$(python3 -c "print(round($SWEEP_START_DPS / ($MERCURE_SUBS / $SWEEP_CHANNELS), 3))")
+  # Mercure is ours alone: BROKER=ours for this unit whatever --broker says.
+  if [ "$BROKER" != nchan ]; then
+    BROKER_SAVED=$BROKER; BROKER=ours
+    unit mercure "$pl" 300 "$MERCURE_SUBS" "mercure-$MERCURE_SUBS" --channels "$SWEEP_CHANNELS" --ramp-start "$start" \
+      --ramp-factor "$SWEEP_FACTOR" --ramp-steps "$SWEEP_STEPS" --duration "$STEP_SECS" --drain-secs "$STEP_DRAIN" \
+      --settle-secs 2 --connect-concurrency 512
+    BROKER=$BROKER_SAVED
+  fi
+done; fi
 
 meta "finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "elapsed_secs=$(( $(date +%s) - T_START ))" \
   "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"

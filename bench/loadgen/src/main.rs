@@ -64,6 +64,14 @@ struct Args {
     /// Content-Type of publish requests
     #[arg(long, default_value = "text/plain")]
     content_type: String,
+    /// Publish a form instead of the bare payload: this template with {channel} replaced by
+    /// the channel name and {payload} by the payload (spaces as '+'), e.g. for a Mercure hub
+    /// 'topic={channel}&data={payload}' (set --content-type application/x-www-form-urlencoded)
+    #[arg(long)]
+    pub_form: Option<String>,
+    /// Extra header line on every publish request (repeatable), e.g. 'Authorization: Bearer …'
+    #[arg(long)]
+    pub_header: Vec<String>,
     /// Open no subscribers, only publish (same as --subscribers 0)
     #[arg(long)]
     publish_only: bool,
@@ -527,6 +535,8 @@ struct Publisher {
     conn: PubConn,
     channels: Vec<usize>,
     paths: Vec<String>,
+    /// With --pub-form: the form body of each owned channel split around {payload}.
+    forms: Vec<(String, String)>,
     seqs: Vec<u64>,
     rr: usize,
     /// Where this publisher's paced events fall between its own ticks, as a
@@ -601,6 +611,13 @@ impl Publisher {
             }
             while body.len() < pad {
                 body.push(b'x');
+            }
+            if let Some((before, after)) = self.forms.get(ci) {
+                let mut form = Vec::with_capacity(before.len() + body.len() + after.len());
+                form.extend_from_slice(before.as_bytes());
+                form.extend(body.iter().map(|b| if *b == b' ' { b'+' } else { *b }));
+                form.extend_from_slice(after.as_bytes());
+                body = form;
             }
             let t = Instant::now();
             match self.conn.post(&self.paths[ci], &body).await {
@@ -925,8 +942,19 @@ async fn run_leader(cx: Arc<Ctx>, report: Arc<Mutex<Report>>, ctrl: watch::Sende
     for p in 0..k {
         let channels: Vec<usize> = (0..a.channels).filter(|c| c % k == p).collect();
         pubs.push(Publisher {
-            conn: PubConn::new(cx.pubt.clone(), cx.src(p), a.content_type.clone()),
+            conn: PubConn::new(cx.pubt.clone(), cx.src(p), a.content_type.clone(), &a.pub_header),
             paths: channels.iter().map(|&c| cx.pubt.path(&cx.channel(c))).collect(),
+            forms: match &a.pub_form {
+                Some(t) => channels
+                    .iter()
+                    .map(|&c| {
+                        let t = t.replace("{channel}", &cx.channel(c));
+                        let (before, after) = t.split_once("{payload}").unwrap_or((&t, ""));
+                        (before.to_owned(), after.to_owned())
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
             seqs: vec![0; channels.len()],
             channels,
             rr: 0,
@@ -1301,7 +1329,7 @@ fn main() {
         fail("--ramp-start must be > 0".into());
     }
     let sub = Target::parse(&a.sub_url).unwrap_or_else(|e| fail(e));
-    let pubt = Target::parse(&a.pub_url).unwrap_or_else(|e| fail(e));
+    let pubt = Target::parse_with(&a.pub_url, a.pub_form.is_none()).unwrap_or_else(|e| fail(e));
     let nofile = proc::raise_nofile();
     if (a.subscribers + a.publishers + 32) as u64 > nofile && nofile > 0 {
         fail(format!(

@@ -15,6 +15,12 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
+        Self::parse_with(url, true)
+    }
+
+    /// As [`Self::parse`]; `placeholder`: whether the path must name `{channel}`
+    /// (a form publish names the channel in its body instead).
+    pub fn parse_with(url: &str, placeholder: bool) -> Result<Target, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
@@ -40,7 +46,7 @@ impl Target {
         if !ip.is_loopback() {
             return Err(format!("{url}: refusing non-loopback target {ip}"));
         }
-        if !path.contains("{channel}") {
+        if placeholder && !path.contains("{channel}") {
             return Err(format!("{url}: URL template needs a {{channel}} placeholder"));
         }
         Ok(Target { addr: SocketAddr::new(ip, port), host: auth.to_string(), path_tmpl: path.to_string() })
@@ -127,11 +133,14 @@ pub struct PubConn {
     rbuf: Vec<u8>,
     req: Vec<u8>,
     pub content_type: String,
+    /// Extra header lines, each ending in CRLF.
+    headers: String,
 }
 
 impl PubConn {
-    pub fn new(target: std::sync::Arc<Target>, src: Option<IpAddr>, content_type: String) -> Self {
-        PubConn { target, src, conn: None, rbuf: Vec::with_capacity(4096), req: Vec::with_capacity(1024), content_type }
+    pub fn new(target: std::sync::Arc<Target>, src: Option<IpAddr>, content_type: String, headers: &[String]) -> Self {
+        let headers = headers.iter().map(|h| format!("{}\r\n", h.trim())).collect();
+        PubConn { target, src, conn: None, rbuf: Vec::with_capacity(4096), req: Vec::with_capacity(1024), content_type, headers }
     }
 
     /// POSTs `body`, returns the response status. A reused connection that dies before
@@ -141,10 +150,11 @@ impl PubConn {
         self.req.clear();
         let _ = write!(
             self.req,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
             self.target.host,
             self.content_type,
-            body.len()
+            body.len(),
+            self.headers
         );
         self.req.extend_from_slice(body);
         for attempt in 0..2 {
