@@ -13,10 +13,12 @@
 //! rate limit. Each entry of `publish`/`subscribe` is a [`Pattern`].
 //!
 //! This module only decides; `http::guard` applies the decisions to
-//! requests, and [`crate::error::ApiError`] turns refusals into 401/403.
+//! requests, and [`crate::error::ApiError`] turns refusals into 401/403. It
+//! owns its settings ([`AuthSettings`], the `[auth]` section): a leaf that
+//! the configuration embeds, importing nothing but `crate::names`.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -25,10 +27,50 @@ use jsonwebtoken::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    broker::{ChannelName, event::MAX_CHANNEL_LEN},
-    config::{AuthSettings, JwtAlgorithm},
-};
+use crate::names::{ChannelName, MAX_CHANNEL_LEN};
+
+/// Signature algorithms the broker verifies (one per deployment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    ES256,
+}
+
+impl JwtAlgorithm {
+    /// HMAC algorithms use a shared secret; the others a public key file.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+/// The `[auth]` section of the configuration (each key is explained in
+/// `config/default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Require tokens from publishers (and subscribers of private channels).
+    pub enabled: bool,
+    /// The one algorithm tokens must be signed with.
+    pub algorithm: JwtAlgorithm,
+    /// Shared HMAC secret (HS*); prefer `secret_file` or the environment.
+    pub secret: String,
+    /// File holding the shared HMAC secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RS256: RSA, ES256: P-256) for verification.
+    pub public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` (and `nbf`).
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Channel patterns whose subscribers need a token.
+    pub private_channels: Vec<String>,
+    /// Whether anonymous clients may subscribe to public channels.
+    pub anonymous_subscribe: bool,
+    /// Cookie a browser may carry its subscriber token in.
+    pub cookie_name: String,
+}
 
 /// The claim that holds the broker's permissions.
 pub const CLAIM: &str = "sse";
@@ -377,10 +419,17 @@ mod tests {
     }
 
     fn settings() -> AuthSettings {
-        let mut s = crate::config::Settings::defaults().auth;
-        s.enabled = true;
-        s.secret = "0123456789abcdef0123456789abcdef".into();
-        s
+        AuthSettings {
+            enabled: true,
+            algorithm: JwtAlgorithm::HS256,
+            secret: "0123456789abcdef0123456789abcdef".into(),
+            secret_file: None,
+            public_key_file: None,
+            leeway: Duration::ZERO,
+            private_channels: Vec::new(),
+            anonymous_subscribe: true,
+            cookie_name: "sse_token".into(),
+        }
     }
 
     #[test]

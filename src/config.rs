@@ -14,6 +14,9 @@ use figment::{
 };
 use serde::Deserialize;
 
+pub use crate::auth::{AuthSettings, JwtAlgorithm};
+use crate::{auth::Pattern, names::ChannelName};
+
 /// The development defaults, compiled in so the binary runs with no file.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -75,6 +78,20 @@ pub struct StreamSettings {
     pub subscriber_buffer: usize,
     /// Most channels one multi-channel stream may name.
     pub max_channels_per_stream: usize,
+    /// Which stream writer serves event streams (see [`StreamWriter`]).
+    pub writer: StreamWriter,
+}
+
+/// How an event stream's bytes reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamWriter {
+    /// Channel actors write each event straight to the subscriber's socket
+    /// (plain-TCP HTTP/1 connections; others get `body` regardless).
+    Direct,
+    /// A streaming response body, written by actix-web like any other: any
+    /// connection (HTTP/2, TLS), at some CPU per delivery (BENCHMARKS.md).
+    Body,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,47 +195,6 @@ pub struct MetricsSettings {
     /// Channels that get their own labelled series; empty keeps label
     /// cardinality independent of the number of channels.
     pub channels: Vec<String>,
-}
-
-/// Signature algorithms the broker verifies (one per deployment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum JwtAlgorithm {
-    HS256,
-    HS384,
-    HS512,
-    RS256,
-    ES256,
-}
-
-impl JwtAlgorithm {
-    /// HMAC algorithms use a shared secret; the others a public key file.
-    pub fn is_hmac(self) -> bool {
-        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    /// Require tokens from publishers (and subscribers of private channels).
-    pub enabled: bool,
-    /// The one algorithm tokens must be signed with.
-    pub algorithm: JwtAlgorithm,
-    /// Shared HMAC secret (HS*); prefer `secret_file` or the environment.
-    pub secret: String,
-    /// File holding the shared HMAC secret (trailing newline ignored).
-    pub secret_file: Option<PathBuf>,
-    /// PEM public key (RS256: RSA, ES256: P-256) for verification.
-    pub public_key_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp` (and `nbf`).
-    #[serde(with = "humantime_serde")]
-    pub leeway: Duration,
-    /// Channel patterns whose subscribers need a token.
-    pub private_channels: Vec<String>,
-    /// Whether anonymous clients may subscribe to public channels.
-    pub anonymous_subscribe: bool,
-    /// Cookie a browser may carry its subscriber token in.
-    pub cookie_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,7 +335,7 @@ impl Settings {
         if self.demo.enabled && self.demo.interval.is_zero() {
             return bad("demo.interval must be greater than 0");
         }
-        if self.demo.enabled && crate::broker::ChannelName::parse(&self.demo.channel).is_err() {
+        if self.demo.enabled && ChannelName::parse(&self.demo.channel).is_err() {
             return bad("demo.channel is not a valid channel name");
         }
         if self.health.ready_timeout.is_zero() {
@@ -369,7 +345,7 @@ impl Settings {
             .metrics
             .channels
             .iter()
-            .find(|name| crate::broker::ChannelName::parse(name).is_err())
+            .find(|name| ChannelName::parse(name).is_err())
         {
             return Err(ConfigError::Inconsistent(format!(
                 "metrics.channels: {bad_name:?} is not a valid channel name"
@@ -395,12 +371,11 @@ impl Settings {
             return bad("auth.secret must be at least 32 bytes");
         }
         for pattern in &self.auth.private_channels {
-            crate::auth::Pattern::parse(pattern)
+            Pattern::parse(pattern)
                 .map_err(|e| ConfigError::Inconsistent(format!("auth.private_channels: {e}")))?;
         }
-        if crate::broker::ChannelName::parse(&self.auth.cookie_name).is_err()
-            || self.auth.cookie_name.contains([':', '@'])
-        {
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if self.auth.cookie_name.is_empty() || !self.auth.cookie_name.chars().all(plain) {
             return bad("auth.cookie_name must be a plain token (letters, digits, _ - .)");
         }
         if self.limits.publish_rate > 0 && self.limits.publish_burst == 0 {
@@ -461,9 +436,8 @@ impl Settings {
                  set publisher_jwt_key and subscriber_jwt_key to your own secrets",
             );
         }
-        if let Err(err) = crate::mercure::auth::TokenChecker::from_settings(mercure) {
-            return bad(&err);
-        }
+        // The keys themselves (PEM, algorithm) are read once, when the hub
+        // is built: a key that does not parse stops the start there.
         Ok(())
     }
 }

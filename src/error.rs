@@ -3,7 +3,8 @@
 //!
 //! Handlers return `Result<_, ApiError>`; errors raised by actix-web itself
 //! (unknown route, wrong method, malformed query) are rewritten into the same
-//! shape by [`problem_for_framework_errors`].
+//! shape by [`problem_for_framework_errors`]. A leaf: the broker's errors are
+//! turned into `ApiError`s by the HTTP layer (`crate::http`), which knows both.
 
 use actix_web::{
     HttpResponse, ResponseError,
@@ -13,8 +14,6 @@ use actix_web::{
     middleware::ErrorHandlerResponse,
 };
 use serde::Serialize;
-
-use crate::broker::BrokerError;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -106,26 +105,6 @@ impl ApiError {
             Self::TooManyStreams(_) => "Too many streams",
             Self::TooManySubscribers(_) => "Too many subscribers",
         }
-    }
-}
-
-impl From<BrokerError> for ApiError {
-    fn from(err: BrokerError) -> Self {
-        match err {
-            BrokerError::TooManyChannels(_) => Self::TooManyChannels(err.to_string()),
-            BrokerError::UnknownChannel(_) => Self::NotFound(err.to_string()),
-            BrokerError::TooManySubscribers(_) => Self::TooManySubscribers(err.to_string()),
-            BrokerError::ShuttingDown
-            | BrokerError::Unavailable
-            | BrokerError::StoreUnavailable(_) => Self::Unavailable(err.to_string()),
-        }
-    }
-}
-
-impl From<crate::cluster::ClusterError> for ApiError {
-    /// Redis failed: the request cannot be served now (503, Retry-After).
-    fn from(err: crate::cluster::ClusterError) -> Self {
-        Self::Unavailable(err.to_string())
     }
 }
 

@@ -2,36 +2,43 @@
 //!
 //! A Server-Sent Events broker: browsers subscribe with `EventSource` to
 //! `GET /stream/{channel}`, backend jobs publish with `POST /publish/{channel}`,
-//! clients report liveness with `POST /pulse`, and a debug console is served
-//! at `/`.
+//! clients report liveness with `POST /pulse`, a debug console is served at
+//! `/`, and a Mercure hub at `/.well-known/mercure`.
 //!
 //! ## Layout
+//! Imports run one way (`tests/architecture.rs` checks it):
+//! `startup → http, mercure → broker ← store, cluster`, and every module may
+//! use the leaves.
+//!
+//! - [`startup`]: `Application` binds the listener, builds the backends and
+//!   the broker, starts the HTTP server, and stops everything cleanly. The
+//!   only module that knows every other.
+//! - [`broker`]: the core. Channel actors, the registry that starts and
+//!   retires them, event ids and history, the fan-out, pulses, the demo
+//!   publisher; and the traits it asks of its surroundings (a subscriber's
+//!   sink and filter, a durable store, a shared log, the cluster's peers, a
+//!   mirror, a codec). No HTTP, Redis or database code.
+//! - [`store`]: durable history on an embedded database (redb): the
+//!   broker's `DurableStore`.
+//! - [`cluster`]: cluster mode on Redis: the broker's `SharedLog` (ids,
+//!   history and the bus between nodes) and `Peers` (the cluster-wide
+//!   directory of subscriber counts and pulses).
+//! - [`http`]: thin handlers, one file per resource, and the event-stream
+//!   machinery every protocol uses: opening a stream, the subscriber's
+//!   outbox, and the two stream writers.
+//! - [`mercure`]: the Mercure protocol, an adapter over the core: the hub is
+//!   one of the broker's channels, Mercure subscribers are its members with
+//!   a topic filter.
+//!
+//! Leaves (they import no other module, or only other leaves):
+//! - [`names`]: channel names and event types.
 //! - [`config`]: the `Settings` tree, loaded from compiled-in defaults, an
 //!   overlay file, environment variables and flags.
-//! - [`startup`]: `Application` binds the listener, starts the actors and the
-//!   HTTP server, and stops them cleanly.
-//! - [`broker`]: the actors. `broker::registry` routes every message to the
-//!   `broker::channel` actor of its channel; `broker::history` is a channel's
-//!   replay buffer; `broker::event` defines names and event ids;
-//!   `broker::pulse` the pulse book; `broker::demo` the demo publisher.
-//! - [`cluster`]: cluster mode on Redis: the shared event log (ids and
-//!   history), the bus that carries events between nodes, and the
-//!   cluster-wide directory of subscriber counts and pulses.
-//! - [`store`]: durable history on an embedded database: each channel's
-//!   events, id sequence and epoch survive a restart or a crash; one writer
-//!   thread commits every channel's appends in groups.
-//! - [`http`]: thin handlers, one file per resource (`stream`, `publish`,
-//!   `pulse`, `channels`, `session`) and request-body handling (`body`).
+//! - [`auth`]: tokens for our channels (and the `[auth]` settings).
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
-//! - [`outbox`]: a stream's outbox, where channel actors write each event
-//!   straight to the subscriber's socket (queued, in order, only when the
-//!   socket is full), and the stream ids of multi-channel streams.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).
 //! - [`readiness`]: the checks behind `GET /readyz`.
-//! - [`mercure`]: the Mercure protocol hub at `/.well-known/mercure`
-//!   (`HubActor`, its routes, JWT checks, topic selectors), bridged to the
-//!   channels.
 
 pub mod auth;
 pub mod broker;
@@ -41,7 +48,7 @@ pub mod error;
 pub mod http;
 pub mod mercure;
 pub mod metrics;
-pub mod outbox;
+pub mod names;
 pub mod readiness;
 pub mod sse;
 pub mod startup;

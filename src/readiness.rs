@@ -1,19 +1,16 @@
 //! Readiness: the checks behind `GET /readyz`, run concurrently, each within
 //! a timeout.
 //!
-//! A check is anything that can say "I can serve" quickly. Today there is one,
-//! [`RegistryCheck`] (the registry actor answers, and the broker is not
-//! draining); a cluster backend adds its own [`ReadinessCheck`] (e.g. "Redis
-//! answers PING") to the list built in `startup`, with no change here or in
-//! the handler.
+//! A check is anything that can say "I can serve" quickly: the broker's own
+//! (its registry answers and it is not draining), the durable store's (no
+//! commit failed), the cluster's (Redis answers). `startup` builds the list;
+//! nothing here or in the handler changes when a backend adds one. A leaf:
+//! the backends implement [`ReadinessCheck`], this module knows none of them.
 
 use std::{sync::Arc, time::Duration};
 
-use actix::Addr;
 use futures_util::future::{BoxFuture, join_all};
 use serde::Serialize;
-
-use crate::broker::{RegistryActor, registry::CheckReady};
 
 /// One thing the broker needs to serve requests.
 pub trait ReadinessCheck: Send + Sync {
@@ -21,28 +18,6 @@ pub trait ReadinessCheck: Send + Sync {
     fn name(&self) -> &'static str;
     /// `Ok` when ready; `Err` says why not. Must not block.
     fn check(&self) -> BoxFuture<'static, Result<(), String>>;
-}
-
-/// The registry actor answers and is not shutting down.
-pub struct RegistryCheck {
-    pub registry: Addr<RegistryActor>,
-}
-
-impl ReadinessCheck for RegistryCheck {
-    fn name(&self) -> &'static str {
-        "registry"
-    }
-
-    fn check(&self) -> BoxFuture<'static, Result<(), String>> {
-        let registry = self.registry.clone();
-        Box::pin(async move {
-            match registry.send(CheckReady).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err("the registry actor is gone".into()),
-            }
-        })
-    }
 }
 
 /// Every readiness check and how long each may take.
@@ -101,8 +76,6 @@ impl Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{broker::registry::Shutdown, config::Settings};
-    use actix::Actor;
 
     struct NeverAnswers;
 
@@ -113,27 +86,6 @@ mod tests {
         fn check(&self) -> BoxFuture<'static, Result<(), String>> {
             Box::pin(futures_util::future::pending())
         }
-    }
-
-    /// A running registry is ready; once shutdown began it no longer is.
-    #[actix::test]
-    async fn registry_is_not_ready_once_draining() {
-        let registry = RegistryActor::new(&Settings::defaults()).start();
-        let readiness = Readiness::new(Duration::from_secs(5)).with(RegistryCheck {
-            registry: registry.clone(),
-        });
-        assert!(readiness.evaluate().await.iter().all(|c| c.ok));
-        registry.send(Shutdown).await.expect("the registry answers");
-        let results = readiness.evaluate().await;
-        assert!(!results[0].ok);
-        assert!(
-            results[0]
-                .error
-                .as_deref()
-                .unwrap()
-                .contains("shutting down"),
-            "{results:?}"
-        );
     }
 
     /// A check that hangs fails after the timeout instead of hanging `/readyz`.

@@ -10,6 +10,9 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// The heartbeat comment, shared by every stream.
+pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
+
 /// One encoded event, kept in three views of one buffer: framed as an
 /// HTTP/1.1 chunk for the write to a subscriber's socket, whole, and
 /// without its `id:` line so a multi-channel stream can write its own.
@@ -46,6 +49,25 @@ pub fn encode_event(id: &str, event: Option<&str>, data: &str) -> Frame {
         chunk: all.slice(start..),
         full: all.slice(ROOM..end),
         rest: all.slice(id_end..end),
+    }
+}
+
+/// An event encoded in another protocol's field order (a Mercure update),
+/// in the same three views; `rest` is the whole event, as such events are
+/// never written on multi-channel streams.
+pub fn frame(event: &[u8]) -> Frame {
+    let mut header = [0; chunk::HEADER_MAX];
+    let header_len = chunk::header(event.len(), &mut header);
+    let mut buf = BytesMut::with_capacity(header_len + event.len() + 2);
+    buf.put_slice(&header[..header_len]);
+    buf.put_slice(event);
+    buf.put_slice(b"\r\n");
+    let all = buf.freeze();
+    let full = all.slice(header_len..header_len + event.len());
+    Frame {
+        chunk: all,
+        rest: full.clone(),
+        full,
     }
 }
 

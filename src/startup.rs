@@ -2,9 +2,9 @@
 //! server, and shuts both down cleanly. Tests build it on port 0 and read
 //! [`Application::port`]; `main` runs it until SIGINT/SIGTERM.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use actix::{Actor, Addr, Arbiter};
+use actix::{Actor, Arbiter};
 use actix_cors::Cors;
 use actix_web::{
     App, HttpServer,
@@ -18,17 +18,24 @@ use log::{info, warn};
 use crate::{
     auth::Auth,
     broker::{
-        ChannelName, RegistryActor,
+        Broker, RegistryActor,
         demo::DemoPublisher,
-        registry::{Homes, Shutdown},
+        directory::Homes,
+        log::{DurableStore, SharedLog},
+        peers::Peers,
     },
     cluster::{self, Cluster},
     config::{CorsSettings, LogSettings, Settings},
     error::problem_for_framework_errors,
     http::{self, AppState, guard::Limits},
-    mercure::{HubActor, MercureState, auth::TokenChecker, hub::CloseStreams},
+    mercure::{
+        self, MercureState,
+        auth::TokenChecker,
+        hub::{ChannelBridge, HubCodec, hub_channel},
+    },
     metrics::Metrics,
-    readiness::{Readiness, RegistryCheck},
+    names::ChannelName,
+    readiness::Readiness,
     store::Store,
 };
 
@@ -37,17 +44,12 @@ use crate::{
 /// after a deploy); Linux caps it at net.core.somaxconn (4096 by default).
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Mailbox size of the Mercure hub, as actix's default. Only `try_send`
-/// heeds it; the broker sends with `do_send`, which does not wait.
-const HUB_MAILBOX: usize = 16;
-
 pub struct Application {
     port: u16,
     server: Server,
-    registry: Addr<RegistryActor>,
+    broker: Broker,
     arbiters: Vec<Arbiter>,
     cluster: Option<Cluster>,
-    mercure: Option<Addr<HubActor>>,
     store: Option<Store>,
 }
 
@@ -82,61 +84,49 @@ impl Application {
             true => Some(Store::open(&settings.history, &metrics)?),
             false => None,
         };
-        // The hub and the registry know each other: the hub's address exists
-        // before it runs.
-        let hub = settings.mercure.enabled.then(|| {
-            let (tx, mailbox) = actix::dev::channel::channel::<HubActor>(HUB_MAILBOX);
-            (Addr::new(tx), mailbox)
-        });
+        // The Mercure hub is a channel of the broker: its codec, and the
+        // bridge that makes channel events updates, go in before the start.
+        let tokens = match settings.mercure.enabled {
+            true => Some(
+                TokenChecker::from_settings(&settings.mercure)
+                    .map_err(|err| anyhow::anyhow!("invalid configuration: mercure: {err}"))?,
+            ),
+            false => None,
+        };
         let mut registry = RegistryActor::new(&settings)
-            .with_arbiters(homes.clone())
+            .with_homes(homes.clone())
             .with_metrics(Arc::clone(&metrics));
-        if let Some((hub, _)) = &hub
-            && settings.mercure.channel_updates
-        {
-            registry = registry.with_mercure(hub.clone().recipient());
+        let bridge = (settings.mercure.enabled && settings.mercure.channel_updates)
+            .then(|| Arc::new(ChannelBridge::default()));
+        if settings.mercure.enabled {
+            registry = registry.with_codec(hub_channel(), Arc::new(HubCodec));
+        }
+        if let Some(bridge) = &bridge {
+            registry = registry.with_mirror(bridge.clone());
         }
         if let Some(cluster) = &cluster {
-            registry = registry.with_cluster(cluster.clone());
+            registry = registry.with_shared(Arc::new(cluster.clone()) as Arc<dyn SharedLog>);
         }
         if let Some(store) = &store {
-            registry = registry.with_store(store.clone());
+            registry = registry.with_durable(Arc::new(store.clone()) as Arc<dyn DurableStore>);
         }
-        let directory = registry.directory();
-        let total_subscribers = registry.total_subscribers();
-        let registry = registry.start();
-        let pending_hub = Arc::new(Mutex::new(None));
-        let mercure = match hub {
-            Some((hub, mailbox)) => {
-                let tokens = TokenChecker::from_settings(&settings.mercure)
-                    .map_err(|err| anyhow::anyhow!("mercure: {err}"))?;
-                let actor = HubActor::new(&settings, registry.clone(), Arc::clone(&metrics));
-                // With channels on the HTTP workers, on the first worker (no
-                // thread hop for its channels' events); otherwise here, with
-                // the registry: on the channels' own arbiter it cost ~15 % of
-                // the publish rate (BENCHMARKS.md, optimisations).
-                match arbiters.is_empty() {
-                    true => {
-                        *pending_hub.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some((mailbox, actor))
-                    }
-                    false => {
-                        actix::Context::with_receiver(mailbox).run(actor);
-                    }
-                }
-                Some(web::Data::new(MercureState {
-                    hub,
-                    total_subscribers,
-                    tokens,
-                    settings: Arc::clone(&settings),
-                    metrics: Arc::clone(&metrics),
-                }))
-            }
-            None => None,
-        };
-        let mut readiness = Readiness::new(settings.health.ready_timeout).with(RegistryCheck {
-            registry: registry.clone(),
+        let peers = cluster
+            .clone()
+            .map(|cluster| Arc::new(cluster) as Arc<dyn Peers>);
+        let broker = Broker::start(registry, peers);
+        if let Some(bridge) = &bridge {
+            bridge.connect(broker.clone());
+        }
+        let mercure = tokens.map(|tokens| {
+            web::Data::new(MercureState {
+                tokens,
+                settings: Arc::clone(&settings),
+                metrics: Arc::clone(&metrics),
+                subscriptions: Arc::default(),
+            })
         });
+        let mut readiness =
+            Readiness::new(settings.health.ready_timeout).with(broker.readiness_check());
         if let Some(store) = &store {
             readiness = readiness.with(store.clone());
             info!(
@@ -146,7 +136,7 @@ impl Application {
             );
         }
         if let Some(cluster) = &cluster {
-            cluster.start(registry.clone());
+            cluster.start(broker.clone());
             readiness = readiness.with(cluster.clone());
             info!(
                 "cluster mode node={} redis={}",
@@ -158,7 +148,7 @@ impl Application {
             let channel = ChannelName::parse(&settings.demo.channel)
                 .map_err(|err| anyhow::anyhow!("demo.channel: {err}"))?;
             DemoPublisher {
-                registry: registry.clone(),
+                broker: broker.clone(),
                 channel,
                 interval: settings.demo.interval,
             }
@@ -172,17 +162,14 @@ impl Application {
         }
 
         let state = web::Data::new(AppState {
-            registry: registry.clone(),
-            directory,
+            broker: broker.clone(),
             settings: Arc::clone(&settings),
             metrics,
             readiness,
-            cluster: cluster.clone(),
             auth,
             limits: Limits::new(&settings.limits),
         });
         let app_settings = Arc::clone(&settings);
-        let hub = mercure.as_ref().map(|state| state.hub.clone());
         let app_mercure = mercure;
         let worker_homes = arbiters.is_empty().then_some(homes);
         // Only when its lines would be written: the middleware formats every
@@ -194,13 +181,6 @@ impl Application {
             // Runs once on each worker thread, as it starts.
             if let Some(homes) = &worker_homes {
                 homes.add(Arbiter::current());
-                let hub = pending_hub
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                if let Some((mailbox, actor)) = hub {
-                    actix::Context::with_receiver(mailbox).run(actor);
-                }
             }
             App::new()
                 .app_data(state.clone())
@@ -211,7 +191,7 @@ impl Application {
                 .configure(|cfg| http::configure_operations(cfg, &app_settings))
                 .configure(|cfg| {
                     if let Some(state) = &app_mercure {
-                        crate::mercure::routes::configure(cfg, state.clone());
+                        mercure::configure(cfg, state.clone());
                     }
                 })
                 .service(
@@ -245,10 +225,9 @@ impl Application {
         Ok(Self {
             port: local.port(),
             server: server.run(),
-            registry,
+            broker,
             arbiters,
             cluster,
-            mercure: hub,
             store,
         })
     }
@@ -261,9 +240,8 @@ impl Application {
     pub fn stopper(&self) -> Stopper {
         Stopper {
             server: self.server.handle(),
-            registry: self.registry.clone(),
+            broker: self.broker.clone(),
             cluster: self.cluster.clone(),
-            mercure: self.mercure.clone(),
             store: self.store.clone(),
         }
     }
@@ -306,9 +284,8 @@ impl Application {
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
-    registry: Addr<RegistryActor>,
+    broker: Broker,
     cluster: Option<Cluster>,
-    mercure: Option<Addr<HubActor>>,
     store: Option<Store>,
 }
 
@@ -316,10 +293,7 @@ impl Stopper {
     pub async fn stop(&self) {
         // `stop` sends its command at once; the future only awaits the end.
         let stopped = self.server.stop(true);
-        let mut streams = self.registry.send(Shutdown).await.unwrap_or(0);
-        if let Some(hub) = &self.mercure {
-            streams += hub.send(CloseStreams).await.unwrap_or(0);
-        }
+        let streams = self.broker.shutdown().await;
         info!("draining open_streams={streams}");
         stopped.await;
         if let Some(cluster) = &self.cluster {

@@ -21,8 +21,8 @@ use proptest::{
     test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner},
 };
 use sse_broker::{
-    broker::EventType,
     http::body::{BodyKind, compact_json, event_data},
+    names::EventType,
     sse::{encode_comment, encode_event, encode_notice, parse::parse_stream, prelude},
 };
 

@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
-use super::{ChannelName, RegistryActor, channel::Publish};
+use super::{handle::Broker, log::Record};
+use crate::names::ChannelName;
 
 pub struct DemoPublisher {
-    pub registry: Addr<RegistryActor>,
+    pub broker: Broker,
     pub channel: ChannelName,
     pub interval: Duration,
 }
@@ -27,14 +28,11 @@ impl DemoPublisher {
             humantime::format_rfc3339_seconds(now)
         );
         let data = serde_json::json!({ "Message": message, "Value": value }).to_string();
-        self.registry.do_send(Publish {
-            channel: self.channel.clone(),
+        let record = Record {
             event_type: None,
             data,
-            reply: None,
-            received_at: std::time::Instant::now(),
-            mirror: true,
-        });
+        };
+        self.broker.publish_nowait(&self.channel, record, false);
     }
 }
 

@@ -1,5 +1,5 @@
-//! The broker's vocabulary: channel names, event types, event ids and the
-//! published [`Event`] itself.
+//! The broker's vocabulary: epochs, event ids, resume points and the published
+//! [`Event`] itself (channel names and event types are in `crate::names`).
 //!
 //! ## Event ids
 //! Every event gets the id `<epoch>-<seq>`: `seq` counts the events of one
@@ -15,116 +15,19 @@
 //! the channel of the event itself.
 
 use std::{
+    any::Any,
     fmt,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use crate::sse::{self, Frame};
-
-/// Longest channel name accepted.
-pub const MAX_CHANNEL_LEN: usize = 128;
-/// Longest event type accepted.
-pub const MAX_EVENT_TYPE_LEN: usize = 64;
-/// Event types starting with this are the broker's own notices.
-pub const RESERVED_EVENT_PREFIX: &str = "broker.";
-
-/// A validated channel name: 1 to 128 of `A-Z a-z 0-9 _ - . : @`.
-/// `,` and `=` stay out because they delimit multi-channel cursors, and `/`
-/// because the name is one path segment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelName(Arc<str>);
-
-impl ChannelName {
-    pub fn parse(name: &str) -> Result<Self, String> {
-        if name.is_empty() {
-            return Err("channel name is empty".into());
-        }
-        if name.len() > MAX_CHANNEL_LEN {
-            return Err(format!(
-                "channel name is longer than {MAX_CHANNEL_LEN} bytes"
-            ));
-        }
-        if let Some(bad) = name.chars().find(|c| !is_channel_char(*c)) {
-            return Err(format!(
-                "channel name contains {bad:?}; allowed are A-Z a-z 0-9 _ - . : @"
-            ));
-        }
-        Ok(Self(name.into()))
-    }
-
-    /// A channel of the broker's own, outside the grammar (it starts with
-    /// `~`) so that no HTTP client can name it, to publish, subscribe or list.
-    pub fn internal(name: &str) -> Self {
-        Self(format!("~{name}").into())
-    }
-
-    /// A name read back from the broker's own records (the cluster bus):
-    /// a channel name, or an internal one.
-    pub fn parse_recorded(name: &str) -> Result<Self, String> {
-        match name.strip_prefix('~') {
-            Some(internal) => Self::parse(internal).map(|_| Self(name.into())),
-            None => Self::parse(name),
-        }
-    }
-
-    /// Whether this is one of the broker's [`internal`](Self::internal) channels.
-    pub fn is_internal(&self) -> bool {
-        self.0.starts_with('~')
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-fn is_channel_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@')
-}
-
-impl fmt::Display for ChannelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A validated event type: 1 to 64 printable ASCII characters without spaces,
-/// not starting with the reserved `broker.` prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventType(Arc<str>);
-
-impl EventType {
-    pub fn parse(name: &str) -> Result<Self, String> {
-        if name.is_empty() || name.len() > MAX_EVENT_TYPE_LEN {
-            return Err(format!(
-                "event type must be 1 to {MAX_EVENT_TYPE_LEN} characters"
-            ));
-        }
-        if !name.chars().all(|c| c.is_ascii_graphic()) {
-            return Err("event type may only contain printable ASCII without spaces".into());
-        }
-        if name.starts_with(RESERVED_EVENT_PREFIX) {
-            return Err(format!(
-                "event types starting with {RESERVED_EVENT_PREFIX:?} are reserved"
-            ));
-        }
-        Ok(Self(name.into()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// One of the broker's own notice types (`broker.gap`), which
-    /// [`Self::parse`] refuses from publishers.
-    pub(crate) fn notice(name: &'static str) -> Self {
-        debug_assert!(name.starts_with(RESERVED_EVENT_PREFIX));
-        Self(name.into())
-    }
-}
+use crate::{
+    names::{ChannelName, EventType},
+    sse::{self, Frame},
+};
 
 /// Names one lifetime of a channel's history. New epochs are strictly
 /// increasing within a process and start from the wall clock in microseconds,
@@ -231,6 +134,11 @@ pub enum ResumeFrom {
     Id(EventId),
     /// Something that is not an id of ours: the client missed an unknown amount.
     Unknown(String),
+    /// The [`Event::name`] of the last event the client got (a Mercure
+    /// update's own id): everything after that event, if it is retained.
+    Name(String),
+    /// Everything retained (Mercure's `earliest`).
+    Start,
 }
 
 /// Splits a Last-Event-ID into per-channel resume points. A bare id applies
@@ -261,7 +169,6 @@ pub fn parse_cursor(text: &str, channels: &[ChannelName]) -> Vec<Option<ResumeFr
 
 /// A published event as the channel actor keeps it in history and hands it
 /// to subscribers: encoded once, shared by reference count.
-#[derive(Debug)]
 pub struct Event {
     pub channel: ChannelName,
     pub id: EventId,
@@ -269,9 +176,27 @@ pub struct Event {
     pub frame: Frame,
     /// When the event was accepted; history expiry is measured from here.
     pub published_at: Instant,
+    /// The id its frame carries when that is not [`Self::id`] (a Mercure
+    /// update's own id): a client resumes by naming it ([`ResumeFrom::Name`]).
+    pub name: Option<Arc<str>>,
+    /// What subscribers' filters look at (a Mercure update's topics and
+    /// privacy); opaque to the broker, set by the channel's codec.
+    pub tags: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("channel", &self.channel)
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Event {
+    /// An event of one of our channels: `id: <epoch>-<seq>`, `event:`, `data:`.
     pub fn new(
         channel: ChannelName,
         id: EventId,
@@ -289,23 +214,26 @@ impl Event {
             event_type,
             frame,
             published_at: Instant::now(),
+            name: None,
+            tags: None,
         })
     }
+}
 
-    /// An event read back from a durable store, published at `published_at`.
-    pub fn restored(
-        channel: ChannelName,
-        id: EventId,
-        event_type: Option<EventType>,
-        data: &str,
-        published_at: Instant,
-    ) -> Arc<Self> {
-        let mut event = Self::new(channel, id, event_type, data);
-        if let Some(fresh) = Arc::get_mut(&mut event) {
-            fresh.published_at = published_at;
-        }
-        event
-    }
+/// The `Instant` of a wall-clock time `ms` (ms since 1970), for events read
+/// back from a log; a time in the future counts as now.
+pub fn instant_of(ms: u64) -> Instant {
+    let now = Instant::now();
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    let age = SystemTime::now().duration_since(at).unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// Milliseconds since 1970, as logs stamp events.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -363,41 +291,6 @@ mod tests {
         let a = Epoch::new();
         let b = Epoch::new();
         assert!(b.0 > a.0);
-    }
-
-    /// Channel names follow the documented grammar.
-    #[test]
-    fn channel_grammar() {
-        for ok in [
-            "test",
-            "orders.eu-1",
-            "user:42@site",
-            "a_b",
-            &"x".repeat(128),
-        ] {
-            assert!(ChannelName::parse(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "a b",
-            "a/b",
-            "a,b",
-            "a=b",
-            "é",
-            "a\nb",
-            &"x".repeat(129),
-        ] {
-            assert!(ChannelName::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    /// Event types reject line breaks, spaces and the reserved prefix.
-    #[test]
-    fn event_type_grammar() {
-        assert!(EventType::parse("user.created").is_ok());
-        for bad in ["", "a b", "a\nb", "a\0", "broker.gap", &"x".repeat(65)] {
-            assert!(EventType::parse(bad).is_err(), "{bad:?}");
-        }
     }
 
     /// A cursor assigns each channel its own resume point.

@@ -112,6 +112,16 @@ impl History {
         self.events.is_empty()
     }
 
+    /// The oldest retained event.
+    pub fn oldest(&self) -> Option<&Arc<Event>> {
+        self.events.front()
+    }
+
+    /// The newest retained event.
+    pub fn newest(&self) -> Option<&Arc<Event>> {
+        self.events.back()
+    }
+
     /// Appends the event made with [`Self::next_id`], trimming to `max_events`.
     pub fn push(&mut self, event: Arc<Event>) {
         debug_assert_eq!(event.id, self.next_id());
@@ -148,16 +158,34 @@ impl History {
     /// Everything retained after `from`, and whether that covers all the
     /// client missed. An unusable `from` replays the whole history after a gap.
     pub fn since(&self, from: &ResumeFrom) -> Replay {
+        let floor = EventId {
+            epoch: self.epoch,
+            seq: self.floor,
+        };
         let gap_from_floor = |gap| Replay {
             events: self.events.iter().cloned().collect(),
             gap: Some(gap),
-            from: EventId {
-                epoch: self.epoch,
-                seq: self.floor,
-            },
+            from: floor,
         };
         let id = match from {
             ResumeFrom::Unknown(_) => return gap_from_floor(GapReason::UnknownId),
+            ResumeFrom::Start => {
+                return Replay {
+                    events: self.events.iter().cloned().collect(),
+                    gap: None,
+                    from: floor,
+                };
+            }
+            ResumeFrom::Name(name) => {
+                return match self.events.iter().position(|e| is_named(e, name)) {
+                    Some(at) => Replay {
+                        events: self.events.iter().skip(at + 1).cloned().collect(),
+                        gap: None,
+                        from: self.events[at].id,
+                    },
+                    None => gap_from_floor(GapReason::UnknownId),
+                };
+            }
             ResumeFrom::Id(id) => *id,
         };
         if id.epoch != self.epoch {
@@ -182,8 +210,8 @@ impl History {
 
 /// The replay for a client resuming from `from`, out of what a shared log
 /// (cluster mode) returned: its epoch and head, and the retained `events`
-/// after `from` (every retained event when `from` is not of this epoch or
-/// beyond the head). Same rules as [`History::since`].
+/// after `from` (every retained event when `from` is not an id of this
+/// epoch up to the head). Same rules as [`History::since`].
 pub fn replay_from_log(
     epoch: Epoch,
     head: u64,
@@ -199,6 +227,23 @@ pub fn replay_from_log(
     };
     let id = match from {
         ResumeFrom::Unknown(_) => return with_gap(GapReason::UnknownId, events),
+        ResumeFrom::Start => {
+            return Replay {
+                events,
+                gap: None,
+                from: EventId { epoch, seq: floor },
+            };
+        }
+        ResumeFrom::Name(name) => {
+            return match events.iter().position(|e| is_named(e, name)) {
+                Some(at) => Replay {
+                    from: events[at].id,
+                    events: events.into_iter().skip(at + 1).collect(),
+                    gap: None,
+                },
+                None => with_gap(GapReason::UnknownId, events),
+            };
+        }
         ResumeFrom::Id(id) => *id,
     };
     if id.epoch != epoch {
@@ -217,10 +262,15 @@ pub fn replay_from_log(
     }
 }
 
+/// Whether `event` is the one a client names by its own id.
+fn is_named(event: &Event, name: &str) -> bool {
+    event.name.as_deref() == Some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::event::ChannelName;
+    use crate::names::ChannelName;
 
     fn history(max_events: usize) -> History {
         History::new(Epoch::new(), max_events, Duration::from_secs(60))

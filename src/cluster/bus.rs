@@ -1,34 +1,38 @@
 //! The bus: this node's one Redis pub/sub connection. Every event published
 //! on any node arrives here, in seq order per channel, and goes to the
-//! registry, which hands it to the channel actor of that channel if this
-//! node has one (otherwise it is dropped: nobody here listens).
+//! broker, which hands it to the channel actor of that channel if this node
+//! runs one (otherwise it is dropped: nobody here listens).
 //!
 //! When the connection drops (or a ping goes unanswered) the node marks
 //! itself not connected and reconnects with a wait that doubles from 100 ms
 //! up to `cluster.max_reconnect_delay`. After each (re)subscription it tells
-//! the registry ([`BusResumed`]), and every channel actor reads what it
-//! missed from the log: no event is lost to an outage of the bus.
+//! the broker ([`Broker::bus_resumed`]), and every channel actor reads what
+//! it missed from the log: no event is lost to an outage of the bus.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use actix::Addr;
 use futures_util::StreamExt;
 use log::{debug, info, warn};
 
-use super::{Cluster, ClusterError, log::LogEntry, log::parse_event_type};
-use crate::broker::{
-    ChannelName, RegistryActor, channel::Deliver, event::Epoch, registry::BusResumed,
+use super::{Cluster, ClusterError, log::parse_event_type};
+use crate::{
+    broker::{
+        Broker,
+        event::Epoch,
+        log::{LogEntry, Record},
+    },
+    names::ChannelName,
 };
 
 /// First wait before reconnecting; doubled after each failure.
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 /// Connects, forwards, reconnects, until the task is aborted.
-pub async fn run(cluster: Cluster, registry: Addr<RegistryActor>) {
+pub async fn run(cluster: Cluster, broker: Broker) {
     let mut delay = MIN_RECONNECT_DELAY;
     let mut attempts = 0u32;
     loop {
-        match listen(&cluster, &registry).await {
+        match listen(&cluster, &broker).await {
             Ok(()) => {
                 delay = MIN_RECONNECT_DELAY;
                 attempts = 0;
@@ -56,7 +60,7 @@ pub async fn run(cluster: Cluster, registry: Addr<RegistryActor>) {
 
 /// One connection's life: subscribe, then forward until it breaks. `Ok`
 /// when a subscribed connection ended, `Err` when none could be made.
-async fn listen(cluster: &Cluster, registry: &Addr<RegistryActor>) -> Result<(), ClusterError> {
+async fn listen(cluster: &Cluster, broker: &Broker) -> Result<(), ClusterError> {
     let timeout = cluster.inner.command_timeout;
     let bus = cluster.keys().bus();
     let connect = async {
@@ -73,7 +77,7 @@ async fn listen(cluster: &Cluster, registry: &Addr<RegistryActor>) -> Result<(),
         "cluster bus subscribed node={} channel={bus}",
         cluster.node_id()
     );
-    registry.do_send(BusResumed);
+    broker.bus_resumed();
     let mut ping = tokio::time::interval(cluster.inner.presence_interval);
     ping.tick().await;
     loop {
@@ -81,7 +85,7 @@ async fn listen(cluster: &Cluster, registry: &Addr<RegistryActor>) -> Result<(),
             message = messages.next() => {
                 let Some(message) = message else { return Ok(()) };
                 match parse(message.get_payload_bytes()) {
-                    Some(deliver) => registry.do_send(deliver),
+                    Some((channel, epoch, entry)) => broker.deliver(&channel, epoch, entry),
                     None => debug!("cluster bus message ignored reason=unreadable"),
                 }
             }
@@ -99,7 +103,7 @@ async fn listen(cluster: &Cluster, registry: &Addr<RegistryActor>) -> Result<(),
 }
 
 /// `<channel>\n<epoch>\n<seq>\n<ms>\n<type>\n<data>` (data may hold line breaks).
-fn parse(payload: &[u8]) -> Option<Deliver> {
+fn parse(payload: &[u8]) -> Option<(ChannelName, Epoch, LogEntry)> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut parts = text.splitn(6, '\n');
     let channel = ChannelName::parse_recorded(parts.next()?).ok()?;
@@ -108,16 +112,15 @@ fn parse(payload: &[u8]) -> Option<Deliver> {
     let published_ms = parts.next()?.parse().ok()?;
     let event_type = parse_event_type(parts.next()?);
     let data = parts.next()?.to_owned();
-    Some(Deliver {
+    Some((
         channel,
         epoch,
-        entry: LogEntry {
+        LogEntry {
             seq,
             published_ms,
-            event_type,
-            data,
+            record: Record { event_type, data },
         },
-    })
+    ))
 }
 
 #[cfg(test)]
@@ -127,12 +130,12 @@ mod tests {
     /// A bus message with line breaks in its data parses whole.
     #[test]
     fn parses_bus_message() {
-        let deliver =
+        let (channel, _, entry) =
             parse(b"orders\n1700000000000001\n3\n99\nuser.created\nline 1\nline 2").unwrap();
-        assert_eq!(deliver.channel.as_str(), "orders");
-        assert_eq!(deliver.entry.seq, 3);
-        assert_eq!(deliver.entry.data, "line 1\nline 2");
-        assert_eq!(deliver.entry.event_type.unwrap().as_str(), "user.created");
+        assert_eq!(channel.as_str(), "orders");
+        assert_eq!(entry.seq, 3);
+        assert_eq!(entry.record.data, "line 1\nline 2");
+        assert_eq!(entry.record.event_type.unwrap().as_str(), "user.created");
         assert!(parse(b"bad channel\n1\n1\n1\n\nx").is_none());
     }
 }

@@ -20,10 +20,18 @@
 
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::Script;
 
 use super::{Cluster, ClusterError};
-use crate::broker::{ChannelName, EventId, EventType, event::Epoch};
+use crate::{
+    broker::{
+        EventId,
+        event::Epoch,
+        log::{FetchFrom, Fetched, LogEntry, LogError, Record, SharedLog},
+    },
+    names::{ChannelName, EventType},
+};
 
 /// KEYS: epoch, seq, stream. ARGV: channel, event type ('' for none), data,
 /// max events, max age ms, bus channel. Returns {epoch, seq}.
@@ -100,38 +108,6 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[3], start, '+')) do
 end
 return out
 "#;
-
-/// One event as the log keeps it.
-#[derive(Debug, Clone)]
-pub struct LogEntry {
-    pub seq: u64,
-    /// When Redis accepted it, in ms since the Unix epoch.
-    pub published_ms: u64,
-    pub event_type: Option<EventType>,
-    pub data: String,
-}
-
-/// A channel's state in the log, and the events after the asked position.
-#[derive(Debug)]
-pub struct Fetched {
-    pub epoch: Epoch,
-    /// The seq of the newest event ever published in this epoch.
-    pub head: u64,
-    /// Retained events in seq order.
-    pub entries: Vec<LogEntry>,
-}
-
-/// What to read from the log.
-#[derive(Debug, Clone, Copy)]
-pub enum FetchFrom {
-    /// Only the epoch and the head.
-    Head,
-    /// Every retained event.
-    All,
-    /// The retained events after this position (all of them when it is of
-    /// another epoch or beyond the head).
-    After(EventId),
-}
 
 /// The compiled scripts (loaded once, then run with EVALSHA).
 pub struct Scripts {
@@ -251,8 +227,10 @@ fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
         entries.push(LogEntry {
             seq: parse_u64(&seq, "seq")?,
             published_ms: parse_u64(&next(), "time")?,
-            event_type: parse_event_type(&next()),
-            data: next(),
+            record: Record {
+                event_type: parse_event_type(&next()),
+                data: next(),
+            },
         });
     }
     Ok(Fetched {
@@ -260,6 +238,34 @@ fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
         head,
         entries,
     })
+}
+
+/// The broker's shared log (cluster mode) is this Redis.
+impl SharedLog for Cluster {
+    fn append(
+        &self,
+        channel: &ChannelName,
+        record: Record,
+    ) -> BoxFuture<'static, Result<EventId, LogError>> {
+        let (cluster, channel) = (self.clone(), channel.clone());
+        Box::pin(async move {
+            let event_type = record.event_type.as_ref();
+            Ok(cluster.publish(&channel, event_type, &record.data).await?)
+        })
+    }
+
+    fn fetch(
+        &self,
+        channel: &ChannelName,
+        from: FetchFrom,
+    ) -> BoxFuture<'static, Result<Fetched, LogError>> {
+        let (cluster, channel) = (self.clone(), channel.clone());
+        Box::pin(async move { Ok(Cluster::fetch(&cluster, &channel, from).await?) })
+    }
+
+    fn receiving(&self) -> bool {
+        self.bus_is_up()
+    }
 }
 
 #[cfg(test)]
@@ -288,10 +294,15 @@ mod tests {
         assert_eq!(fetched.epoch.raw(), 1_700_000_000_000_001);
         assert_eq!(fetched.head, 7);
         assert_eq!(fetched.entries.len(), 2);
-        assert_eq!(fetched.entries[0].data, "a\nb");
-        assert!(fetched.entries[0].event_type.is_none());
+        assert_eq!(fetched.entries[0].record.data, "a\nb");
+        assert!(fetched.entries[0].record.event_type.is_none());
         assert_eq!(
-            fetched.entries[1].event_type.as_ref().unwrap().as_str(),
+            fetched.entries[1]
+                .record
+                .event_type
+                .as_ref()
+                .unwrap()
+                .as_str(),
             "t"
         );
         assert!(parse_fetched(vec!["1".into()]).is_err());

@@ -6,12 +6,14 @@
 //! connection per node carries every event to every node: [`bus`]) and the
 //! *directory* (subscriber counts per node and the pulse book: [`presence`]).
 //! The channel actors stay the local fan-out point: they receive bus events
-//! through the registry, deliver them in seq order, and read the log to
+//! through the broker, deliver them in seq order, and read the log to
 //! replay and to fill any hole in what the bus brought.
 //!
-//! [`Cluster`] is the node's handle on all of this: cheap to clone, shared
-//! by the registry, the channel actors and the HTTP handlers. Its
-//! [`Cluster::is_connected`] is the node's readiness.
+//! [`Cluster`] is the node's handle on all of this, cheap to clone. The
+//! broker core sees it only through the traits it defines: the shared log
+//! ([`SharedLog`](crate::broker::log::SharedLog), in `log`) and the other
+//! nodes ([`Peers`](crate::broker::peers::Peers), in `presence`); its
+//! [`ReadinessCheck`] is the node's readiness.
 
 pub mod bus;
 pub mod log;
@@ -25,13 +27,14 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use actix::Addr;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::AbortHandle;
 
 use crate::{
-    broker::{ChannelName, RegistryActor},
+    broker::{Broker, BrokerError, log::LogError},
     config::{ClusterSettings, HistorySettings, PulseSettings},
+    names::ChannelName,
+    readiness::ReadinessCheck,
 };
 
 /// Why Redis could not do what was asked.
@@ -45,6 +48,19 @@ pub enum ClusterError {
     Protocol(String),
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(String),
+}
+
+impl From<ClusterError> for LogError {
+    fn from(err: ClusterError) -> Self {
+        LogError(err.to_string())
+    }
+}
+
+impl From<ClusterError> for BrokerError {
+    /// Redis failed: the request cannot be served now (503, Retry-After).
+    fn from(err: ClusterError) -> Self {
+        BrokerError::StoreUnavailable(err.to_string())
+    }
 }
 
 /// The node's handle on the cluster (see the module docs).
@@ -171,11 +187,11 @@ impl Cluster {
         })
     }
 
-    /// Starts the bus (events from Redis to `registry`) and the presence
+    /// Starts the bus (events from Redis to the `broker`) and the presence
     /// refresh. Must run inside the actix system.
-    pub fn start(&self, registry: Addr<RegistryActor>) {
-        let bus = actix::spawn(bus::run(self.clone(), registry.clone()));
-        let presence = actix::spawn(presence::run(self.clone(), registry));
+    pub fn start(&self, broker: Broker) {
+        let bus = actix::spawn(bus::run(self.clone(), broker.clone()));
+        let presence = actix::spawn(presence::run(self.clone(), broker));
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks.push(bus.abort_handle());
         tasks.push(presence.abort_handle());
@@ -237,7 +253,7 @@ impl Cluster {
 
 /// `GET /readyz`: not ready while Redis is out of reach (publishes would
 /// answer 503 and no events arrive).
-impl crate::readiness::ReadinessCheck for Cluster {
+impl ReadinessCheck for Cluster {
     fn name(&self) -> &'static str {
         "cluster"
     }

@@ -19,14 +19,17 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use actix::Addr;
+use futures_util::future::BoxFuture;
 use redis::Script;
 
 use super::{Cluster, ClusterError, now_ms};
-use crate::broker::{
-    ChannelName, RegistryActor,
-    pulse::{PulseRecord, rfc3339},
-    registry::ListChannels,
+use crate::{
+    broker::{
+        Broker, BrokerError,
+        peers::Peers,
+        pulse::{PulseRecord, rfc3339},
+    },
+    names::ChannelName,
 };
 
 /// KEYS: clients set, times list, count. ARGV: client, now ms, keep,
@@ -56,18 +59,13 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// Refreshes this node's subscriber counts every interval, until aborted.
-pub async fn run(cluster: Cluster, registry: Addr<RegistryActor>) {
+pub async fn run(cluster: Cluster, broker: Broker) {
     let mut tick = tokio::time::interval(cluster.inner.presence_interval);
     loop {
         tick.tick().await;
-        let Ok(channels) = registry.send(ListChannels { name: None }).await else {
+        let Ok(counts) = broker.local_subscriber_counts().await else {
             return;
         };
-        let counts: Vec<(String, u64)> = channels
-            .into_iter()
-            .filter(|c| c.subscribers > 0)
-            .map(|c| (c.name, c.subscribers))
-            .collect();
         if let Err(err) = cluster.write_subscriber_counts(&counts).await {
             log::debug!("subscriber counts not written error={err}");
         }
@@ -205,5 +203,28 @@ impl Cluster {
             });
         }
         Ok(records)
+    }
+}
+
+/// The other nodes, as the broker asks about them.
+impl Peers for Cluster {
+    fn subscriber_counts(&self) -> BoxFuture<'static, Result<HashMap<String, u64>, BrokerError>> {
+        let cluster = self.clone();
+        Box::pin(async move { Ok(cluster.remote_subscriber_counts().await?) })
+    }
+
+    fn record_pulse(&self, client: &str) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let (cluster, client) = (self.clone(), client.to_owned());
+        Box::pin(async move { Ok(Cluster::record_pulse(&cluster, &client).await?) })
+    }
+
+    fn pulse_records(&self) -> BoxFuture<'static, Result<Vec<PulseRecord>, BrokerError>> {
+        let cluster = self.clone();
+        Box::pin(async move { Ok(Cluster::pulse_records(&cluster).await?) })
+    }
+
+    fn pulse_clients(&self) -> BoxFuture<'static, Result<Vec<String>, BrokerError>> {
+        let cluster = self.clone();
+        Box::pin(async move { Ok(Cluster::pulse_clients(&cluster).await?) })
     }
 }

@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header};
@@ -20,9 +20,9 @@ use governor::{
 use super::AppState;
 use crate::{
     auth::{Auth, Grant},
-    broker::ChannelName,
     config::LimitsSettings,
     error::ApiError,
+    names::ChannelName,
 };
 
 /// The token in `Authorization: Bearer <token>`; `Ok(None)` without the header.
@@ -267,9 +267,4 @@ impl Drop for StreamSlot {
             }
         }
     }
-}
-
-/// How long until `at`, for the stream's expiry timer.
-pub fn until(at: SystemTime) -> Duration {
-    at.duration_since(SystemTime::now()).unwrap_or_default()
 }

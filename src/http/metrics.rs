@@ -5,19 +5,14 @@
 //! succeeds, with the previous sample (and a high `registry_latency_seconds`
 //! would have shown why on the scrape before).
 
-use std::time::Instant;
-
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
-use crate::broker::registry::{SAMPLE_TIMEOUT, SampleMetrics};
+use crate::broker::registry::SAMPLE_TIMEOUT;
 
 /// `GET /metrics`
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let sample = state.registry.send(SampleMetrics {
-        sent_at: Instant::now(),
-    });
-    if tokio::time::timeout(SAMPLE_TIMEOUT, sample).await.is_err() {
+    if !state.broker.sample_metrics(SAMPLE_TIMEOUT).await {
         log::warn!(
             "metrics sample timed out timeout_ms={}",
             SAMPLE_TIMEOUT.as_millis()

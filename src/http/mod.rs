@@ -1,5 +1,10 @@
-//! The HTTP API: one file per resource, each handler thin (validate, send
-//! one message to the registry, shape the answer). [`configure`] mounts them.
+//! The HTTP API: one file per resource, each handler thin (validate, ask
+//! the broker once, shape the answer). [`configure`] mounts them.
+//!
+//! Event streams of every protocol are opened by [`opening`] and written by
+//! one of the two [`writer`]s from a subscriber's [`outbox`]; [`guard`]
+//! holds the token checks and request limits, [`body`] request bodies. The
+//! broker's errors become [`ApiError`]s here, in one place.
 
 pub mod body;
 pub mod channels;
@@ -7,43 +12,36 @@ pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod opening;
+pub mod outbox;
 pub mod publish;
 pub mod pulse;
 pub mod session;
 pub mod stream;
+pub mod writer;
 
 use std::{sync::Arc, time::Instant};
 
-use actix::Addr;
 use actix_web::{HttpRequest, web};
-use tokio::sync::oneshot;
 
 use crate::{
     auth::Auth,
-    broker::{
-        ChannelName, EventType, RegistryActor, await_reply,
-        channel::{Publish, Published},
-        registry::Directory,
-    },
-    cluster::Cluster,
+    broker::{Broker, BrokerError, log::Record, message::Published},
     config::Settings,
     error::ApiError,
     metrics::Metrics,
+    names::{ChannelName, EventType},
     readiness::Readiness,
 };
 
 /// What every handler shares.
 pub struct AppState {
-    pub registry: Addr<RegistryActor>,
-    /// Running channels: a publish goes straight to its channel's actor.
-    pub directory: Directory,
+    pub broker: Broker,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub auth: Auth,
     pub limits: guard::Limits,
-    /// Set in cluster mode; `is_connected()` is the node's readiness.
-    pub cluster: Option<Cluster>,
 }
 
 impl AppState {
@@ -62,19 +60,26 @@ impl AppState {
         data: String,
         received_at: Instant,
     ) -> Result<Published, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let msg = Publish {
-            channel,
-            event_type,
-            data,
-            reply: Some(reply),
-            received_at,
-            mirror: true,
-        };
-        if let Err(msg) = self.directory.publish(msg) {
-            self.registry.do_send(msg);
+        let record = Record { event_type, data };
+        Ok(self
+            .broker
+            .publish(&channel, record, received_at, false)
+            .await?)
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    /// The one mapping of the broker's refusals to HTTP (a full broker and
+    /// a failed backend are 503 with Retry-After).
+    fn from(err: BrokerError) -> Self {
+        match err {
+            BrokerError::TooManyChannels(_) => Self::TooManyChannels(err.to_string()),
+            BrokerError::UnknownChannel(_) => Self::NotFound(err.to_string()),
+            BrokerError::TooManySubscribers(_) => Self::TooManySubscribers(err.to_string()),
+            BrokerError::ShuttingDown
+            | BrokerError::Unavailable
+            | BrokerError::StoreUnavailable(_) => Self::Unavailable(err.to_string()),
         }
-        Ok(await_reply(answer).await?)
     }
 }
 

@@ -57,7 +57,8 @@ mod tests {
         let spec = spec();
         let hub = &spec["paths"]["/.well-known/mercure"];
         assert!(hub["get"].is_object() && hub["head"].is_object() && hub["post"].is_object());
-        let path = crate::mercure::hub::SUBSCRIPTIONS_PATH;
+        // The Mercure adapter mounts these (`mercure::subscriptions`).
+        let path = "/.well-known/mercure/subscriptions";
         for rest in [
             "",
             "/{topic}",

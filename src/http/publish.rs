@@ -13,8 +13,8 @@ use super::{
     guard::Publisher,
 };
 use crate::{
-    broker::{ChannelName, EventType},
     error::ApiError,
+    names::{ChannelName, EventType},
 };
 
 /// Most events in one batch publish.

@@ -9,14 +9,7 @@ use super::{
     AppState,
     body::{BodyKind, read_body, utf8},
 };
-use crate::{
-    broker::{
-        ChannelName,
-        pulse::validate_client_id,
-        registry::{ListPulses, Pulse},
-    },
-    error::ApiError,
-};
+use crate::{broker::pulse::validate_client_id, error::ApiError, names::ChannelName};
 
 /// A pulse body: the seed's bare JSON string, or an object naming a channel.
 #[derive(Debug, Deserialize)]
@@ -63,31 +56,12 @@ pub async fn pulse(
         .map(|c| ChannelName::parse(&c))
         .transpose()
         .map_err(ApiError::InvalidChannel)?;
-    if let Some(cluster) = &state.cluster {
-        cluster.record_pulse(&client_id).await?;
-    }
     let client: Arc<str> = client_id.as_str().into();
-    state.registry.do_send(Pulse {
-        client_id: client,
-        channel,
-    });
+    state.broker.pulse(client, channel).await?;
     Ok(HttpResponse::Ok().json(PulseAnswer { id: client_id }))
 }
 
 /// `GET /pulses`: every remembered client, most recently seen first.
 pub async fn pulses(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if let Some(cluster) = &state.cluster {
-        let records = cluster.pulse_records().await?;
-        return Ok(HttpResponse::Ok().json(records));
-    }
-    let records = state
-        .registry
-        .send(ListPulses)
-        .await
-        .map_err(|_| unavailable())?;
-    Ok(HttpResponse::Ok().json(records))
-}
-
-pub fn unavailable() -> ApiError {
-    ApiError::Unavailable("the broker did not answer".into())
+    Ok(HttpResponse::Ok().json(state.broker.pulses().await?))
 }

@@ -11,12 +11,8 @@ use super::{
     body::{BodyKind, read_body, utf8},
     guard::Publisher,
     publish::PublishedEvent,
-    pulse::unavailable,
 };
-use crate::{
-    broker::{ChannelName, pulse::validate_client_id, registry::KnownClients},
-    error::ApiError,
-};
+use crate::{broker::pulse::validate_client_id, error::ApiError, names::ChannelName};
 
 /// The channel browser tabs listen on for their own id.
 pub const KILL_CHANNEL: &str = "killSession";
@@ -71,19 +67,7 @@ pub async fn kill_all(
     publisher: Publisher,
 ) -> Result<HttpResponse, ApiError> {
     publisher.check(&kill_channel())?;
-    let clients: Vec<std::sync::Arc<str>> = match &state.cluster {
-        Some(cluster) => cluster
-            .pulse_clients()
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect(),
-        None => state
-            .registry
-            .send(KnownClients)
-            .await
-            .map_err(|_| unavailable())?,
-    };
+    let clients = state.broker.known_clients().await?;
     let mut events = Vec::with_capacity(clients.len());
     for client in &clients {
         events.push(kill(&state, client).await?);

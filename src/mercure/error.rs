@@ -50,13 +50,17 @@ impl From<BrokerError> for MercureError {
 }
 
 impl From<ApiError> for MercureError {
-    /// Body reading errors of the shared helpers.
+    /// Errors of the shared HTTP helpers (body reading, limits, opening a
+    /// stream).
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::PayloadTooLarge { limit } => Self::PayloadTooLarge { limit },
             limit @ (ApiError::RateLimited { .. }
             | ApiError::TooManyStreams(_)
-            | ApiError::TooManySubscribers(_)) => Self::Limit(limit),
+            | ApiError::TooManySubscribers(_)
+            | ApiError::TooManyChannels(_)) => Self::Limit(limit),
+            ApiError::Unavailable(why) => Self::Unavailable(why),
+            ApiError::NotFound(why) => Self::NotFound(why),
             other => Self::BadRequest(other.to_string()),
         }
     }

@@ -1,13 +1,18 @@
 //! The Mercure protocol (<https://mercure.rocks>): a hub at
 //! `/.well-known/mercure` that Mercure publishers and subscribers (Symfony,
 //! API Platform, Laravel packages, the JavaScript `EventSource` examples)
-//! use unchanged, running on the broker's actors beside our own channels.
+//! use unchanged. It is a protocol adapter over the broker core, not a
+//! second broker: the hub is one internal channel of the broker, whose log
+//! orders every update and whose members are the Mercure subscribers, each
+//! with a filter (see [`hub`]). Its streams are opened and written like
+//! every other stream (`crate::http::opening`, `crate::http::writer`).
 //!
 //! ## Parts
-//! - [`hub`]: `HubActor`, the Mercure history and subscribers, fan-out with
-//!   per-subscriber topic and authorization filtering, subscription events.
-//! - [`routes`]: the HTTP endpoints (subscribe, publish, subscriptions API)
-//!   and the `MercureStream` response body.
+//! - [`hub`]: the hub's channel, its codec, the subscribers' filter and the
+//!   bridge from our channels.
+//! - [`subscribe`], [`publish`], [`subscriptions`]: the HTTP endpoints
+//!   (subscribe and `HEAD`, publish, the subscriptions API and events).
+//! - [`query`]: reading query strings and forms, and the hub's URL.
 //! - [`auth`]: finding and checking JWTs (`mercure.publish`,
 //!   `mercure.subscribe`, `mercure.payload` claims, and draft-08
 //!   `authorization_details`).
@@ -20,33 +25,51 @@
 //! A public update whose topic is a valid channel name is also published on
 //! that channel (`/stream/{channel}` subscribers get it); an event published
 //! on a channel (`POST /publish/{channel}`, batches, the demo) is also a
-//! public Mercure update whose topic is the channel name. Channel actors
-//! offer their events to the hub ([`crate::broker::registry::ChannelPublished`],
-//! the registry in cluster mode); the hub publishes its own with `mirror`
-//! unset, which are not offered back, so nothing loops.
+//! public Mercure update whose topic is the channel name
+//! (`mercure.channel_updates`). Both are published as copies, which are
+//! never bridged back, so nothing loops.
 
 pub mod auth;
 pub mod error;
 pub mod hub;
-pub mod routes;
+pub mod publish;
+pub mod query;
+pub mod subscribe;
+pub mod subscriptions;
 pub mod topic;
 pub mod update;
 
 use std::sync::Arc;
 
-use actix::Addr;
-
-pub use hub::HubActor;
+use actix_web::web;
 
 use crate::{config::Settings, metrics::Metrics};
 
-/// What the Mercure handlers share.
+/// What the Mercure handlers share (the broker is the HTTP layer's
+/// `AppState`, which the hub's requests reach as well).
 pub struct MercureState {
-    pub hub: Addr<HubActor>,
-    /// Subscriptions in the whole broker, shared with the channels
-    /// (`limits.max_subscribers` counts both APIs).
-    pub total_subscribers: Arc<std::sync::atomic::AtomicU64>,
     pub tokens: auth::TokenChecker,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    /// This node's active subscriptions (the subscriptions API).
+    pub subscriptions: Arc<subscriptions::SubscriptionBook>,
+}
+
+/// Mounts the hub's routes.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<MercureState>) {
+    let with_api = state.settings.mercure.subscriptions;
+    cfg.app_data(state).service(
+        web::resource(query::HUB_PATH)
+            .route(web::get().to(subscribe::subscribe))
+            .route(web::head().to(subscribe::subscribe_head))
+            .route(web::post().to(publish::publish)),
+    );
+    if with_api {
+        let path = subscriptions::SUBSCRIPTIONS_PATH;
+        cfg.route(path, web::get().to(subscriptions::subscriptions_api))
+            .route(
+                &format!("{path}/{{rest:.*}}"),
+                web::get().to(subscriptions::subscriptions_api),
+            );
+    }
 }

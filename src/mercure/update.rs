@@ -1,12 +1,11 @@
-//! A Mercure update: its topics, privacy, id, and its `text/event-stream`
-//! encoding, made once when the hub accepts it and shared by every
-//! subscriber that receives it.
+//! A Mercure update: what a publisher asks for ([`UpdateDraft`], which is
+//! also what the hub's channel keeps in its log, serialised as JSON), the
+//! tags its subscribers' filters read ([`UpdateTags`]), and its
+//! `text/event-stream` encoding, made once per update.
 //!
 //! The encoding follows the reference hub: `event:` (the `type`), `retry:`,
 //! `id:`, then one `data:` line per line of the payload (split on `\r\n`,
 //! `\n` and `\r`, see [`crate::sse::split_lines`]).
-
-use std::{sync::Arc, time::Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -16,53 +15,26 @@ use crate::sse;
 /// The `Last-Event-ID` asking for the whole history.
 pub const EARLIEST: &str = "earliest";
 
-/// What a publisher asks the hub to send (validated by the publish handler).
-/// Serialized as JSON, it is also what the hub's shared log carries.
+/// What a publisher asks the hub to send (validated by the publish handler),
+/// with its id filled in: the record the hub's channel logs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateDraft {
     /// One or more topics; the first is the canonical one.
     pub topics: Vec<String>,
     pub data: String,
     pub private: bool,
-    /// The publisher's id; the hub makes one when `None`.
+    /// The publisher's id, or the one the hub made.
     pub id: Option<String>,
     #[serde(rename = "type")]
     pub event_type: Option<String>,
     pub retry: Option<u64>,
 }
 
-/// An accepted update as the hub keeps it in history and sends it.
+/// What a subscriber's filter reads of an update (the event's tags).
 #[derive(Debug)]
-pub struct Update {
-    pub id: String,
+pub struct UpdateTags {
     pub topics: Vec<String>,
     pub private: bool,
-    /// The whole SSE event, encoded once.
-    pub frame: Bytes,
-    /// When the hub accepted it; history expiry is measured from here.
-    pub published_at: Instant,
-}
-
-impl Update {
-    /// Gives `draft` its id (a fresh `urn:uuid:` unless the publisher chose
-    /// one) and encodes it.
-    pub fn accept(draft: UpdateDraft) -> Arc<Self> {
-        Self::accept_at(draft, Instant::now())
-    }
-
-    /// As [`accept`](Self::accept), for an update accepted at `published_at`
-    /// (one read back from the hub's shared log).
-    pub fn accept_at(draft: UpdateDraft, published_at: Instant) -> Arc<Self> {
-        let id = draft.id.unwrap_or_else(new_id);
-        let frame = encode(&id, draft.event_type.as_deref(), draft.retry, &draft.data);
-        Arc::new(Self {
-            id,
-            topics: draft.topics,
-            private: draft.private,
-            frame,
-            published_at,
-        })
-    }
 }
 
 /// A fresh, unguessable update id.

@@ -3,11 +3,11 @@
 //! copy-on-write B-tree with checksummed, fsync'd commits).
 //!
 //! Who talks to it: `startup` opens the [`Store`] (a damaged or unreadable
-//! file stops the broker with an error naming it) and closes it after the
-//! drain; a [`ChannelActor`](crate::broker::ChannelActor) in durable mode
-//! keeps a [`DurableLog`] (see `log`), which restores the channel from the
-//! store when the actor starts and sends every publish to the writer (see
-//! `writer`); `/readyz` asks [`Store::check`].
+//! file stops the broker with an error naming it), hands it to the broker as
+//! its [`DurableStore`] and closes it after the drain. A channel actor in
+//! durable mode restores its channel from the store when it starts and hands
+//! every publish to the writer (see `writer`), delivering the event only
+//! once its commit is on disk; `/readyz` asks the store's [`ReadinessCheck`].
 //!
 //! Tables:
 //! - `events`: `(channel, seq)` → `(published_at in ms since 1970, event type
@@ -19,7 +19,6 @@
 //! transaction; every write goes through the one writer thread, which groups
 //! them into commits and acknowledges each append once its commit is on disk.
 
-mod log;
 mod writer;
 
 use std::{
@@ -29,20 +28,24 @@ use std::{
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
 use futures_util::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-pub use log::DurableLog;
 pub use writer::Append;
 
 use crate::{
-    broker::{ChannelName, Event, EventId, EventType, event::Epoch},
+    broker::{
+        EventId,
+        event::Epoch,
+        log::{DurableStore, Fetched, LogEntry, LogError, Record},
+    },
     config::HistorySettings,
     metrics::Metrics,
+    names::{ChannelName, EventType},
     readiness::ReadinessCheck,
 };
 
@@ -80,9 +83,6 @@ pub enum StoreError {
     /// The writer has stopped (shutdown).
     #[error("the history store {0} no longer accepts writes")]
     Closed(PathBuf),
-    /// The writer went away without answering.
-    #[error("the history store writer stopped")]
-    Gone,
 }
 
 /// What to do about a file that does not open.
@@ -93,15 +93,6 @@ const ADVICE_IN_USE: &str = "Another sse-broker process is using this data direc
      or give this one another --data-dir";
 const ADVICE_ACCESS: &str = "Check that the folder exists or can be created, and that this user \
      may read and write it and the file";
-
-/// A channel as the store has it.
-#[derive(Debug)]
-pub struct StoredChannel {
-    pub epoch: Epoch,
-    pub head: u64,
-    /// The retained events, oldest first, contiguous up to `head`.
-    pub events: Vec<Arc<Event>>,
-}
 
 /// A handle on the open store; cheap to clone.
 #[derive(Clone)]
@@ -194,8 +185,9 @@ impl Store {
 
     /// Reads `channel` as it was last committed: `None` when the store does
     /// not know it (a new channel, or one whose history expired). Blocks the
-    /// caller for one read transaction.
-    pub fn load(&self, channel: &ChannelName) -> Result<Option<StoredChannel>, StoreError> {
+    /// caller for one read transaction. The retained events come back oldest
+    /// first, contiguous up to the head.
+    pub fn load(&self, channel: &ChannelName) -> Result<Option<Fetched>, StoreError> {
         let failed = |reason: String| StoreError::Failed {
             path: self.inner.path.clone(),
             reason,
@@ -216,14 +208,12 @@ impl Store {
             return Ok(None);
         };
         let events_table = txn.open_table(EVENTS).map_err(|e| failed(e.to_string()))?;
-        let epoch = Epoch::from_raw(epoch);
         // Only the newest `max_events` can be retained, whatever the disk
         // still holds (e.g. after max_events was lowered).
         let first = (head + 1)
             .saturating_sub(self.inner.max_events as u64)
             .max(1);
-        let now = (Instant::now(), SystemTime::now());
-        let mut events = Vec::new();
+        let mut entries: Vec<LogEntry> = Vec::new();
         let rows = events_table
             .range((channel.as_str(), first)..=(channel.as_str(), head))
             .map_err(|e| failed(e.to_string()))?;
@@ -239,20 +229,19 @@ impl Store {
                     ))
                 })?),
             };
-            let id = EventId { epoch, seq };
-            let event = Event::restored(
-                channel.clone(),
-                id,
-                event_type,
-                data,
-                instant_of(published_ms, now),
-            );
-            events.push(event);
+            entries.push(LogEntry {
+                seq,
+                published_ms,
+                record: Record {
+                    event_type,
+                    data: data.to_owned(),
+                },
+            });
         }
         // Retained seqs are contiguous; keep the newest contiguous run.
         let mut start = 0;
-        for i in 1..events.len() {
-            if events[i].id.seq != events[i - 1].id.seq + 1 {
+        for i in 1..entries.len() {
+            if entries[i].seq != entries[i - 1].seq + 1 {
                 start = i;
             }
         }
@@ -260,17 +249,17 @@ impl Store {
             ::log::warn!(
                 "history store hole channel={channel} path={} kept_from_seq={}",
                 self.inner.path.display(),
-                events[start].id.seq
+                entries[start].seq
             );
-            events.drain(..start);
+            entries.drain(..start);
         }
-        if events.last().is_some_and(|e| e.id.seq != head) {
-            events.clear();
+        if entries.last().is_some_and(|e| e.seq != head) {
+            entries.clear();
         }
-        Ok(Some(StoredChannel {
-            epoch,
+        Ok(Some(Fetched {
+            epoch: Epoch::from_raw(epoch),
             head,
-            events,
+            entries,
         }))
     }
 
@@ -278,15 +267,16 @@ impl Store {
     /// is on disk (or failed).
     pub fn append(&self, append: Append) {
         if self.inner.failed.load(Ordering::Acquire) {
-            let _ = append.done.send(Err(self.failed_error()));
+            let _ = append
+                .done
+                .send(Err(LogError(self.failed_error().to_string())));
             return;
         }
         if let Err(mpsc::SendError(writer::Command::Append(append))) =
             self.inner.commands.send(writer::Command::Append(append))
         {
-            let _ = append
-                .done
-                .send(Err(StoreError::Closed(self.inner.path.clone())));
+            let closed = StoreError::Closed(self.inner.path.clone());
+            let _ = append.done.send(Err(LogError(closed.to_string())));
         }
     }
 
@@ -310,21 +300,6 @@ impl Store {
             let _ = closed.await;
         }
     }
-}
-
-/// The wall-clock time `ms` (ms since 1970) as an `Instant`, given the
-/// present in both clocks. A time in the future counts as now.
-fn instant_of(ms: u64, (now, wall): (Instant, SystemTime)) -> Instant {
-    let at = UNIX_EPOCH + Duration::from_millis(ms);
-    let age = wall.duration_since(at).unwrap_or_default();
-    now.checked_sub(age).unwrap_or(now)
-}
-
-/// Milliseconds since 1970, as events are stamped on disk.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Names the file and says what to do, by kind of failure.
@@ -415,6 +390,34 @@ pub fn row_counts(path: &Path) -> Result<(u64, u64), StoreError> {
         channels.len().map_err(|e| failed(e.to_string()))?,
         events.len().map_err(|e| failed(e.to_string()))?,
     ))
+}
+
+/// The broker's durable history is this store.
+impl DurableStore for Store {
+    fn load(&self, channel: &ChannelName) -> Result<Option<Fetched>, LogError> {
+        Store::load(self, channel).map_err(|err| LogError(err.to_string()))
+    }
+
+    fn append(
+        &self,
+        channel: &ChannelName,
+        id: EventId,
+        published_ms: u64,
+        record: Record,
+    ) -> oneshot::Receiver<Result<(), LogError>> {
+        let (done, answer) = oneshot::channel();
+        Store::append(
+            self,
+            Append {
+                channel: channel.clone(),
+                id,
+                published_ms,
+                record,
+                done,
+            },
+        );
+        answer
+    }
 }
 
 /// `/readyz`: the store takes writes (no commit has failed).

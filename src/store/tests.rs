@@ -4,17 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
 use crate::{
     broker::{
-        ChannelName, Delivery, RegistryActor, ResumeFrom, await_reply,
-        registry::ListChannels,
+        Broker, RegistryActor, ResumeFrom, await_reply,
+        subscriber::Delivery,
         testing::{send_publish, send_subscribe, subscribe},
     },
     config::{Settings, SyncPolicy},
     metrics::Metrics,
+    names::ChannelName,
     store::Store,
 };
 
@@ -27,12 +29,10 @@ fn settings(dir: &std::path::Path, sync: SyncPolicy) -> Settings {
     settings
 }
 
-fn registry(settings: &Settings) -> (Addr<RegistryActor>, Store) {
+fn registry(settings: &Settings) -> (Broker, Store) {
     let store = Store::open(&settings.history, &Metrics::detached()).expect("the store opens");
-    let registry = RegistryActor::new(settings)
-        .with_store(store.clone())
-        .start();
-    (registry, store)
+    let registry = RegistryActor::new(settings).with_durable(Arc::new(store.clone()));
+    (Broker::start(registry, None), store)
 }
 
 async fn next_seq(rx: &mut mpsc::Receiver<Delivery>) -> u64 {
@@ -91,9 +91,7 @@ async fn idle_channel_is_restored_from_disk() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let listed = registry
-            .send(ListChannels {
-                name: Some(channel.clone()),
-            })
+            .channels(Some(channel.clone()))
             .await
             .expect("the registry answers");
         if listed.is_empty() {

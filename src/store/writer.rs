@@ -46,11 +46,16 @@ use metrics::Gauge;
 use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
-use super::{CHANNELS, EVENTS, StoreError, now_ms};
+use super::{CHANNELS, EVENTS, StoreError};
 use crate::{
-    broker::{ChannelName, EventId, EventType},
+    broker::{
+        EventId,
+        event::now_ms,
+        log::{LogError, Record},
+    },
     config::{HistorySettings, SyncPolicy},
     metrics::Metrics,
+    names::{ChannelName, EventType},
 };
 
 /// Most appends in one commit: bounds a transaction's size and how long the
@@ -72,10 +77,9 @@ pub struct Append {
     pub id: EventId,
     /// Milliseconds since 1970: age retention after a restart counts from here.
     pub published_ms: u64,
-    pub event_type: Option<EventType>,
-    pub data: String,
+    pub record: Record,
     /// Answered once the commit holding the event is on disk, or failed.
-    pub done: oneshot::Sender<Result<(), StoreError>>,
+    pub done: oneshot::Sender<Result<(), LogError>>,
 }
 
 pub enum Command {
@@ -196,10 +200,11 @@ impl Writer {
                     );
                 }
                 for append in batch {
-                    let _ = append.done.send(Err(StoreError::Failed {
+                    let failed = StoreError::Failed {
                         path: self.path.clone(),
                         reason: reason.clone(),
-                    }));
+                    };
+                    let _ = append.done.send(Err(LogError(failed.to_string())));
                 }
             }
         }
@@ -226,11 +231,12 @@ impl Writer {
                         removed += remove_range(&mut events, name, u64::MAX, usize::MAX)?;
                     }
                 }
-                let event_type = append.event_type.as_ref().map_or("", EventType::as_str);
+                let record = &append.record;
+                let event_type = record.event_type.as_ref().map_or("", EventType::as_str);
                 let replaced = events
                     .insert(
                         (name, append.id.seq),
-                        (append.published_ms, event_type, append.data.as_str()),
+                        (append.published_ms, event_type, record.data.as_str()),
                     )
                     .map_err(|e| e.to_string())?
                     .is_some();

@@ -8,8 +8,11 @@ use std::{
     time::Duration,
 };
 
-use actix::Actor;
-use sse_broker::{broker::RegistryActor, cluster::Cluster, config::Settings};
+use sse_broker::{
+    broker::{Broker, RegistryActor},
+    cluster::Cluster,
+    config::Settings,
+};
 
 use crate::{helpers::*, redis_support::*};
 
@@ -188,7 +191,7 @@ async fn readiness_follows_redis() {
     settings.cluster.redis_url = proxy.url();
     settings.cluster.max_reconnect_delay = Duration::from_millis(200);
     let cluster = Cluster::new(&settings.cluster, &settings.history, &settings.pulses).unwrap();
-    cluster.start(RegistryActor::new(&settings).start());
+    cluster.start(Broker::start(RegistryActor::new(&settings), None));
     wait_until(|| async { cluster.is_connected() }).await;
     proxy.cut();
     wait_until(|| async { !cluster.is_connected() }).await;

@@ -1,17 +1,19 @@
 //! A stream's outbox: the bytes on their way to one `text/event-stream`
 //! connection, and the fast path that writes them straight to its socket.
+//! Its [`OutboxSink`] is the subscriber's [`Sink`] as the broker sees it.
 //!
 //! Channel actors offer every event to the outbox of each subscriber
-//! ([`Outbox::offer`]). When nothing is queued and the socket is ours, the
-//! offer writes the event with one non-blocking `send` (`try_write`, never
-//! awaiting), right inside the fan-out loop: no queue, no task wake-up, no
-//! second pass over the subscriber's state, which is most of what a delivery
-//! cost in user space (see BENCHMARKS.md, "direct writes"). What the socket
-//! does not take is queued, in order, and the stream's writer
-//! (`http::stream`) sends it when the socket is writable again; while
-//! anything is queued, later events queue behind it, so order always holds.
-//! One mutex per outbox orders the channel actors' writes with the writer's;
-//! it is held for one `send` at most.
+//! ([`Outbox::offer`]). With the direct writer, when nothing is queued and
+//! the socket is ours, the offer writes the event with one non-blocking
+//! `send` right inside the fan-out loop: no queue, no task wake-up, no second
+//! pass over the subscriber's state, which is most of what a delivery cost in
+//! user space (see BENCHMARKS.md, "direct writes"). What the socket does not
+//! take is queued, in order, and the stream's writer (`http::writer`) sends
+//! it when the socket is writable again; while anything is queued, later
+//! events queue behind it, so order always holds. With the body writer there
+//! is no socket: every offer queues, and the response body takes the queue
+//! ([`Outbox::pop_body`]). One mutex per outbox orders the channel actors'
+//! offers with the writer; it is held for one `send` at most.
 //!
 //! Slow-consumer policy: a queue of `capacity` units (`stream.subscriber_buffer`)
 //! that is full when another event comes evicts the subscriber: the stream
@@ -22,39 +24,31 @@
 //! Before the response head is out (the handler is still collecting its
 //! channels' answers, or the connection was not handed over yet) offers are
 //! only queued; the prelude (retry hint and replay) goes in front of them
-//! ([`Outbox::start`]), and the head in front of everything
-//! ([`Outbox::attach`]). Bodies are framed as HTTP/1.1 chunks at write time
-//! when the head announced `Transfer-Encoding: chunked`.
+//! ([`Outbox::start`]), and, for the direct writer, the head in front of
+//! everything ([`Outbox::attach`]). Bodies are framed as HTTP/1.1 chunks at
+//! write time when the head announced `Transfer-Encoding: chunked`.
 
 use std::{
     collections::VecDeque,
     fmt,
     io::{self, IoSlice},
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use actix_web::rt::net::TcpStream;
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::{
-    broker::{ChannelName, Delivery, Event, EventId},
+    broker::{
+        EventId,
+        event::Event,
+        subscriber::{Delivery, Offer, Sink},
+    },
+    names::ChannelName,
     sse::chunk,
 };
-
-/// What became of an offered delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
-    /// Written, or queued behind what is already queued.
-    Taken,
-    /// The queue was full: the subscriber is evicted (its stream ends).
-    Full,
-    /// The stream is over (client gone, evicted, or ended by the broker).
-    Closed,
-}
 
 /// Why a stream ends; the close log line and the reconnect hint say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,12 +109,13 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 pub struct Outbox {
     state: Mutex<State>,
-    /// Wakes the stream's writer: something is queued, or the stream ends.
+    /// Wakes the direct writer: something is queued, or the stream ends.
     wake: Notify,
-    /// Units that may wait before the subscriber counts as slow.
+    /// Wakes the body writer (a polled stream), likewise.
+    waker: AtomicWaker,
+    /// Units that may wait before the subscriber counts as slow
+    /// (`stream.subscriber_buffer`).
     capacity: usize,
-    /// Live [`OutboxHandle`]s; the last one dropped ends the stream.
-    handles: AtomicUsize,
 }
 
 struct State {
@@ -144,9 +139,9 @@ struct State {
 }
 
 impl Outbox {
-    /// A new outbox holding up to `capacity` queued units, and the first
-    /// handle on it (see [`OutboxHandle`]).
-    pub fn new(capacity: usize) -> (Arc<Self>, OutboxHandle) {
+    /// A new outbox holding up to `capacity` queued units, and its sink
+    /// (see [`OutboxSink`]).
+    pub fn new(capacity: usize) -> (Arc<Self>, Arc<OutboxSink>) {
         let outbox = Arc::new(Self {
             state: Mutex::new(State {
                 socket: None,
@@ -160,11 +155,17 @@ impl Outbox {
                 events: 0,
             }),
             wake: Notify::new(),
+            waker: AtomicWaker::new(),
             capacity: capacity.max(1),
-            handles: AtomicUsize::new(1),
         });
-        let handle = OutboxHandle(Arc::clone(&outbox));
-        (outbox, handle)
+        let sink = Arc::new(OutboxSink(Arc::clone(&outbox)));
+        (outbox, sink)
+    }
+
+    /// Wakes whichever writer serves the stream.
+    fn notify(&self) {
+        self.wake.notify_one();
+        self.waker.wake();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -222,7 +223,7 @@ impl Outbox {
         state.chunked = chunked;
         state.socket = Some(socket);
         drop(state);
-        self.wake.notify_one();
+        self.notify();
     }
 
     /// Writes or queues `unit` (the lock is held).
@@ -238,17 +239,17 @@ impl Outbox {
                 Ok(written) => {
                     state.front_written = written;
                     state.pending.push_back(unit);
-                    self.wake.notify_one();
+                    self.notify();
                     Offer::Taken
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     state.pending.push_back(unit);
-                    self.wake.notify_one();
+                    self.notify();
                     Offer::Taken
                 }
                 Err(_) => {
                     state.end = Some(End::Client);
-                    self.wake.notify_one();
+                    self.notify();
                     Offer::Closed
                 }
             };
@@ -257,12 +258,17 @@ impl Outbox {
             return self.evict(state);
         }
         state.pending.push_back(unit);
+        if state.socket.is_none() {
+            // The body writer takes it (the direct writer, not attached
+            // yet, is woken when it is).
+            self.waker.wake();
+        }
         Offer::Taken
     }
 
     fn evict(&self, state: &mut State) -> Offer {
         state.end = Some(End::Evicted);
-        self.wake.notify_one();
+        self.notify();
         Offer::Full
     }
 
@@ -333,6 +339,20 @@ impl Outbox {
     /// Resolves when an offer queued something or the stream ended.
     pub async fn woken(&self) {
         self.wake.notified().await;
+    }
+
+    /// The body writer's part: the next queued bytes (chunk framing is the
+    /// body's own), or `None` when nothing is queued; `cx` is woken when
+    /// something is.
+    pub fn pop_body(&self, cx: &std::task::Context<'_>) -> Option<Bytes> {
+        self.waker.register(cx.waker());
+        let mut state = self.lock();
+        let unit = state.pending.pop_front()?;
+        state.reserved = state.reserved.saturating_sub(1);
+        Some(match unit {
+            Unit::Chunk(framed) => framed.slice(chunk::data_start(&framed)..framed.len() - 2),
+            Unit::Body(bytes) | Unit::Raw(bytes) => bytes,
+        })
     }
 }
 
@@ -453,40 +473,32 @@ fn write_units<'a>(
     }
 }
 
-/// A channel actor's hold on a stream's outbox, one per channel of the
-/// stream. When the last is dropped (every channel let go: the broker is
-/// shutting down), the stream ends with a reconnect hint.
-pub struct OutboxHandle(Arc<Outbox>);
+/// The outbox as the broker sees it: the subscriber's [`Sink`]. Every
+/// channel of a stream holds a clone of one `Arc<OutboxSink>`; when the last
+/// is dropped (every channel let go: the broker is shutting down), the
+/// stream ends with a reconnect hint.
+pub struct OutboxSink(Arc<Outbox>);
 
-impl OutboxHandle {
-    pub fn offer(&self, delivery: &Delivery) -> Offer {
+impl Sink for OutboxSink {
+    fn offer(&self, delivery: &Delivery) -> Offer {
         self.0.offer(delivery)
     }
 
-    pub fn capacity(&self) -> usize {
+    fn capacity(&self) -> usize {
         self.0.capacity
     }
 }
 
-impl Clone for OutboxHandle {
-    fn clone(&self) -> Self {
-        self.0.handles.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(&self.0))
-    }
-}
-
-impl Drop for OutboxHandle {
+impl Drop for OutboxSink {
     fn drop(&mut self) {
-        if self.0.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.lock().end.get_or_insert(End::Released);
-            self.0.wake.notify_one();
-        }
+        self.0.lock().end.get_or_insert(End::Released);
+        self.0.notify();
     }
 }
 
-impl fmt::Debug for OutboxHandle {
+impl fmt::Debug for OutboxSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OutboxHandle").finish_non_exhaustive()
+        f.debug_struct("OutboxSink").finish_non_exhaustive()
     }
 }
 
@@ -560,7 +572,7 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::HEARTBEAT;
+    use crate::sse::HEARTBEAT;
     use std::time::Duration;
 
     /// Chunk headers are lowercase hex without leading zeros.
@@ -615,8 +627,8 @@ mod tests {
     /// Offers before `start` wait; the prelude goes in front of them.
     #[test]
     fn prelude_goes_first() {
-        let (outbox, handle) = Outbox::new(8);
-        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Taken);
+        let (outbox, sink) = Outbox::new(8);
+        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Taken);
         outbox.start(
             Bytes::from_static(b"retry: 1\n\n"),
             Cursor::new(Vec::new(), false),
@@ -635,13 +647,13 @@ mod tests {
     /// A full queue evicts; after that every offer is refused.
     #[test]
     fn a_full_queue_evicts() {
-        let (outbox, handle) = Outbox::new(2);
+        let (outbox, sink) = Outbox::new(2);
         outbox.start(Bytes::new(), Cursor::new(Vec::new(), false));
-        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Taken);
-        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Taken);
-        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Full);
+        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Taken);
+        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Taken);
+        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Full);
         assert_eq!(outbox.end(), Some(End::Evicted));
-        assert_eq!(handle.offer(&Delivery::Heartbeat), Offer::Closed);
+        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Closed);
     }
 
     /// A client that does not read fills its socket: later events queue in
@@ -741,11 +753,11 @@ mod tests {
         }
     }
 
-    /// The last handle dropped ends the stream as a shutdown.
+    /// The last holder of the sink dropped ends the stream as a shutdown.
     #[test]
-    fn last_handle_releases() {
+    fn last_sink_releases() {
         let (outbox, handle) = Outbox::new(2);
-        let second = handle.clone();
+        let second = Arc::clone(&handle);
         drop(handle);
         assert_eq!(outbox.end(), None);
         drop(second);

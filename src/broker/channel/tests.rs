@@ -1,0 +1,153 @@
+//! The channel actor through the broker handle, as the HTTP handlers use it.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use crate::{
+    broker::{
+        Broker, ResumeFrom, await_reply,
+        event::Event,
+        message::Published,
+        subscriber::{Delivery, Filter},
+        testing::{broker, queue, send_publish, subscribe},
+    },
+    config::Settings,
+    names::ChannelName,
+};
+
+async fn publish(broker: &Broker, channel: &ChannelName, data: &str) -> Published {
+    await_reply(send_publish(broker, channel, data))
+        .await
+        .expect("publish succeeds")
+}
+
+fn event_seq(delivery: Delivery) -> u64 {
+    match delivery {
+        Delivery::Event(e) => e.id.seq,
+        Delivery::Heartbeat => panic!("expected an event"),
+    }
+}
+
+/// Events reach a subscriber in order with increasing ids.
+#[actix::test]
+async fn publish_reaches_subscriber_in_order() {
+    let broker = broker(&Settings::defaults());
+    let channel = ChannelName::parse("orders").unwrap();
+    let (_, _sub, mut rx) = subscribe(&broker, &channel, 16, None).await;
+    for n in 1..=3 {
+        let published = publish(&broker, &channel, &format!("e{n}")).await;
+        assert_eq!(published.id.seq, n);
+        assert_eq!(published.subscribers, 1);
+    }
+    for n in 1..=3 {
+        assert_eq!(event_seq(rx.recv().await.unwrap()), n);
+    }
+}
+
+/// A subscriber resuming from an id gets the rest from history, then live.
+#[actix::test]
+async fn resume_replays_then_continues_live() {
+    let broker = broker(&Settings::defaults());
+    let channel = ChannelName::parse("news").unwrap();
+    let first = publish(&broker, &channel, "1").await;
+    publish(&broker, &channel, "2").await;
+    let (subscribed, _sub, mut rx) =
+        subscribe(&broker, &channel, 16, Some(ResumeFrom::Id(first.id))).await;
+    let replay = subscribed.replay.expect("a replay was asked for");
+    assert_eq!(
+        replay.events.iter().map(|e| e.id.seq).collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert!(replay.gap.is_none());
+    publish(&broker, &channel, "3").await;
+    assert_eq!(event_seq(rx.recv().await.unwrap()), 3);
+}
+
+/// A full queue evicts that subscriber only; the others keep receiving.
+#[actix::test]
+async fn slow_subscriber_is_evicted_alone() {
+    let broker = broker(&Settings::defaults());
+    let channel = ChannelName::parse("busy").unwrap();
+    let (_, slow, mut slow_rx) = subscribe(&broker, &channel, 2, None).await;
+    let slow_evicted = Arc::clone(&slow.evicted);
+    drop(slow);
+    let (_, _fast, mut fast_rx) = subscribe(&broker, &channel, 64, None).await;
+    for n in 0..5 {
+        publish(&broker, &channel, &n.to_string()).await;
+    }
+    assert!(slow_evicted.load(Ordering::Acquire));
+    for n in 1..=5 {
+        assert_eq!(event_seq(fast_rx.recv().await.unwrap()), n);
+    }
+    // The evicted queue holds what fitted, then ends.
+    assert_eq!(event_seq(slow_rx.recv().await.unwrap()), 1);
+    assert_eq!(event_seq(slow_rx.recv().await.unwrap()), 2);
+    assert!(slow_rx.recv().await.is_none());
+}
+
+/// Admits events whose data is even.
+struct EvenOnly;
+
+impl Filter for EvenOnly {
+    fn admits(&self, event: &Event) -> bool {
+        crate::sse::data_of(&event.frame.full)
+            .parse::<u64>()
+            .is_ok_and(|n| n % 2 == 0)
+    }
+}
+
+/// A subscriber's filter applies to its replay and to live events; other
+/// subscribers of the channel get everything.
+#[actix::test]
+async fn filters_apply_to_replay_and_live_events() {
+    let broker = broker(&Settings::defaults());
+    let channel = ChannelName::parse("mixed").unwrap();
+    for n in 1..=4 {
+        publish(&broker, &channel, &n.to_string()).await;
+    }
+    let (subscriber, mut filtered) = queue(16);
+    let answer = broker.subscribe(
+        &channel,
+        subscriber.with_filter(Arc::new(EvenOnly)),
+        Some(ResumeFrom::Start),
+    );
+    let replay = await_reply(answer).await.unwrap().replay.unwrap();
+    assert_eq!(
+        replay.events.iter().map(|e| e.id.seq).collect::<Vec<_>>(),
+        vec![2, 4]
+    );
+    let (_, _all, mut everything) = subscribe(&broker, &channel, 16, None).await;
+    for n in 5..=8 {
+        publish(&broker, &channel, &n.to_string()).await;
+    }
+    assert_eq!(event_seq(filtered.recv().await.unwrap()), 6);
+    assert_eq!(event_seq(filtered.recv().await.unwrap()), 8);
+    for n in 5..=8 {
+        assert_eq!(event_seq(everything.recv().await.unwrap()), n);
+    }
+}
+
+/// Messages sent through the directory to a running channel and through the
+/// registry are counted alike: an idle channel is retired only when none
+/// is in flight, and a later publish starts it afresh.
+#[actix::test]
+async fn idle_channels_retire_and_come_back() {
+    let mut settings = Settings::defaults();
+    settings.stream.heartbeat = std::time::Duration::from_millis(20);
+    settings.history.max_events = 0;
+    let broker = broker(&settings);
+    let channel = ChannelName::parse("brief").unwrap();
+    let first = publish(&broker, &channel, "a").await;
+    // Retired once a tick finds it idle (no subscribers, nothing retained).
+    let mut retired = false;
+    for _ in 0..500 {
+        if broker.inspect(&channel).await.is_err() {
+            retired = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(retired, "the idle channel was never retired");
+    let again = publish(&broker, &channel, "b").await;
+    assert_ne!(first.id.epoch, again.id.epoch, "a new life, a new epoch");
+    assert_eq!(again.id.seq, 1);
+}

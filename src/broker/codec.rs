@@ -1,0 +1,55 @@
+//! `Codec`: how a channel turns what its log keeps ([`Record`]) into the
+//! [`Event`] its subscribers get, frame encoded once. Our channels use
+//! [`PlainCodec`]; a protocol adapter gives its internal channel a codec of
+//! its own (the Mercure hub: `crate::mercure::codec`), and the registry hands
+//! each channel actor the codec of its name.
+
+use std::{sync::Arc, time::Instant};
+
+use super::{
+    event::{EVENT_ID_MAX_LEN, Event, EventId},
+    log::Record,
+};
+use crate::{names::ChannelName, sse};
+
+/// Makes events out of records. Called once per event (on publish, and when
+/// a log's events are read back), never per subscriber.
+pub trait Codec: Send + Sync {
+    fn event(
+        &self,
+        channel: &ChannelName,
+        id: EventId,
+        record: &Record,
+        published_at: Instant,
+    ) -> Arc<Event>;
+}
+
+/// Our channels' events: `id: <epoch>-<seq>`, an optional `event:` line and
+/// one `data:` line per payload line (see `crate::sse`).
+#[derive(Debug, Default)]
+pub struct PlainCodec;
+
+impl Codec for PlainCodec {
+    fn event(
+        &self,
+        channel: &ChannelName,
+        id: EventId,
+        record: &Record,
+        published_at: Instant,
+    ) -> Arc<Event> {
+        let frame = sse::encode_event(
+            id.encode(&mut [0; EVENT_ID_MAX_LEN]),
+            record.event_type.as_ref().map(|t| t.as_str()),
+            &record.data,
+        );
+        Arc::new(Event {
+            channel: channel.clone(),
+            id,
+            event_type: record.event_type.clone(),
+            frame,
+            published_at,
+            name: None,
+            tags: None,
+        })
+    }
+}

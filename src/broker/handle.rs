@@ -1,0 +1,297 @@
+//! `Broker`: the handle every caller of the broker holds (HTTP handlers, the
+//! Mercure adapter, the cluster bus, the demo publisher). Each method sends
+//! one message: to a running channel straight through the [`Directory`],
+//! otherwise through the registry, which starts the channel when needed.
+//! Callers never see an actor address.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use super::{
+    error::{BrokerError, await_reply},
+    event::{Epoch, ResumeFrom},
+    log::{LogEntry, Record},
+    message::{ChannelDetail, ChannelMessage, Publish, Published, Subscribe, Subscribed},
+    peers::Peers,
+    pulse::PulseRecord,
+    registry::{
+        BusResumed, ChannelSummary, CheckReady, KnownClients, ListChannels, ListPulses, Pulse,
+        RegistryActor, SampleMetrics, Shutdown, ToChannel,
+    },
+    subscriber::Subscriber,
+};
+use crate::{names::ChannelName, readiness::ReadinessCheck};
+
+/// The broker as its callers see it; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    registry: Addr<RegistryActor>,
+    directory: super::directory::Directory,
+    /// The other nodes, in cluster mode.
+    peers: Option<Arc<dyn Peers>>,
+}
+
+impl Broker {
+    /// Starts `registry` (on the current arbiter) and returns its handle.
+    pub fn start(registry: RegistryActor, peers: Option<Arc<dyn Peers>>) -> Self {
+        let directory = registry.directory();
+        Self {
+            registry: registry.start(),
+            directory,
+            peers,
+        }
+    }
+
+    /// Sends one message to `channel` (see the module docs).
+    pub fn send(&self, channel: &ChannelName, message: ChannelMessage) {
+        if let Err(message) = self.directory.send(channel, message) {
+            self.registry.do_send(ToChannel {
+                channel: channel.clone(),
+                message,
+            });
+        }
+    }
+
+    /// Publishes one event and waits for its id (after the fan-out, or
+    /// once the durable store or the shared log has it).
+    pub async fn publish(
+        &self,
+        channel: &ChannelName,
+        record: Record,
+        received_at: Instant,
+        copy: bool,
+    ) -> Result<Published, BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            channel,
+            ChannelMessage::Publish(Publish {
+                record,
+                reply: Some(reply),
+                received_at,
+                copy,
+            }),
+        );
+        await_reply(answer).await
+    }
+
+    /// Publishes one event without waiting for the answer.
+    pub fn publish_nowait(&self, channel: &ChannelName, record: Record, copy: bool) {
+        self.send(
+            channel,
+            ChannelMessage::Publish(Publish {
+                record,
+                reply: None,
+                received_at: Instant::now(),
+                copy,
+            }),
+        );
+    }
+
+    /// Subscribes `subscriber` to `channel` from `from`; the answer (the
+    /// replay and where live events go on) arrives on the receiver, so a
+    /// stream of many channels can ask them all at once.
+    pub fn subscribe(
+        &self,
+        channel: &ChannelName,
+        subscriber: Subscriber,
+        from: Option<ResumeFrom>,
+    ) -> oneshot::Receiver<Result<Subscribed, BrokerError>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            channel,
+            ChannelMessage::Subscribe(Subscribe {
+                subscriber,
+                from,
+                reply,
+            }),
+        );
+        answer
+    }
+
+    /// A stream ended: its subscriber is forgotten at once.
+    pub fn unsubscribe(&self, channel: &ChannelName, subscriber_id: u64) {
+        self.send(channel, ChannelMessage::Unsubscribe { subscriber_id });
+    }
+
+    /// One channel's detail; [`BrokerError::UnknownChannel`] when it does
+    /// not run.
+    pub async fn inspect(&self, channel: &ChannelName) -> Result<ChannelDetail, BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(channel, ChannelMessage::Inspect { reply });
+        await_reply(answer).await
+    }
+
+    /// This node's channels (or the one named), with the other nodes'
+    /// subscribers added in cluster mode; a listing of all channels also
+    /// shows those only other nodes hold.
+    pub async fn channels(
+        &self,
+        name: Option<ChannelName>,
+    ) -> Result<Vec<ChannelSummary>, BrokerError> {
+        let all = name.is_none();
+        let mut channels = self
+            .registry
+            .send(ListChannels { name })
+            .await
+            .map_err(|_| BrokerError::Unavailable)?;
+        let Some(peers) = &self.peers else {
+            return Ok(channels);
+        };
+        let mut remote = peers.subscriber_counts().await?;
+        for channel in channels.iter_mut() {
+            channel.subscribers += remote.remove(&channel.name).unwrap_or(0);
+        }
+        if all {
+            channels.extend(
+                remote
+                    .into_iter()
+                    .map(|(name, subscribers)| ChannelSummary {
+                        name,
+                        subscribers,
+                        ..ChannelSummary::default()
+                    }),
+            );
+            channels.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(channels)
+    }
+
+    /// This node's own subscriber counts per channel (for the cluster's
+    /// directory).
+    pub async fn local_subscriber_counts(&self) -> Result<Vec<(String, u64)>, BrokerError> {
+        let channels = self
+            .registry
+            .send(ListChannels { name: None })
+            .await
+            .map_err(|_| BrokerError::Unavailable)?;
+        Ok(channels
+            .into_iter()
+            .filter(|c| c.subscribers > 0)
+            .map(|c| (c.name, c.subscribers))
+            .collect())
+    }
+
+    /// Records a client's pulse (in the cluster-wide book too, in cluster
+    /// mode), counted on `channel` when it runs.
+    pub async fn pulse(
+        &self,
+        client_id: Arc<str>,
+        channel: Option<ChannelName>,
+    ) -> Result<(), BrokerError> {
+        if let Some(peers) = &self.peers {
+            peers.record_pulse(&client_id).await?;
+        }
+        self.registry.do_send(Pulse { client_id, channel });
+        Ok(())
+    }
+
+    /// The pulse book, cluster-wide in cluster mode.
+    pub async fn pulses(&self) -> Result<Vec<PulseRecord>, BrokerError> {
+        if let Some(peers) = &self.peers {
+            return peers.pulse_records().await;
+        }
+        self.registry
+            .send(ListPulses)
+            .await
+            .map_err(|_| BrokerError::Unavailable)
+    }
+
+    /// Every client id the pulse book remembers.
+    pub async fn known_clients(&self) -> Result<Vec<Arc<str>>, BrokerError> {
+        if let Some(peers) = &self.peers {
+            let clients = peers.pulse_clients().await?;
+            return Ok(clients.into_iter().map(Into::into).collect());
+        }
+        self.registry
+            .send(KnownClients)
+            .await
+            .map_err(|_| BrokerError::Unavailable)
+    }
+
+    /// Cluster mode: an event from the bus, for `channel` if it runs here.
+    pub fn deliver(&self, channel: &ChannelName, epoch: Epoch, entry: LogEntry) {
+        self.send(channel, ChannelMessage::Delivered { epoch, entry });
+    }
+
+    /// Cluster mode: the bus (re)subscribed; every channel reads what it missed.
+    pub fn bus_resumed(&self) {
+        self.registry.do_send(BusResumed);
+    }
+
+    /// Refuses new work and ends every open stream; answers how many
+    /// subscriptions were open.
+    pub async fn shutdown(&self) -> usize {
+        self.registry.send(Shutdown).await.unwrap_or(0)
+    }
+
+    /// Samples the gauges the registry keeps, waiting at most `timeout`;
+    /// false when it did not answer in time.
+    pub async fn sample_metrics(&self, timeout: Duration) -> bool {
+        let sample = self.registry.send(SampleMetrics {
+            sent_at: Instant::now(),
+        });
+        tokio::time::timeout(timeout, sample).await.is_ok()
+    }
+
+    /// The readiness check of the broker itself (the registry answers and
+    /// is not draining).
+    pub fn readiness_check(&self) -> RegistryCheck {
+        RegistryCheck {
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+/// `GET /readyz`: the registry answers, and the broker is not draining.
+pub struct RegistryCheck {
+    registry: Addr<RegistryActor>,
+}
+
+impl ReadinessCheck for RegistryCheck {
+    fn name(&self) -> &'static str {
+        "registry"
+    }
+
+    fn check(&self) -> BoxFuture<'static, Result<(), String>> {
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            match registry.send(CheckReady).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("the registry actor is gone".into()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{broker::testing::broker, config::Settings, readiness::Readiness};
+
+    /// A running broker is ready; once shutdown began it no longer is.
+    #[actix::test]
+    async fn broker_is_not_ready_once_draining() {
+        let broker = broker(&Settings::defaults());
+        let readiness = Readiness::new(Duration::from_secs(5)).with(broker.readiness_check());
+        assert!(readiness.evaluate().await.iter().all(|c| c.ok));
+        broker.shutdown().await;
+        let results = readiness.evaluate().await;
+        assert!(!results[0].ok);
+        assert!(
+            results[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("shutting down"),
+            "{results:?}"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Where a channel's events are kept, as the broker core sees it: the
+//! record a log stores for each event, and the two kinds of backend a
+//! channel can use besides memory.
+//!
+//! - [`DurableStore`] (implemented by `crate::store`): the channel numbers
+//!   its events itself and the store keeps them on disk; an event is
+//!   delivered and acknowledged only once the store has it.
+//! - [`SharedLog`] (implemented by `crate::cluster`): several broker nodes
+//!   share one log that numbers the events and carries each to every node
+//!   (the bus), so a client can resume on any node.
+//!
+//! The core owns no database or network code: the traits say what it needs,
+//! and `startup` hands the backends in.
+
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use super::{
+    error::BrokerError,
+    event::{Epoch, EventId},
+};
+use crate::names::{ChannelName, EventType};
+
+/// What a log keeps of one event: enough to make it again. For our own
+/// channels `data` is the payload; a protocol adapter may store its own
+/// serialised record there, which its codec reads back (see `codec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub event_type: Option<EventType>,
+    pub data: String,
+}
+
+/// One event as a log returns it.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub seq: u64,
+    /// When the log accepted it, in ms since 1970 (history age counts from here).
+    pub published_ms: u64,
+    pub record: Record,
+}
+
+/// A channel as a log has it: its epoch and head, and retained events.
+#[derive(Debug)]
+pub struct Fetched {
+    pub epoch: Epoch,
+    /// The seq of the newest event ever published in this epoch.
+    pub head: u64,
+    /// Retained events in seq order (contiguous up to `head` when they
+    /// come from a durable store).
+    pub entries: Vec<LogEntry>,
+}
+
+/// What to read from a shared log.
+#[derive(Debug, Clone, Copy)]
+pub enum FetchFrom {
+    /// Only the epoch and the head.
+    Head,
+    /// Every retained event.
+    All,
+    /// The retained events after this position (all of them when it is of
+    /// another epoch or beyond the head).
+    After(EventId),
+}
+
+/// A backend's failure, said in words a publisher may read (503).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LogError(pub String);
+
+impl From<LogError> for BrokerError {
+    fn from(err: LogError) -> Self {
+        BrokerError::StoreUnavailable(err.0)
+    }
+}
+
+/// Durable history: the channel numbers its events; the store keeps them.
+pub trait DurableStore: Send + Sync {
+    /// The channel as last committed, `None` when the store does not know
+    /// it. Blocks the caller for one read (a channel coming back).
+    fn load(&self, channel: &ChannelName) -> Result<Option<Fetched>, LogError>;
+
+    /// Hands one event to the store; the answer comes once it is on disk.
+    /// Appends of one channel are committed in the order they are handed in.
+    fn append(
+        &self,
+        channel: &ChannelName,
+        id: EventId,
+        published_ms: u64,
+        record: Record,
+    ) -> oneshot::Receiver<Result<(), LogError>>;
+}
+
+/// A log shared by the nodes of a cluster: it numbers the events, keeps
+/// the retained ones and carries each to every node, in seq order per
+/// channel, as [`Delivered`](super::message::ChannelMessage::Delivered).
+pub trait SharedLog: Send + Sync {
+    /// Stores (and broadcasts) one event; its id once the log has it.
+    fn append(
+        &self,
+        channel: &ChannelName,
+        record: Record,
+    ) -> BoxFuture<'static, Result<EventId, LogError>>;
+
+    /// Reads the channel's epoch, head and retained events.
+    fn fetch(
+        &self,
+        channel: &ChannelName,
+        from: FetchFrom,
+    ) -> BoxFuture<'static, Result<Fetched, LogError>>;
+
+    /// Whether events are arriving from the bus now. When they are not, the
+    /// bus's return makes every channel read what it missed; when they are,
+    /// a channel that failed to read retries on its own.
+    fn receiving(&self) -> bool;
+}

@@ -1,0 +1,125 @@
+//! What is said to a channel actor: the one message type
+//! [`ChannelMessage`] (its variants carry the requests and their reply
+//! channels), and the two messages of a channel's life with the registry
+//! ([`ChannelIdle`], [`Retire`]).
+//!
+//! Every `ChannelMessage` reaches its actor through a
+//! [`ChannelHandle`](super::channel::ChannelHandle), which counts it, and is
+//! handled by one handler, which counts it too: so the registry can tell
+//! that none is in flight before it retires an idle channel, whatever the
+//! message (see `registry`).
+
+use std::{sync::Arc, time::Instant};
+
+use actix::prelude::*;
+
+use super::{
+    error::Reply,
+    event::{Epoch, EventId, ResumeFrom},
+    history::Replay,
+    log::{LogEntry, Record},
+    subscriber::Subscriber,
+};
+use crate::names::ChannelName;
+
+/// A request to one channel's actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum ChannelMessage {
+    Publish(Publish),
+    Subscribe(Subscribe),
+    /// A stream ended: forget its subscriber now rather than at the next tick.
+    Unsubscribe {
+        subscriber_id: u64,
+    },
+    /// Cluster mode: an event of the shared log, from the bus.
+    Delivered {
+        epoch: Epoch,
+        entry: LogEntry,
+    },
+    /// Cluster mode: the bus was (re)subscribed; read what it may have missed.
+    CatchUp,
+    /// Count a client's pulse on this channel.
+    CountPulse {
+        client_id: Arc<str>,
+    },
+    /// The channel's detail (`GET /channels/{channel}`).
+    Inspect {
+        reply: Reply<ChannelDetail>,
+    },
+    /// Shutdown: drop every subscriber so their streams end cleanly, and
+    /// refuse publishes from now on.
+    CloseSubscribers,
+}
+
+impl ChannelMessage {
+    /// Whether this message may start its channel when none runs (the
+    /// others are answered, or dropped, without one).
+    pub fn starts_channel(&self) -> bool {
+        matches!(self, Self::Publish(_) | Self::Subscribe(_))
+    }
+}
+
+/// Publish an event: the channel gives it its id, keeps it and fans it out.
+pub struct Publish {
+    pub record: Record,
+    pub reply: Option<Reply<Published>>,
+    /// When the publish handler started on it: the latency metric runs from
+    /// here to the end of the fan-out.
+    pub received_at: Instant,
+    /// A copy of an event accepted elsewhere (a channel event on its way to
+    /// the Mercure hub, or a Mercure update on its way to a channel): it is
+    /// not offered to the mirror again, so nothing loops, and not counted in
+    /// `events_published_total` twice.
+    pub copy: bool,
+}
+
+/// What a publisher learns about its event.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub id: EventId,
+    /// Subscribers the event was offered to.
+    pub subscribers: usize,
+}
+
+/// Add a subscriber, after handing it what it missed since `from`.
+pub struct Subscribe {
+    pub subscriber: Subscriber,
+    /// Where the client says it stopped; `None` starts live.
+    pub from: Option<ResumeFrom>,
+    pub reply: Reply<Subscribed>,
+}
+
+/// The start of a subscription: the replay (when resuming; only the events
+/// the subscriber's filter admits) and the position live events go on from.
+#[derive(Debug)]
+pub struct Subscribed {
+    pub replay: Option<Replay>,
+    pub head: EventId,
+}
+
+/// A channel's state as `GET /channels/{channel}` shows it.
+#[derive(Debug, Clone)]
+pub struct ChannelDetail {
+    pub head: EventId,
+    pub subscribers: usize,
+    pub history: usize,
+    pub oldest: Option<EventId>,
+    /// The [`name`](super::event::Event::name) of the newest retained event.
+    pub newest_name: Option<Arc<str>>,
+    pub pulses_by_client: Vec<(Arc<str>, u64)>,
+}
+
+/// From a channel with no subscribers and nothing retained: may it stop?
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelIdle {
+    pub channel: ChannelName,
+    /// How many `ChannelMessage`s the channel had handled when it checked.
+    pub received: u64,
+}
+
+/// Sent by the registry once it has forgotten the channel: stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;

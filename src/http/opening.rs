@@ -1,0 +1,191 @@
+//! Opening an event stream, for every protocol that serves one (`/stream`
+//! and the Mercure hub): the one place where a request becomes a
+//! subscription of an outbox to channels, and the subscription becomes a
+//! `text/event-stream` response.
+//!
+//! A protocol handler validates its request into a [`StreamPlan`], calls
+//! [`open`] (which takes the client IP's stream slot and subscribes to every
+//! channel at once), writes its own prelude from the answers (the replay, in
+//! its own format), and calls [`Opening::respond`] with its response head.
+//! `respond` picks the writer (`crate::http::writer`): the direct writer for
+//! plain-TCP HTTP/1 connections unless `stream.writer = "body"`, the body
+//! writer for everything else.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, http::Version};
+use bytes::Bytes;
+use log::Level;
+
+use super::{
+    AppState,
+    guard::StreamSlot,
+    outbox::{Cursor, Outbox},
+    writer::{self, OnClose, OpenStream, StreamEnd, SubscriptionGuard},
+};
+use crate::{
+    broker::{
+        EventId, ResumeFrom, await_reply,
+        message::Subscribed,
+        subscriber::{Filter, Subscriber},
+    },
+    config::StreamWriter,
+    error::ApiError,
+    names::ChannelName,
+};
+
+/// What a stream subscribes to, as its protocol handler worked it out.
+pub struct StreamPlan {
+    pub channels: Vec<ChannelName>,
+    /// Where the client says it stopped, per channel (`None`: live).
+    pub resume: Vec<Option<ResumeFrom>>,
+    /// Which events the subscriber may receive, when not all of them.
+    pub filter: Option<Arc<dyn Filter>>,
+    /// When the subscriber's token expires: the stream ends then.
+    pub expires_at: Option<SystemTime>,
+    /// What the stream says when its token expires.
+    pub on_expiry: Expiry,
+    /// Run once when the stream is over (or was never opened).
+    pub on_close: Option<OnClose>,
+}
+
+/// How a stream ends when its subscriber's token expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// A `broker.expired` notice, then the reconnect hint (our channels).
+    Notice,
+    /// It just ends (Mercure, as the reference hub does).
+    Silent,
+}
+
+/// A stream subscribed to its channels, its response not built yet.
+pub struct Opening {
+    outbox: Arc<Outbox>,
+    /// Each channel's answer, in the plan's order.
+    pub starts: Vec<Subscribed>,
+    guard: SubscriptionGuard,
+    slot: StreamSlot,
+    expires_at: Option<SystemTime>,
+    on_expiry: Expiry,
+}
+
+/// Subscribes one outbox to every channel of `plan` (all asked at once,
+/// answers collected in order). Refused with 429 when the client IP holds
+/// its maximum of streams, and with the broker's answer when a channel
+/// refuses (every channel that accepted lets go again).
+pub async fn open(
+    state: &AppState,
+    req: &HttpRequest,
+    plan: StreamPlan,
+) -> Result<Opening, ApiError> {
+    let slot = state.limits.open_stream(req)?;
+    let (outbox, sink) = Outbox::new(state.settings.stream.subscriber_buffer);
+    let mut subscriber = Subscriber::new(sink);
+    if let Some(filter) = plan.filter {
+        subscriber = subscriber.with_filter(filter);
+    }
+    let mut guard = SubscriptionGuard::new(state.broker.clone(), subscriber.id, plan.on_close);
+    let mut pending = Vec::with_capacity(plan.channels.len());
+    for (channel, from) in plan.channels.into_iter().zip(plan.resume) {
+        pending.push(state.broker.subscribe(&channel, subscriber.clone(), from));
+        guard.channels.push(channel);
+    }
+    // From here on only the channels hold the subscriber's sink.
+    drop(subscriber);
+    let mut starts = Vec::with_capacity(pending.len());
+    for answer in pending {
+        starts.push(await_reply(answer).await?);
+    }
+    Ok(Opening {
+        outbox,
+        starts,
+        guard,
+        slot,
+        expires_at: plan.expires_at,
+        on_expiry: plan.on_expiry,
+    })
+}
+
+impl Opening {
+    /// Where each channel's live events go on from: the replay's start
+    /// position when resuming, otherwise the channel's head.
+    pub fn positions(&self) -> Vec<(ChannelName, EventId)> {
+        self.guard
+            .channels
+            .iter()
+            .zip(&self.starts)
+            .map(|(channel, start)| {
+                let from = start.replay.as_ref().map_or(start.head, |r| r.from);
+                (channel.clone(), from)
+            })
+            .collect()
+    }
+
+    /// Queues `prelude` (the protocol's retry hint and replay) in front of
+    /// every live event, encodes live events with `cursor`, and answers
+    /// with `response` (the protocol's status and headers) as the head of
+    /// the event stream.
+    pub fn respond(
+        mut self,
+        state: &AppState,
+        req: &HttpRequest,
+        prelude: Bytes,
+        cursor: Cursor,
+        response: HttpResponseBuilder,
+        resumed: bool,
+    ) -> HttpResponse {
+        self.outbox.start(prelude, cursor);
+        let log_level = if state.settings.log.access_log_streams {
+            Level::Info
+        } else {
+            Level::Debug
+        };
+        log::log!(
+            log_level,
+            "stream opened subscriber={} channels={} resume={resumed}",
+            self.guard.id,
+            self.guard.names()
+        );
+        state.metrics.open_streams.increment(1);
+        self.guard.opened = Some(OpenStream {
+            at: Instant::now(),
+            log_level,
+            metrics: Arc::clone(&state.metrics),
+            events: 0,
+            reason: "client",
+        });
+        let end = StreamEnd {
+            outbox: self.outbox,
+            retry: state.settings.stream.retry,
+            guard: self.guard,
+            expiry: self
+                .expires_at
+                .map(|at| Box::pin(tokio::time::sleep(until(at)))),
+            expiry_notice: self.on_expiry == Expiry::Notice,
+            _slot: self.slot,
+        };
+        if takes_over(state.settings.stream.writer, req) {
+            writer::direct(end, response)
+        } else {
+            writer::body(end, response)
+        }
+    }
+}
+
+/// Whether the direct writer can have this connection: plain-TCP HTTP/1
+/// (the patched actix-http hands over a `TcpStream`), unless the
+/// configuration asks for the body writer everywhere.
+fn takes_over(writer: StreamWriter, req: &HttpRequest) -> bool {
+    writer == StreamWriter::Direct
+        && matches!(req.version(), Version::HTTP_10 | Version::HTTP_11)
+        && !req.app_config().secure()
+        && req.peer_addr().is_some()
+}
+
+/// How long until `at`, for a stream's expiry timer.
+pub fn until(at: SystemTime) -> Duration {
+    at.duration_since(SystemTime::now()).unwrap_or_default()
+}
