@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 use sse_broker::{
-    config::Settings,
+    config::{Settings, StreamWriter},
     startup::{Application, Stopper},
 };
 
@@ -36,6 +36,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.server.bind = "127.0.0.1:0".parse().unwrap();
     settings.demo.enabled = false;
     settings.server.public_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/public").into();
+    // CI runs the stream tests once more on the body writer (scripts/test.sh).
+    if let Ok(writer) = std::env::var("SSE_BROKER__STREAM__WRITER") {
+        settings.stream.writer = match writer.as_str() {
+            "body" => StreamWriter::Body,
+            "direct" => StreamWriter::Direct,
+            other => panic!("SSE_BROKER__STREAM__WRITER={other:?}: use direct or body"),
+        };
+    }
     adjust(&mut settings);
     let app = Application::build(settings).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
