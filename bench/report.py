@@ -595,7 +595,7 @@ def main():
                            "≤ 18,000 subscribers per process (source addresses 127.0.0.1, 127.0.0.2, …)"),
         ("placements", f"pinned: broker `taskset -c {meta.get('broker_cpu', '0')}`, load generator(s) `taskset -c {meta.get('lg_cpu', '1')}` "
                        "(a per-core comparison; ours then runs one HTTP worker); unpinned: no taskset for either (ours runs one HTTP worker per "
-                       "core, Nchan its one configured worker — a second one does not raise its rate, see PERF-NOTES)"),
+                       "core, Nchan its one configured worker — a second one does not raise its rate)"),
         ("order", "workload outer loop, broker inner loop; which broker goes first alternates from one workload run to the next; "
                   "a freshly started broker for every run"),
         ("raw results", f"`{os.path.abspath(a.results)}`"),

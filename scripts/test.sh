@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (nginx and Chromium from Debian, npm packages), builds once in release mode, and runs
-# every stage against that one build. Exits non-zero when any stage fails.
+# (nginx, redis-server and Chromium from Debian, npm and PyPI packages), builds once in
+# release mode, and runs every stage against that one build. Exits non-zero when any
+# stage fails.
 #
 #   scripts/test.sh            # everything
 #   SKIP_BROWSER=1 scripts/test.sh   # without the Chromium stage
@@ -65,6 +66,22 @@ rust_tests() {
   cargo test --release --locked
 }
 
+# The integration tests again, every stream served by the body writer (the one
+# HTTPS and HTTP/2 use) instead of the direct one; the same build.
+body_writer_tests() {
+  SSE_BROKER__STREAM__WRITER=body cargo test --release --locked --test api
+}
+
+# vendor/actix-http is exactly the crates.io release plus our patches, and the
+# actix-http Cargo resolves (docs/streams.md).
+vendored_actix_http() {
+  scripts/vendor-actix-http.sh --check
+}
+
+lint() {
+  cargo fmt --check && cargo clippy --release --locked --all-targets -- -D warnings
+}
+
 bench_smoke() {
   # The load generator must not rot: a few-second tiny run against the release broker.
   CARGO_TARGET_DIR="$ROOT/bench/target" cargo build --release --locked --quiet \
@@ -103,8 +120,11 @@ browser_tests() {
 }
 
 stage "install test tools" install_tools
+stage "vendored actix-http is the release plus our patches" vendored_actix_http
 stage "build (release)" build
-stage "rust unit and integration tests" rust_tests
+stage "rust unit, architecture and integration tests" rust_tests
+stage "integration tests on the body stream writer" body_writer_tests
+stage "lint: rustfmt and clippy" lint
 stage "benchmark harness smoke run" bench_smoke
 stage "fuzz: long proptest (body parser, SSE encoder)" fuzz_tests
 stage "API contract: schemathesis against docs/openapi.json" api_contract

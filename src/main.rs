@@ -1,6 +1,6 @@
 //! The `sse-broker` binary: parse flags, load configuration, start logging,
 //! run the application until SIGINT/SIGTERM. `sse-broker token …` mints a
-//! token instead (see README.md, Security).
+//! token instead (see docs/security.md).
 
 use std::{net::SocketAddr, path::PathBuf};
 

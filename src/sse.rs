@@ -52,20 +52,25 @@ pub fn encode_event(id: &str, event: Option<&str>, data: &str) -> Frame {
     }
 }
 
-/// An event encoded in another protocol's field order (a Mercure update),
-/// in the same three views; `rest` is the whole event, as such events are
-/// never written on multi-channel streams.
-pub fn frame(event: &[u8]) -> Frame {
-    let mut header = [0; chunk::HEADER_MAX];
-    let header_len = chunk::header(event.len(), &mut header);
-    let mut buf = BytesMut::with_capacity(header_len + event.len() + 2);
-    buf.put_slice(&header[..header_len]);
-    buf.put_slice(event);
+/// An event that `write` encodes in its own protocol's field order (a
+/// Mercure update), in the same three views, written once into one buffer;
+/// `rest` is the whole event, as such events are never written on
+/// multi-channel streams.
+pub fn framed(capacity: usize, write: impl FnOnce(&mut BytesMut)) -> Frame {
+    const ROOM: usize = chunk::HEADER_MAX;
+    let mut buf = BytesMut::with_capacity(ROOM + capacity + 2);
+    buf.put_bytes(0, ROOM);
+    write(&mut buf);
+    let end = buf.len();
     buf.put_slice(b"\r\n");
+    let mut header = [0; ROOM];
+    let header_len = chunk::header(end - ROOM, &mut header);
+    let start = ROOM - header_len;
+    buf[start..ROOM].copy_from_slice(&header[..header_len]);
     let all = buf.freeze();
-    let full = all.slice(header_len..header_len + event.len());
+    let full = all.slice(ROOM..end);
     Frame {
-        chunk: all,
+        chunk: all.slice(start..),
         rest: full.clone(),
         full,
     }

@@ -22,6 +22,14 @@ pub trait Codec: Send + Sync {
         record: &Record,
         published_at: Instant,
     ) -> Arc<Event>;
+
+    /// What a log outside memory (the durable store, the shared log) keeps
+    /// of `record`: a codec whose publishers hand it a
+    /// [`prepared`](Record::prepared) record without `data` fills `data`
+    /// here. Memory never needs it, so an in-memory channel never pays for it.
+    fn logged(&self, record: Record) -> Record {
+        record
+    }
 }
 
 /// Our channels' events: `id: <epoch>-<seq>`, an optional `event:` line and

@@ -28,10 +28,7 @@ impl DemoPublisher {
             humantime::format_rfc3339_seconds(now)
         );
         let data = serde_json::json!({ "Message": message, "Value": value }).to_string();
-        let record = Record {
-            event_type: None,
-            data,
-        };
+        let record = Record::plain(None, data);
         self.broker.publish_nowait(&self.channel, record, false);
     }
 }

@@ -12,6 +12,8 @@
 //! The core owns no database or network code: the traits say what it needs,
 //! and `startup` hands the backends in.
 
+use std::{any::Any, fmt, sync::Arc};
+
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
@@ -24,10 +26,36 @@ use crate::names::{ChannelName, EventType};
 /// What a log keeps of one event: enough to make it again. For our own
 /// channels `data` is the payload; a protocol adapter may store its own
 /// serialised record there, which its codec reads back (see `codec`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Record {
     pub event_type: Option<EventType>,
     pub data: String,
+    /// The record as its publisher built it, for a codec that would
+    /// otherwise parse it out of `data` (a Mercure update): such a record's
+    /// `data` may be left empty until a log outside memory needs it
+    /// ([`Codec::logged`](super::codec::Codec::logged)). Never logged itself.
+    pub prepared: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Record {
+    /// A record of `data` (an event of our own channels).
+    pub fn plain(event_type: Option<EventType>, data: String) -> Self {
+        Self {
+            event_type,
+            data,
+            prepared: None,
+        }
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("event_type", &self.event_type)
+            .field("data", &self.data)
+            .field("prepared", &self.prepared.is_some())
+            .finish()
+    }
 }
 
 /// One event as a log returns it.

@@ -45,10 +45,7 @@ pub fn broker(settings: &Settings) -> Broker {
 
 /// A record of plain data.
 pub fn record(data: &str) -> Record {
-    Record {
-        event_type: None,
-        data: data.into(),
-    }
+    Record::plain(None, data.into())
 }
 
 /// Sends a publish of `data`; the receiver gets its answer.

@@ -118,7 +118,7 @@ fn parse(payload: &[u8]) -> Option<(ChannelName, Epoch, LogEntry)> {
         LogEntry {
             seq,
             published_ms,
-            record: Record { event_type, data },
+            record: Record::plain(event_type, data),
         },
     ))
 }

@@ -227,10 +227,7 @@ fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
         entries.push(LogEntry {
             seq: parse_u64(&seq, "seq")?,
             published_ms: parse_u64(&next(), "time")?,
-            record: Record {
-                event_type: parse_event_type(&next()),
-                data: next(),
-            },
+            record: Record::plain(parse_event_type(&next()), next()),
         });
     }
     Ok(Fetched {

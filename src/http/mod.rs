@@ -60,7 +60,7 @@ impl AppState {
         data: String,
         received_at: Instant,
     ) -> Result<Published, ApiError> {
-        let record = Record { event_type, data };
+        let record = Record::plain(event_type, data);
         Ok(self
             .broker
             .publish(&channel, record, received_at, false)

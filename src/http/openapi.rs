@@ -51,7 +51,7 @@ mod tests {
         }
     }
 
-    /// The Mercure hub's routes (mounted by `mercure::routes`) are described.
+    /// The Mercure hub's routes (mounted by `mercure::configure`) are described.
     #[test]
     fn mercure_routes_are_in_the_spec() {
         let spec = spec();

@@ -23,7 +23,8 @@
 //!   the whole token invalid (no partial acceptance).
 //!
 //! The publish, subscribe and subscriptions handlers in
-//! [`routes`](super::routes) are the only users.
+//! [`subscribe`](super::subscribe), [`publish`](super::publish) and
+//! [`subscriptions`](super::subscriptions) are the only users.
 
 use std::{
     str::FromStr,

@@ -46,12 +46,14 @@ pub fn hub_channel() -> ChannelName {
     ChannelName::internal("mercure")
 }
 
-/// The record the hub's channel logs for `draft` (whose id is set).
-pub fn record_of(draft: &UpdateDraft) -> Record {
+/// The record of `draft` (whose id is set) for the hub's channel: prepared,
+/// so the codec reads the draft itself and its JSON is written only when a
+/// log outside memory keeps it ([`HubCodec::logged`]).
+pub fn record_of(draft: UpdateDraft) -> Record {
     Record {
         event_type: None,
-        // A struct of strings, numbers and booleans always serialises.
-        data: serde_json::to_string(draft).unwrap_or_default(),
+        data: String::new(),
+        prepared: Some(Arc::new(draft)),
     }
 }
 
@@ -67,26 +69,38 @@ impl Codec for HubCodec {
         record: &Record,
         published_at: Instant,
     ) -> Arc<Event> {
-        let (frame, name, tags) = match serde_json::from_str::<UpdateDraft>(&record.data) {
+        let prepared = record
+            .prepared
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<UpdateDraft>());
+        let parsed;
+        let draft = match prepared {
+            Some(draft) => Ok(draft),
+            None => {
+                parsed = serde_json::from_str::<UpdateDraft>(&record.data);
+                parsed.as_ref()
+            }
+        };
+        let (frame, name, tags) = match draft {
             Ok(draft) => {
-                let update_id = draft.id.unwrap_or_else(new_id);
-                let bytes = encode(
+                let update_id = draft.id.clone().unwrap_or_else(new_id);
+                let frame = encode(
                     &update_id,
                     draft.event_type.as_deref(),
                     draft.retry,
                     &draft.data,
                 );
                 let tags = UpdateTags {
-                    topics: draft.topics,
+                    topics: draft.topics.clone(),
                     private: draft.private,
                 };
                 let tags: Arc<dyn std::any::Any + Send + Sync> = Arc::new(tags);
-                (sse::frame(&bytes), Some(update_id.into()), Some(tags))
+                (frame, Some(update_id.into()), Some(tags))
             }
             Err(err) => {
                 // Not an update the hub wrote: no filter admits it.
                 warn!("mercure log entry unreadable id={id} reason={err}");
-                (sse::frame(b""), None, None)
+                (sse::framed(0, |_| {}), None, None)
             }
         };
         Arc::new(Event {
@@ -98,6 +112,19 @@ impl Codec for HubCodec {
             name,
             tags,
         })
+    }
+
+    /// The update as JSON, for the durable store or the shared log.
+    fn logged(&self, mut record: Record) -> Record {
+        if let Some(draft) = record
+            .prepared
+            .take()
+            .and_then(|p| p.downcast::<UpdateDraft>().ok())
+        {
+            // A struct of strings, numbers and booleans always serialises.
+            record.data = serde_json::to_string(&*draft).unwrap_or_default();
+        }
+        record
     }
 }
 
@@ -163,7 +190,7 @@ impl Mirror for ChannelBridge {
             event_type: record.event_type.as_ref().map(|t| t.as_str().to_owned()),
             retry: None,
         };
-        broker.publish_nowait(&hub_channel(), record_of(&draft), true);
+        broker.publish_nowait(&hub_channel(), record_of(draft), true);
     }
 }
 
@@ -215,18 +242,21 @@ mod tests {
             epoch: crate::broker::event::Epoch::from_raw(1),
             seq: 7,
         };
-        let event = HubCodec.event(&hub_channel(), id, &record_of(&draft), Instant::now());
-        assert_eq!(
-            std::str::from_utf8(&event.frame.full).unwrap(),
-            "event: note\nid: urn:uuid:1\ndata: hello\n\n"
-        );
-        assert_eq!(event.name.as_deref(), Some("urn:uuid:1"));
-        assert!(filter(&["urn:a"], None).admits(&event));
-        assert!(!filter(&["urn:b"], None).admits(&event));
-        let junk = Record {
-            event_type: None,
-            data: "not json".into(),
-        };
+        let prepared = record_of(draft);
+        let logged = HubCodec.logged(prepared.clone());
+        assert!(logged.prepared.is_none() && logged.data.contains("\"urn:uuid:1\""));
+        // As published here (prepared) and as read back from a log (JSON).
+        for record in [prepared, logged] {
+            let event = HubCodec.event(&hub_channel(), id, &record, Instant::now());
+            assert_eq!(
+                std::str::from_utf8(&event.frame.full).unwrap(),
+                "event: note\nid: urn:uuid:1\ndata: hello\n\n"
+            );
+            assert_eq!(event.name.as_deref(), Some("urn:uuid:1"));
+            assert!(filter(&["urn:a"], None).admits(&event));
+            assert!(!filter(&["urn:b"], None).admits(&event));
+        }
+        let junk = Record::plain(None, "not json".into());
         let odd = HubCodec.event(&hub_channel(), id, &junk, Instant::now());
         assert!(!filter(&["*"], None).admits(&odd));
     }

@@ -92,7 +92,7 @@ async fn publish_inner(
     }
     let id = draft.id.get_or_insert_with(new_id).clone();
     app.broker
-        .publish(&hub_channel(), record_of(&draft), received_at, false)
+        .publish(&hub_channel(), record_of(draft.clone()), received_at, false)
         .await?;
     forward_to_channels(app, &draft);
     Ok(HttpResponse::Ok().content_type("text/plain").body(id))
@@ -117,10 +117,7 @@ fn forward_to_channels(app: &AppState, draft: &UpdateDraft) {
             continue;
         };
         sent.push(topic);
-        let record = Record {
-            event_type: event_type.clone(),
-            data: draft.data.clone(),
-        };
+        let record = Record::plain(event_type.clone(), draft.data.clone());
         app.broker.publish_nowait(&channel, record, true);
     }
 }

@@ -251,7 +251,7 @@ async fn announce(
     }
     let hub = hub_channel();
     for info in infos(subscriber, subscriptions, true) {
-        let record = record_of(&subscription_update(info));
+        let record = record_of(subscription_update(info));
         app.broker
             .publish(&hub, record, Instant::now(), true)
             .await?;
@@ -266,7 +266,7 @@ async fn announce(
     Ok(Some(Box::new(move || {
         book.remove(stream);
         for info in gone {
-            broker.publish_nowait(&hub, record_of(&subscription_update(info)), true);
+            broker.publish_nowait(&hub, record_of(subscription_update(info)), true);
         }
     })))
 }

@@ -7,10 +7,10 @@
 //! `id:`, then one `data:` line per line of the payload (split on `\r\n`,
 //! `\n` and `\r`, see [`crate::sse::split_lines`]).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BufMut;
 use serde::{Deserialize, Serialize};
 
-use crate::sse;
+use crate::sse::{self, Frame};
 
 /// The `Last-Event-ID` asking for the whole history.
 pub const EARLIEST: &str = "earliest";
@@ -44,26 +44,28 @@ pub fn new_id() -> String {
 
 /// The SSE bytes of one update. `id` and `event_type` are free of CR, LF
 /// and NUL (checked by the publish handler, or made by the hub).
-pub fn encode(id: &str, event_type: Option<&str>, retry: Option<u64>, data: &str) -> Bytes {
-    let mut buf = BytesMut::with_capacity(data.len() + id.len() + 48);
-    if let Some(event_type) = event_type.filter(|t| !t.is_empty()) {
-        buf.put_slice(b"event: ");
-        buf.put_slice(event_type.as_bytes());
+pub fn encode(id: &str, event_type: Option<&str>, retry: Option<u64>, data: &str) -> Frame {
+    sse::framed(data.len() + id.len() + 48, |buf| {
+        if let Some(event_type) = event_type.filter(|t| !t.is_empty()) {
+            buf.put_slice(b"event: ");
+            buf.put_slice(event_type.as_bytes());
+            buf.put_u8(b'\n');
+        }
+        if let Some(retry) = retry.filter(|r| *r > 0) {
+            buf.put_slice(b"retry: ");
+            buf.put_slice(itoa::Buffer::new().format(retry).as_bytes());
+            buf.put_u8(b'\n');
+        }
+        buf.put_slice(b"id: ");
+        buf.put_slice(id.as_bytes());
         buf.put_u8(b'\n');
-    }
-    if let Some(retry) = retry.filter(|r| *r > 0) {
-        buf.put_slice(format!("retry: {retry}\n").as_bytes());
-    }
-    buf.put_slice(b"id: ");
-    buf.put_slice(id.as_bytes());
-    buf.put_u8(b'\n');
-    for line in sse::split_lines(data) {
-        buf.put_slice(b"data: ");
-        buf.put_slice(line.as_bytes());
+        for line in sse::split_lines(data) {
+            buf.put_slice(b"data: ");
+            buf.put_slice(line.as_bytes());
+            buf.put_u8(b'\n');
+        }
         buf.put_u8(b'\n');
-    }
-    buf.put_u8(b'\n');
-    buf.freeze()
+    })
 }
 
 #[cfg(test)]
@@ -75,12 +77,14 @@ mod tests {
     fn encoding_matches_the_reference() {
         let frame = encode("urn:x", Some("note"), Some(3000), "a\r\nb\nc\rd");
         assert_eq!(
-            std::str::from_utf8(&frame).unwrap(),
+            std::str::from_utf8(&frame.full).unwrap(),
             "event: note\nretry: 3000\nid: urn:x\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
         let empty = encode("urn:y", None, None, "");
+        let chunk = format!("{:x}\r\n{}\r\n", empty.full.len(), "id: urn:y\ndata: \n\n");
+        assert_eq!(&empty.chunk[..], chunk.as_bytes());
         assert_eq!(
-            std::str::from_utf8(&empty).unwrap(),
+            std::str::from_utf8(&empty.full).unwrap(),
             "id: urn:y\ndata: \n\n"
         );
     }

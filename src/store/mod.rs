@@ -232,10 +232,7 @@ impl Store {
             entries.push(LogEntry {
                 seq,
                 published_ms,
-                record: Record {
-                    event_type,
-                    data: data.to_owned(),
-                },
+                record: Record::plain(event_type, data.to_owned()),
             });
         }
         // Retained seqs are contiguous; keep the newest contiguous run.

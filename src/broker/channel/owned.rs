@@ -205,7 +205,7 @@ impl ChannelActor {
         };
         log.busy = true;
         log.pending.push_back(Pending { event, accepted });
-        let answer = store.append(&name, id, now_ms(), msg.record);
+        let answer = store.append(&name, id, now_ms(), codec.logged(msg.record));
         // The fan-out waits for the disk; other messages do not.
         ctx.spawn(answer.into_actor(self).map(move |outcome, actor, _| {
             let outcome = outcome.unwrap_or_else(|_| Err(LogError("the store stopped".into())));

@@ -74,10 +74,11 @@ impl ChannelActor {
         let accepted = self.accepting(&mut msg);
         let subscribers = self.members.len();
         let name = self.name.clone();
+        let record = self.codec.logged(msg.record);
         let Some(cursor) = self.cursor() else {
             return;
         };
-        let stored = cursor.log.append(&name, msg.record);
+        let stored = cursor.log.append(&name, record);
         ctx.spawn(stored.into_actor(self).map(move |stored, actor, _| {
             let answer = match stored {
                 Ok(id) => {
