@@ -10,6 +10,6 @@ use crate::names::ChannelName;
 
 pub trait Mirror: Send + Sync {
     /// The event `id` was accepted on `channel` (it is in the channel's
-    /// log); `record` is what the log keeps of it.
-    fn accepted(&self, channel: &ChannelName, id: EventId, record: &Record);
+    /// log); `record` is a copy of what the log keeps of it.
+    fn accepted(&self, channel: &ChannelName, id: EventId, record: Record);
 }

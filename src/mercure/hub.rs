@@ -30,7 +30,7 @@ use log::warn;
 
 use super::{
     topic::{self, TopicSelector},
-    update::{UpdateDraft, UpdateTags, encode, new_id},
+    update::{UpdateDraft, encode, new_id},
 };
 use crate::{
     broker::{
@@ -69,33 +69,29 @@ impl Codec for HubCodec {
         record: &Record,
         published_at: Instant,
     ) -> Arc<Event> {
+        // The draft is also the event's tags: what subscribers' filters read.
         let prepared = record
             .prepared
-            .as_ref()
-            .and_then(|p| p.downcast_ref::<UpdateDraft>());
-        let parsed;
+            .clone()
+            .and_then(|p| p.downcast::<UpdateDraft>().ok());
         let draft = match prepared {
             Some(draft) => Ok(draft),
-            None => {
-                parsed = serde_json::from_str::<UpdateDraft>(&record.data);
-                parsed.as_ref()
-            }
+            None => serde_json::from_str::<UpdateDraft>(&record.data).map(Arc::new),
         };
         let (frame, name, tags) = match draft {
             Ok(draft) => {
-                let update_id = draft.id.clone().unwrap_or_else(new_id);
+                let update_id: Arc<str> = match &draft.id {
+                    Some(id) => id.as_str().into(),
+                    None => new_id().into(),
+                };
                 let frame = encode(
                     &update_id,
                     draft.event_type.as_deref(),
                     draft.retry,
                     &draft.data,
                 );
-                let tags = UpdateTags {
-                    topics: draft.topics.clone(),
-                    private: draft.private,
-                };
-                let tags: Arc<dyn std::any::Any + Send + Sync> = Arc::new(tags);
-                (frame, Some(update_id.into()), Some(tags))
+                let tags: Arc<dyn std::any::Any + Send + Sync> = draft;
+                (frame, Some(update_id), Some(tags))
             }
             Err(err) => {
                 // Not an update the hub wrote: no filter admits it.
@@ -140,7 +136,7 @@ pub struct SelectorFilter {
 impl SelectorFilter {
     /// Whether it subscribed to one of the update's topics and, for a
     /// private update, its token covers one of them.
-    pub fn can_receive(&self, update: &UpdateTags) -> bool {
+    pub fn can_receive(&self, update: &UpdateDraft) -> bool {
         let subscribed = topic::any_matches(&self.selectors, &update.topics);
         subscribed
             && (!update.private
@@ -157,7 +153,7 @@ impl Filter for SelectorFilter {
         event
             .tags
             .as_ref()
-            .and_then(|tags| tags.downcast_ref::<UpdateTags>())
+            .and_then(|tags| tags.downcast_ref::<UpdateDraft>())
             .is_some_and(|tags| self.can_receive(tags))
     }
 }
@@ -178,16 +174,16 @@ impl ChannelBridge {
 }
 
 impl Mirror for ChannelBridge {
-    fn accepted(&self, channel: &ChannelName, _: EventId, record: &Record) {
+    fn accepted(&self, channel: &ChannelName, _: EventId, record: Record) {
         let Some(broker) = self.broker.get() else {
             return;
         };
         let draft = UpdateDraft {
             topics: vec![channel.to_string()],
-            data: record.data.clone(),
+            event_type: record.event_type.map(|t| t.as_str().to_owned()),
+            data: record.data,
             private: false,
             id: Some(new_id()),
-            event_type: record.event_type.as_ref().map(|t| t.as_str().to_owned()),
             retry: None,
         };
         broker.publish_nowait(&hub_channel(), record_of(draft), true);
@@ -198,10 +194,14 @@ impl Mirror for ChannelBridge {
 mod tests {
     use super::*;
 
-    fn tags(topics: &[&str], private: bool) -> UpdateTags {
-        UpdateTags {
+    fn tags(topics: &[&str], private: bool) -> UpdateDraft {
+        UpdateDraft {
             topics: topics.iter().map(|t| t.to_string()).collect(),
+            data: String::new(),
             private,
+            id: None,
+            event_type: None,
+            retry: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! A Mercure update: what a publisher asks for ([`UpdateDraft`], which is
-//! also what the hub's channel keeps in its log, serialised as JSON), the
-//! tags its subscribers' filters read ([`UpdateTags`]), and its
-//! `text/event-stream` encoding, made once per update.
+//! also what the hub's channel keeps in its log, serialised as JSON, and
+//! what its subscribers' filters read), and its `text/event-stream`
+//! encoding, made once per update.
 //!
 //! The encoding follows the reference hub: `event:` (the `type`), `retry:`,
 //! `id:`, then one `data:` line per line of the payload (split on `\r\n`,
@@ -30,16 +30,16 @@ pub struct UpdateDraft {
     pub retry: Option<u64>,
 }
 
-/// What a subscriber's filter reads of an update (the event's tags).
-#[derive(Debug)]
-pub struct UpdateTags {
-    pub topics: Vec<String>,
-    pub private: bool,
-}
-
 /// A fresh, unguessable update id.
 pub fn new_id() -> String {
-    format!("urn:uuid:{}", uuid::Uuid::new_v4())
+    const PREFIX: &str = "urn:uuid:";
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let uuid = uuid::Uuid::new_v4();
+    let text = uuid.hyphenated().encode_lower(&mut buf);
+    let mut id = String::with_capacity(PREFIX.len() + text.len());
+    id.push_str(PREFIX);
+    id.push_str(text);
+    id
 }
 
 /// The SSE bytes of one update. `id` and `event_type` are free of CR, LF

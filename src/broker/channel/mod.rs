@@ -269,7 +269,7 @@ impl ChannelActor {
         self.stats.last_seq.store(id.seq, Ordering::Relaxed);
         self.stats.history.store(retained, Ordering::Relaxed);
         self.count_published(&publish);
-        if let (Some(mirror), Some(record)) = (&self.mirror, &publish.mirror) {
+        if let (Some(mirror), Some(record)) = (&self.mirror, publish.mirror) {
             mirror.accepted(&self.name, id, record);
         }
         if let Some(reply) = publish.reply {

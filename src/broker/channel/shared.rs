@@ -80,10 +80,11 @@ impl ChannelActor {
         };
         let stored = cursor.log.append(&name, record);
         ctx.spawn(stored.into_actor(self).map(move |stored, actor, _| {
+            let mut accepted = accepted;
             let answer = match stored {
                 Ok(id) => {
                     actor.count_published(&accepted);
-                    if let (Some(mirror), Some(record)) = (&actor.mirror, &accepted.mirror) {
+                    if let (Some(mirror), Some(record)) = (&actor.mirror, accepted.mirror.take()) {
                         mirror.accepted(&actor.name, id, record);
                     }
                     Ok(crate::broker::message::Published { id, subscribers })
