@@ -556,6 +556,16 @@ const app = (() => {
     $(id).addEventListener(type, handler);
   }
 
+  // The channels to subscribe to on load: `?channels=a,b` (empty: none),
+  // else the form's default (`test`, where the demo publishes).
+  function initialChannels() {
+    const params = new URLSearchParams(window.location.search);
+    if (!params.has('channels')) return splitChannels($('channels-input').value);
+    const channels = splitChannels(params.get('channels'));
+    if (channels.length) $('channels-input').value = channels.join(', ');
+    return channels;
+  }
+
   function init() {
     $('tab-id').textContent = state.tabId;
     document.title = `SSE console – ${state.tabId}`;
@@ -579,6 +589,7 @@ const app = (() => {
     openKillStream();
     updatePulseTimer();
     startPolling();
+    initialChannels().forEach((ch) => addConnection([ch], false));
   }
 
   init();

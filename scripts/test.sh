@@ -49,11 +49,17 @@ install_tools() {
   if ! command -v schemathesis >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5' || return 1
   fi
+  # The third-party SSE clients the hostile-client tests subscribe with.
+  if ! python3 -c 'import httpx_sse, sseclient, requests' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check \
+      'httpx>=0.27' 'httpx-sse==0.4.*' 'requests>=2.31' 'sseclient-py==1.8.*' || return 1
+  fi
   # The cluster tests (tests/api/cluster.rs) start their own redis-server.
   apt_install redis-server || return 1
+  # npm packages: playwright-core (browser tests), eventsource (client tests).
+  npm ci --no-audit --no-fund --loglevel=error || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then
     apt_install chromium || return 1
-    npm ci --no-audit --no-fund --loglevel=error || return 1
   fi
 }
 
@@ -66,10 +72,11 @@ rust_tests() {
   cargo test --release --locked
 }
 
-# The integration tests again, every stream served by the body writer (the one
-# HTTPS and HTTP/2 use) instead of the direct one; the same build.
+# The integration and hostile-client tests again, every stream served by the
+# body writer (the one HTTPS and HTTP/2 use) instead of the direct one; the
+# same build.
 body_writer_tests() {
-  SSE_BROKER__STREAM__WRITER=body cargo test --release --locked --test api
+  SSE_BROKER__STREAM__WRITER=body cargo test --release --locked --test api --test hostile
 }
 
 # vendor/actix-http is exactly the crates.io release plus our patches, and the

@@ -54,6 +54,9 @@ pub struct ServerSettings {
     pub public_dir: PathBuf,
     /// Largest request body accepted, in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// Deepest nesting of arrays and objects in a JSON payload (and in a
+    /// Mercure update's data) accepted (400 beyond).
+    pub max_json_depth: usize,
     /// Grace period for in-flight requests on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -76,6 +79,9 @@ pub struct StreamSettings {
     pub retry: Duration,
     /// Frames queued per subscriber before it is evicted as a slow consumer.
     pub subscriber_buffer: usize,
+    /// Bytes queued per subscriber before it is evicted as a slow consumer
+    /// (whichever bound is reached first).
+    pub subscriber_buffer_bytes: usize,
     /// Most channels one multi-channel stream may name.
     pub max_channels_per_stream: usize,
     /// Which stream writer serves event streams (see [`StreamWriter`]).
@@ -323,11 +329,20 @@ impl Settings {
     /// Checks the rules no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |why: &str| Err(ConfigError::Inconsistent(why.to_owned()));
+        if self.server.max_json_depth == 0 {
+            return bad("server.max_json_depth must be at least 1");
+        }
         if self.stream.heartbeat.is_zero() {
             return bad("stream.heartbeat must be greater than 0");
         }
         if self.stream.subscriber_buffer == 0 {
             return bad("stream.subscriber_buffer must be at least 1");
+        }
+        if self.stream.subscriber_buffer_bytes < self.server.max_body_bytes {
+            return bad(
+                "stream.subscriber_buffer_bytes must be at least server.max_body_bytes \
+                 (else one event of the largest size would evict every subscriber)",
+            );
         }
         if self.stream.max_channels_per_stream == 0 {
             return bad("stream.max_channels_per_stream must be at least 1");

@@ -10,20 +10,52 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// The heartbeat comment, shared by every stream.
-pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
+/// The heartbeat comment, shared by every stream: one comment line and no
+/// blank line after it, since a blank line ends an event block, and some
+/// clients (Python's httpx-sse) turn a block without data into an event
+/// with empty `data`. Spec-following clients ignore the comment either way.
+pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n");
 
 /// One encoded event, kept in three views of one buffer: framed as an
 /// HTTP/1.1 chunk for the write to a subscriber's socket, whole, and
 /// without its `id:` line so a multi-channel stream can write its own.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// `full` as one chunk of a chunked body: `{len:x}\r\n`, `full`, `\r\n`.
-    pub chunk: Bytes,
-    /// The whole event: `id:` line, optional `event:` line, `data:` lines, blank line.
-    pub full: Bytes,
-    /// `full` without its `id:` line.
-    pub rest: Bytes,
+    /// The event as one chunk of a chunked body: `{len:x}\r\n`, the event,
+    /// `\r\n`. The other views are offsets into it, so a frame is one
+    /// shared buffer and a few bytes (an event in history stays small).
+    chunk: Bytes,
+    /// Where the event starts in `chunk` (after the chunk header).
+    start: u32,
+    /// Where the event's first line after `id:` starts in `chunk`.
+    rest_start: u32,
+}
+
+impl Frame {
+    fn new(chunk: Bytes, start: usize, rest_start: usize) -> Self {
+        Self {
+            // An event is at most a request body long, far below 4 GiB.
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            rest_start: u32::try_from(rest_start).unwrap_or(u32::MAX),
+            chunk,
+        }
+    }
+
+    /// The event framed as one HTTP/1.1 chunk, shared.
+    pub fn chunk(&self) -> &Bytes {
+        &self.chunk
+    }
+
+    /// The whole event: `id:` line, optional `event:` line, `data:` lines,
+    /// blank line.
+    pub fn full(&self) -> &[u8] {
+        &self.chunk[self.start as usize..self.chunk.len() - 2]
+    }
+
+    /// The event without its `id:` line.
+    pub fn rest(&self) -> &[u8] {
+        &self.chunk[self.rest_start as usize..self.chunk.len() - 2]
+    }
 }
 
 /// Encodes one event. `id` and `event` must be free of CR, LF and NUL; the
@@ -44,12 +76,8 @@ pub fn encode_event(id: &str, event: Option<&str>, data: &str) -> Frame {
     let header_len = chunk::header(end - ROOM, &mut header);
     let start = ROOM - header_len;
     buf[start..ROOM].copy_from_slice(&header[..header_len]);
-    let all = buf.freeze();
-    Frame {
-        chunk: all.slice(start..),
-        full: all.slice(ROOM..end),
-        rest: all.slice(id_end..end),
-    }
+    let all = buf.freeze().slice(start..);
+    Frame::new(all, ROOM - start, id_end - start)
 }
 
 /// An event that `write` encodes in its own protocol's field order (a
@@ -67,13 +95,9 @@ pub fn framed(capacity: usize, write: impl FnOnce(&mut BytesMut)) -> Frame {
     let header_len = chunk::header(end - ROOM, &mut header);
     let start = ROOM - header_len;
     buf[start..ROOM].copy_from_slice(&header[..header_len]);
-    let all = buf.freeze();
-    let full = all.slice(ROOM..end);
-    Frame {
-        chunk: all.slice(start..),
-        rest: full.clone(),
-        full,
-    }
+    let _ = end;
+    let all = buf.freeze().slice(start..);
+    Frame::new(all, ROOM - start, ROOM - start)
 }
 
 /// HTTP/1.1 chunked framing: every stream write is one chunk.
@@ -156,22 +180,25 @@ pub fn data_of(frame: &[u8]) -> String {
 }
 
 /// A comment line (`: text`), used for heartbeats. Comments are ignored by
-/// clients but keep proxies from timing the connection out.
+/// clients but keep proxies from timing the connection out. It ends in one
+/// line feed, no blank line (see [`HEARTBEAT`]).
 pub fn encode_comment(text: &str) -> Bytes {
-    let mut buf = BytesMut::with_capacity(text.len() + 4);
+    let mut buf = BytesMut::with_capacity(text.len() + 3);
     buf.put_slice(b": ");
     for line in split_lines(text) {
         buf.put_slice(line.as_bytes());
     }
-    buf.put_slice(b"\n\n");
+    buf.put_u8(b'\n');
     buf.freeze()
 }
 
-/// The first bytes of every stream: the reconnection hint and a comment, so
-/// that `EventSource.onopen` fires before the first event.
+/// The first bytes of every stream: the reconnection hint and a comment,
+/// written at once so proxies and clients see the stream open. No blank line
+/// follows: the `retry:` field takes effect as it is read, and a block
+/// without data would be a phantom event to some clients (see [`HEARTBEAT`]).
 pub fn prelude(retry_ms: u128) -> String {
     let mut out = String::with_capacity(32);
-    let _ = write!(out, "retry: {retry_ms}\n: connected\n\n");
+    let _ = write!(out, "retry: {retry_ms}\n: connected\n");
     out
 }
 
@@ -250,15 +277,15 @@ mod tests {
     #[test]
     fn chunk_frames_the_event() {
         let frame = encode_event("k-1", Some("note"), &"z".repeat(300));
-        let header = format!("{:x}\r\n", frame.full.len());
-        let expected = [header.as_bytes(), &frame.full[..], b"\r\n"].concat();
-        assert_eq!(&frame.chunk[..], &expected[..]);
-        assert_eq!(chunk::data_start(&frame.chunk), header.len());
-        assert!(frame.full.ends_with(&frame.rest) && frame.full.starts_with(b"id: k-1\n"));
+        let header = format!("{:x}\r\n", frame.full().len());
+        let expected = [header.as_bytes(), frame.full(), b"\r\n"].concat();
+        assert_eq!(&frame.chunk()[..], &expected[..]);
+        assert_eq!(chunk::data_start(frame.chunk()), header.len());
+        assert!(frame.full().ends_with(frame.rest()) && frame.full().starts_with(b"id: k-1\n"));
     }
     use proptest::prelude::*;
 
-    fn text(bytes: &Bytes) -> &str {
+    fn text(bytes: &[u8]) -> &str {
         std::str::from_utf8(bytes).expect("frames are UTF-8")
     }
 
@@ -267,11 +294,11 @@ mod tests {
     fn json_payload_is_one_data_line() {
         let frame = encode_event("e-1", None, r#"{"Message":"hi","Value":3}"#);
         assert_eq!(
-            text(&frame.full),
+            text(frame.full()),
             "id: e-1\ndata: {\"Message\":\"hi\",\"Value\":3}\n\n"
         );
         assert_eq!(
-            text(&frame.rest),
+            text(frame.rest()),
             "data: {\"Message\":\"hi\",\"Value\":3}\n\n"
         );
     }
@@ -281,7 +308,7 @@ mod tests {
     fn all_line_ends_split() {
         let frame = encode_event("e-2", Some("greet"), "a\r\nb\nc\rd");
         assert_eq!(
-            text(&frame.full),
+            text(frame.full()),
             "id: e-2\nevent: greet\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
     }
@@ -291,7 +318,7 @@ mod tests {
     fn injected_fields_stay_data() {
         let payload = "x\n\nid: evil\nevent: evil\n\ndata: y";
         let frame = encode_event("e-3", None, payload);
-        let events = parse_stream(text(&frame.full));
+        let events = parse_stream(text(frame.full()));
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].id, "e-3");
         assert_eq!(events[0].event, "message");
@@ -301,7 +328,7 @@ mod tests {
     /// Comments never contain a line break.
     #[test]
     fn comments_are_one_line() {
-        assert_eq!(text(&encode_comment("a\nb")), ": ab\n\n");
+        assert_eq!(text(&encode_comment("a\nb")), ": ab\n");
     }
 
     proptest! {
@@ -311,7 +338,7 @@ mod tests {
         fn any_payload_round_trips(payload in any::<String>(), event in "[a-z.]{1,10}") {
             let frame = encode_event("c-7", Some(&event), &payload);
             let mut stream = prelude(2000);
-            stream.push_str(text(&frame.full));
+            stream.push_str(text(frame.full()));
             stream.push_str(text(&encode_comment("heartbeat")));
             let events = parse_stream(&stream);
             prop_assert_eq!(events.len(), 1);
@@ -319,7 +346,7 @@ mod tests {
             prop_assert_eq!(&events[0].event, &event);
             let expected = payload.replace("\r\n", "\n").replace('\r', "\n");
             prop_assert_eq!(&events[0].data, &expected);
-            prop_assert_eq!(data_of(&frame.full), expected);
+            prop_assert_eq!(data_of(frame.full()), expected);
         }
 
         /// Payloads made of line ends, NUL and field-like text only.
@@ -329,7 +356,7 @@ mod tests {
                         Just("event: y"), Just(":"), Just("data:"), Just("é✓"), Just(" ")], 0..20)) {
             let payload: String = parts.concat();
             let frame = encode_event("c-8", None, &payload);
-            let events = parse_stream(text(&frame.full));
+            let events = parse_stream(text(frame.full()));
             prop_assert_eq!(events.len(), 1);
             prop_assert_eq!(&events[0].id, "c-8");
             prop_assert_eq!(&events[0].event, "message");

@@ -25,7 +25,7 @@ use crate::{
         peers::Peers,
     },
     cluster::{self, Cluster},
-    config::{CorsSettings, LogSettings, Settings},
+    config::{CorsSettings, LogSettings, Settings, StreamWriter},
     error::problem_for_framework_errors,
     http::{self, AppState, guard::Limits},
     mercure::{
@@ -209,6 +209,10 @@ impl Application {
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
+        }
+        if settings.stream.writer == StreamWriter::Body {
+            // The body writer bounds the end of a stream with the socket.
+            server = server.on_connect(http::writer::remember_socket);
         }
         let bind = settings.server.bind;
         let server = server

@@ -146,7 +146,7 @@ fn json_text() -> impl Strategy<Value = String> {
 /// found them; the corpus keeps them.
 fn check_compact(text: &str) -> Result<(), TestCaseError> {
     let parsed = serde_json::from_str::<serde_json::Value>(text);
-    match compact_json(text) {
+    match compact_json(text, 128) {
         Ok(compact) => {
             prop_assert!(
                 !compact.contains(['\n', '\r']),
@@ -154,7 +154,7 @@ fn check_compact(text: &str) -> Result<(), TestCaseError> {
                 compact
             );
             prop_assert!(compact.len() <= text.len());
-            prop_assert_eq!(compact_json(&compact).unwrap(), compact.clone());
+            prop_assert_eq!(compact_json(&compact, 128).unwrap(), compact.clone());
             match parsed {
                 Ok(original) => {
                     let back: serde_json::Value = serde_json::from_str(&compact).map_err(|e| {
@@ -188,11 +188,11 @@ fn check_compact(text: &str) -> Result<(), TestCaseError> {
 
 /// The whole publish path: body bytes → data → frame → what a browser sees.
 fn check_pipeline(kind: BodyKind, body: &[u8], event: Option<&str>) -> Result<(), TestCaseError> {
-    let Ok(data) = event_data(kind, body) else {
+    let Ok(data) = event_data(kind, body, 128) else {
         // Refused: not UTF-8, or (for JSON) not JSON.
         let utf8 = std::str::from_utf8(body);
         prop_assert!(
-            utf8.is_err() || (kind == BodyKind::Json && compact_json(utf8.unwrap()).is_err())
+            utf8.is_err() || (kind == BodyKind::Json && compact_json(utf8.unwrap(), 128).is_err())
         );
         return Ok(());
     };
@@ -202,7 +202,7 @@ fn check_pipeline(kind: BodyKind, body: &[u8], event: Option<&str>) -> Result<()
     let event = event.and_then(|e| EventType::parse(e).ok());
     let frame = encode_event("k2z-42", event.as_ref().map(|e| e.as_str()), &data);
     let mut stream = prelude(2000);
-    stream.push_str(std::str::from_utf8(&frame.full).unwrap());
+    stream.push_str(std::str::from_utf8(frame.full()).unwrap());
     stream.push_str(std::str::from_utf8(&encode_comment("heartbeat")).unwrap());
     stream.push_str(std::str::from_utf8(&encode_notice("broker.replay", &data)).unwrap());
     let events = parse_stream(&stream);
@@ -220,7 +220,7 @@ fn check_pipeline(kind: BodyKind, body: &[u8], event: Option<&str>) -> Result<()
     prop_assert_eq!(&events[0].data, &normalised(&data));
     prop_assert_eq!(&events[1].event, "broker.replay");
     prop_assert_eq!(&events[1].id, "k2z-42", "a notice must not move the id");
-    prop_assert!(frame.full.ends_with(&frame.rest));
+    prop_assert!(frame.full().ends_with(frame.rest()));
     Ok(())
 }
 
@@ -278,7 +278,11 @@ fn compact_json_on_any_text() {
 #[test]
 fn compact_json_on_valid_json() {
     fuzz("compact_json(valid JSON)", json_text(), |text| {
-        prop_assert!(compact_json(&text).is_ok(), "refused valid JSON {:?}", text);
+        prop_assert!(
+            compact_json(&text, 128).is_ok(),
+            "refused valid JSON {:?}",
+            text
+        );
         check_compact(&text)
     });
 }
@@ -309,7 +313,7 @@ fn event_types_never_break_the_frame() {
                 prop_assert!(!event.as_str().contains(['\r', '\n', '\0', ' ']));
                 prop_assert!(!event.as_str().starts_with("broker."));
                 let frame = encode_event("a-1", Some(event.as_str()), "x");
-                let events = parse_stream(std::str::from_utf8(&frame.full).unwrap());
+                let events = parse_stream(std::str::from_utf8(frame.full()).unwrap());
                 prop_assert_eq!(events.len(), 1);
                 prop_assert_eq!(&events[0].event, event.as_str());
             }

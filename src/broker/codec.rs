@@ -56,7 +56,6 @@ impl Codec for PlainCodec {
             event_type: record.event_type.clone(),
             frame,
             published_at,
-            name: None,
             tags: None,
         })
     }

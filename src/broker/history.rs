@@ -264,7 +264,7 @@ pub fn replay_from_log(
 
 /// Whether `event` is the one a client names by its own id.
 fn is_named(event: &Event, name: &str) -> bool {
-    event.name.as_deref() == Some(name)
+    event.name() == Some(name)
 }
 
 #[cfg(test)]

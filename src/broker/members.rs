@@ -113,9 +113,11 @@ impl Members {
             .retain(|member| member.subscriber.id != subscriber_id);
     }
 
-    /// Drops every member (their sinks are released).
+    /// Lets go of every member (each sink hears of it).
     pub fn clear(&mut self) {
-        self.list.clear();
+        for member in self.list.drain(..) {
+            member.subscriber.release();
+        }
     }
 
     /// The log started a new life: every member has nothing of it yet.

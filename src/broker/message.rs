@@ -105,7 +105,7 @@ pub struct ChannelDetail {
     pub subscribers: usize,
     pub history: usize,
     pub oldest: Option<EventId>,
-    /// The [`name`](super::event::Event::name) of the newest retained event.
+    /// The [`name`](super::event::Tags::name) of the newest retained event.
     pub newest_name: Option<Arc<str>>,
     pub pulses_by_client: Vec<(Arc<str>, u64)>,
 }

@@ -46,6 +46,10 @@ pub trait Sink: Send + Sync {
     fn offer(&self, delivery: &Delivery) -> Offer;
     /// Deliveries that may wait before the subscriber counts as slow.
     fn capacity(&self) -> usize;
+    /// A channel let go of this subscriber without it asking (the channel
+    /// closed its subscribers at shutdown, or stopped): once every channel
+    /// it subscribed to has, its stream is over.
+    fn released(&self) {}
 }
 
 /// Which events a subscriber wants, for subscribers that do not want all
@@ -56,8 +60,8 @@ pub trait Filter: Send + Sync {
 }
 
 /// A subscription's handle, as channel actors hold it. A multi-channel
-/// stream gives a clone to each of its channels; the sink is released when
-/// the last clone is dropped.
+/// stream gives a clone to each of its channels; each channel that lets go
+/// of it on its own tells the sink ([`Sink::released`]).
 #[derive(Clone)]
 pub struct Subscriber {
     pub id: u64,
@@ -109,6 +113,11 @@ impl Subscriber {
     /// Deliveries that may wait before the subscriber counts as slow.
     pub fn capacity(&self) -> usize {
         self.sink.capacity()
+    }
+
+    /// This channel lets go of the subscriber (see [`Sink::released`]).
+    pub fn release(&self) {
+        self.sink.released();
     }
 }
 

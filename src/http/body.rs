@@ -92,8 +92,17 @@ pub fn utf8(body: &[u8]) -> Result<&str, ApiError> {
     })
 }
 
-/// Validates JSON text and returns it compacted onto one line.
-pub fn compact_json(text: &str) -> Result<String, ApiError> {
+/// Validates JSON text and returns it compacted onto one line. Arrays and
+/// objects nested deeper than `max_depth` (`server.max_json_depth`) are
+/// refused: subscribers' parsers give up long before a body's size limit
+/// does (Python's `json` past ~1,000 levels, browsers earlier or later).
+pub fn compact_json(text: &str, max_depth: usize) -> Result<String, ApiError> {
+    if nests_deeper_than(text, max_depth) {
+        return Err(ApiError::InvalidJson(format!(
+            "arrays and objects are nested deeper than {max_depth} levels \
+             (server.max_json_depth)"
+        )));
+    }
     serde_json::from_str::<IgnoredAny>(text).map_err(|err| {
         ApiError::InvalidJson(format!(
             "{} at line {} column {}",
@@ -135,11 +144,40 @@ fn strip_whitespace(json: &str) -> String {
     out
 }
 
-/// The `data:` text of a publish body.
-pub fn event_data(kind: BodyKind, body: &[u8]) -> Result<String, ApiError> {
+/// Whether `text` nests `[` and `{` (outside strings) deeper than `max`,
+/// read as JSON would be; any text may be asked (a Mercure update's data).
+pub fn nests_deeper_than(text: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The `data:` text of a publish body (JSON nested at most `max_depth`).
+pub fn event_data(kind: BodyKind, body: &[u8], max_depth: usize) -> Result<String, ApiError> {
     let text = utf8(body)?;
     match kind {
-        BodyKind::Json => compact_json(text),
+        BodyKind::Json => compact_json(text, max_depth),
         BodyKind::Text => Ok(text.to_owned()),
     }
 }
@@ -153,7 +191,7 @@ mod tests {
     #[test]
     fn seed_shape_is_unchanged() {
         let json = r#"{"Message":"hi","Value":3}"#;
-        assert_eq!(compact_json(json).unwrap(), json);
+        assert_eq!(compact_json(json, 128).unwrap(), json);
     }
 
     /// Whitespace goes, key order, numbers and string contents stay.
@@ -161,7 +199,7 @@ mod tests {
     fn compaction_keeps_everything_else() {
         let json = "{ \"z\" : 1.10 ,\n \"a\" : [ 1e2 , \"x \\\" y\\n\" ] }";
         assert_eq!(
-            compact_json(json).unwrap(),
+            compact_json(json, 128).unwrap(),
             r#"{"z":1.10,"a":[1e2,"x \" y\n"]}"#
         );
     }
@@ -169,8 +207,24 @@ mod tests {
     /// Invalid JSON says where it failed.
     #[test]
     fn invalid_json_has_position() {
-        let err = compact_json("{\"a\":\n  tru}").unwrap_err().to_string();
+        let err = compact_json("{\"a\":\n  tru}", 128)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    /// Nesting is counted outside strings, and refused past the limit.
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(compact_json(&deep(128), 128).is_ok());
+        let err = compact_json(&deep(129), 128).unwrap_err().to_string();
+        assert!(err.contains("nested deeper than 128"), "{err}");
+        let bomb = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(compact_json(&bomb, 128).is_err());
+        let in_string = format!("[\"{}\"]", "[".repeat(500));
+        assert!(compact_json(&in_string, 2).is_ok());
+        assert!(!nests_deeper_than("{\"a\\\"[[[\": 1}", 1));
     }
 
     proptest! {
@@ -178,7 +232,7 @@ mod tests {
         #[test]
         fn compaction_preserves_value(value in arb_json()) {
             let pretty = serde_json::to_string_pretty(&value).unwrap();
-            let compact = compact_json(&pretty).unwrap();
+            let compact = compact_json(&pretty, 128).unwrap();
             prop_assert!(!compact.contains('\n') && !compact.contains('\r'));
             let back: serde_json::Value = serde_json::from_str(&compact).unwrap();
             prop_assert_eq!(back, value);

@@ -24,13 +24,13 @@ use super::{
     AppState,
     guard::StreamSlot,
     outbox::{Cursor, Outbox},
-    writer::{self, OnClose, OpenStream, StreamEnd, SubscriptionGuard},
+    writer::{self, ConnectionSocket, OnClose, OpenStream, StreamEnd, SubscriptionGuard},
 };
 use crate::{
     broker::{
         EventId, ResumeFrom, await_reply,
         message::Subscribed,
-        subscriber::{Filter, Subscriber},
+        subscriber::{Filter, Sink, Subscriber},
     },
     config::StreamWriter,
     error::ApiError,
@@ -82,8 +82,13 @@ pub async fn open(
     plan: StreamPlan,
 ) -> Result<Opening, ApiError> {
     let slot = state.limits.open_stream(req)?;
-    let (outbox, sink) = Outbox::new(state.settings.stream.subscriber_buffer);
-    let mut subscriber = Subscriber::new(sink);
+    let stream = &state.settings.stream;
+    let outbox = Outbox::new(
+        stream.subscriber_buffer,
+        stream.subscriber_buffer_bytes,
+        plan.channels.len(),
+    );
+    let mut subscriber = Subscriber::new(Arc::clone(&outbox) as Arc<dyn Sink>);
     if let Some(filter) = plan.filter {
         subscriber = subscriber.with_filter(filter);
     }
@@ -93,7 +98,6 @@ pub async fn open(
         pending.push(state.broker.subscribe(&channel, subscriber.clone(), from));
         guard.channels.push(channel);
     }
-    // From here on only the channels hold the subscriber's sink.
     drop(subscriber);
     let mut starts = Vec::with_capacity(pending.len());
     for answer in pending {
@@ -170,7 +174,7 @@ impl Opening {
         if takes_over(state.settings.stream.writer, req) {
             writer::direct(end, response)
         } else {
-            writer::body(end, response)
+            writer::body(end, req.conn_data::<ConnectionSocket>().copied(), response)
         }
     }
 }

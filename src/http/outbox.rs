@@ -1,6 +1,6 @@
 //! A stream's outbox: the bytes on their way to one `text/event-stream`
 //! connection, and the fast path that writes them straight to its socket.
-//! Its [`OutboxSink`] is the subscriber's [`Sink`] as the broker sees it.
+//! The outbox is the subscriber's [`Sink`] as the broker sees it.
 //!
 //! Channel actors offer every event to the outbox of each subscriber
 //! ([`Outbox::offer`]). With the direct writer, when nothing is queued and
@@ -30,9 +30,11 @@
 
 use std::{
     collections::VecDeque,
-    fmt,
     io::{self, IoSlice},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use actix_web::rt::net::TcpStream;
@@ -99,7 +101,7 @@ enum Unit {
 }
 
 /// The heartbeat comment as a chunk, shared by every stream.
-const HEARTBEAT_CHUNK: Bytes = Bytes::from_static(b"d\r\n: heartbeat\n\n\r\n");
+const HEARTBEAT_CHUNK: Bytes = Bytes::from_static(b"c\r\n: heartbeat\n\r\n");
 
 const CHUNK_HEADER_MAX: usize = chunk::HEADER_MAX;
 /// Queued units one `writev` takes at most when the writer catches up.
@@ -116,6 +118,13 @@ pub struct Outbox {
     /// Units that may wait before the subscriber counts as slow
     /// (`stream.subscriber_buffer`).
     capacity: usize,
+    /// Bytes that may wait before the subscriber counts as slow
+    /// (`stream.subscriber_buffer_bytes`): with large events the unit
+    /// bound alone would let one stuck client pin hundreds of MiB.
+    max_bytes: usize,
+    /// Channels that hold the stream and have not let go of it on their
+    /// own; the last to let go ends it (see [`Sink::released`]).
+    holders: AtomicUsize,
 }
 
 struct State {
@@ -131,6 +140,9 @@ struct State {
     /// Units at the front of `pending` that are the response head and the
     /// prelude: they do not count against the capacity.
     reserved: usize,
+    /// Bytes of the queued units that count against the capacity (and of
+    /// `early`): what a slow client holds.
+    queued_bytes: usize,
     /// Wire bytes of the front unit already written.
     front_written: usize,
     end: Option<End>,
@@ -139,10 +151,10 @@ struct State {
 }
 
 impl Outbox {
-    /// A new outbox holding up to `capacity` queued units, and its sink
-    /// (see [`OutboxSink`]).
-    pub fn new(capacity: usize) -> (Arc<Self>, Arc<OutboxSink>) {
-        let outbox = Arc::new(Self {
+    /// A new outbox holding up to `capacity` queued units of at most
+    /// `max_bytes` together, for a stream of `channels` channels.
+    pub fn new(capacity: usize, max_bytes: usize, channels: usize) -> Arc<Self> {
+        Arc::new(Self {
             state: Mutex::new(State {
                 socket: None,
                 chunked: false,
@@ -150,6 +162,7 @@ impl Outbox {
                 early: Vec::new(),
                 pending: VecDeque::new(),
                 reserved: 0,
+                queued_bytes: 0,
                 front_written: 0,
                 end: None,
                 events: 0,
@@ -157,9 +170,9 @@ impl Outbox {
             wake: Notify::new(),
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
-        });
-        let sink = Arc::new(OutboxSink(Arc::clone(&outbox)));
-        (outbox, sink)
+            max_bytes: max_bytes.max(1),
+            holders: AtomicUsize::new(channels),
+        })
     }
 
     /// Wakes whichever writer serves the stream.
@@ -183,9 +196,14 @@ impl Outbox {
             return Offer::Closed;
         }
         let Some(cursor) = &mut state.cursor else {
-            if state.early.len() >= self.capacity {
+            let len = match delivery {
+                Delivery::Event(event) => event.frame.chunk().len(),
+                Delivery::Heartbeat => HEARTBEAT_CHUNK.len(),
+            };
+            if state.early.len() >= self.capacity || state.queued_bytes + len > self.max_bytes {
                 return self.evict(state);
             }
+            state.queued_bytes += len;
             state.early.push(delivery.clone());
             return Offer::Taken;
         };
@@ -202,9 +220,11 @@ impl Outbox {
             state.pending.push_front(Unit::Body(prelude));
             state.reserved += 1;
         }
+        state.queued_bytes = 0;
         for delivery in std::mem::take(&mut state.early) {
             let unit = encode(&delivery, &mut cursor, &mut state.events);
             if !unit.is_empty() {
+                state.queued_bytes += unit.len();
                 state.pending.push_back(unit);
             }
         }
@@ -238,11 +258,13 @@ impl Outbox {
                 Ok(written) if written == wire_len(&unit, state.chunked) => Offer::Taken,
                 Ok(written) => {
                     state.front_written = written;
+                    state.queued_bytes += unit.len();
                     state.pending.push_back(unit);
                     self.notify();
                     Offer::Taken
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    state.queued_bytes += unit.len();
                     state.pending.push_back(unit);
                     self.notify();
                     Offer::Taken
@@ -254,9 +276,12 @@ impl Outbox {
                 }
             };
         }
-        if state.pending.len() - state.reserved >= self.capacity {
+        if state.pending.len() - state.reserved >= self.capacity
+            || state.queued_bytes + unit.len() > self.max_bytes
+        {
             return self.evict(state);
         }
+        state.queued_bytes += unit.len();
         state.pending.push_back(unit);
         if state.socket.is_none() {
             // The body writer takes it (the direct writer, not attached
@@ -312,17 +337,21 @@ impl Outbox {
             let keep = usize::from(state.front_written > 0).max(state.reserved);
             state.pending.truncate(keep);
         }
-        if end == End::Client {
-            return end;
+        if end != End::Client {
+            if let Some(tail) = tail.filter(|t| !t.is_empty()) {
+                state.pending.push_back(Unit::Body(tail));
+            }
+            if state.chunked {
+                state
+                    .pending
+                    .push_back(Unit::Raw(Bytes::from_static(LAST_CHUNK)));
+            }
         }
-        if let Some(tail) = tail.filter(|t| !t.is_empty()) {
-            state.pending.push_back(Unit::Body(tail));
-        }
-        if state.chunked {
-            state
-                .pending
-                .push_back(Unit::Raw(Bytes::from_static(LAST_CHUNK)));
-        }
+        let reserved = state.reserved;
+        state.queued_bytes = state.pending.iter().skip(reserved).map(Unit::len).sum();
+        drop(guard);
+        // Whoever waits for the end (the body writer's watchdog) sees it.
+        self.wake.notify_one();
         end
     }
 
@@ -347,8 +376,7 @@ impl Outbox {
     pub fn pop_body(&self, cx: &std::task::Context<'_>) -> Option<Bytes> {
         self.waker.register(cx.waker());
         let mut state = self.lock();
-        let unit = state.pending.pop_front()?;
-        state.reserved = state.reserved.saturating_sub(1);
+        let unit = pop_front(&mut state)?;
         Some(match unit {
             Unit::Chunk(framed) => framed.slice(chunk::data_start(&framed)..framed.len() - 2),
             Unit::Body(bytes) | Unit::Raw(bytes) => bytes,
@@ -368,10 +396,20 @@ fn advance(state: &mut State, mut written: usize) {
             return;
         }
         written -= left;
-        state.pending.pop_front();
-        state.reserved = state.reserved.saturating_sub(1);
+        pop_front(state);
         state.front_written = 0;
     }
+}
+
+/// Takes the front unit off the queue, keeping the counts.
+fn pop_front(state: &mut State) -> Option<Unit> {
+    let unit = state.pending.pop_front()?;
+    if state.reserved > 0 {
+        state.reserved -= 1;
+    } else {
+        state.queued_bytes = state.queued_bytes.saturating_sub(unit.len());
+    }
+    Some(unit)
 }
 
 /// The unit of a delivery; counts the live events among them.
@@ -387,8 +425,13 @@ fn encode(delivery: &Delivery, cursor: &mut Cursor, events: &mut u64) -> Unit {
 
 impl Unit {
     fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes it holds (chunk framing included where it has it).
+    fn len(&self) -> usize {
         match self {
-            Unit::Body(bytes) | Unit::Chunk(bytes) | Unit::Raw(bytes) => bytes.is_empty(),
+            Unit::Body(bytes) | Unit::Chunk(bytes) | Unit::Raw(bytes) => bytes.len(),
         }
     }
 
@@ -473,32 +516,24 @@ fn write_units<'a>(
     }
 }
 
-/// The outbox as the broker sees it: the subscriber's [`Sink`]. Every
-/// channel of a stream holds a clone of one `Arc<OutboxSink>`; when the last
-/// is dropped (every channel let go: the broker is shutting down), the
-/// stream ends with a reconnect hint.
-pub struct OutboxSink(Arc<Outbox>);
-
-impl Sink for OutboxSink {
+/// The outbox as the broker sees it: the subscriber's [`Sink`], offered
+/// to straight (no extra indirection in the fan-out loop).
+impl Sink for Outbox {
     fn offer(&self, delivery: &Delivery) -> Offer {
-        self.0.offer(delivery)
+        Outbox::offer(self, delivery)
     }
 
     fn capacity(&self) -> usize {
-        self.0.capacity
+        self.capacity
     }
-}
 
-impl Drop for OutboxSink {
-    fn drop(&mut self) {
-        self.0.lock().end.get_or_insert(End::Released);
-        self.0.notify();
-    }
-}
-
-impl fmt::Debug for OutboxSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OutboxSink").finish_non_exhaustive()
+    /// Every channel let go (the broker is shutting down): the stream ends
+    /// with a reconnect hint.
+    fn released(&self) {
+        if self.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.lock().end.get_or_insert(End::Released);
+            self.notify();
+        }
     }
 }
 
@@ -545,9 +580,9 @@ impl Cursor {
             out.put_slice(b"id: ");
             out.put_slice(self.id_for(index).as_bytes());
             out.put_u8(b'\n');
-            out.put_slice(&event.frame.rest);
+            out.put_slice(event.frame.rest());
         } else {
-            out.put_slice(&event.frame.full);
+            out.put_slice(event.frame.full());
         }
     }
 
@@ -558,12 +593,12 @@ impl Cursor {
             if let Some((_, id)) = self.positions.first_mut() {
                 *id = event.id;
             }
-            return Unit::Chunk(event.frame.chunk.clone());
+            return Unit::Chunk(event.frame.chunk().clone());
         }
         let Some(index) = self.index_of(&event.channel) else {
             return Unit::Body(Bytes::new());
         };
-        let mut out = BytesMut::with_capacity(event.frame.full.len() + 64 * self.positions.len());
+        let mut out = BytesMut::with_capacity(event.frame.full().len() + 64 * self.positions.len());
         self.write_event(&mut out, index, event);
         Unit::Body(out.freeze())
     }
@@ -606,7 +641,7 @@ mod tests {
     /// across the chunk header, body and trailer.
     #[test]
     fn advance_counts_wire_bytes() {
-        let (outbox, _handle) = Outbox::new(8);
+        let outbox = Outbox::new(8, usize::MAX, 1);
         let mut state = outbox.lock();
         state.chunked = true;
         state
@@ -627,8 +662,8 @@ mod tests {
     /// Offers before `start` wait; the prelude goes in front of them.
     #[test]
     fn prelude_goes_first() {
-        let (outbox, sink) = Outbox::new(8);
-        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Taken);
+        let outbox = Outbox::new(8, usize::MAX, 1);
+        assert_eq!(outbox.offer(&Delivery::Heartbeat), Offer::Taken);
         outbox.start(
             Bytes::from_static(b"retry: 1\n\n"),
             Cursor::new(Vec::new(), false),
@@ -647,13 +682,13 @@ mod tests {
     /// A full queue evicts; after that every offer is refused.
     #[test]
     fn a_full_queue_evicts() {
-        let (outbox, sink) = Outbox::new(2);
+        let outbox = Outbox::new(2, usize::MAX, 1);
         outbox.start(Bytes::new(), Cursor::new(Vec::new(), false));
-        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Taken);
-        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Taken);
-        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Full);
+        assert_eq!(outbox.offer(&Delivery::Heartbeat), Offer::Taken);
+        assert_eq!(outbox.offer(&Delivery::Heartbeat), Offer::Taken);
+        assert_eq!(outbox.offer(&Delivery::Heartbeat), Offer::Full);
         assert_eq!(outbox.end(), Some(End::Evicted));
-        assert_eq!(sink.offer(&Delivery::Heartbeat), Offer::Closed);
+        assert_eq!(outbox.offer(&Delivery::Heartbeat), Offer::Closed);
     }
 
     /// A client that does not read fills its socket: later events queue in
@@ -671,7 +706,7 @@ mod tests {
         let socket = Arc::new(TcpStream::from_std(server).expect("register"));
         let channel = ChannelName::parse("c").unwrap();
         let epoch = Epoch::from_raw(1);
-        let (outbox, handle) = Outbox::new(1_000);
+        let outbox = Outbox::new(1_000, usize::MAX, 1);
         let start = EventId { epoch, seq: 0 };
         outbox.start(
             Bytes::from_static(b"retry: 1\n\n"),
@@ -689,7 +724,7 @@ mod tests {
         let events = 200;
         for seq in 1..=events {
             let event = Event::new(channel.clone(), EventId { epoch, seq }, None, &payload);
-            assert_eq!(handle.offer(&Delivery::Event(event)), Offer::Taken);
+            assert_eq!(outbox.offer(&Delivery::Event(event)), Offer::Taken);
         }
         assert!(
             outbox.lock().pending.len() > 1,
@@ -753,14 +788,40 @@ mod tests {
         }
     }
 
-    /// The last holder of the sink dropped ends the stream as a shutdown.
+    /// The stream ends as a shutdown once every channel let go of it.
     #[test]
-    fn last_sink_releases() {
-        let (outbox, handle) = Outbox::new(2);
-        let second = Arc::clone(&handle);
-        drop(handle);
+    fn last_channel_releases() {
+        let outbox = Outbox::new(2, usize::MAX, 2);
+        Sink::released(&*outbox);
         assert_eq!(outbox.end(), None);
-        drop(second);
+        Sink::released(&*outbox);
         assert_eq!(outbox.end(), Some(End::Released));
+    }
+
+    /// Queued bytes count too: past `max_bytes` the subscriber is evicted,
+    /// however few units are queued.
+    #[test]
+    fn the_byte_bound_evicts() {
+        let outbox = Outbox::new(100, 1000, 1);
+        outbox.start(
+            Bytes::from_static(b"retry: 1\n"),
+            Cursor::new(Vec::new(), false),
+        );
+        let channel = ChannelName::parse("c").unwrap();
+        let epoch = crate::broker::event::Epoch::from_raw(1);
+        let event = |seq| {
+            Delivery::Event(Event::new(
+                channel.clone(),
+                EventId { epoch, seq },
+                None,
+                &"x".repeat(300),
+            ))
+        };
+        assert_eq!(outbox.offer(&event(1)), Offer::Taken);
+        assert_eq!(outbox.offer(&event(2)), Offer::Taken);
+        assert_eq!(outbox.offer(&event(3)), Offer::Taken);
+        // Three events of ~330 bytes are ~1,000: the fourth does not fit.
+        assert_eq!(outbox.offer(&event(4)), Offer::Full);
+        assert_eq!(outbox.end(), Some(End::Evicted));
     }
 }

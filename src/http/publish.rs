@@ -74,7 +74,7 @@ async fn publish_one_inner(
     let event_type = parse_event_type(query.into_inner().event)?;
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
-    let data = event_data(kind, &body)?;
+    let data = event_data(kind, &body, state.settings.server.max_json_depth)?;
     let published = state
         .publish(channel.clone(), event_type, data, received_at)
         .await?;
@@ -136,7 +136,9 @@ async fn publish_batch_inner(
     }
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let text = utf8(&body)?;
-    compact_json(text)?;
+    // The batch and its items are two levels around each item's data.
+    let max_depth = state.settings.server.max_json_depth;
+    compact_json(text, max_depth + 2)?;
     let items: Vec<BatchItem> = serde_json::from_str(text).map_err(|err| {
         ApiError::InvalidBody(format!(
             "expected an array of {{\"channel\", \"event\"?, \"data\"}}: {err}"
@@ -160,7 +162,8 @@ async fn publish_batch_inner(
         let raw = item.data.get();
         let data = match serde_json::from_str::<String>(raw) {
             Ok(text) => text,
-            Err(_) => compact_json(raw)?,
+            Err(_) => compact_json(raw, max_depth)
+                .map_err(|e| ApiError::InvalidBody(at(e.to_string())))?,
         };
         events.push((channel, event_type, data));
     }

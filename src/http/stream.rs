@@ -182,7 +182,7 @@ fn write_replay(
             "resumeFrom": replay.from.to_string(),
         });
         let id = cursor.id_for(index);
-        out.put(sse::encode_event(&id, Some("broker.gap"), &data.to_string()).full);
+        out.put_slice(sse::encode_event(&id, Some("broker.gap"), &data.to_string()).full());
     }
     if replay.events.is_empty() {
         return;

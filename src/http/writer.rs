@@ -17,19 +17,26 @@
 //! consumer, token expiry) the last bytes are a reconnect hint: a `retry:`
 //! field, spread with a per-stream jitter so that thousands of clients do
 //! not reconnect in the same millisecond, and a `: reconnect reason=…`
-//! comment. Each stream logs one line when it opens and one when it closes
+//! comment, and those last bytes get [`FINAL_FLUSH`] to reach the client
+//! before its connection is reset (the direct writer times its own drain;
+//! the body writer's [`bound_the_end`] watches, as actix-web would wait
+//! forever). Each stream logs one line when it opens and one when it closes
 //! (with its duration); dropping the [`SubscriptionGuard`] unsubscribes.
 
 use std::{
+    any::Any,
     convert::Infallible,
+    future::Future,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
     pin::Pin,
+    rc::{Rc, Weak},
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
 use actix_http::h1::{TakeOver, TakenOver};
-use actix_web::{HttpResponse, HttpResponseBuilder, rt::net::TcpStream};
+use actix_web::{HttpResponse, HttpResponseBuilder, dev::Extensions, rt::net::TcpStream};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream};
 use log::Level;
@@ -41,9 +48,15 @@ use super::{
 use crate::{broker::Broker, metrics::Metrics, names::ChannelName, sse};
 
 /// How long the last bytes of a stream the broker ends (reconnect hint,
-/// last chunk) may take to go out before the connection is closed anyway:
-/// an evicted client is, by definition, not reading.
+/// last chunk, and what the kernel still holds for the client) may take to
+/// reach the client before the connection is reset: an evicted client is,
+/// by definition, not reading, and one that trickles would otherwise keep
+/// its socket, and up to the kernel's send buffer, for as long as it pleases.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// How often the end of a stream checks whether the kernel has sent
+/// everything to the client.
+const SENT_POLL: Duration = Duration::from_millis(20);
 
 /// Run once when a stream is over, or when it could not be opened.
 pub type OnClose = Box<dyn FnOnce() + Send>;
@@ -114,12 +127,73 @@ pub fn direct(end: StreamEnd, mut response: HttpResponseBuilder) -> HttpResponse
 }
 
 /// The body writer's response: the outbox's bytes as a streaming body.
-pub fn body(end: StreamEnd, mut response: HttpResponseBuilder) -> HttpResponse {
+/// With the connection's `socket` known (see [`remember_socket`]), a stream
+/// the broker ends is given [`FINAL_FLUSH`] to reach the client, then reset.
+pub fn body(
+    end: StreamEnd,
+    socket: Option<ConnectionSocket>,
+    mut response: HttpResponseBuilder,
+) -> HttpResponse {
+    let alive = Rc::new(());
+    if let Some(socket) = socket {
+        let (outbox, id) = (Arc::clone(&end.outbox), end.guard.id);
+        actix_web::rt::spawn(bound_the_end(outbox, socket, Rc::downgrade(&alive), id));
+    }
     response.force_close().streaming(BodyWriter {
         end,
         done: false,
         ending: false,
+        socket,
+        recheck: None,
+        _alive: alive,
     })
+}
+
+/// A connection's socket, noted when it was accepted (see
+/// [`remember_socket`]) so the body writer can bound a stream's end.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSocket(RawFd);
+
+/// actix-web's `on_connect` hook for the body writer: notes a plain-TCP
+/// connection's socket in the connection's data.
+pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
+    if let Some(tcp) = connection.downcast_ref::<TcpStream>() {
+        data.insert(ConnectionSocket(tcp.as_raw_fd()));
+    }
+}
+
+/// The body writer's watchdog: once the broker ends the stream, gives its
+/// last bytes [`FINAL_FLUSH`] to reach the client; a body still unfinished
+/// then (actix-web, with its own buffer full, no longer polls it) has its
+/// connection reset. actix-web has no write timeout of its own: without
+/// this, a client that stopped reading would keep its connection forever.
+async fn bound_the_end(outbox: Arc<Outbox>, socket: ConnectionSocket, alive: Weak<()>, id: u64) {
+    let end = loop {
+        if let Some(end) = outbox.end() {
+            break end;
+        }
+        outbox.woken().await;
+    };
+    if end == End::Client {
+        return;
+    }
+    tokio::time::sleep(FINAL_FLUSH).await;
+    if alive.strong_count() == 0 {
+        return;
+    }
+    // SAFETY: the body is alive, so the dispatcher that polls it, and the
+    // connection it owns, are too; both live on this thread, so the socket
+    // cannot be closed (and its number reused) while this runs.
+    let fd = unsafe { BorrowedFd::borrow_raw(socket.0) };
+    let socket = socket2::SockRef::from(&fd);
+    let _ = socket.set_linger(Some(Duration::ZERO));
+    // actix-web's next read sees the end and its next write fails: it
+    // drops the connection, which the zero linger turns into a reset.
+    let _ = socket.shutdown(std::net::Shutdown::Both);
+    log::info!(
+        "stream reset subscriber={id} reason={} (its last bytes were not read within {FINAL_FLUSH:?})",
+        end.as_str()
+    );
 }
 
 /// The stream after its response head, on a connection it owns: flushes
@@ -148,7 +222,20 @@ impl DirectWriter {
         let end = self.serve(&socket).await;
         let end = self.end.finish(end);
         if end != End::Client {
-            let _ = tokio::time::timeout(FINAL_FLUSH, drain(&outbox, &socket)).await;
+            let deadline = tokio::time::Instant::now() + FINAL_FLUSH;
+            let flushed = tokio::time::timeout_at(deadline, drain(&outbox, &socket))
+                .await
+                .is_ok();
+            if !flushed || !sent_by(&socket, deadline).await {
+                // Not read in time: reset, so the socket and its kernel
+                // buffers go now (a plain close would go on sending them).
+                let _ = socket2::SockRef::from(&*socket).set_linger(Some(Duration::ZERO));
+                log::info!(
+                    "stream reset subscriber={} reason={} (its last bytes were not read within {FINAL_FLUSH:?})",
+                    self.end.guard.id,
+                    end.as_str()
+                );
+            }
         }
         outbox.detach();
         // Dropping the socket closes the connection; the guard unsubscribes.
@@ -191,6 +278,28 @@ async fn drain(outbox: &Outbox, socket: &TcpStream) {
             return;
         }
     }
+}
+
+/// Waits until the kernel has sent everything written to `socket` (the
+/// client read it) or `deadline` passes; true when it was sent.
+async fn sent_by(socket: &TcpStream, deadline: tokio::time::Instant) -> bool {
+    loop {
+        match unsent_bytes(socket.as_fd()) {
+            Some(0) | None => return true,
+            Some(_) if tokio::time::Instant::now() >= deadline => return false,
+            Some(_) => tokio::time::sleep(SENT_POLL).await,
+        }
+    }
+}
+
+/// Bytes the kernel holds for `socket` that the peer has not acknowledged
+/// (`SIOCOUTQ`); `None` where it cannot be asked.
+fn unsent_bytes(socket: BorrowedFd<'_>) -> Option<usize> {
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: the descriptor is borrowed, so open for the call, and
+    // TIOCOUTQ writes one c_int through the pointer it is given.
+    let status = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
+    (status == 0).then(|| usize::try_from(unsent).unwrap_or(0))
 }
 
 /// Resolves when the token expires; never without one.
@@ -236,6 +345,27 @@ struct BodyWriter {
     done: bool,
     /// The stream ended; its tail is queued and being yielded.
     ending: bool,
+    /// The connection's socket, when known: the body ends once the kernel
+    /// has sent everything (so [`bound_the_end`] can reset a client that
+    /// does not read).
+    socket: Option<ConnectionSocket>,
+    /// When to ask the kernel again whether everything was sent.
+    recheck: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Tells [`bound_the_end`] that the body, and so its connection, is
+    /// still there.
+    _alive: Rc<()>,
+}
+
+impl BodyWriter {
+    /// Whether the kernel sent everything written to the connection.
+    fn all_sent(&self) -> bool {
+        self.socket.is_none_or(|socket| {
+            // SAFETY: the body is being polled by the dispatcher that owns
+            // the connection, so its socket is open.
+            let fd = unsafe { BorrowedFd::borrow_raw(socket.0) };
+            matches!(unsent_bytes(fd), Some(0) | None)
+        })
+    }
 }
 
 impl Stream for BodyWriter {
@@ -251,6 +381,16 @@ impl Stream for BodyWriter {
                 return Poll::Ready(Some(Ok(bytes)));
             }
             if this.ending {
+                // The tail is handed over; the body ends (and the
+                // connection with it) once the client has it all.
+                if !this.all_sent() {
+                    let recheck = this
+                        .recheck
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(SENT_POLL)));
+                    ready!(recheck.as_mut().poll(cx));
+                    this.recheck = None;
+                    continue;
+                }
                 this.done = true;
                 return Poll::Ready(None);
             }
@@ -280,6 +420,8 @@ impl Drop for BodyWriter {
 /// The last bytes of a stream the broker ends: a `retry:` hint of `retry`
 /// plus a jitter below `retry` derived from the subscriber id (spreading a
 /// reconnect storm over one more `retry`), and a comment naming the reason.
+/// No blank line: the field takes effect as it is read, and an event block
+/// without data would be a phantom event to some clients (`sse::HEARTBEAT`).
 pub fn reconnect_hint(retry: Duration, subscriber_id: u64, reason: &str) -> Bytes {
     let base = retry.as_millis() as u64;
     // Fibonacci hashing spreads consecutive ids over the whole range.
@@ -288,7 +430,7 @@ pub fn reconnect_hint(retry: Duration, subscriber_id: u64, reason: &str) -> Byte
         _ => subscriber_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) % base,
     };
     Bytes::from(format!(
-        "retry: {}\n: reconnect reason={reason}\n\n",
+        "retry: {}\n: reconnect reason={reason}\n",
         base + jitter
     ))
 }
@@ -372,10 +514,7 @@ mod tests {
             .map(|id| {
                 let text = String::from_utf8(reconnect_hint(retry, id, "shutdown").to_vec())
                     .expect("the hint is text");
-                assert!(
-                    text.ends_with("\n: reconnect reason=shutdown\n\n"),
-                    "{text}"
-                );
+                assert!(text.ends_with("\n: reconnect reason=shutdown\n"), "{text}");
                 text.strip_prefix("retry: ")
                     .and_then(|rest| rest.split('\n').next())
                     .and_then(|n| n.parse().ok())

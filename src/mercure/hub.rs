@@ -30,11 +30,15 @@ use log::warn;
 
 use super::{
     topic::{self, TopicSelector},
-    update::{UpdateDraft, encode, new_id},
+    update::{PreparedUpdate, UpdateDraft, UpdateTags, encode, new_id},
 };
 use crate::{
     broker::{
-        Broker, EventId, codec::Codec, event::Event, log::Record, mirror::Mirror,
+        Broker, EventId,
+        codec::Codec,
+        event::{Event, Tags},
+        log::Record,
+        mirror::Mirror,
         subscriber::Filter,
     },
     names::ChannelName,
@@ -46,14 +50,14 @@ pub fn hub_channel() -> ChannelName {
     ChannelName::internal("mercure")
 }
 
-/// The record of `draft` (whose id is set) for the hub's channel: prepared,
-/// so the codec reads the draft itself and its JSON is written only when a
-/// log outside memory keeps it ([`HubCodec::logged`]).
-pub fn record_of(draft: UpdateDraft) -> Record {
+/// The record of an update for the hub's channel: prepared, so the codec
+/// takes the update as it is and its JSON is written only when a log
+/// outside memory keeps it ([`HubCodec::logged`]).
+pub fn record_of(update: impl Into<PreparedUpdate>) -> Record {
     Record {
         event_type: None,
         data: String::new(),
-        prepared: Some(Arc::new(draft)),
+        prepared: Some(Arc::new(update.into())),
     }
 }
 
@@ -69,34 +73,33 @@ impl Codec for HubCodec {
         record: &Record,
         published_at: Instant,
     ) -> Arc<Event> {
-        // The draft is also the event's tags: what subscribers' filters read.
         let prepared = record
             .prepared
             .clone()
-            .and_then(|p| p.downcast::<UpdateDraft>().ok());
-        let draft = match prepared {
-            Some(draft) => Ok(draft),
-            None => serde_json::from_str::<UpdateDraft>(&record.data).map(Arc::new),
+            .and_then(|p| p.downcast::<PreparedUpdate>().ok());
+        let update = match prepared {
+            Some(update) => Ok(update),
+            None => serde_json::from_str::<UpdateDraft>(&record.data)
+                .map(|draft| Arc::new(PreparedUpdate::from(draft))),
         };
-        let (frame, name, tags) = match draft {
-            Ok(draft) => {
-                let update_id: Arc<str> = match &draft.id {
-                    Some(id) => id.as_str().into(),
-                    None => new_id().into(),
-                };
+        let (frame, tags) = match update {
+            Ok(update) => {
                 let frame = encode(
-                    &update_id,
-                    draft.event_type.as_deref(),
-                    draft.retry,
-                    &draft.data,
+                    &update.id,
+                    update.event_type.as_deref(),
+                    update.retry,
+                    &update.data,
                 );
-                let tags: Arc<dyn std::any::Any + Send + Sync> = draft;
-                (frame, Some(update_id), Some(tags))
+                let tags = Tags {
+                    name: Some(Arc::clone(&update.id)),
+                    value: Arc::clone(&update.tags) as Arc<dyn std::any::Any + Send + Sync>,
+                };
+                (frame, Some(Arc::new(tags)))
             }
             Err(err) => {
                 // Not an update the hub wrote: no filter admits it.
                 warn!("mercure log entry unreadable id={id} reason={err}");
-                (sse::framed(0, |_| {}), None, None)
+                (sse::framed(0, |_| {}), None)
             }
         };
         Arc::new(Event {
@@ -105,20 +108,18 @@ impl Codec for HubCodec {
             event_type: None,
             frame,
             published_at,
-            name,
             tags,
         })
     }
 
     /// The update as JSON, for the durable store or the shared log.
     fn logged(&self, mut record: Record) -> Record {
-        if let Some(draft) = record
+        if let Some(update) = record
             .prepared
             .take()
-            .and_then(|p| p.downcast::<UpdateDraft>().ok())
+            .and_then(|p| p.downcast::<PreparedUpdate>().ok())
         {
-            // A struct of strings, numbers and booleans always serialises.
-            record.data = serde_json::to_string(&*draft).unwrap_or_default();
+            record.data = update.to_json();
         }
         record
     }
@@ -136,7 +137,7 @@ pub struct SelectorFilter {
 impl SelectorFilter {
     /// Whether it subscribed to one of the update's topics and, for a
     /// private update, its token covers one of them.
-    pub fn can_receive(&self, update: &UpdateDraft) -> bool {
+    pub fn can_receive(&self, update: &UpdateTags) -> bool {
         let subscribed = topic::any_matches(&self.selectors, &update.topics);
         subscribed
             && (!update.private
@@ -153,7 +154,7 @@ impl Filter for SelectorFilter {
         event
             .tags
             .as_ref()
-            .and_then(|tags| tags.downcast_ref::<UpdateDraft>())
+            .and_then(|tags| tags.value.downcast_ref::<UpdateTags>())
             .is_some_and(|tags| self.can_receive(tags))
     }
 }
@@ -178,15 +179,17 @@ impl Mirror for ChannelBridge {
         let Some(broker) = self.broker.get() else {
             return;
         };
-        let draft = UpdateDraft {
-            topics: vec![channel.to_string()],
+        let update = PreparedUpdate {
+            id: new_id().into(),
+            tags: Arc::new(UpdateTags {
+                topics: vec![channel.to_string()],
+                private: false,
+            }),
             event_type: record.event_type.map(|t| t.as_str().to_owned()),
-            data: record.data,
-            private: false,
-            id: Some(new_id()),
             retry: None,
+            data: record.data,
         };
-        broker.publish_nowait(&hub_channel(), record_of(draft), true);
+        broker.publish_nowait(&hub_channel(), record_of(update), true);
     }
 }
 
@@ -194,14 +197,10 @@ impl Mirror for ChannelBridge {
 mod tests {
     use super::*;
 
-    fn tags(topics: &[&str], private: bool) -> UpdateDraft {
-        UpdateDraft {
+    fn tags(topics: &[&str], private: bool) -> UpdateTags {
+        UpdateTags {
             topics: topics.iter().map(|t| t.to_string()).collect(),
-            data: String::new(),
             private,
-            id: None,
-            event_type: None,
-            retry: None,
         }
     }
 
@@ -249,10 +248,10 @@ mod tests {
         for record in [prepared, logged] {
             let event = HubCodec.event(&hub_channel(), id, &record, Instant::now());
             assert_eq!(
-                std::str::from_utf8(&event.frame.full).unwrap(),
+                std::str::from_utf8(event.frame.full()).unwrap(),
                 "event: note\nid: urn:uuid:1\ndata: hello\n\n"
             );
-            assert_eq!(event.name.as_deref(), Some("urn:uuid:1"));
+            assert_eq!(event.name(), Some("urn:uuid:1"));
             assert!(filter(&["urn:a"], None).admits(&event));
             assert!(!filter(&["urn:b"], None).admits(&event));
         }

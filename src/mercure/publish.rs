@@ -18,7 +18,10 @@ use super::{
 };
 use crate::{
     broker::log::Record,
-    http::{AppState, body::read_body},
+    http::{
+        AppState,
+        body::{nests_deeper_than, read_body},
+    },
     names::{ChannelName, EventType},
 };
 
@@ -74,6 +77,14 @@ async fn publish_inner(
         Vec::new()
     };
     let mut draft = read_draft(&form)?;
+    let max_depth = state.settings.server.max_json_depth;
+    let json_like = draft.data.trim_start().starts_with(['{', '[']);
+    if json_like && nests_deeper_than(&draft.data, max_depth) {
+        return Err(MercureError::BadRequest(format!(
+            "\"data\" nests arrays and objects deeper than {max_depth} levels \
+             (server.max_json_depth)"
+        )));
+    }
     let allowed = claims
         .publish
         .as_ref()

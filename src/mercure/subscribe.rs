@@ -219,7 +219,7 @@ pub async fn subscribe(
     let mut prelude =
         BytesMut::from(sse::prelude(app.settings.stream.retry.as_millis()).as_bytes());
     for event in &events {
-        prelude.extend_from_slice(&event.frame.full);
+        prelude.extend_from_slice(event.frame.full());
     }
     let cursor = Cursor::new(opening.positions(), false);
     let mut response = HttpResponse::Ok();

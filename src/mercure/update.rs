@@ -1,11 +1,14 @@
-//! A Mercure update: what a publisher asks for ([`UpdateDraft`], which is
-//! also what the hub's channel keeps in its log, serialised as JSON, and
-//! what its subscribers' filters read), and its `text/event-stream`
-//! encoding, made once per update.
+//! A Mercure update: what a publisher asks for ([`UpdateDraft`], also the
+//! JSON the hub's channel keeps in a log outside memory), the same update
+//! prepared for the hub's codec ([`PreparedUpdate`], its parts shared rather
+//! than copied), what subscribers' filters read of it ([`UpdateTags`]), and
+//! its `text/event-stream` encoding, made once per update.
 //!
 //! The encoding follows the reference hub: `event:` (the `type`), `retry:`,
 //! `id:`, then one `data:` line per line of the payload (split on `\r\n`,
 //! `\n` and `\r`, see [`crate::sse::split_lines`]).
+
+use std::sync::Arc;
 
 use bytes::BufMut;
 use serde::{Deserialize, Serialize};
@@ -28,6 +31,70 @@ pub struct UpdateDraft {
     #[serde(rename = "type")]
     pub event_type: Option<String>,
     pub retry: Option<u64>,
+}
+
+/// What subscribers' filters read of an update (its event's tags).
+#[derive(Debug)]
+pub struct UpdateTags {
+    pub topics: Vec<String>,
+    pub private: bool,
+}
+
+/// An update as the hub's codec takes it from a publisher in this process:
+/// the id and tags are shared with the event made from it, and the payload
+/// is dropped once the event's frame is encoded.
+#[derive(Debug)]
+pub struct PreparedUpdate {
+    pub id: Arc<str>,
+    pub tags: Arc<UpdateTags>,
+    pub event_type: Option<String>,
+    pub retry: Option<u64>,
+    pub data: String,
+}
+
+impl From<UpdateDraft> for PreparedUpdate {
+    /// A draft without an id gets a fresh one.
+    fn from(draft: UpdateDraft) -> Self {
+        Self {
+            id: match draft.id {
+                Some(id) => id.into(),
+                None => new_id().into(),
+            },
+            tags: Arc::new(UpdateTags {
+                topics: draft.topics,
+                private: draft.private,
+            }),
+            event_type: draft.event_type,
+            retry: draft.retry,
+            data: draft.data,
+        }
+    }
+}
+
+impl PreparedUpdate {
+    /// The JSON a log keeps: an [`UpdateDraft`].
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Logged<'a> {
+            topics: &'a [String],
+            data: &'a str,
+            private: bool,
+            id: Option<&'a str>,
+            #[serde(rename = "type")]
+            event_type: Option<&'a str>,
+            retry: Option<u64>,
+        }
+        let logged = Logged {
+            topics: &self.tags.topics,
+            data: &self.data,
+            private: self.tags.private,
+            id: Some(&self.id),
+            event_type: self.event_type.as_deref(),
+            retry: self.retry,
+        };
+        // Strings, numbers and booleans always serialise.
+        serde_json::to_string(&logged).unwrap_or_default()
+    }
 }
 
 /// A fresh, unguessable update id.
@@ -77,14 +144,18 @@ mod tests {
     fn encoding_matches_the_reference() {
         let frame = encode("urn:x", Some("note"), Some(3000), "a\r\nb\nc\rd");
         assert_eq!(
-            std::str::from_utf8(&frame.full).unwrap(),
+            std::str::from_utf8(frame.full()).unwrap(),
             "event: note\nretry: 3000\nid: urn:x\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
         let empty = encode("urn:y", None, None, "");
-        let chunk = format!("{:x}\r\n{}\r\n", empty.full.len(), "id: urn:y\ndata: \n\n");
-        assert_eq!(&empty.chunk[..], chunk.as_bytes());
+        let chunk = format!(
+            "{:x}\r\n{}\r\n",
+            empty.full().len(),
+            "id: urn:y\ndata: \n\n"
+        );
+        assert_eq!(&empty.chunk()[..], chunk.as_bytes());
         assert_eq!(
-            std::str::from_utf8(&empty.full).unwrap(),
+            std::str::from_utf8(empty.full()).unwrap(),
             "id: urn:y\ndata: \n\n"
         );
     }

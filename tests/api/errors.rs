@@ -205,3 +205,68 @@ async fn static_files_stay_inside_public() {
             .starts_with("text/html")
     );
 }
+
+/// JSON nested deeper than `server.max_json_depth` is a 400 problem on a
+/// publish, in a batch item and in a Mercure update's data (it used to be
+/// accepted and fanned out to subscribers whose parsers then failed), and
+/// nothing of it reaches a subscriber.
+#[actix_web::test]
+async fn deeply_nested_json_is_refused() {
+    let app = spawn_app().await;
+    let mut sse = app.stream("/stream/nested", &[]).await;
+    sse.wait_open().await;
+    let bomb = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    let res = app
+        .post("/publish/nested", "application/json", bomb.clone())
+        .await;
+    let (status, body) = problem(res).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["detail"].as_str().unwrap().contains("deeper than 128"),
+        "{body}"
+    );
+    let batch = format!("[{{\"channel\":\"nested\",\"data\":{bomb}}}]");
+    let (status, _) = problem(app.post("/publish", "application/json", batch).await).await;
+    assert_eq!(status, 400);
+    let deep_item = format!(
+        "[{{\"channel\":\"nested\",\"data\":{}{}}}]",
+        "[".repeat(129),
+        "]".repeat(129)
+    );
+    let (status, body) = problem(app.post("/publish", "application/json", deep_item).await).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["detail"].as_str().unwrap().contains("nested deeper"),
+        "{body}"
+    );
+    // At the limit it is fine, as a batch item too.
+    let at_limit = format!("{}{}", "[".repeat(128), "]".repeat(128));
+    app.publish("nested", &at_limit).await;
+    let batch = format!("[{{\"channel\":\"nested\",\"data\":{at_limit}}}]");
+    assert_eq!(
+        app.post("/publish", "application/json", batch)
+            .await
+            .status(),
+        202
+    );
+    // Mercure: the same limit on an update's data that is JSON.
+    let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.a8cjcSRUAcHdnGNMKifA4BK5epRXxQI0UBp2XpNrBdw";
+    let form = format!(
+        "topic=nested&data={}{}",
+        "%5B".repeat(200),
+        "%5D".repeat(200)
+    );
+    let res = app
+        .client
+        .post(app.url("/.well-known/mercure"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // The subscriber got the two events at the limit and nothing else.
+    let events = sse.next_messages(2).await;
+    assert!(events.iter().all(|e| e.data == at_limit));
+}

@@ -369,10 +369,16 @@ impl BrokerProcess {
                 }
             }
         });
-        let addr = addr_rx
-            .recv_timeout(PATIENCE)
-            .expect("the start line names the address");
-        Self { child, addr }
+        match addr_rx.recv_timeout(PATIENCE) {
+            Ok(addr) => Self { child, addr },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no start line naming the address within {PATIENCE:?} (is RUST_LOG below info for sse_broker::startup?)"
+                );
+            }
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

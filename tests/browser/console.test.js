@@ -66,6 +66,26 @@ test('the page loads without console errors and shows its tab id', () => withCon
   assert.match(await page.getByTestId('tab-id').textContent(), /^tab-\d+-[a-z0-9]+$/);
 }));
 
+test('opening / subscribes to test at once, and the demo publisher\'s events arrive', async () => {
+  const { page, problems, close } = await openConsole(browser, broker.url, undefined, '');
+  try {
+    await statusOf(page, 'test').filter({ hasText: /^open$/ }).waitFor();
+    const answer = await publish(broker.url, 'test', { Message: 'hello newcomer', Value: 1 });
+    await logRow(page, answer.id).waitFor();
+    const custom = await openConsole(browser, broker.url, undefined, '?channels=alpha,beta');
+    try {
+      await statusOf(custom.page, 'alpha').filter({ hasText: /^open$/ }).waitFor();
+      await statusOf(custom.page, 'beta').filter({ hasText: /^open$/ }).waitFor();
+      assert.equal(await connectionOf(custom.page, 'test').count(), 0);
+    } finally {
+      await custom.close();
+    }
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+  }
+});
+
 test('connecting to a channel shows the connection as "open"', () => withConsole(async ({ page }) => {
   const channel = uniqueChannel('open');
   await page.getByTestId('channels-input').fill(channel);

@@ -75,10 +75,11 @@ function launchBrowser() {
 }
 
 /**
- * Opens the console page in a fresh browser context. Every console error or
+ * Opens the console page in a fresh browser context (by default idle:
+ * `/?channels=`; pass `query` '' to open `/` as a newcomer does). Every console error or
  * warning and every uncaught page error is collected in `problems`.
  */
-async function openConsole(browser, baseUrl, viewport = { width: 1280, height: 800 }) {
+async function openConsole(browser, baseUrl, viewport = { width: 1280, height: 800 }, query = '?channels=') {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.setDefaultTimeout(10000);
@@ -89,7 +90,9 @@ async function openConsole(browser, baseUrl, viewport = { width: 1280, height: 8
     }
   });
   page.on('pageerror', (err) => problems.push({ at: Date.now(), kind: 'pageerror', text: String(err.stack || err) }));
-  await page.goto(`${baseUrl}/`);
+  // Scenarios start idle (`?channels=`) unless they ask for the page as a
+  // newcomer opens it (query '').
+  await page.goto(`${baseUrl}/${query}`);
   await page.getByTestId('tab-id').filter({ hasText: /^tab-\d+-/ }).waitFor();
   return { page, problems, close: () => context.close() };
 }

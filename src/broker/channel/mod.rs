@@ -416,7 +416,9 @@ impl ChannelActor {
             ChannelLog::Owned(log) => (
                 log.history.len(),
                 log.history.oldest().map(|e| e.id),
-                log.history.newest().and_then(|e| e.name.clone()),
+                log.history
+                    .newest()
+                    .and_then(|e| e.tags.as_ref()?.name.clone()),
             ),
             ChannelLog::Shared(cursor) => (0, None, cursor.newest_name.clone()),
         };

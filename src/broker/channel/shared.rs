@@ -36,7 +36,7 @@ pub(super) struct SharedCursor {
     /// A read of the log failed: events are held back until the next tick
     /// reads the hole, rather than delivered with a gap.
     pub behind: bool,
-    /// The [`name`](crate::broker::event::Event::name) of the newest event
+    /// The [`name`](crate::broker::event::Tags::name) of the newest event
     /// delivered here.
     pub newest_name: Option<Arc<str>>,
 }
@@ -190,7 +190,7 @@ impl ChannelActor {
             },
             entry,
         );
-        let name = event.name.clone();
+        let name = event.tags.as_ref().and_then(|tags| tags.name.clone());
         let delivered = self.fan_out(&Delivery::Event(event), Some(entry.seq));
         // `published` counts on the node that took the publish.
         self.metrics.delivered.increment(delivered);

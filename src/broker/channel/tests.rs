@@ -89,7 +89,7 @@ struct EvenOnly;
 
 impl Filter for EvenOnly {
     fn admits(&self, event: &Event) -> bool {
-        crate::sse::data_of(&event.frame.full)
+        crate::sse::data_of(event.frame.full())
             .parse::<u64>()
             .is_ok_and(|n| n % 2 == 0)
     }
