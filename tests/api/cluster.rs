@@ -410,7 +410,10 @@ fn now_ms_text() -> String {
 #[actix_web::test]
 async fn bus_connection_survives_its_pings() {
     let redis = RedisServer::start();
-    let _a = spawn_node(&redis.url()).await;
+    let a = spawn_node(&redis.url()).await;
+    // The bus subscribes to the channels the node has subscribers on.
+    let mut sse = a.stream("/stream/pinged", &[]).await;
+    sse.wait_open().await;
     let client = redis::Client::open(redis.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     // Ids of the connections subscribed to a pub/sub channel (the bus).

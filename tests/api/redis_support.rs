@@ -28,9 +28,15 @@ impl RedisServer {
 
     /// Starts an empty Redis on `port` and waits until it answers PING.
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts `redis-server` with `args` (a config file first, if any) on
+    /// `port` and waits until it answers PING.
+    pub fn start_with(port: u16, args: &[&str]) -> Self {
         let child = Command::new("redis-server")
+            .args(args)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|err| {
@@ -175,6 +181,11 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(redis_url: &str) -> Self {
+        Self::start_with(redis_url, &[])
+    }
+
+    /// A node with these extra environment variables (settings).
+    pub fn start_with(redis_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sse-broker"))
             .args([
                 "--bind",
@@ -186,6 +197,7 @@ impl NodeProcess {
             ])
             .env("RUST_LOG", "info")
             .env("SSE_BROKER__CLUSTER__MAX_RECONNECT_DELAY", "400ms")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the broker starts");
