@@ -43,7 +43,7 @@ pub enum BusSource {
     /// One server: a pub/sub connection to it.
     Direct(Client),
     /// A Redis Cluster: sharded pub/sub, each subscription on its slot's shard.
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
     /// The primary the sentinels name at each (re)connection.
     Sentinel(Arc<SentinelLink>),
 }
@@ -103,7 +103,9 @@ pub fn connect(settings: &ClusterSettings) -> Result<Link, ClusterError> {
                 commands: Commands::Cluster(
                     client.get_pending_async_connection_with_config(config),
                 ),
-                bus: BusSource::Cluster(builder(ProtocolVersion::RESP3).build().map_err(invalid)?),
+                bus: BusSource::Cluster(Box::new(
+                    builder(ProtocolVersion::RESP3).build().map_err(invalid)?,
+                )),
             })
         }
         RedisMode::Sentinel => {

@@ -170,7 +170,7 @@ impl Cluster {
                     Server::Sentinel(link),
                 )),
                 BusSource::Cluster(client) => {
-                    actix::spawn(bus::sharded::run(cluster, bus_broker, client))
+                    actix::spawn(bus::sharded::run(cluster, bus_broker, *client))
                 }
             };
             tasks.push(bus.abort_handle());
