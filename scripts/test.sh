@@ -54,8 +54,9 @@ install_tools() {
     python3 -m pip install --quiet --disable-pip-version-check \
       'httpx>=0.27' 'httpx-sse==0.4.*' 'requests>=2.31' 'sseclient-py==1.8.*' || return 1
   fi
-  # The cluster tests (tests/api/cluster.rs) start their own redis-server.
-  apt_install redis-server || return 1
+  # The cluster tests (tests/api/cluster.rs, redis_cluster.rs) start their own
+  # redis-server, Redis Cluster (redis-cli --cluster create) and sentinel.
+  apt_install redis-server redis-tools || return 1
   # npm packages: playwright-core (browser tests), eventsource (client tests).
   npm ci --no-audit --no-fund --loglevel=error || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then
