@@ -62,9 +62,14 @@ impl RedisCluster {
             let port = free_port();
             let config = dir.path().join(format!("nodes-{port}.conf"));
             let config = config.to_str().expect("a UTF-8 path").to_owned();
+            // Its own free port for the cluster bus (by default port + 10000,
+            // which may be taken, or beyond 65535).
+            let bus_port = free_port().to_string();
             servers.push(RedisServer::start_with(
                 port,
                 &[
+                    "--cluster-port",
+                    &bus_port,
                     "--save",
                     "",
                     "--appendonly",
@@ -93,11 +98,14 @@ impl RedisCluster {
             .arg("create")
             .args(&addresses)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .stdin(Stdio::null())
+            .output()
             .expect("redis-cli runs (Debian's redis-tools, installed with redis-server)");
-        assert!(created.success(), "redis-cli --cluster create failed");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
         let nodes = servers
             .iter()
             .map(|server| Node {
