@@ -99,9 +99,28 @@ impl PreparedUpdate {
 
 /// A fresh, unguessable update id.
 pub fn new_id() -> String {
+    urn(uuid::Uuid::new_v4())
+}
+
+/// The id of the update a channel event becomes (`mercure.channel_updates`):
+/// a name-based UUID of the channel and the event's id, the same each time
+/// it is made, so the copy a restart makes again from the durable original
+/// keeps the id subscribers saw.
+pub fn copy_id(channel: &str, event_id: &str) -> String {
+    /// The namespace of these ids (a random UUID, fixed for good: changing
+    /// it would change every channel update's id).
+    const NAMESPACE: uuid::Uuid = uuid::uuid!("6b0f6d1e-3c55-4c61-9a57-6a3f0f2e9d41");
+    let mut name = String::with_capacity(channel.len() + 1 + event_id.len());
+    name.push_str(channel);
+    name.push('/');
+    name.push_str(event_id);
+    urn(uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+}
+
+/// `urn:uuid:` and the UUID, lowercase and hyphenated.
+fn urn(uuid: uuid::Uuid) -> String {
     const PREFIX: &str = "urn:uuid:";
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let uuid = uuid::Uuid::new_v4();
     let text = uuid.hyphenated().encode_lower(&mut buf);
     let mut id = String::with_capacity(PREFIX.len() + text.len());
     id.push_str(PREFIX);

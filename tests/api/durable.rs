@@ -464,3 +464,41 @@ async fn durable_history_and_cluster_are_exclusive() {
     assert!(!status.success());
     assert!(stderr.contains("cannot be combined"), "{stderr}");
 }
+
+/// Channel events are Mercure updates too (`mercure.channel_updates`); with
+/// durable history the hub keeps only references to them, and after a
+/// restart a Mercure subscriber resumes after one with the same ids, data
+/// and order it saw before.
+#[actix_web::test]
+async fn channel_updates_on_the_hub_survive_a_restart() {
+    const HUB_ORDERS: &str = "/.well-known/mercure?topic=orders";
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut first = start_durable(dir.path(), &[]);
+    let mut live = open_stream(&client, &first, HUB_ORDERS, "").await;
+    live.wait_open().await;
+    for data in ["one", "two", "three"] {
+        publish(&client, &first, "orders", data).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = live.next_event().await;
+        assert!(event.id.starts_with("urn:uuid:"), "{event:?}");
+        seen.push((event.id, event.data));
+    }
+    let datas: Vec<&str> = seen.iter().map(|(_, data)| data.as_str()).collect();
+    assert_eq!(datas, ["one", "two", "three"]);
+    drop(live);
+    stop(&mut first).await;
+
+    let second = start_durable(dir.path(), &[]);
+    let mut resumed = open_stream(&client, &second, HUB_ORDERS, &seen[0].0).await;
+    let replayed = vec![resumed.next_event().await, resumed.next_event().await];
+    let replayed: Vec<(String, String)> = replayed.into_iter().map(|e| (e.id, e.data)).collect();
+    assert_eq!(replayed, seen[1..], "the same updates, ids and order");
+    // And live updates go on after them.
+    publish(&client, &second, "orders", "four").await;
+    let next = resumed.next_event().await;
+    assert_eq!(next.data, "four");
+    assert!(!seen.iter().any(|(id, _)| *id == next.id), "a new id");
+}

@@ -41,7 +41,7 @@ use super::{
     error::BrokerError,
     event::{Event, EventId},
     history::{GapReason, Replay},
-    log::{DurableStore, LogEntry, Record, SharedLog},
+    log::{DurableStore, LogEntry, Origin, Record, SharedLog},
     members::Members,
     message::{
         ChannelDetail, ChannelIdle, ChannelMessage, Publish, Published, Retire, Subscribe,
@@ -270,7 +270,11 @@ impl ChannelActor {
         self.stats.history.store(retained, Ordering::Relaxed);
         self.count_published(&publish);
         if let (Some(mirror), Some(record)) = (&self.mirror, publish.mirror) {
-            mirror.accepted(&self.name, id, record);
+            let origin = Origin {
+                channel: self.name.clone(),
+                id,
+            };
+            mirror.accepted(origin, record);
         }
         if let Some(reply) = publish.reply {
             let _ = reply.send(Ok(Published {

@@ -9,6 +9,12 @@
 //! meanwhile handles other messages. A resuming client is served from the
 //! history: it never sees a pending event, so no id a client saw can be
 //! reused after a crash.
+//!
+//! A mirror's copy (a record with an [`Origin`](crate::broker::log::Origin),
+//! e.g. a channel event on the Mercure hub's channel) is stored as a
+//! reference to its original, which is on disk already; when the channel is
+//! read back, the store gives the original's record with its origin and the
+//! channel's codec makes the copy again.
 
 use std::{
     collections::VecDeque,
@@ -80,7 +86,7 @@ impl OwnedLog {
             Ok(Some(stored)) => {
                 let events = stored
                     .entries
-                    .iter()
+                    .into_iter()
                     .map(|entry| {
                         let id = EventId {
                             epoch: stored.epoch,
@@ -205,7 +211,12 @@ impl ChannelActor {
         };
         log.busy = true;
         log.pending.push_back(Pending { event, accepted });
-        let answer = store.append(&name, id, now_ms(), codec.logged(msg.record));
+        // A copy is kept as a reference to its original (module docs).
+        let record = match msg.record.origin {
+            Some(_) => msg.record,
+            None => codec.logged(msg.record),
+        };
+        let answer = store.append(&name, id, now_ms(), record);
         // The fan-out waits for the disk; other messages do not.
         ctx.spawn(answer.into_actor(self).map(move |outcome, actor, _| {
             let outcome = outcome.unwrap_or_else(|_| Err(LogError("the store stopped".into())));

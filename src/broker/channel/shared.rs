@@ -20,7 +20,7 @@ use crate::broker::{
     error::BrokerError,
     event::{Epoch, EventId, ResumeFrom},
     history::{GapReason, replay_from_log},
-    log::{FetchFrom, Fetched, LogEntry, LogError, SharedLog},
+    log::{FetchFrom, Fetched, LogEntry, LogError, Origin, SharedLog},
     message::{Publish, Subscribe},
     subscriber::Delivery,
 };
@@ -85,7 +85,11 @@ impl ChannelActor {
                 Ok(id) => {
                     actor.count_published(&accepted);
                     if let (Some(mirror), Some(record)) = (&actor.mirror, accepted.mirror.take()) {
-                        mirror.accepted(&actor.name, id, record);
+                        let origin = Origin {
+                            channel: actor.name.clone(),
+                            id,
+                        };
+                        mirror.accepted(origin, record);
                     }
                     Ok(crate::broker::message::Published { id, subscribers })
                 }
