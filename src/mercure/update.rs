@@ -103,18 +103,18 @@ pub fn new_id() -> String {
 }
 
 /// The id of the update a channel event becomes (`mercure.channel_updates`):
-/// a name-based UUID of the channel and the event's id, the same each time
-/// it is made, so the copy a restart makes again from the durable original
-/// keeps the id subscribers saw.
+/// `urn:sse-broker:<channel>/<event id>`, the event's own name (a channel
+/// name has no `/`), so it is unique as event ids are, says which event it
+/// is, and is the same when the copy is made again from its durable
+/// original after a restart.
 pub fn copy_id(channel: &str, event_id: &str) -> String {
-    /// The namespace of these ids (a random UUID, fixed for good: changing
-    /// it would change every channel update's id).
-    const NAMESPACE: uuid::Uuid = uuid::uuid!("6b0f6d1e-3c55-4c61-9a57-6a3f0f2e9d41");
-    let mut name = String::with_capacity(channel.len() + 1 + event_id.len());
-    name.push_str(channel);
-    name.push('/');
-    name.push_str(event_id);
-    urn(uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    const PREFIX: &str = "urn:sse-broker:";
+    let mut id = String::with_capacity(PREFIX.len() + channel.len() + 1 + event_id.len());
+    id.push_str(PREFIX);
+    id.push_str(channel);
+    id.push('/');
+    id.push_str(event_id);
+    id
 }
 
 /// `urn:uuid:` and the UUID, lowercase and hyphenated.

@@ -483,7 +483,7 @@ async fn channel_updates_on_the_hub_survive_a_restart() {
     let mut seen = Vec::new();
     for _ in 0..3 {
         let event = live.next_event().await;
-        assert!(event.id.starts_with("urn:uuid:"), "{event:?}");
+        assert!(event.id.starts_with("urn:sse-broker:orders/"), "{event:?}");
         seen.push((event.id, event.data));
     }
     let datas: Vec<&str> = seen.iter().map(|(_, data)| data.as_str()).collect();
