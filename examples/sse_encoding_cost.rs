@@ -63,7 +63,7 @@ fn shared_frame(payload: &str) -> f64 {
 /// `Sse`: each subscriber's body encodes the event it is given.
 fn sse_body(payload: &str) -> f64 {
     let data = bytestring::ByteString::from(payload.to_owned());
-    let events = (0..DELIVERIES).map(|_| {
+    let events = (0..DELIVERIES).map(move |_| {
         Ok::<_, Infallible>(sse::Event::Data(
             sse::Data::new(data.clone())
                 .id("hol1u5jw7y-1")
