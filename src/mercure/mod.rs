@@ -26,8 +26,9 @@
 //! that channel (`/stream/{channel}` subscribers get it); an event published
 //! on a channel (`POST /publish/{channel}`, batches, the demo) is also a
 //! public Mercure update whose topic is the channel name
-//! (`mercure.channel_updates`). Both are published as copies, which are
-//! never bridged back, so nothing loops.
+//! (`mercure.channel_updates`), with the id
+//! `urn:sse-broker:<channel>/<event id>`. Both are published as copies, which
+//! are never bridged back, so nothing loops.
 
 pub mod auth;
 pub mod error;
