@@ -6,29 +6,21 @@
 //! hub as a channel of the broker (cluster, durable history, limits, the
 //! bridge to channels).
 
-use jsonwebtoken::{EncodingKey, Header, encode};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use jsonwebtoken::Header;
 use serde_json::{Value, json};
 use sse_broker::config::MERCURE_DEVELOPMENT_KEY;
 
 use crate::{
-    helpers::{
-        BrokerProcess, SseClient, TestApp, problem, spawn_app_with, stream_at, wait_until,
+    helpers::{BrokerProcess, TestApp, problem, spawn_app_with, stream_at, wait_until},
+    mercure_support::{
+        HUB, access_token, compat, detail, encode_form, hub_path, next_updates, open, sign,
     },
-    mercure_support::{access_token, compat, detail, encode_form, hub_path, next_updates, open},
     redis_support::{RedisServer, TcpProxy, spawn_node_with},
 };
 
-use crate::mercure_support::HUB;
-
-/// A token signed with the development key.
+/// A 0.x token (no `typ`, `iss`, `aud`), signed with the development key.
 fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(MERCURE_DEVELOPMENT_KEY.as_bytes()).expect("a secret"),
-    )
-    .expect("encodes")
+    sign(Header::default(), &claims, MERCURE_DEVELOPMENT_KEY)
 }
 
 fn publisher() -> String {
