@@ -17,11 +17,11 @@ use serde::Deserialize;
 mod mercure;
 
 pub use crate::auth::{AuthSettings, JwtAlgorithm};
+use crate::{auth::Pattern, names::ChannelName};
 pub use mercure::{
     COMPATIBLE_PROTOCOL_VERSION, DEFAULT_JWKS_ALGORITHMS, IssuerSettings, MERCURE_DEVELOPMENT_KEY,
     MercureSettings, VerifierSettings, check_pem_algorithm,
 };
-use crate::{auth::Pattern, names::ChannelName};
 
 /// The development defaults, compiled in so the binary runs with no file.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");

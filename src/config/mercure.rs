@@ -171,7 +171,9 @@ impl MercureSettings {
         let mut ids: Vec<&str> = Vec::new();
         for issuer in &self.issuers {
             if issuer.id.is_empty() {
-                return bad("every [[mercure.issuers]] entry needs an `id` (the `iss` value)".into());
+                return bad(
+                    "every [[mercure.issuers]] entry needs an `id` (the `iss` value)".into(),
+                );
             }
             if ids.contains(&issuer.id.as_str()) {
                 return bad(format!("issuer {:?} is listed twice", issuer.id));
@@ -183,7 +185,10 @@ impl MercureSettings {
                     issuer.id
                 ));
             }
-            for (role, verifier) in [("publisher", &issuer.publisher), ("subscriber", &issuer.subscriber)] {
+            for (role, verifier) in [
+                ("publisher", &issuer.publisher),
+                ("subscriber", &issuer.subscriber),
+            ] {
                 if let Some(verifier) = verifier {
                     verifier
                         .validate()
@@ -235,14 +240,20 @@ pub const SUPPORTED_ALGORITHMS: [&str; 12] = [
 
 impl VerifierSettings {
     fn validate(&self) -> Result<(), String> {
-        let sources = [!self.jwt.is_empty(), self.jwt_file.is_some(), !self.jwks_uri.is_empty()];
+        let sources = [
+            !self.jwt.is_empty(),
+            self.jwt_file.is_some(),
+            !self.jwks_uri.is_empty(),
+        ];
         if sources.iter().filter(|set| **set).count() != 1 {
             return Err("set exactly one of `jwt`, `jwt_file` or `jwks_uri`".into());
         }
         let unknown = |alg: &String| !SUPPORTED_ALGORITHMS.contains(&alg.as_str());
         if self.jwks_uri.is_empty() {
             if !self.algorithms.is_empty() {
-                return Err("`algorithms` goes with `jwks_uri`; a key takes one `algorithm`".into());
+                return Err(
+                    "`algorithms` goes with `jwks_uri`; a key takes one `algorithm`".into(),
+                );
             }
             if !self.algorithm.is_empty() && unknown(&self.algorithm) {
                 return Err(format!(
@@ -327,7 +338,10 @@ mod tests {
         let mut settings = Settings::defaults().mercure;
         settings.publisher_jwt_key = "a-real-secret-of-enough-length".into();
         let err = settings.validate().expect_err("0.x keys alone refused");
-        assert!(err.to_string().contains("protocol_version_compatibility"), "{err}");
+        assert!(
+            err.to_string().contains("protocol_version_compatibility"),
+            "{err}"
+        );
         settings.protocol_version_compatibility = 8;
         settings.validate().expect("valid in compatibility mode");
         settings.publisher_jwt_key.clear();
@@ -344,20 +358,46 @@ mod tests {
     fn verifier_rules() {
         let pem = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----";
         assert!(key(pem).validate().is_err());
-        assert!(VerifierSettings { algorithm: "HS256".into(), ..key(pem) }.validate().is_err());
-        VerifierSettings { algorithm: "ES256".into(), ..key(pem) }
+        assert!(
+            VerifierSettings {
+                algorithm: "HS256".into(),
+                ..key(pem)
+            }
             .validate()
-            .expect("a PEM key with its algorithm");
+            .is_err()
+        );
+        VerifierSettings {
+            algorithm: "ES256".into(),
+            ..key(pem)
+        }
+        .validate()
+        .expect("a PEM key with its algorithm");
         let jwks = |uri: &str| VerifierSettings {
             jwks_uri: uri.into(),
             ..Default::default()
         };
-        jwks("https://idp.example/jwks.json").validate().expect("https");
+        jwks("https://idp.example/jwks.json")
+            .validate()
+            .expect("https");
         jwks("file:///etc/jwks.json").validate().expect("file");
         assert!(jwks("http://idp.example/jwks.json").validate().is_err());
-        assert!(VerifierSettings { jwt: "x".into(), ..jwks("file:///k") }.validate().is_err());
+        assert!(
+            VerifierSettings {
+                jwt: "x".into(),
+                ..jwks("file:///k")
+            }
+            .validate()
+            .is_err()
+        );
         assert!(VerifierSettings::default().validate().is_err());
-        assert!(VerifierSettings { algorithm: "none".into(), ..key("secret") }.validate().is_err());
+        assert!(
+            VerifierSettings {
+                algorithm: "none".into(),
+                ..key("secret")
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     /// A pinned resource identifier is an absolute URL.

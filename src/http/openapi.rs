@@ -79,7 +79,13 @@ mod tests {
             .iter()
             .filter_map(|p| p["name"].as_str())
             .collect();
-        for name in ["topic", "match", "match_exact", "match_urlpattern", "last_event_id"] {
+        for name in [
+            "topic",
+            "match",
+            "match_exact",
+            "match_urlpattern",
+            "last_event_id",
+        ] {
             assert!(names.contains(&name), "{name}");
         }
     }

@@ -33,9 +33,7 @@ use super::{
     hub::hub_channel,
     identity::HUB_PATH,
     query::parse_pairs,
-    subscriptions::{
-        Filter, HUB_EVENT_TYPE, JSONLD_CONTEXT, SUBSCRIPTIONS_PATH, SubscriptionInfo,
-    },
+    subscriptions::{Filter, HUB_EVENT_TYPE, JSONLD_CONTEXT, SUBSCRIPTIONS_PATH, SubscriptionInfo},
     topic::MatchType,
     update::EARLIEST,
 };
@@ -115,7 +113,11 @@ pub async fn subscriptions_api(
         Shape::Collection => serde_json::to_string_pretty(&Collection {
             context: legacy.then_some(JSONLD_CONTEXT),
             id: path,
-            kind: if legacy { "Subscriptions" } else { "subscriptions" },
+            kind: if legacy {
+                "Subscriptions"
+            } else {
+                "subscriptions"
+            },
             last_event_id: (legacy || (compatibility && filter == Filter::All))
                 .then(|| cursor.clone()),
             subscriptions,
@@ -180,10 +182,7 @@ fn read_path(path: &str, compatibility: bool) -> Result<(Filter, Shape), Mercure
                     "unknown matcher type {first:?}: use \"exact\" or \"urlpattern\""
                 ))
             })?;
-            let subscriber = subscriber
-                .first()
-                .map(|s| decode(s, false))
-                .transpose()?;
+            let subscriber = subscriber.first().map(|s| decode(s, false)).transpose()?;
             let shape = match subscriber {
                 Some(_) => Shape::One,
                 None => Shape::Collection,
@@ -230,7 +229,9 @@ mod tests {
     use super::*;
 
     fn filter(path: &str, compatibility: bool) -> Option<Filter> {
-        read_path(path, compatibility).ok().map(|(filter, _)| filter)
+        read_path(path, compatibility)
+            .ok()
+            .map(|(filter, _)| filter)
     }
 
     /// 1.0 paths decode once (`+` stays); 0.x paths exist only in
@@ -239,7 +240,10 @@ mod tests {
     fn api_paths() {
         assert_eq!(filter(SUBSCRIPTIONS_PATH, false), Some(Filter::All));
         assert_eq!(
-            filter(&format!("{SUBSCRIPTIONS_PATH}/urlpattern/a%2F%3Aid+x/urn%3A1"), false),
+            filter(
+                &format!("{SUBSCRIPTIONS_PATH}/urlpattern/a%2F%3Aid+x/urn%3A1"),
+                false
+            ),
             Some(Filter::Match {
                 match_type: MatchType::UrlPattern,
                 matcher: "a/:id+x".into(),

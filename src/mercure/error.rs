@@ -141,7 +141,10 @@ impl MercureError {
             params.push(format!("error=\"{}\"", code.as_str()));
         }
         if let Some(url) = resource_metadata {
-            params.push(format!("resource_metadata=\"{}\"", url.replace(['"', '\\'], "")));
+            params.push(format!(
+                "resource_metadata=\"{}\"",
+                url.replace(['"', '\\'], "")
+            ));
         }
         Some(match params.is_empty() {
             true => "Bearer".to_owned(),
@@ -225,15 +228,34 @@ mod tests {
     #[test]
     fn bearer_challenges() {
         let cases = [
-            (None, 401, "Bearer resource_metadata=\"https://hub/.well-known/oauth-protected-resource/x\""),
-            (Some(BearerCode::InvalidToken), 401, "Bearer error=\"invalid_token\", resource_metadata=\"https://hub/.well-known/oauth-protected-resource/x\""),
-            (Some(BearerCode::InsufficientScope), 403, "Bearer error=\"insufficient_scope\", resource_metadata=\"https://hub/.well-known/oauth-protected-resource/x\""),
-            (Some(BearerCode::InvalidRequest), 400, "Bearer error=\"invalid_request\", resource_metadata=\"https://hub/.well-known/oauth-protected-resource/x\""),
+            (
+                None,
+                401,
+                "Bearer resource_metadata=\"https://hub/.well-known/oauth-protected-resource/x\"",
+            ),
+            (
+                Some(BearerCode::InvalidToken),
+                401,
+                "Bearer error=\"invalid_token\", resource_metadata=\"https://hub/.well-known/oauth-protected-resource/x\"",
+            ),
+            (
+                Some(BearerCode::InsufficientScope),
+                403,
+                "Bearer error=\"insufficient_scope\", resource_metadata=\"https://hub/.well-known/oauth-protected-resource/x\"",
+            ),
+            (
+                Some(BearerCode::InvalidRequest),
+                400,
+                "Bearer error=\"invalid_request\", resource_metadata=\"https://hub/.well-known/oauth-protected-resource/x\"",
+            ),
         ];
         for (code, status, challenge) in cases {
             let response = bearer(code).error_response();
             assert_eq!(response.status().as_u16(), status);
-            assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), challenge);
+            assert_eq!(
+                response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+                challenge
+            );
         }
         let plain = MercureError::BadRequest("no topic".into()).error_response();
         assert!(plain.headers().get(header::WWW_AUTHENTICATE).is_none());

@@ -140,20 +140,32 @@ mod tests {
             .insert_header(("host", "127.0.0.1:9000"))
             .to_http_request();
         let derived = HubIdentity::of(&req, "", false);
-        assert_eq!(derived.resource, "http://127.0.0.1:9000/.well-known/mercure");
+        assert_eq!(
+            derived.resource,
+            "http://127.0.0.1:9000/.well-known/mercure"
+        );
         assert_eq!(
             derived.metadata_url.as_deref(),
             Some("http://127.0.0.1:9000/.well-known/oauth-protected-resource/.well-known/mercure")
         );
         let pinned = HubIdentity::of(&req, "https://localhost/.well-known/mercure", false);
         assert_eq!(pinned.resource, "https://localhost/.well-known/mercure");
-        assert_eq!(pinned.base.as_str(), "https://localhost/.well-known/mercure");
+        assert_eq!(
+            pinned.base.as_str(),
+            "https://localhost/.well-known/mercure"
+        );
         assert_eq!(
             pinned.metadata_url.as_deref(),
             Some("https://localhost/.well-known/oauth-protected-resource/.well-known/mercure")
         );
-        assert_eq!(pinned.url.as_str(), "http://127.0.0.1:9000/.well-known/mercure");
+        assert_eq!(
+            pinned.url.as_str(),
+            "http://127.0.0.1:9000/.well-known/mercure"
+        );
         let other = HubIdentity::of(&req, "https://api.example.com/", false);
-        assert_eq!(other.base.as_str(), "http://127.0.0.1:9000/.well-known/mercure");
+        assert_eq!(
+            other.base.as_str(),
+            "http://127.0.0.1:9000/.well-known/mercure"
+        );
     }
 }

@@ -262,11 +262,21 @@ mod tests {
             if let Some(value) = header {
                 req = req.insert_header(("last-event-id", value));
             }
-            last_event_id(&req.to_http_request(), &parse_pairs(query).unwrap(), compatibility)
-                .unwrap()
+            last_event_id(
+                &req.to_http_request(),
+                &parse_pairs(query).unwrap(),
+                compatibility,
+            )
+            .unwrap()
         };
-        assert_eq!(cursor(Some("h"), "last_event_id=q", false).as_deref(), Some("h"));
-        assert_eq!(cursor(None, "last_event_id=q&last_event_id=b", false).as_deref(), Some("q"));
+        assert_eq!(
+            cursor(Some("h"), "last_event_id=q", false).as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            cursor(None, "last_event_id=q&last_event_id=b", false).as_deref(),
+            Some("q")
+        );
         assert_eq!(cursor(None, "lastEventID=l", false), None);
         assert_eq!(cursor(None, "lastEventID=l", true).as_deref(), Some("l"));
         assert_eq!(cursor(None, "last_event_id=", false).as_deref(), Some(""));

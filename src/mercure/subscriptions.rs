@@ -123,7 +123,14 @@ impl SubscriptionInfo {
     pub fn is_addressed_by(&self, filter: &Filter) -> bool {
         match (filter, self.match_type) {
             (Filter::All, _) => true,
-            (Filter::Match { match_type, matcher, subscriber }, Some(own)) => {
+            (
+                Filter::Match {
+                    match_type,
+                    matcher,
+                    subscriber,
+                },
+                Some(own),
+            ) => {
                 own == *match_type
                     && self.matcher.as_ref() == Some(matcher)
                     && subscriber.as_ref().is_none_or(|s| *s == self.subscriber)

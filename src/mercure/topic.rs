@@ -603,7 +603,15 @@ mod tests {
     #[test]
     fn protocol_strings() {
         assert!(is_protocol_string("https://example.com/é/書"));
-        for bad in ["a\nb", "a\u{0}", "a\u{7f}", "a\u{85}", "a\u{200b}", "a\u{202e}", "\u{feff}"] {
+        for bad in [
+            "a\nb",
+            "a\u{0}",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{200b}",
+            "a\u{202e}",
+            "\u{feff}",
+        ] {
             assert!(!is_protocol_string(bad), "{bad:?}");
         }
     }

@@ -616,11 +616,6 @@ async fn durable_history_keeps_updates_across_restarts() {
     assert_eq!(resumed.next_event().await.data, "two");
 }
 
-
-
-
-
-
 /// The subscribe answer has no `Content-Encoding`; `HEAD` answers the same
 /// headers with no body, and the same errors.
 #[actix_web::test]
@@ -656,7 +651,6 @@ async fn subscribe_headers_and_head() {
         .unwrap();
     assert_eq!(res.status(), 400);
 }
-
 
 /// The broker's limits apply to the hub as to channels: streams per client
 /// IP and subscriptions in total count both APIs, and Mercure publishes
@@ -755,14 +749,28 @@ async fn both_generations_share_one_hub() {
     let app = spawn_app_with(compat).await;
     let symfony_token = access_token(
         &app,
-        json!([detail(&["publish"], &[("https://example.com/books/:id", "urlpattern")])]),
+        json!([detail(
+            &["publish"],
+            &[("https://example.com/books/:id", "urlpattern")]
+        )]),
     );
-    let legacy_publisher = token(json!({"mercure": {"publish": ["https://example.com/books/{id}"]}}));
-    let earlier = publish(&app, &[("topic", "https://example.com/books/0"), ("data", "earlier")]).await;
+    let legacy_publisher =
+        token(json!({"mercure": {"publish": ["https://example.com/books/{id}"]}}));
+    let earlier = publish(
+        &app,
+        &[
+            ("topic", "https://example.com/books/0"),
+            ("data", "earlier"),
+        ],
+    )
+    .await;
 
     let modern_reader = access_token(
         &app,
-        json!([detail(&["subscribe"], &[("https://example.com/books/:id", "urlpattern")])]),
+        json!([detail(
+            &["subscribe"],
+            &[("https://example.com/books/:id", "urlpattern")]
+        )]),
     );
     let mut modern = open(
         &app,
@@ -770,11 +778,15 @@ async fn both_generations_share_one_hub() {
             ("match_urlpattern", "https://example.com/books/:id"),
             ("last_event_id", &earlier),
         ]),
-        &[("cookie", &format!("__Secure-mercure_access_token={modern_reader}"))],
+        &[(
+            "cookie",
+            &format!("__Secure-mercure_access_token={modern_reader}"),
+        )],
     )
     .await;
     assert_eq!(modern.headers["mercure-last-event-id"], earlier.as_str());
-    let legacy_reader = token(json!({"mercure": {"subscribe": ["https://example.com/books/{id}"]}}));
+    let legacy_reader =
+        token(json!({"mercure": {"subscribe": ["https://example.com/books/{id}"]}}));
     let mut legacy = open(
         &app,
         &subscribe_path(
@@ -801,7 +813,10 @@ async fn both_generations_share_one_hub() {
     let symfony_id = res.text().await.unwrap();
     let (status, legacy_id) = post(
         &app,
-        &[("topic", "https://example.com/books/2"), ("data", "from 0.x")],
+        &[
+            ("topic", "https://example.com/books/2"),
+            ("data", "from 0.x"),
+        ],
         Some(&legacy_publisher),
     )
     .await;
@@ -814,6 +829,9 @@ async fn both_generations_share_one_hub() {
             (symfony_id.as_str(), "book", r#"{"title":"Dune"}"#)
         );
         let event = sub.next_event().await;
-        assert_eq!((event.id.as_str(), event.data.as_str()), (legacy_id.as_str(), "from 0.x"));
+        assert_eq!(
+            (event.id.as_str(), event.data.as_str()),
+            (legacy_id.as_str(), "from 0.x")
+        );
     }
 }

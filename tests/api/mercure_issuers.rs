@@ -74,7 +74,10 @@ async fn pem_public_key_issuer() {
         }))
     })
     .await;
-    assert_eq!(publish_status(&app, &es256_token(&app.url(HUB), None)).await, 200);
+    assert_eq!(
+        publish_status(&app, &es256_token(&app.url(HUB), None)).await,
+        200
+    );
     // The development issuer's key does not sign for this issuer.
     let mut claims = access_claims(&app, json!([detail(&["publish"], &[("*", "exact")])]));
     claims["iss"] = json!(IDP);
@@ -103,9 +106,18 @@ async fn jwk_set_file_issuer() {
     })
     .await;
     let audience = app.url(HUB);
-    assert_eq!(publish_status(&app, &es256_token(&audience, Some("k1"))).await, 200);
-    assert_eq!(publish_status(&app, &es256_token(&audience, None)).await, 200);
-    assert_eq!(publish_status(&app, &es256_token(&audience, Some("k2"))).await, 401);
+    assert_eq!(
+        publish_status(&app, &es256_token(&audience, Some("k1"))).await,
+        200
+    );
+    assert_eq!(
+        publish_status(&app, &es256_token(&audience, None)).await,
+        200
+    );
+    assert_eq!(
+        publish_status(&app, &es256_token(&audience, Some("k2"))).await,
+        401
+    );
     let metadata: Value = app
         .client
         .get(app.url("/.well-known/oauth-protected-resource/.well-known/mercure"))
@@ -125,13 +137,30 @@ fn openssl(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .expect("openssl runs");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A test CA and a certificate for localhost, signed by it, in `dir`.
 fn certificates(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=sse-broker test CA"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=sse-broker test CA",
+    ];
     ca.extend(ec);
     ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
     openssl(dir, &ca);
@@ -140,12 +169,29 @@ fn certificates(dir: &Path) {
     leaf.extend(["-keyout", "leaf.key", "-out", "leaf.csr"]);
     openssl(dir, &leaf);
     std::fs::File::create(dir.join("leaf.ext"))
-        .and_then(|mut f| f.write_all(b"subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"))
+        .and_then(|mut f| {
+            f.write_all(b"subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        })
         .unwrap();
     openssl(
         dir,
-        &["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-          "-CAcreateserial", "-days", "1", "-extfile", "leaf.ext", "-out", "leaf.pem"],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
+        ],
     );
 }
 
@@ -162,8 +208,17 @@ impl TlsFileServer {
             .unwrap()
             .port();
         let child = Command::new("openssl")
-            .args(["s_server", "-quiet", "-WWW", "-cert", "leaf.pem", "-key", "leaf.key",
-                   "-accept", &format!("127.0.0.1:{port}")])
+            .args([
+                "s_server",
+                "-quiet",
+                "-WWW",
+                "-cert",
+                "leaf.pem",
+                "-key",
+                "leaf.key",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+            ])
             .current_dir(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -171,7 +226,10 @@ impl TlsFileServer {
             .expect("openssl s_server starts");
         let deadline = std::time::Instant::now() + crate::helpers::PATIENCE;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "s_server did not listen");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server did not listen"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Self { child, port }
@@ -195,9 +253,8 @@ async fn jwk_set_over_https() {
     std::fs::write(dir.path().join("jwks.json"), jwk_set("k1")).unwrap();
     let server = TlsFileServer::start(dir.path());
     let jwks = format!("https://localhost:{}/jwks.json", server.port);
-    let issuers = format!(
-        "[{{id=\"{IDP}\", publisher={{jwks_uri=\"{jwks}\", algorithms=[\"ES256\"]}}}}]"
-    );
+    let issuers =
+        format!("[{{id=\"{IDP}\", publisher={{jwks_uri=\"{jwks}\", algorithms=[\"ES256\"]}}}}]");
     let ca = dir.path().join("ca.pem");
     let env = [
         ("SSE_BROKER__MERCURE__ISSUERS", issuers.as_str()),
@@ -232,6 +289,9 @@ async fn jwk_set_over_https() {
             .expect("the broker runs");
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(&format!("https://localhost:{}", server.port)), "{stderr}");
+        assert!(
+            stderr.contains(&format!("https://localhost:{}", server.port)),
+            "{stderr}"
+        );
     }
 }

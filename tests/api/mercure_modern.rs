@@ -20,7 +20,12 @@ use crate::{
 async fn match_parameters_select_topics() {
     let app = spawn_app().await;
     let publisher = all_access(&app);
-    let mut exact = open(&app, &hub_path(&[("match", "https://example.com/books/{id}")]), &[]).await;
+    let mut exact = open(
+        &app,
+        &hub_path(&[("match", "https://example.com/books/{id}")]),
+        &[],
+    )
+    .await;
     let mut explicit = open(&app, &hub_path(&[("match_exact", "urn:a")]), &[]).await;
     let mut pattern = open(
         &app,
@@ -28,19 +33,46 @@ async fn match_parameters_select_topics() {
         &[],
     )
     .await;
-    let mut relative = open(&app, &hub_path(&[("match_urlpattern", "/reviews/:id")]), &[]).await;
+    let mut relative = open(
+        &app,
+        &hub_path(&[("match_urlpattern", "/reviews/:id")]),
+        &[],
+    )
+    .await;
     let mut everything = open(&app, &hub_path(&[("match", "*")]), &[]).await;
 
-    publish_with(&app, &[("topic", "https://example.com/books/1"), ("data", "book")], &publisher).await;
-    publish_with(&app, &[("topic", "https://example.com/books/{id}"), ("data", "literal")], &publisher).await;
+    publish_with(
+        &app,
+        &[("topic", "https://example.com/books/1"), ("data", "book")],
+        &publisher,
+    )
+    .await;
+    publish_with(
+        &app,
+        &[
+            ("topic", "https://example.com/books/{id}"),
+            ("data", "literal"),
+        ],
+        &publisher,
+    )
+    .await;
     publish_with(&app, &[("topic", "urn:a"), ("data", "a")], &publisher).await;
-    publish_with(&app, &[("topic", "/reviews/9"), ("data", "review")], &publisher).await;
+    publish_with(
+        &app,
+        &[("topic", "/reviews/9"), ("data", "review")],
+        &publisher,
+    )
+    .await;
 
     assert_eq!(exact.next_event().await.data, "literal");
     assert_eq!(explicit.next_event().await.data, "a");
     assert_eq!(pattern.next_event().await.data, "book");
     assert_eq!(relative.next_event().await.data, "review");
-    let all: Vec<String> = next_updates(&mut everything, 4).await.into_iter().map(|(_, d)| d).collect();
+    let all: Vec<String> = next_updates(&mut everything, 4)
+        .await
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
     assert_eq!(all, ["book", "literal", "a", "review"]);
 }
 
@@ -82,7 +114,10 @@ async fn query_method_takes_matchers_in_the_body() {
         .client
         .request(query.clone(), app.url(&hub_path(&[("match", "urn:q1")])))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(encode_form(&[("match", "urn:q2"), ("last_event_id", &first)]))
+        .body(encode_form(&[
+            ("match", "urn:q2"),
+            ("last_event_id", &first),
+        ]))
         .send()
         .await
         .unwrap();
@@ -122,28 +157,77 @@ async fn access_tokens_follow_rfc_9068() {
     let dev = MERCURE_DEVELOPMENT_KEY;
     let hs256 = || at_jwt(Algorithm::HS256);
     let accepted = sign(hs256(), &good, dev);
-    assert_eq!(post_form(&app, &fields, Some(&accepted)).await.status(), 200);
-    let aud_list = sign(hs256(), &with(json!({"aud": ["https://elsewhere", app.url(HUB)]})), dev);
-    assert_eq!(post_form(&app, &fields, Some(&aud_list)).await.status(), 200);
+    assert_eq!(
+        post_form(&app, &fields, Some(&accepted)).await.status(),
+        200
+    );
+    let aud_list = sign(
+        hs256(),
+        &with(json!({"aud": ["https://elsewhere", app.url(HUB)]})),
+        dev,
+    );
+    assert_eq!(
+        post_form(&app, &fields, Some(&aud_list)).await.status(),
+        200
+    );
     let refused = [
-        ("wrong aud", sign(hs256(), &with(json!({"aud": "https://other.example/.well-known/mercure"})), dev)),
+        (
+            "wrong aud",
+            sign(
+                hs256(),
+                &with(json!({"aud": "https://other.example/.well-known/mercure"})),
+                dev,
+            ),
+        ),
         ("no aud", sign(hs256(), &with(json!({"aud": null})), dev)),
-        ("unknown iss", sign(hs256(), &with(json!({"iss": "https://evil.example"})), dev)),
+        (
+            "unknown iss",
+            sign(hs256(), &with(json!({"iss": "https://evil.example"})), dev),
+        ),
         ("no iss", sign(hs256(), &with(json!({"iss": null})), dev)),
         ("no exp", sign(hs256(), &with(json!({"exp": null})), dev)),
         ("expired", sign(hs256(), &with(json!({"exp": 1000})), dev)),
-        ("not yet valid", sign(hs256(), &with(json!({"nbf": FAR - 10})), dev)),
+        (
+            "not yet valid",
+            sign(hs256(), &with(json!({"nbf": FAR - 10})), dev),
+        ),
         ("no typ", sign(Header::default(), &good, dev)),
-        ("an ID token", sign(Header { typ: Some("JWT".into()), ..Header::default() }, &good, dev)),
-        ("alg not allowed", sign(at_jwt(Algorithm::HS512), &good, dev)),
-        ("wrong key", sign(hs256(), &good, "not-the-development-key-at-all")),
-        ("bad detail", sign(hs256(), &with(json!({"authorization_details":
-            [{"type": DETAIL, "actions": ["publish"], "topics": ["*"]}]})), dev)),
+        (
+            "an ID token",
+            sign(
+                Header {
+                    typ: Some("JWT".into()),
+                    ..Header::default()
+                },
+                &good,
+                dev,
+            ),
+        ),
+        (
+            "alg not allowed",
+            sign(at_jwt(Algorithm::HS512), &good, dev),
+        ),
+        (
+            "wrong key",
+            sign(hs256(), &good, "not-the-development-key-at-all"),
+        ),
+        (
+            "bad detail",
+            sign(
+                hs256(),
+                &with(json!({"authorization_details":
+            [{"type": DETAIL, "actions": ["publish"], "topics": ["*"]}]})),
+                dev,
+            ),
+        ),
     ];
     for (why, token) in refused {
         let res = post_form(&app, &fields, Some(&token)).await;
         assert_eq!(res.status(), 401, "{why}");
-        assert!(challenge(&res).starts_with("Bearer error=\"invalid_token\""), "{why}");
+        assert!(
+            challenge(&res).starts_with("Bearer error=\"invalid_token\""),
+            "{why}"
+        );
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["detail"], "the access token is invalid", "{why}");
     }
@@ -175,7 +259,10 @@ async fn keys_are_bound_to_their_issuer() {
     let own = sign(at_jwt(Algorithm::HS256), &claims, other_key);
     assert_eq!(post_form(&app, &fields, Some(&own)).await.status(), 200);
     let with_dev_key = sign(at_jwt(Algorithm::HS256), &claims, MERCURE_DEVELOPMENT_KEY);
-    assert_eq!(post_form(&app, &fields, Some(&with_dev_key)).await.status(), 401);
+    assert_eq!(
+        post_form(&app, &fields, Some(&with_dev_key)).await.status(),
+        401
+    );
 }
 
 /// No token: `401` with a bare challenge naming the metadata; a token
@@ -196,15 +283,26 @@ async fn publish_authorization() {
     );
     let books = access_token(
         &app,
-        json!([detail(&["publish"], &[("https://example.com/books/:id", "urlpattern")])]),
+        json!([detail(
+            &["publish"],
+            &[("https://example.com/books/:id", "urlpattern")]
+        )]),
     );
     assert_eq!(post_form(&app, &fields, Some(&books)).await.status(), 200);
-    let with_other = [("topic", "https://example.com/books/1"), ("topic", "urn:other")];
+    let with_other = [
+        ("topic", "https://example.com/books/1"),
+        ("topic", "urn:other"),
+    ];
     let res = post_form(&app, &with_other, Some(&books)).await;
     assert_eq!(res.status(), 403);
     assert!(challenge(&res).starts_with("Bearer error=\"insufficient_scope\""));
     let subscriber_only = access_token(&app, json!([detail(&["subscribe"], &[("*", "exact")])]));
-    assert_eq!(post_form(&app, &fields, Some(&subscriber_only)).await.status(), 403);
+    assert_eq!(
+        post_form(&app, &fields, Some(&subscriber_only))
+            .await
+            .status(),
+        403
+    );
     let legacy = sign(
         at_jwt(Algorithm::HS256),
         &json!({"iss": ISSUER, "aud": app.url(HUB), "exp": FAR, "mercure": {"publish": ["*"]}}),
@@ -226,7 +324,12 @@ async fn no_token_in_the_url() {
         assert_eq!(res.status(), 400, "{name}");
         assert!(challenge(&res).starts_with("Bearer error=\"invalid_request\""));
     }
-    let res = get(&app, &hub_path(&[("match", "a")]), &[("authorization", &format!("Token {token}"))]).await;
+    let res = get(
+        &app,
+        &hub_path(&[("match", "a")]),
+        &[("authorization", &format!("Token {token}"))],
+    )
+    .await;
     assert_eq!(res.status(), 400);
 }
 
@@ -239,9 +342,15 @@ async fn private_updates_need_a_subscribe_grant() {
     let publisher = all_access(&app);
     let mine = access_token(
         &app,
-        json!([detail(&["subscribe"], &[("https://example.com/users/42/:rest", "urlpattern")])]),
+        json!([detail(
+            &["subscribe"],
+            &[("https://example.com/users/42/*", "urlpattern")]
+        )]),
     );
-    let other = access_token(&app, json!([detail(&["subscribe"], &[("urn:nothing", "exact")])]));
+    let other = access_token(
+        &app,
+        json!([detail(&["subscribe"], &[("urn:nothing", "exact")])]),
+    );
     let path = hub_path(&[("match_urlpattern", "https://example.com/books/:id")]);
     let mut anonymous = open(&app, &path, &[]).await;
     let mut by_header = open(&app, &path, &[("authorization", &format!("Bearer {mine}"))]).await;
@@ -250,7 +359,10 @@ async fn private_updates_need_a_subscribe_grant() {
     let mut header_wins = open(
         &app,
         &path,
-        &[("authorization", &format!("Bearer {other}")), ("cookie", &cookie)],
+        &[
+            ("authorization", &format!("Bearer {other}")),
+            ("cookie", &cookie),
+        ],
     )
     .await;
     let legacy_cookie = format!("mercureAuthorization={mine}");
@@ -267,7 +379,12 @@ async fn private_updates_need_a_subscribe_grant() {
         &publisher,
     )
     .await;
-    publish_with(&app, &[("topic", "https://example.com/books/2"), ("data", "public")], &publisher).await;
+    publish_with(
+        &app,
+        &[("topic", "https://example.com/books/2"), ("data", "public")],
+        &publisher,
+    )
+    .await;
     for sub in [&mut by_header, &mut by_cookie] {
         assert_eq!(sub.next_event().await.data, "secret");
         assert_eq!(sub.next_event().await.data, "public");
@@ -282,7 +399,8 @@ async fn private_updates_need_a_subscribe_grant() {
 /// or with neither `Origin` nor `Referer`.
 #[actix_web::test]
 async fn cookie_publishers_are_protected_from_csrf() {
-    let app = spawn_app_with(|s| s.mercure.publish_origins = vec!["https://app.example".into()]).await;
+    let app =
+        spawn_app_with(|s| s.mercure.publish_origins = vec!["https://app.example".into()]).await;
     let cookie = format!("__Secure-mercure_access_token={}", all_access(&app));
     let publish = |headers: Vec<(&'static str, String)>| {
         let mut req = app
@@ -296,9 +414,22 @@ async fn cookie_publishers_are_protected_from_csrf() {
         }
         async move { req.send().await.unwrap() }
     };
-    assert_eq!(publish(vec![("origin", app.address.clone())]).await.status(), 200);
-    assert_eq!(publish(vec![("referer", app.url("/page"))]).await.status(), 200);
-    assert_eq!(publish(vec![("origin", "https://app.example".into())]).await.status(), 200);
+    assert_eq!(
+        publish(vec![("origin", app.address.clone())])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        publish(vec![("referer", app.url("/page"))]).await.status(),
+        200
+    );
+    assert_eq!(
+        publish(vec![("origin", "https://app.example".into())])
+            .await
+            .status(),
+        200
+    );
     let evil = publish(vec![("origin", "https://evil.example".into())]).await;
     assert_eq!(evil.status(), 400);
     assert!(challenge(&evil).starts_with("Bearer error=\"invalid_request\""));
@@ -314,11 +445,21 @@ async fn reconnection_with_last_event_id() {
     let publisher = all_access(&app);
     let topic = "https://example.com/feed";
     let first = publish_with(&app, &[("topic", topic), ("data", "1")], &publisher).await;
-    publish_with(&app, &[("topic", topic), ("data", "private"), ("private", "on")], &publisher).await;
+    publish_with(
+        &app,
+        &[("topic", topic), ("data", "private"), ("private", "on")],
+        &publisher,
+    )
+    .await;
     publish_with(&app, &[("topic", topic), ("data", "2")], &publisher).await;
     let path = hub_path(&[("match", topic)]);
 
-    let mut by_query = open(&app, &hub_path(&[("match", topic), ("last_event_id", &first)]), &[]).await;
+    let mut by_query = open(
+        &app,
+        &hub_path(&[("match", topic), ("last_event_id", &first)]),
+        &[],
+    )
+    .await;
     assert_eq!(by_query.headers["mercure-last-event-id"], first.as_str());
     assert!(!by_query.headers.contains_key("last-event-id"));
     // Anonymous: the private update is not replayed.
@@ -328,20 +469,36 @@ async fn reconnection_with_last_event_id() {
     let mut header_wins = open(
         &app,
         &hub_path(&[("match", topic), ("last_event_id", "urn:uuid:unknown")]),
-        &[("last-event-id", &first), ("authorization", &format!("Bearer {reader}"))],
+        &[
+            ("last-event-id", &first),
+            ("authorization", &format!("Bearer {reader}")),
+        ],
     )
     .await;
     assert_eq!(header_wins.headers["mercure-last-event-id"], first.as_str());
     assert_eq!(header_wins.next_event().await.data, "private");
     assert_eq!(header_wins.next_event().await.data, "2");
 
-    let mut earliest = open(&app, &hub_path(&[("match", topic), ("last_event_id", "earliest")]), &[]).await;
+    let mut earliest = open(
+        &app,
+        &hub_path(&[("match", topic), ("last_event_id", "earliest")]),
+        &[],
+    )
+    .await;
     assert_eq!(earliest.headers["mercure-last-event-id"], "earliest");
     assert_eq!(earliest.next_event().await.data, "1");
 
     for cursor in ["urn:uuid:unknown", ""] {
-        let mut unknown = open(&app, &hub_path(&[("match", topic), ("last_event_id", cursor)]), &[]).await;
-        assert_eq!(unknown.headers["mercure-last-event-id"], "earliest", "{cursor:?}");
+        let mut unknown = open(
+            &app,
+            &hub_path(&[("match", topic), ("last_event_id", cursor)]),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            unknown.headers["mercure-last-event-id"], "earliest",
+            "{cursor:?}"
+        );
         publish_with(&app, &[("topic", topic), ("data", "live")], &publisher).await;
         assert_eq!(unknown.next_event().await.data, "live");
     }
@@ -357,7 +514,12 @@ async fn reconnection_with_last_event_id() {
 async fn publish_rules() {
     let app = spawn_app().await;
     let token = all_access(&app);
-    let mut sub = open(&app, &hub_path(&[("match", "urn:a"), ("match", "urn:b")]), &[]).await;
+    let mut sub = open(
+        &app,
+        &hub_path(&[("match", "urn:a"), ("match", "urn:b")]),
+        &[],
+    )
+    .await;
     let id = publish_with(
         &app,
         &[
@@ -376,7 +538,10 @@ async fn publish_rules() {
     let generated = publish_with(&app, &[("topic", "urn:b"), ("data", "next")], &token).await;
     assert!(generated.starts_with("urn:uuid:"), "{generated}");
     let event = sub.next_event().await;
-    assert_eq!((event.id.as_str(), event.event.as_str()), ("my-id-1", "book.updated"));
+    assert_eq!(
+        (event.id.as_str(), event.event.as_str()),
+        ("my-id-1", "book.updated")
+    );
     assert_eq!(event.data, "line 1\nline 2\nline 3");
     assert_eq!(sub.retry, Some(4321));
     assert_eq!(sub.next_event().await.id, generated);
@@ -399,7 +564,11 @@ async fn publish_rules() {
         vec![("topic", "a"), ("retry", "+5")],
         vec![("topic", "a\u{7f}")],
     ] {
-        assert_eq!(post_form(&app, &fields, Some(&token)).await.status(), 400, "{fields:?}");
+        assert_eq!(
+            post_form(&app, &fields, Some(&token)).await.status(),
+            400,
+            "{fields:?}"
+        );
     }
     let many: Vec<(&str, &str)> = vec![("topic", "t"); 1001];
     assert_eq!(post_form(&app, &many, Some(&token)).await.status(), 413);
@@ -417,7 +586,10 @@ async fn protected_resource_metadata() {
     let metadata: Value = res.json().await.unwrap();
     assert_eq!(metadata["resource"], app.url(HUB));
     assert_eq!(metadata["bearer_methods_supported"], json!(["header"]));
-    assert_eq!(metadata["authorization_details_types_supported"], json!([DETAIL]));
+    assert_eq!(
+        metadata["authorization_details_types_supported"],
+        json!([DETAIL])
+    );
     assert_eq!(metadata["mercure_cookie"], "__Secure-mercure_access_token");
     assert!(metadata.get("authorization_servers").is_none());
     assert!(metadata.get("mercure_subscriptions").is_none());
@@ -429,17 +601,26 @@ async fn protected_resource_metadata() {
     })
     .await;
     let metadata: Value = get(&pinned, path, &[]).await.json().await.unwrap();
-    assert_eq!(metadata["resource"], "https://hub.example.com/.well-known/mercure");
+    assert_eq!(
+        metadata["resource"],
+        "https://hub.example.com/.well-known/mercure"
+    );
     assert_eq!(metadata["authorization_servers"], json!([ISSUER]));
     assert_eq!(metadata["mercure_subscriptions"], true);
     // The pinned identifier is the audience; the derived one is not.
     let fields = [("topic", "urn:t")];
     let derived = all_access(&pinned);
-    assert_eq!(post_form(&pinned, &fields, Some(&derived)).await.status(), 401);
+    assert_eq!(
+        post_form(&pinned, &fields, Some(&derived)).await.status(),
+        401
+    );
     let mut claims = access_claims(&pinned, json!([detail(&["publish"], &[("*", "exact")])]));
     claims["aud"] = json!("https://hub.example.com/.well-known/mercure");
     let token = sign(at_jwt(Algorithm::HS256), &claims, MERCURE_DEVELOPMENT_KEY);
-    assert_eq!(post_form(&pinned, &fields, Some(&token)).await.status(), 200);
+    assert_eq!(
+        post_form(&pinned, &fields, Some(&token)).await.status(),
+        200
+    );
     let res = post_form(&pinned, &fields, None).await;
     assert!(challenge(&res).contains(
         "resource_metadata=\"https://hub.example.com/.well-known/oauth-protected-resource/.well-known/mercure\""
@@ -463,7 +644,12 @@ async fn subscription_events_and_api() {
             "payload": {"role": "watcher"}}]),
     );
     let auth = format!("Bearer {watcher_token}");
-    let mut watcher = open(&app, &hub_path(&[("match_urlpattern", watch)]), &[("authorization", &auth)]).await;
+    let mut watcher = open(
+        &app,
+        &hub_path(&[("match_urlpattern", watch)]),
+        &[("authorization", &auth)],
+    )
+    .await;
 
     let matcher = "https://example.com/books/:id";
     let member_token = access_token(
@@ -492,18 +678,35 @@ async fn subscription_events_and_api() {
             "payload": {"name": "alice"}})
     );
 
-    let res = get(&app, "/.well-known/mercure/subscriptions", &[("authorization", &auth)]).await;
+    let res = get(
+        &app,
+        "/.well-known/mercure/subscriptions",
+        &[("authorization", &auth)],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/json");
     let link = res.headers()["link"].to_str().unwrap().to_owned();
-    assert!(link.starts_with("</.well-known/mercure>; rel=\"mercure\"; last-event-id=\"urn:uuid:"), "{link}");
-    assert!(link.ends_with("; type=\"mercure\"; content-type=\"application/json\""), "{link}");
+    assert!(
+        link.starts_with("</.well-known/mercure>; rel=\"mercure\"; last-event-id=\"urn:uuid:"),
+        "{link}"
+    );
+    assert!(
+        link.ends_with("; type=\"mercure\"; content-type=\"application/json\""),
+        "{link}"
+    );
     let etag = res.headers()["etag"].to_str().unwrap().to_owned();
     let list: Value = res.json().await.unwrap();
     assert_eq!(list["type"], "subscriptions");
     assert_eq!(list["id"], "/.well-known/mercure/subscriptions");
     assert!(list.get("lastEventID").is_none());
-    assert!(list["subscriptions"].as_array().unwrap().iter().any(|s| s["id"] == id.as_str()));
+    assert!(
+        list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id.as_str())
+    );
     let unchanged = get(
         &app,
         "/.well-known/mercure/subscriptions",
@@ -512,24 +715,56 @@ async fn subscription_events_and_api() {
     .await;
     assert_eq!(unchanged.status(), 304);
 
-    let one: Value = get(&app, &id, &[("authorization", &auth)]).await.json().await.unwrap();
+    let one: Value = get(&app, &id, &[("authorization", &auth)])
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one, joined);
-    let by_matcher = "/.well-known/mercure/subscriptions/urlpattern/https%3A%2F%2Fexample.com%2Fbooks%2F%3Aid";
-    let collection: Value = get(&app, by_matcher, &[("authorization", &auth)]).await.json().await.unwrap();
+    let by_matcher =
+        "/.well-known/mercure/subscriptions/urlpattern/https%3A%2F%2Fexample.com%2Fbooks%2F%3Aid";
+    let collection: Value = get(&app, by_matcher, &[("authorization", &auth)])
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(collection["subscriptions"].as_array().unwrap().len(), 1);
     let missing = format!("{by_matcher}/urn%3Auuid%3Anobody");
-    assert_eq!(get(&app, &missing, &[("authorization", &auth)]).await.status(), 404);
+    assert_eq!(
+        get(&app, &missing, &[("authorization", &auth)])
+            .await
+            .status(),
+        404
+    );
     let bad_type = "/.well-known/mercure/subscriptions/URLPattern/x";
-    assert_eq!(get(&app, bad_type, &[("authorization", &auth)]).await.status(), 400);
-    assert_eq!(get(&app, "/.well-known/mercure/subscriptions", &[]).await.status(), 401);
+    assert_eq!(
+        get(&app, bad_type, &[("authorization", &auth)])
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        get(&app, "/.well-known/mercure/subscriptions", &[])
+            .await
+            .status(),
+        401
+    );
     let outsider = access_token(&app, json!([detail(&["subscribe"], &[("urn:x", "exact")])]));
-    let res = get(&app, &id, &[("authorization", &format!("Bearer {outsider}"))]).await;
+    let res = get(
+        &app,
+        &id,
+        &[("authorization", &format!("Bearer {outsider}"))],
+    )
+    .await;
     assert_eq!(res.status(), 403);
 
     drop(member);
     let left = watcher.next_event().await;
     let left: Value = serde_json::from_str(&left.data).unwrap();
-    assert_eq!((left["id"].as_str(), left["active"].as_bool()), (Some(id.as_str()), Some(false)));
+    assert_eq!(
+        (left["id"].as_str(), left["active"].as_bool()),
+        (Some(id.as_str()), Some(false))
+    );
 }
 
 /// A subscriber's stream ends when its token expires.
@@ -544,7 +779,12 @@ async fn stream_ends_at_token_expiry() {
     let mut claims = access_claims(&app, json!([detail(&["subscribe"], &[("*", "exact")])]));
     claims["exp"] = json!(soon);
     let token = sign(at_jwt(Algorithm::HS256), &claims, MERCURE_DEVELOPMENT_KEY);
-    let mut sub = open(&app, &hub_path(&[("match", "urn:x")]), &[("authorization", &format!("Bearer {token}"))]).await;
+    let mut sub = open(
+        &app,
+        &hub_path(&[("match", "urn:x")]),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
     assert!(sub.until_end().await.is_empty());
 }
 
@@ -557,6 +797,11 @@ async fn anonymous_subscribers_can_be_refused() {
     assert_eq!(res.status(), 401);
     assert!(challenge(&res).starts_with("Bearer resource_metadata="));
     let token = all_access(&app);
-    let res = get(&app, &hub_path(&[("match", "a")]), &[("authorization", &format!("Bearer {token}"))]).await;
+    let res = get(
+        &app,
+        &hub_path(&[("match", "a")]),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
     assert_eq!(res.status(), 200);
 }

@@ -103,7 +103,11 @@ pub fn hub_path(fields: &[(&str, &str)]) -> String {
 }
 
 /// POSTs a publish form with a bearer `token` (if any).
-pub async fn post_form(app: &TestApp, fields: &[(&str, &str)], token: Option<&str>) -> reqwest::Response {
+pub async fn post_form(
+    app: &TestApp,
+    fields: &[(&str, &str)],
+    token: Option<&str>,
+) -> reqwest::Response {
     let mut req = app
         .client
         .post(app.url(HUB))

@@ -182,7 +182,9 @@ impl Claims {
 
     /// Adds the rights of a 0.x `mercure` claim.
     fn add_legacy(&mut self, claim: &Value, base: &Url) -> Result<(), String> {
-        let claim = claim.as_object().ok_or("the mercure claim must be an object")?;
+        let claim = claim
+            .as_object()
+            .ok_or("the mercure claim must be an object")?;
         let list = |name: &str| -> Result<Vec<(TopicSelector, Option<Value>)>, String> {
             let Some(list) = claim.get(name).filter(|l| !l.is_null()) else {
                 return Ok(Vec::new());
@@ -299,7 +301,10 @@ mod tests {
         assert!(claims.may_subscribe("http://hub.test/users/7"));
         assert!(claims.may_subscribe("/users/7"));
         let payload = |m: &str| claims.payload_for(m);
-        assert_eq!(payload("https://example.com/books/{id}"), Some(json!({"n": 1})));
+        assert_eq!(
+            payload("https://example.com/books/{id}"),
+            Some(json!({"n": 1}))
+        );
         assert_eq!(payload("http://hub.test/users/:id"), Some(json!({"n": 2})));
         assert_eq!(payload("urn:other"), Some(json!("anything")));
         assert_eq!(claims.subject.as_deref(), Some("alice"));
@@ -320,13 +325,28 @@ mod tests {
             json!([detail(json!(["publish"]), json!(["*"]))]),
             json!([detail(json!(["publish"]), json!([{"match_type": "exact"}]))]),
             json!([detail(json!(["publish"]), json!([{"match": ""}]))]),
-            json!([detail(json!(["publish"]), json!([{"match": "x", "match_type": "Exact"}]))]),
-            json!([detail(json!(["publish"]), json!([{"match": "x", "match_type": "regexp"}]))]),
-            json!([detail(json!(["publish"]), json!([{"match": "https://x/(", "match_type": "urlpattern"}]))]),
+            json!([detail(
+                json!(["publish"]),
+                json!([{"match": "x", "match_type": "Exact"}])
+            )]),
+            json!([detail(
+                json!(["publish"]),
+                json!([{"match": "x", "match_type": "regexp"}])
+            )]),
+            json!([detail(
+                json!(["publish"]),
+                json!([{"match": "https://x/(", "match_type": "urlpattern"}])
+            )]),
             json!([detail(json!(["publish"]), json!([{"match": "a\u{202e}b"}]))]),
-            Value::Array(vec![detail(json!(["publish"]), any.clone()); MAX_DETAILS + 1]),
+            Value::Array(vec![
+                detail(json!(["publish"]), any.clone());
+                MAX_DETAILS + 1
+            ]),
         ] {
-            assert!(read(json!({"authorization_details": details}), false).is_err(), "{details}");
+            assert!(
+                read(json!({"authorization_details": details}), false).is_err(),
+                "{details}"
+            );
         }
     }
 
@@ -337,7 +357,12 @@ mod tests {
         let legacy = json!({"mercure": {"publish": ["*"],
             "subscribe": ["https://example.com/{id}", {"match": "urn:a", "payload": {"p": 1}}],
             "payload": {"u": 1}}});
-        assert!(read(legacy.clone(), false).expect("valid").publish.is_empty());
+        assert!(
+            read(legacy.clone(), false)
+                .expect("valid")
+                .publish
+                .is_empty()
+        );
         let claims = read(legacy, true).expect("valid");
         assert!(claims.may_publish(&["anything".into()]));
         assert!(claims.may_subscribe("https://example.com/1"));
@@ -346,7 +371,11 @@ mod tests {
         let both = json!({"mercure": {"publish": ["*"]}, "authorization_details": []});
         assert!(read(both, true).expect("valid").publish.is_empty());
         let namespaced = json!({"https://mercure.rocks/": {"subscribe": ["urn:x"]}});
-        assert!(read(namespaced, true).expect("valid").may_subscribe("urn:x"));
+        assert!(
+            read(namespaced, true)
+                .expect("valid")
+                .may_subscribe("urn:x")
+        );
         let too_many = json!({"mercure": {"publish": vec!["a"; MAX_LEGACY_SELECTORS + 1]}});
         assert!(read(too_many, true).is_err());
     }

@@ -100,7 +100,9 @@ impl Issuers {
                     algorithm: settings.jwt_algorithm.clone(),
                     ..Default::default()
                 };
-                Verifier::new(&settings).map(Some).map_err(|err| format!("{name}: {err}"))
+                Verifier::new(&settings)
+                    .map(Some)
+                    .map_err(|err| format!("{name}: {err}"))
             };
             list.push(Issuer {
                 id: String::new(),
@@ -117,7 +119,9 @@ impl Issuers {
 
     /// Whether some issuer verifies tokens of `role`.
     pub fn verifies(&self, role: Role) -> bool {
-        self.list.iter().any(|issuer| issuer.verifier(role).is_some())
+        self.list
+            .iter()
+            .any(|issuer| issuer.verifier(role).is_some())
     }
 
     /// The issuers to advertise as authorization servers.
@@ -232,7 +236,9 @@ impl Verifier {
             };
             let algorithms = names
                 .iter()
-                .map(|name| Algorithm::from_str(name).map_err(|_| format!("unknown algorithm {name}")))
+                .map(|name| {
+                    Algorithm::from_str(name).map_err(|_| format!("unknown algorithm {name}"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(Self::Set {
                 set: JwkSet::load(&settings.jwks_uri)?,
@@ -306,8 +312,12 @@ mod tests {
     }
 
     fn sign(header: Header, claims: Value, key: &str) -> String {
-        encode(&header, &claims, &EncodingKey::from_secret(key.as_bytes()).expect("a key"))
-            .expect("encodes")
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(key.as_bytes()).expect("a key"),
+        )
+        .expect("encodes")
     }
 
     fn at_jwt() -> Header {
@@ -336,7 +346,10 @@ mod tests {
         claims["aud"] = json!(["https://elsewhere", AUDIENCE]);
         let token = sign(spelled, claims, MERCURE_DEVELOPMENT_KEY);
         assert!(issuers.verify(&token, Role::Subscriber, AUDIENCE).is_ok());
-        assert_eq!(issuers.authorization_servers(), vec!["https://other.example"]);
+        assert_eq!(
+            issuers.authorization_servers(),
+            vec!["https://other.example"]
+        );
     }
 
     /// Each refusal the spec asks for, one at a time.
@@ -356,27 +369,87 @@ mod tests {
         };
         let refused = |token: String, role: Role| issuers.verify(&token, role, AUDIENCE).is_err();
         let dev = MERCURE_DEVELOPMENT_KEY;
-        assert!(refused(sign(Header::default(), good(), dev), Role::Publisher), "typ");
-        assert!(refused(sign(at_jwt(), with(json!({"aud": "https://x"})), dev), Role::Publisher), "aud");
-        assert!(refused(sign(at_jwt(), with(json!({"aud": null})), dev), Role::Publisher), "no aud");
-        assert!(refused(sign(at_jwt(), with(json!({"exp": null})), dev), Role::Publisher), "no exp");
-        assert!(refused(sign(at_jwt(), with(json!({"exp": 1000})), dev), Role::Publisher), "expired");
-        assert!(refused(sign(at_jwt(), with(json!({"nbf": 4102444000u64})), dev), Role::Publisher), "nbf");
-        assert!(refused(sign(at_jwt(), with(json!({"iss": null})), dev), Role::Publisher), "no iss");
-        assert!(refused(sign(at_jwt(), with(json!({"iss": "https://evil"})), dev), Role::Publisher), "iss");
-        assert!(refused(sign(at_jwt(), good(), "another-key"), Role::Publisher), "key");
+        assert!(
+            refused(sign(Header::default(), good(), dev), Role::Publisher),
+            "typ"
+        );
+        assert!(
+            refused(
+                sign(at_jwt(), with(json!({"aud": "https://x"})), dev),
+                Role::Publisher
+            ),
+            "aud"
+        );
+        assert!(
+            refused(
+                sign(at_jwt(), with(json!({"aud": null})), dev),
+                Role::Publisher
+            ),
+            "no aud"
+        );
+        assert!(
+            refused(
+                sign(at_jwt(), with(json!({"exp": null})), dev),
+                Role::Publisher
+            ),
+            "no exp"
+        );
+        assert!(
+            refused(
+                sign(at_jwt(), with(json!({"exp": 1000})), dev),
+                Role::Publisher
+            ),
+            "expired"
+        );
+        assert!(
+            refused(
+                sign(at_jwt(), with(json!({"nbf": 4102444000u64})), dev),
+                Role::Publisher
+            ),
+            "nbf"
+        );
+        assert!(
+            refused(
+                sign(at_jwt(), with(json!({"iss": null})), dev),
+                Role::Publisher
+            ),
+            "no iss"
+        );
+        assert!(
+            refused(
+                sign(at_jwt(), with(json!({"iss": "https://evil"})), dev),
+                Role::Publisher
+            ),
+            "iss"
+        );
+        assert!(
+            refused(sign(at_jwt(), good(), "another-key"), Role::Publisher),
+            "key"
+        );
         // The other issuer's key does not verify a token naming localhost,
         // and its own token has no subscriber key.
         let other = "the-other-issuer-secret-of-enough-length";
-        assert!(refused(sign(at_jwt(), good(), other), Role::Publisher), "key of another issuer");
+        assert!(
+            refused(sign(at_jwt(), good(), other), Role::Publisher),
+            "key of another issuer"
+        );
         let theirs = with(json!({"iss": "https://other.example"}));
-        assert!(!refused(sign(at_jwt(), theirs.clone(), other), Role::Publisher));
-        assert!(refused(sign(at_jwt(), theirs, other), Role::Subscriber), "role without key");
+        assert!(!refused(
+            sign(at_jwt(), theirs.clone(), other),
+            Role::Publisher
+        ));
+        assert!(
+            refused(sign(at_jwt(), theirs, other), Role::Subscriber),
+            "role without key"
+        );
         let hs512 = Header {
             typ: Some("at+jwt".into()),
             ..Header::new(Algorithm::HS512)
         };
-        assert!(refused(sign(hs512, good(), dev), Role::Publisher), "alg not allowed");
+        assert!(
+            refused(sign(hs512, good(), dev), Role::Publisher),
+            "alg not allowed"
+        );
         assert!(refused("not.a.token".into(), Role::Publisher), "garbage");
     }
 
@@ -387,14 +460,26 @@ mod tests {
         let mut settings = Settings::defaults().mercure;
         settings.protocol_version_compatibility = 8;
         let single = Issuers::from_settings(&settings).expect("valid");
-        let legacy = sign(Header::default(), json!({"mercure": {}}), MERCURE_DEVELOPMENT_KEY);
+        let legacy = sign(
+            Header::default(),
+            json!({"mercure": {}}),
+            MERCURE_DEVELOPMENT_KEY,
+        );
         assert!(single.verify(&legacy, Role::Publisher, AUDIENCE).is_ok());
-        let expired = sign(Header::default(), json!({"exp": 1000}), MERCURE_DEVELOPMENT_KEY);
+        let expired = sign(
+            Header::default(),
+            json!({"exp": 1000}),
+            MERCURE_DEVELOPMENT_KEY,
+        );
         assert!(single.verify(&expired, Role::Publisher, AUDIENCE).is_err());
         // With two issuers, a token must name one of them.
         let two = issuers(true);
         assert!(two.verify(&legacy, Role::Publisher, AUDIENCE).is_err());
-        let named = sign(Header::default(), json!({"iss": "https://localhost"}), MERCURE_DEVELOPMENT_KEY);
+        let named = sign(
+            Header::default(),
+            json!({"iss": "https://localhost"}),
+            MERCURE_DEVELOPMENT_KEY,
+        );
         assert!(two.verify(&named, Role::Publisher, AUDIENCE).is_ok());
     }
 }

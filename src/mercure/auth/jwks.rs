@@ -132,7 +132,10 @@ impl JwkSet {
     pub fn refresh_soon(&self) {
         if let Some(wake) = &self.refresh {
             // Full: a fetch is already asked for.
-            let _ = wake.lock().unwrap_or_else(PoisonError::into_inner).try_send(());
+            let _ = wake
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .try_send(());
         }
     }
 }

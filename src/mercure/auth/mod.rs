@@ -119,7 +119,9 @@ impl TokenChecker {
             .filter(|(name, _)| name == ACCESS_TOKEN_PARAMETER || name == LEGACY_QUERY_PARAMETER)
             .collect();
         let legacy_query = self.compatibility
-            && in_url.iter().all(|(name, _)| name == LEGACY_QUERY_PARAMETER);
+            && in_url
+                .iter()
+                .all(|(name, _)| name == LEGACY_QUERY_PARAMETER);
         if !in_url.is_empty() && !legacy_query {
             return Err(AuthError::InvalidRequest(format!(
                 "access tokens must not be sent in the URL (RFC 9700): send an Authorization: \
@@ -129,7 +131,8 @@ impl TokenChecker {
         }
         let mut headers = req.headers().get_all(header::AUTHORIZATION);
         if let Some(first) = headers.next() {
-            let invalid = || AuthError::InvalidRequest("invalid \"Authorization\" HTTP header".into());
+            let invalid =
+                || AuthError::InvalidRequest("invalid \"Authorization\" HTTP header".into());
             let value = first.to_str().map_err(|_| invalid())?;
             if headers.next().is_some() || value.len() < 7 + MIN_TOKEN_LEN {
                 return Err(invalid());
@@ -277,7 +280,10 @@ mod tests {
         let req = TestRequest::default()
             .insert_header(("authorization", format!("Basic {good}")))
             .to_http_request();
-        assert!(matches!(granted(&modern, &req, &[]), Err(AuthError::InvalidRequest(_))));
+        assert!(matches!(
+            granted(&modern, &req, &[]),
+            Err(AuthError::InvalidRequest(_))
+        ));
         let req = TestRequest::default()
             .cookie(Cookie::new("__Secure-mercure_access_token", other.clone()))
             .to_http_request();
@@ -286,7 +292,10 @@ mod tests {
             .cookie(Cookie::new(LEGACY_COOKIE, other))
             .to_http_request();
         assert_eq!(granted(&modern, &legacy, &[]), Ok(None));
-        assert_eq!(granted(&checker(true), &legacy, &[]), Ok(Some("other".into())));
+        assert_eq!(
+            granted(&checker(true), &legacy, &[]),
+            Ok(Some("other".into()))
+        );
     }
 
     /// A token in the URL is refused in 1.0 mode; compatibility mode reads
@@ -303,7 +312,10 @@ mod tests {
             ));
         }
         let compat = checker(true);
-        assert_eq!(granted(&compat, &req, &query(LEGACY_QUERY_PARAMETER)), Ok(Some("good".into())));
+        assert_eq!(
+            granted(&compat, &req, &query(LEGACY_QUERY_PARAMETER)),
+            Ok(Some("good".into()))
+        );
         assert!(granted(&compat, &req, &query(ACCESS_TOKEN_PARAMETER)).is_err());
     }
 
@@ -327,7 +339,10 @@ mod tests {
         assert_eq!(publish(("referer", "http://hub.test/page?x")), Ok(true));
         assert!(publish(("origin", "https://hub.test")).is_err());
         assert!(publish(("origin", "http://evil.test")).is_err());
-        assert!(matches!(publish(("x-nothing", "1")), Err(AuthError::InvalidRequest(_))));
+        assert!(matches!(
+            publish(("x-nothing", "1")),
+            Err(AuthError::InvalidRequest(_))
+        ));
     }
 
     /// An invalid token is an invalid token, whatever the reason.
