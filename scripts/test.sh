@@ -56,6 +56,9 @@ install_tools() {
   fi
   # The cluster tests (tests/api/cluster.rs) start their own redis-server.
   apt_install redis-server || return 1
+  # The Mercure JWK Set test (tests/api/mercure_issuers.rs) makes a test CA
+  # and serves the set over TLS with the openssl command.
+  apt_install openssl || return 1
   # npm packages: playwright-core (browser tests), eventsource (client tests).
   npm ci --no-audit --no-fund --loglevel=error || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then

@@ -14,8 +14,14 @@ use figment::{
 };
 use serde::Deserialize;
 
+mod mercure;
+
 pub use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::{auth::Pattern, names::ChannelName};
+pub use mercure::{
+    COMPATIBLE_PROTOCOL_VERSION, DEFAULT_JWKS_ALGORITHMS, IssuerSettings, MERCURE_DEVELOPMENT_KEY,
+    MercureSettings, VerifierSettings, check_pem_algorithm,
+};
 
 /// The development defaults, compiled in so the binary runs with no file.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -229,38 +235,6 @@ pub struct LimitsSettings {
     pub trust_forwarded_for: bool,
 }
 
-/// Mercure's documented development key, accepted only while
-/// `mercure.allow_development_key` is set (see `config/default.toml`).
-pub const MERCURE_DEVELOPMENT_KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MercureSettings {
-    /// Serve the Mercure hub at `/.well-known/mercure`.
-    pub enabled: bool,
-    /// Key checking publisher JWTs: the secret (HS*) or a PEM public key (RS*, ES*).
-    pub publisher_jwt_key: String,
-    /// Key checking subscriber JWTs; empty means subscribers are never
-    /// authenticated (anonymous only, no private updates).
-    pub subscriber_jwt_key: String,
-    /// The one algorithm tokens may be signed with (HS256, HS384, HS512,
-    /// RS256, RS384, RS512, ES256, ES384).
-    pub jwt_algorithm: String,
-    /// Subscribers without a token are accepted (they get public updates).
-    pub anonymous: bool,
-    /// Subscription events and the `/.well-known/mercure/subscriptions` API.
-    pub subscriptions: bool,
-    /// Channel events become public Mercure updates on the channel's name
-    /// (a second log write per event with a shared or durable log).
-    pub channel_updates: bool,
-    /// Accept the documented development key; false in production, where
-    /// the broker refuses to start until real keys are set.
-    pub allow_development_key: bool,
-    /// Origins allowed to publish with a token cookie, besides the hub's
-    /// own (browsers; the check stops cross-site request forgery).
-    pub publish_origins: Vec<String>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
@@ -396,7 +370,7 @@ impl Settings {
         if self.limits.publish_rate > 0 && self.limits.publish_burst == 0 {
             return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
         }
-        self.validate_mercure()?;
+        self.mercure.validate()?;
         if self.history.durable() && self.cluster.enabled() {
             return bad(
                 "history.data_dir (durable history) and cluster.redis_url (cluster mode) \
@@ -425,36 +399,6 @@ impl Settings {
         }
         Ok(())
     }
-
-    /// A hub that anyone could publish to with a public key is refused.
-    fn validate_mercure(&self) -> Result<(), ConfigError> {
-        let mercure = &self.mercure;
-        let bad = |why: &str| Err(ConfigError::Inconsistent(format!("mercure: {why}")));
-        if !mercure.enabled {
-            return Ok(());
-        }
-        if mercure.publisher_jwt_key.is_empty() {
-            return bad(
-                "publisher_jwt_key is not set (SSE_BROKER__MERCURE__PUBLISHER_JWT_KEY); \
-                 set it or disable the hub with mercure.enabled = false",
-            );
-        }
-        if mercure.subscriber_jwt_key.is_empty() && !mercure.anonymous {
-            return bad("without subscriber_jwt_key, anonymous must be true");
-        }
-        let uses_development_key = [&mercure.publisher_jwt_key, &mercure.subscriber_jwt_key]
-            .iter()
-            .any(|key| key.as_str() == MERCURE_DEVELOPMENT_KEY);
-        if uses_development_key && !mercure.allow_development_key {
-            return bad(
-                "the development key !ChangeThisMercureHubJWTSecretKey! is public; \
-                 set publisher_jwt_key and subscriber_jwt_key to your own secrets",
-            );
-        }
-        // The keys themselves (PEM, algorithm) are read once, when the hub
-        // is built: a key that does not parse stops the start there.
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -470,6 +414,11 @@ mod tests {
         assert_eq!(settings.stream.heartbeat, Duration::from_secs(15));
     }
 
+    /// A trusted issuer with a real key, as an operator adds to production.
+    const PRODUCTION_ISSUER: &str = "[[mercure.issuers]]\nid = \"https://app.example.com\"\n\
+        publisher = { jwt = \"a-real-secret-of-enough-length\" }\n\
+        subscriber = { jwt = \"another-real-secret-of-enough-length\" }\n";
+
     /// The production example is a valid overlay once its secrets are set,
     /// and refuses to load without them.
     #[test]
@@ -479,9 +428,7 @@ mod tests {
         assert!(err.to_string().contains("mercure"), "{err}");
         let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
             .merge(Toml::file(&path))
-            .merge(Toml::string(
-                "[mercure]\npublisher_jwt_key = \"a-real-secret-of-enough-length\"",
-            ))
+            .merge(Toml::string(PRODUCTION_ISSUER))
             .extract()
             .expect("production.toml loads");
         settings.validate().expect("valid with a real key");
@@ -504,15 +451,6 @@ mod tests {
         settings.validate().expect("valid with auth on");
         settings.auth.secret = "short".into();
         assert!(settings.validate().is_err());
-    }
-
-    /// Production refuses Mercure's public development key.
-    #[test]
-    fn development_key_is_refused_in_production() {
-        let mut settings = Settings::defaults();
-        settings.mercure.allow_development_key = false;
-        let err = settings.validate().expect_err("development key refused");
-        assert!(err.to_string().contains("development key"), "{err}");
     }
 
     /// Durable history and cluster mode at once are refused with a clear error.

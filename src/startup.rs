@@ -86,6 +86,16 @@ impl Application {
         };
         // The Mercure hub is a channel of the broker: its codec, and the
         // bridge that makes channel events updates, go in before the start.
+        if settings.mercure.enabled
+            && settings.mercure.resource_identifier.is_empty()
+            && !settings.mercure.allow_development_key
+        {
+            warn!(
+                "mercure.resource_identifier is not set: the audience tokens must carry is \
+                 derived from each request (Host, or the proxy's headers with \
+                 limits.trust_forwarded_for); pin it to your hub's public URL"
+            );
+        }
         let tokens = match settings.mercure.enabled {
             true => Some(
                 TokenChecker::from_settings(&settings.mercure)
@@ -359,14 +369,21 @@ fn cors(settings: &CorsSettings) -> Cors {
                 .is_ok_and(|origin| patterns.iter().any(|p| origin_matches(p, origin)))
         })
     };
+    // QUERY: the Mercure hub's subscribe with a form body (RFC 10008).
+    let query = Method::from_bytes(mercure::QUERY_METHOD.as_bytes()).expect("a valid method");
     cors = cors
-        .allowed_methods([Method::GET, Method::POST, Method::DELETE])
+        .allowed_methods([Method::GET, Method::POST, Method::DELETE, query])
         .allowed_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             header::CACHE_CONTROL,
         ])
         .allowed_header("last-event-id")
+        // The Mercure cursor of a subscribe, and the subscriptions API's.
+        .expose_headers([
+            header::LINK,
+            header::HeaderName::from_static("mercure-last-event-id"),
+        ])
         .max_age(3600);
     if settings.allow_credentials {
         cors = cors.supports_credentials();

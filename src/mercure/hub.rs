@@ -139,8 +139,9 @@ impl Codec for HubCodec {
 pub struct SelectorFilter {
     /// One per `topic` or `match*` parameter of its request.
     pub selectors: Vec<TopicSelector>,
-    /// Its token's subscribe selectors: which private updates it may read.
-    pub private: Option<Vec<TopicSelector>>,
+    /// Its token's subscribe grants: which private updates it may read
+    /// (none without a token).
+    pub private: Vec<TopicSelector>,
 }
 
 impl SelectorFilter {
@@ -148,12 +149,7 @@ impl SelectorFilter {
     /// private update, its token covers one of them.
     pub fn can_receive(&self, update: &UpdateTags) -> bool {
         let subscribed = topic::any_matches(&self.selectors, &update.topics);
-        subscribed
-            && (!update.private
-                || self
-                    .private
-                    .as_ref()
-                    .is_some_and(|p| topic::any_matches(p, &update.topics)))
+        subscribed && (!update.private || topic::any_matches(&self.private, &update.topics))
     }
 }
 
@@ -226,7 +222,11 @@ mod tests {
     fn filter(topics: &[&str], private: Option<&[&str]>) -> SelectorFilter {
         SelectorFilter {
             selectors: topics.iter().map(|t| TopicSelector::new(t)).collect(),
-            private: private.map(|list| list.iter().map(|t| TopicSelector::new(t)).collect()),
+            private: private
+                .unwrap_or_default()
+                .iter()
+                .map(|t| TopicSelector::new(t))
+                .collect(),
         }
     }
 

@@ -157,12 +157,21 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 /// A broker node in this process, joined to the cluster at `redis_url`,
 /// with short intervals so that tests do not wait long.
 pub async fn spawn_node(redis_url: &str) -> TestApp {
+    spawn_node_with(redis_url, |_| {}).await
+}
+
+/// [`spawn_node`] with `adjust` applied to its settings as well.
+pub async fn spawn_node_with(
+    redis_url: &str,
+    adjust: impl FnOnce(&mut sse_broker::config::Settings),
+) -> TestApp {
     let url = redis_url.to_owned();
     spawn_app_with(move |s| {
         s.cluster.redis_url = url;
         s.cluster.presence_interval = Duration::from_millis(200);
         s.cluster.command_timeout = Duration::from_secs(1);
         s.cluster.max_reconnect_delay = Duration::from_millis(400);
+        adjust(s);
     })
     .await
 }

@@ -13,14 +13,17 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STARTUP_TIMEOUT_MS = 20000;
 const ANSI = /\x1b\[[0-9;]*m/g;
 
-/** Starts the broker on `bind` (default an ephemeral port) and resolves when it logs its address. */
-function startBroker(bind = '127.0.0.1:0') {
+/**
+ * Starts the broker on `bind` (default an ephemeral port), with `env` added
+ * to its environment, and resolves when it logs its address.
+ */
+function startBroker(bind = '127.0.0.1:0', env = {}) {
   if (!fs.existsSync(BROKER_BIN)) {
     throw new Error(`broker binary not found at ${BROKER_BIN}: build it (cargo build --release) or set SSE_BROKER_BIN`);
   }
   const child = spawn(BROKER_BIN, ['--bind', bind], {
     cwd: ROOT,
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const broker = { child, log: '', port: 0, url: '' };
