@@ -471,7 +471,7 @@ async fn durable_history_and_cluster_are_exclusive() {
 /// and order it saw before.
 #[actix_web::test]
 async fn channel_updates_on_the_hub_survive_a_restart() {
-    const HUB_ORDERS: &str = "/.well-known/mercure?topic=orders";
+    const HUB_ORDERS: &str = "/.well-known/mercure?match=orders";
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let mut first = start_durable(dir.path(), &[]);
