@@ -165,7 +165,10 @@ async fn open(
             HeaderName::from_static("x-accel-buffering"),
             HeaderValue::from_static("no"),
         ))
-        .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("identity")));
+        .insert_header((
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("identity"),
+        ));
     Ok(opening.respond(
         state,
         req,

@@ -208,7 +208,8 @@ impl Acme {
                     challenge.key_authorization().digest().as_ref(),
                     &self.provider,
                 )?;
-                self.certificates.set_challenge(&domain, Some(Arc::new(key)));
+                self.certificates
+                    .set_challenge(&domain, Some(Arc::new(key)));
                 challenged.push(domain);
                 challenge.set_ready().await.map_err(acme_error)?;
             }
@@ -342,8 +343,15 @@ fn challenge_certificate(
     let key = rcgen::KeyPair::generate().map_err(rcgen_error)?;
     let cert = params.self_signed(&key).map_err(rcgen_error)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let (key, _) = certified_key(vec![cert.der().clone()], key, provider)?;
-    Ok(key)
+    // Not `CertifiedKey::from_der`: its key check parses the certificate
+    // with webpki, which refuses the critical `acmeIdentifier` extension
+    // (rightly, for a certificate that is not a challenge's). The key was
+    // made with this certificate, so they belong together.
+    let key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(TlsError::Key)?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], key))
 }
 
 fn acme_error(err: instant_acme::Error) -> TlsError {

@@ -49,10 +49,7 @@ fn redirect(req: &HttpRequest, https_port: u16) -> HttpResponse {
                 r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"this listener only redirects to HTTPS and needs a Host header"}"#,
             );
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = match https_port {
         443 => format!("https://{host}{path}"),
         port => format!("https://{host}:{port}{path}"),

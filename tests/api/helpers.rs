@@ -51,9 +51,17 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     actix_web::rt::spawn(app.run_until_stopped(false));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: http_client(),
         stopper,
     }
+}
+
+/// A plain reqwest client. reqwest is built with `rustls-no-provider` (the
+/// TLS tests use the broker's `ring` provider), so a client of any kind
+/// needs the process's default crypto provider installed first.
+pub fn http_client() -> reqwest::Client {
+    crate::tls_support::install_crypto();
+    reqwest::Client::new()
 }
 
 pub async fn spawn_app() -> TestApp {

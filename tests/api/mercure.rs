@@ -8,8 +8,8 @@ use sse_broker::config::MERCURE_DEVELOPMENT_KEY;
 
 use crate::{
     helpers::{
-        BrokerProcess, SseClient, TestApp, problem, spawn_app, spawn_app_with, stream_at,
-        wait_until,
+        BrokerProcess, SseClient, TestApp, http_client, problem, spawn_app, spawn_app_with,
+        stream_at, wait_until,
     },
     redis_support::{RedisServer, TcpProxy, spawn_node},
 };
@@ -595,7 +595,7 @@ async fn durable_history_keeps_updates_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
     let env = [("SSE_BROKER__HISTORY__DATA_DIR", data_dir)];
-    let client = reqwest::Client::new();
+    let client = http_client();
     let topic = "https://example.com/kept";
     let mut ids = Vec::new();
     let first = BrokerProcess::start("127.0.0.1:0", &env);

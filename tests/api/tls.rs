@@ -17,14 +17,22 @@ use crate::{auth, helpers::*, tls_support::*};
 async fn https_http1_stream_receives_what_is_published() {
     let tls = spawn_tls_app_with(|_| {}).await;
     let app = &tls.app;
-    let res = tls.http1.get(app.url("/stream/orders")).send().await.unwrap();
+    let res = tls
+        .http1
+        .get(app.url("/stream/orders"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.version(), reqwest::Version::HTTP_11);
     let mut sse = SseClient::new(res);
     sse.wait_open().await;
     let id = app.publish("orders", r#"{"n":1}"#).await;
     let event = sse.next_event().await;
-    assert_eq!((event.id.as_str(), event.data.as_str()), (id.as_str(), r#"{"n":1}"#));
+    assert_eq!(
+        (event.id.as_str(), event.data.as_str()),
+        (id.as_str(), r#"{"n":1}"#)
+    );
 }
 
 /// Over HTTP/2: the stream, publishes multiplexed on the same connection,
@@ -33,7 +41,12 @@ async fn https_http1_stream_receives_what_is_published() {
 async fn http2_stream_publish_and_resume() {
     let tls = spawn_tls_app_with(|_| {}).await;
     let app = &tls.app;
-    let res = app.client.get(app.url("/stream/news")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/stream/news"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.version(), reqwest::Version::HTTP_2);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut sse = SseClient::new(res);
@@ -41,8 +54,13 @@ async fn http2_stream_publish_and_resume() {
     let first = app.publish("news", "1").await;
     assert_eq!(sse.next_event().await.id, first);
     drop(sse);
-    let missed = [app.publish("news", "2").await, app.publish("news", "3").await];
-    let mut back = app.stream("/stream/news", &[("Last-Event-ID", &first)]).await;
+    let missed = [
+        app.publish("news", "2").await,
+        app.publish("news", "3").await,
+    ];
+    let mut back = app
+        .stream("/stream/news", &[("Last-Event-ID", &first)])
+        .await;
     let replayed = back.next_messages(2).await;
     assert_eq!(
         replayed.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
@@ -67,7 +85,12 @@ async fn twenty_streams_on_one_http2_connection() {
     let mut ids = join_all(bodies.iter().map(|body| app.publish("wide", body))).await;
     ids.sort();
     for sse in &mut streams {
-        let mut got: Vec<String> = sse.next_messages(5).await.into_iter().map(|e| e.id).collect();
+        let mut got: Vec<String> = sse
+            .next_messages(5)
+            .await
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         got.sort();
         assert_eq!(got, ids);
     }
@@ -95,7 +118,12 @@ async fn stalled_tls_client_is_evicted_and_resumes() {
     let app = &tls.app;
     let mut healthy = app.stream("/stream/firehose", &[]).await;
     // HTTP/1.1: its own connection, which fills up when it is not read.
-    let stalled = tls.http1.get(app.url("/stream/firehose")).send().await.unwrap();
+    let stalled = tls
+        .http1
+        .get(app.url("/stream/firehose"))
+        .send()
+        .await
+        .unwrap();
     let mut stalled = SseClient::new(stalled);
     app.wait_for_subscribers("firehose", 2).await;
     let payload = format!("\"{}\"", "x".repeat(64 * 1024 - 2));
@@ -157,7 +185,12 @@ async fn certificate_reload_keeps_open_streams() {
     let res = app.client.get(app.url("/healthz")).send().await.unwrap();
     let old = peer_certificate(&res);
     let mut h2 = app.stream("/stream/steady", &[]).await;
-    let h1 = tls.http1.get(app.url("/stream/steady")).send().await.unwrap();
+    let h1 = tls
+        .http1
+        .get(app.url("/stream/steady"))
+        .send()
+        .await
+        .unwrap();
     let mut h1 = SseClient::new(h1);
     h2.wait_open().await;
     h1.wait_open().await;
@@ -173,7 +206,7 @@ async fn certificate_reload_keeps_open_streams() {
     .await;
     assert_ne!(old, renewed.der);
 
-    let id = app.publish("steady", "after the reload").await;
+    let id = app.publish("steady", "\"after the reload\"").await;
     assert_eq!(h2.next_event().await.id, id);
     assert_eq!(h1.next_event().await.id, id);
 }
@@ -237,10 +270,7 @@ async fn plain_http_stays_the_default_and_bad_files_stop_the_start() {
     let err = sse_broker::startup::Application::build(settings)
         .err()
         .expect("a missing certificate stops the start");
-    assert!(
-        err.to_string().contains("/nonexistent/server.pem"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("/nonexistent/server.pem"), "{err}");
 }
 
 /// The real binary reads its certificate files again on SIGHUP (with the
@@ -312,7 +342,10 @@ async fn h2c_serves_streams_and_publishes() {
         .send()
         .await
         .unwrap();
-    assert_eq!((res.version(), res.status().as_u16()), (reqwest::Version::HTTP_2, 202));
+    assert_eq!(
+        (res.version(), res.status().as_u16()),
+        (reqwest::Version::HTTP_2, 202)
+    );
     assert_eq!(sse.next_event().await.data, "plain h2");
     assert_eq!(h1.next_event().await.data, "plain h2");
 }
@@ -332,7 +365,9 @@ async fn plain_http_is_redirected_to_https() {
         .build()
         .unwrap();
     let res = no_follow
-        .post(format!("http://localhost:{redirect_port}/publish/x?event=a"))
+        .post(format!(
+            "http://localhost:{redirect_port}/publish/x?event=a"
+        ))
         .body("1")
         .send()
         .await

@@ -27,7 +27,10 @@ pub struct IssuedCertificate {
 pub fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = sse_broker::tls::provider().as_ref().clone().install_default();
+        let _ = sse_broker::tls::provider()
+            .as_ref()
+            .clone()
+            .install_default();
     });
 }
 
@@ -55,8 +58,9 @@ impl TestCa {
 
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn issue(&self, names: &[&str]) -> IssuedCertificate {
-        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("valid names");
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("valid names");
         let key = KeyPair::generate().expect("a server key");
         let cert = params.signed_by(&key, &self.issuer).expect("signed");
         IssuedCertificate {
@@ -73,7 +77,10 @@ impl TestCa {
     /// Writes `cert` as `server.pem` + `server.key` (replacing the files
     /// the way certbot and Kubernetes do: a new file renamed over the old).
     pub fn install(&self, cert: &IssuedCertificate) {
-        for (name, text) in [("server.pem", &cert.cert_pem), ("server.key", &cert.key_pem)] {
+        for (name, text) in [
+            ("server.pem", &cert.cert_pem),
+            ("server.key", &cert.key_pem),
+        ] {
             let partial = self.path(&format!("{name}.new"));
             std::fs::write(&partial, text).expect("write the certificate");
             std::fs::rename(&partial, self.path(name)).expect("rename into place");

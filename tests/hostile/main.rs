@@ -60,3 +60,17 @@ fn seq_of(id: &str) -> u64 {
         .parse()
         .expect("a seq")
 }
+
+/// A plain reqwest client. reqwest is built with `rustls-no-provider` (the
+/// TLS tests use the broker's `ring` provider), so a client of any kind
+/// needs the process's default crypto provider installed first.
+pub fn http_client() -> reqwest::Client {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = sse_broker::tls::provider()
+            .as_ref()
+            .clone()
+            .install_default();
+    });
+    reqwest::Client::new()
+}
