@@ -2,7 +2,7 @@
 //! broker started with a certificate it signed, and clients that trust it
 //! (HTTP/2 by ALPN, or HTTP/1.1 only).
 
-use std::{path::PathBuf, sync::Once, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use sse_broker::config::Settings;
@@ -20,18 +20,6 @@ pub struct IssuedCertificate {
     pub cert_pem: String,
     pub key_pem: String,
     pub der: Vec<u8>,
-}
-
-/// rustls picks its crypto from the process default (reqwest is built
-/// with `rustls-no-provider`): ring, like the broker.
-pub fn install_crypto() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = sse_broker::tls::provider()
-            .as_ref()
-            .clone()
-            .install_default();
-    });
 }
 
 impl TestCa {

@@ -19,7 +19,7 @@ mod readers;
 mod requests;
 mod storm;
 
-use helpers::BrokerProcess;
+use helpers::{BrokerProcess, http_client};
 
 /// The real binary with `env`, and neither the per-IP stream cap nor the
 /// publish rate limit (every client here is 127.0.0.1, and the scenarios
@@ -59,18 +59,4 @@ fn seq_of(id: &str) -> u64 {
         .expect("an id")
         .parse()
         .expect("a seq")
-}
-
-/// A plain reqwest client. reqwest is built with `rustls-no-provider` (the
-/// TLS tests use the broker's `ring` provider), so a client of any kind
-/// needs the process's default crypto provider installed first.
-pub fn http_client() -> reqwest::Client {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = sse_broker::tls::provider()
-            .as_ref()
-            .clone()
-            .install_default();
-    });
-    reqwest::Client::new()
 }
