@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (nginx, redis-server and Chromium from Debian, npm and PyPI packages), builds once in
+# (nginx, redis-server, pebble, openssl and Chromium from Debian, npm and PyPI packages), builds once in
 # release mode, and runs every stage against that one build. Exits non-zero when any
 # stage fails.
 #
@@ -56,9 +56,10 @@ install_tools() {
   fi
   # The cluster tests (tests/api/cluster.rs) start their own redis-server.
   apt_install redis-server || return 1
-  # The Mercure JWK Set test (tests/api/mercure_issuers.rs) makes a test CA
-  # and serves the set over TLS with the openssl command.
-  apt_install openssl || return 1
+  # The Mercure JWK Set test (tests/api/mercure_issuers.rs) and the HTTPS
+  # browser test make their certificates with the openssl command; the ACME
+  # test (tests/api/acme.rs) runs Let's Encrypt's test authority, pebble.
+  apt_install pebble openssl || return 1
   # npm packages: playwright-core (browser tests), eventsource (client tests).
   npm ci --no-audit --no-fund --loglevel=error || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then

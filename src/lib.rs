@@ -40,6 +40,9 @@
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).
 //! - [`readiness`]: the checks behind `GET /readyz`.
+//! - [`tls`]: HTTPS for the listener (rustls), its certificate from files
+//!   (reloaded live) or from ACME, and the redirect listener; used by
+//!   `startup` only.
 
 pub mod auth;
 pub mod broker;
@@ -54,3 +57,4 @@ pub mod readiness;
 pub mod sse;
 pub mod startup;
 pub mod store;
+pub mod tls;

@@ -1,6 +1,8 @@
-//! `Application`: binds the listener, starts the broker actors and the HTTP
-//! server, and shuts both down cleanly. Tests build it on port 0 and read
-//! [`Application::port`]; `main` runs it until SIGINT/SIGTERM.
+//! `Application`: binds the listener (plain HTTP, HTTPS with `crate::tls`,
+//! or plain with h2c), starts the broker actors and the HTTP server, and
+//! shuts both down cleanly. Tests build it on port 0 and read
+//! [`Application::port`]; `main` runs it until SIGINT/SIGTERM (and reloads
+//! the certificate files on SIGHUP).
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ use crate::{
     names::ChannelName,
     readiness::Readiness,
     store::Store,
+    tls::{self, Reloader, Tls},
 };
 
 /// Pending connections the kernel queues for us. std's default of 128
@@ -51,14 +54,20 @@ pub struct Application {
     arbiters: Vec<Arbiter>,
     cluster: Option<Cluster>,
     store: Option<Store>,
+    /// Reads the certificate files again on SIGHUP (HTTPS with files).
+    reloader: Option<Reloader>,
+    /// The plain-HTTP listener that redirects to HTTPS, if configured.
+    redirect: Option<ServerHandle>,
 }
 
 impl Application {
     /// Binds `settings.server.bind` and prepares everything; nothing is
     /// served until [`Self::run_until_stopped`] is awaited.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        // Keys first: a broken auth setup must not start anything.
+        // Keys first: a broken auth setup or certificate must not start anything.
         let auth = Auth::from_settings(&settings.auth)?;
+        let tls = Tls::build(&settings.server.tls)
+            .map_err(|err| anyhow::anyhow!("invalid configuration: server.tls: {err}"))?;
         let settings = Arc::new(settings);
 
         let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
@@ -220,29 +229,55 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        if settings.stream.writer == StreamWriter::Body {
-            // The body writer bounds the end of a stream with the socket.
+        let h2c = settings.server.tls.h2c;
+        if settings.stream.writer == StreamWriter::Body || tls.is_some() || h2c {
+            // The body writer (every TLS and HTTP/2 stream) bounds the end
+            // of an HTTP/1 stream with the socket.
             server = server.on_connect(http::writer::remember_socket);
         }
         let bind = settings.server.bind;
-        let server = server
-            .bind(bind)
-            .map_err(|err| anyhow::anyhow!("cannot listen on {bind}: {err}"))?;
+        let server = match &tls {
+            Some(tls) => server.bind_rustls_0_23(bind, tls.server_config()),
+            None if h2c => server.bind_auto_h2c(bind),
+            None => server.bind(bind),
+        }
+        .map_err(|err| anyhow::anyhow!("cannot listen on {bind}: {err}"))?;
         let local = *server
             .addrs()
             .first()
             .ok_or_else(|| anyhow::anyhow!("no address bound for {bind}"))?;
+        let scheme = match (&tls, h2c) {
+            (Some(_), _) => "https",
+            (None, true) => "http+h2c",
+            (None, false) => "http",
+        };
         info!(
-            "listening addr={local} demo={} heartbeat={:?} auth={}",
+            "listening addr={local} scheme={scheme} demo={} heartbeat={:?} auth={}",
             settings.demo.enabled, settings.stream.heartbeat, settings.auth.enabled
         );
+        // The redirect listener binds before anything runs: a port it cannot
+        // have stops the start with nothing left behind.
+        let redirect = match settings.server.tls.redirect_bind {
+            Some(bind) => {
+                let (redirect, addr) = tls::redirect::server(bind, local.port())?;
+                info!("redirecting to https addr={addr}");
+                let handle = redirect.handle();
+                actix_web::rt::spawn(redirect);
+                Some(handle)
+            }
+            None => None,
+        };
+        let server = server.run();
+        let reloader = tls.as_ref().map(Tls::start);
         Ok(Self {
             port: local.port(),
-            server: server.run(),
+            server,
             broker,
             arbiters,
             cluster,
             store,
+            reloader,
+            redirect,
         })
     }
 
@@ -254,6 +289,7 @@ impl Application {
     pub fn stopper(&self) -> Stopper {
         Stopper {
             server: self.server.handle(),
+            redirect: self.redirect.clone(),
             broker: self.broker.clone(),
             cluster: self.cluster.clone(),
             store: self.store.clone(),
@@ -269,6 +305,9 @@ impl Application {
                 wait_for_signal().await;
                 stopper.stop().await;
             });
+            if let Some(reloader) = self.reloader.clone() {
+                reload_on_sighup(reloader);
+            }
         }
         let result = self.server.await;
         for arbiter in self.arbiters {
@@ -298,6 +337,7 @@ impl Application {
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
+    redirect: Option<ServerHandle>,
     broker: Broker,
     cluster: Option<Cluster>,
     store: Option<Store>,
@@ -307,6 +347,9 @@ impl Stopper {
     pub async fn stop(&self) {
         // `stop` sends its command at once; the future only awaits the end.
         let stopped = self.server.stop(true);
+        if let Some(redirect) = &self.redirect {
+            redirect.stop(false).await;
+        }
         let streams = self.broker.shutdown().await;
         info!("draining open_streams={streams}");
         stopped.await;
@@ -354,6 +397,22 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// SIGHUP reads the TLS certificate files again (`systemctl reload`).
+fn reload_on_sighup(reloader: Reloader) {
+    #[cfg(unix)]
+    actix_web::rt::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            warn!("SIGHUP cannot be handled: the certificate files reload on change only");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            info!("signal received signal=SIGHUP (reloading the TLS certificate)");
+            reloader.reload();
+        }
+    });
 }
 
 /// CORS from the configuration: listed origins (a `:*` port matches any

@@ -53,7 +53,11 @@ use crate::{
 
 /// The hub's channel (see the module docs).
 pub fn hub_channel() -> ChannelName {
-    ChannelName::internal("mercure")
+    // Made once: every Mercure publish and every mirrored channel event
+    // names it, and a clone is one reference count.
+    static HUB: std::sync::LazyLock<ChannelName> =
+        std::sync::LazyLock::new(|| ChannelName::internal("mercure"));
+    HUB.clone()
 }
 
 /// The record of an update for the hub's channel: prepared, so the codec

@@ -206,7 +206,7 @@ async fn sigkilled_node_loses_nothing_acknowledged() {
     let redis = RedisServer::start();
     let mut a = NodeProcess::start(&redis.url());
     let b = NodeProcess::start(&redis.url());
-    let client = reqwest::Client::new();
+    let client = http_client();
     let res = client.get(a.url("/stream/crash")).send().await.unwrap();
     let mut on_a = SseClient::new(res);
     on_a.wait_open().await;

@@ -136,7 +136,7 @@ async fn gauge(client: &reqwest::Client, broker: &BrokerProcess, name: &str) -> 
 #[actix_web::test]
 async fn restart_keeps_history_and_ids_continue() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut first = start_durable(dir.path(), &[]);
     let mut ids = Vec::new();
     for n in 1..=5 {
@@ -222,7 +222,7 @@ async fn publish_until_gone(
 #[actix_web::test]
 async fn sigkill_during_burst_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = http_client();
     let env = [("SSE_BROKER__HISTORY__MAX_EVENTS", "100000")];
     let mut broker = start_durable(dir.path(), &env);
     let acked = Rc::new(RefCell::new(Vec::new()));
@@ -302,7 +302,7 @@ async fn sigkill_during_burst_loses_no_acknowledged_event() {
 async fn retention_by_count_bounds_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(store::FILE_NAME);
-    let client = reqwest::Client::new();
+    let client = http_client();
     // Rows of this channel only: not also its Mercure copies (the hub's log).
     let env = [
         ("SSE_BROKER__HISTORY__MAX_EVENTS", "20"),
@@ -345,7 +345,7 @@ async fn retention_by_count_bounds_the_disk() {
 async fn retention_by_age_deletes_rows() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(store::FILE_NAME);
-    let client = reqwest::Client::new();
+    let client = http_client();
     let env = [
         ("SSE_BROKER__HISTORY__MAX_AGE", "1s"),
         ("SSE_BROKER__STREAM__HEARTBEAT", "200ms"),
@@ -408,7 +408,7 @@ fn run_failing(args: &[&str]) -> (std::process::ExitStatus, String) {
 async fn corrupt_store_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(store::FILE_NAME);
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut broker = start_durable(dir.path(), &[]);
     publish(&client, &broker, "kept", "precious").await;
     stop(&mut broker).await;
@@ -473,7 +473,7 @@ async fn durable_history_and_cluster_are_exclusive() {
 async fn channel_updates_on_the_hub_survive_a_restart() {
     const HUB_ORDERS: &str = "/.well-known/mercure?match=orders";
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut first = start_durable(dir.path(), &[]);
     let mut live = open_stream(&client, &first, HUB_ORDERS, "").await;
     live.wait_open().await;

@@ -1,6 +1,7 @@
 //! Integration tests: the real application on port 0, spoken to over HTTP.
 //! One binary, one module per area; each test is a scenario.
 
+mod acme;
 mod auth;
 mod channels;
 mod cluster;
@@ -23,3 +24,5 @@ mod resume;
 mod shutdown;
 mod slow_consumer;
 mod stream;
+mod tls;
+mod tls_support;

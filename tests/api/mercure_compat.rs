@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use sse_broker::config::MERCURE_DEVELOPMENT_KEY;
 
 use crate::{
-    helpers::{BrokerProcess, TestApp, problem, spawn_app_with, stream_at, wait_until},
+    helpers::{
+        BrokerProcess, TestApp, http_client, problem, spawn_app_with, stream_at, wait_until,
+    },
     mercure_support::{
         HUB, access_token, compat, detail, encode_form, hub_path, next_updates, open, sign,
     },
@@ -579,7 +581,7 @@ async fn durable_history_keeps_updates_across_restarts() {
         ("SSE_BROKER__HISTORY__DATA_DIR", data_dir),
         ("SSE_BROKER__MERCURE__PROTOCOL_VERSION_COMPATIBILITY", "8"),
     ];
-    let client = reqwest::Client::new();
+    let client = http_client();
     let topic = "https://example.com/kept";
     let mut ids = Vec::new();
     let first = BrokerProcess::start("127.0.0.1:0", &env);

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sse_broker::config::{IssuerSettings, VerifierSettings};
 
 use crate::{
-    helpers::{BrokerProcess, TestApp, spawn_app_with},
+    helpers::{BrokerProcess, TestApp, http_client, spawn_app_with},
     mercure_support::{HUB, access_claims, detail, post_form},
 };
 
@@ -261,7 +261,7 @@ async fn jwk_set_over_https() {
         ("SSL_CERT_FILE", ca.to_str().unwrap()),
     ];
     let broker = BrokerProcess::start("127.0.0.1:0", &env);
-    let client = reqwest::Client::new();
+    let client = http_client();
     let token = es256_token(&broker.url(HUB), Some("k1"));
     let res = client
         .post(broker.url(HUB))

@@ -161,7 +161,7 @@ for (const run of RUNS) {
     let browser;
     let context;
     before(async () => {
-      broker = await startBroker('127.0.0.1:0', run.env);
+      broker = await startBroker('127.0.0.1:0', { env: run.env });
       browser = await launchBrowser();
       context = await browser.newContext();
     });

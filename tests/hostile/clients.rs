@@ -44,7 +44,7 @@ async fn run_client(
             .map_while(Result::ok)
             .collect::<Vec<_>>()
     });
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     wait_until(|| async {
         let res = client
             .get(broker.url(&format!("/channels/{channel}")))

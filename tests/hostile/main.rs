@@ -19,7 +19,7 @@ mod readers;
 mod requests;
 mod storm;
 
-use helpers::BrokerProcess;
+use helpers::{BrokerProcess, http_client};
 
 /// The real binary with `env`, and neither the per-IP stream cap nor the
 /// publish rate limit (every client here is 127.0.0.1, and the scenarios

@@ -67,7 +67,7 @@ async fn take(rx: &mut tokio::sync::mpsc::UnboundedReceiver<SseEvent>, n: usize)
 #[actix_web::test]
 async fn trickling_reader_is_cut_off_and_resumes_exactly() {
     let broker = unlimited_broker(&[("SSE_BROKER__STREAM__SUBSCRIBER_BUFFER", "32")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut healthy = stream_at(&client, &broker.url("/stream/trickle"), &[]).await;
     healthy.wait_open().await;
     let mut healthy = read_in_background(healthy);
@@ -155,7 +155,7 @@ async fn trickling_reader_is_cut_off_and_resumes_exactly() {
 #[actix_web::test]
 async fn reader_stalled_mid_event_sees_only_whole_events() {
     let broker = unlimited_broker(&[("SSE_BROKER__STREAM__SUBSCRIBER_BUFFER", "16")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut stalled = RawStream::open(&broker.addr, "/stream/halves", &[], Some(4096)).await;
     stalled.read_head().await;
     wait_until(|| async { channel(&client, &broker, "halves").await["subscribers"] == 1 }).await;
@@ -214,7 +214,7 @@ fn rss_kib(broker: &BrokerProcess) -> u64 {
 #[actix_web::test]
 async fn a_thousand_silent_readers_cost_little_and_go() {
     let broker = unlimited_broker(&[("SSE_BROKER__STREAM__SUBSCRIBER_BUFFER", "64")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut healthy = stream_at(&client, &broker.url("/stream/crowd"), &[]).await;
     healthy.wait_open().await;
     let mut healthy = read_in_background(healthy);
@@ -269,7 +269,7 @@ async fn a_thousand_silent_readers_cost_little_and_go() {
 async fn half_closed_client_is_unsubscribed() {
     use tokio::io::AsyncWriteExt;
     let broker = BrokerProcess::start("127.0.0.1:0", &[]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut half = RawStream::open(&broker.addr, "/stream/halfway", &[], None).await;
     half.read_head().await;
     wait_until(|| async { channel(&client, &broker, "halfway").await["subscribers"] == 1 }).await;

@@ -45,7 +45,7 @@ async fn read_until(stream: &mut RawStream, seq: u64) -> Vec<u64> {
 #[actix_web::test]
 async fn ten_thousand_reconnect_at_once_and_miss_nothing() {
     let broker = unlimited_broker(&[("RUST_LOG", "warn,sse_broker::startup=info")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let channel = |i: usize| format!("storm{}", i % CHANNELS);
 
     // Connect, 500 at a time (the listen backlog takes more, the test's
