@@ -10,11 +10,7 @@
 //! history: it never sees a pending event, so no id a client saw can be
 //! reused after a crash.
 
-use std::{
-    collections::VecDeque,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use actix::prelude::*;
 use log::{error, info, warn};
@@ -25,7 +21,7 @@ use crate::{
         codec::Codec,
         error::BrokerError,
         event::{Epoch, Event, EventId, now_ms},
-        history::History,
+        history::{History, Retention},
         log::{DurableStore, LogError},
         message::{Publish, Subscribe},
     },
@@ -51,21 +47,19 @@ pub(super) struct OwnedLog {
     unreadable: Option<String>,
     /// A publish arrived since the last tick (the channel is not idle).
     busy: bool,
-    max_events: usize,
-    max_age: Duration,
+    retention: Retention,
 }
 
 impl OwnedLog {
     /// A log of a fresh epoch; [`Self::load`] restores a stored one.
-    pub fn new(store: Option<Arc<dyn DurableStore>>, max_events: usize, max_age: Duration) -> Self {
+    pub fn new(store: Option<Arc<dyn DurableStore>>, retention: Retention) -> Self {
         Self {
-            history: History::new(Epoch::new(), max_events, max_age),
+            history: History::new(Epoch::new(), retention.clone()),
             store,
             pending: VecDeque::new(),
             unreadable: None,
             busy: false,
-            max_events,
-            max_age,
+            retention,
         }
     }
 
@@ -94,8 +88,7 @@ impl OwnedLog {
                     stored.epoch,
                     stored.head,
                     events,
-                    self.max_events,
-                    self.max_age,
+                    self.retention.clone(),
                 );
                 history.expire(Instant::now());
                 info!(
