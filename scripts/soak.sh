@@ -14,7 +14,7 @@
 #
 # Results go to OUT (default /tmp/sse-soak-<time>): faults.log, figures.log, and for the soak
 # samples.tsv, loadgen.json, broker.log, summary.txt and soak-rss.svg (the plot; copy it to
-# docs/ to publish it). The soak's history budget (SOAK_BUDGET_BYTES, 32 MiB) is sized so that
+# docs/ to publish it); SOAK_NO_BUILD=1 uses the binaries as they are. The soak's history budget (SOAK_BUDGET_BYTES, 32 MiB) is sized so that
 # retention is full within the first two minutes: from then on RSS must stay flat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +27,9 @@ SOAK_SUBSCRIBERS=${SOAK_SUBSCRIBERS:-10000}
 SOAK_CHANNELS=${SOAK_CHANNELS:-1000}
 SOAK_RATE=${SOAK_RATE:-1000}
 SOAK_BUDGET_BYTES=${SOAK_BUDGET_BYTES:-33554432}
-BIN=$ROOT/target/release/sse-broker
-LG=$ROOT/bench/target/release/sse-loadgen
+SOAK_PUBLISHERS=${SOAK_PUBLISHERS:-16}
+BIN=${BIN:-$ROOT/target/release/sse-broker}
+LG=${LG:-$ROOT/bench/target/release/sse-loadgen}
 mkdir -p "$OUT"
 export CARGO_TERM_COLOR=never
 
@@ -72,9 +73,11 @@ sample() {
 soak() {
   local secs=$((SOAK_MINUTES * 60)) pid port sampler rc
   echo "soak: $SOAK_MINUTES min, $SOAK_SUBSCRIBERS subscribers on $SOAK_CHANNELS channels, $SOAK_RATE events/s -> $OUT"
-  nice -n 19 cargo build --release --locked --bins --quiet
-  CARGO_TARGET_DIR="$ROOT/bench/target" nice -n 19 cargo build --release --locked --quiet \
-    --manifest-path bench/loadgen/Cargo.toml
+  if [ -z "${SOAK_NO_BUILD:-}" ]; then
+    nice -n 19 cargo build --release --locked --bins --quiet
+    CARGO_TARGET_DIR="$ROOT/bench/target" nice -n 19 cargo build --release --locked --quiet \
+      --manifest-path bench/loadgen/Cargo.toml
+  fi
   SSE_BROKER__LIMITS__MAX_STREAMS_PER_IP=0 SSE_BROKER__LIMITS__PUBLISH_RATE=0 \
     SSE_BROKER__HISTORY__MAX_TOTAL_BYTES=$SOAK_BUDGET_BYTES \
     RUST_LOG=warn,sse_broker::startup=info \
@@ -94,7 +97,7 @@ soak() {
     --sub-url "http://127.0.0.1:$port/stream/{channel}" \
     --pub-url "http://127.0.0.1:$port/publish/{channel}" \
     --subscribers "$SOAK_SUBSCRIBERS" --channels "$SOAK_CHANNELS" --channel-prefix soak \
-    --rate "$SOAK_RATE" --duration "$secs" --publishers 4 --payload-bytes 100 \
+    --rate "$SOAK_RATE" --duration "$secs" --publishers "$SOAK_PUBLISHERS" --payload-bytes 100 \
     --broker-pid "$pid" --drain-secs 10 --max-secs $((secs + 300)) \
     --output "$OUT/loadgen.json" 2>"$OUT/loadgen.err")
   rc=$?

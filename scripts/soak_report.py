@@ -37,10 +37,14 @@ def mean_rss(lo, hi):
 first_minute = mean_rss(full, full + 60) if full is not None else float("nan")
 last_minute = mean_rss(t_end - 60, t_end + 1)
 drift = (last_minute - first_minute) / first_minute * 100 if full is not None else float("nan")
-fds_first, fds_last = loaded[0]["fds"], loaded[-1]["fds"]
+# File descriptors once the run is in its steady state (retention full).
+steady = [s for s in loaded if full is not None and s["secs"] >= full] or loaded
+fds_first, fds_last = steady[0]["fds"], steady[-1]["fds"]
 lost = step.get("lost", -1)
 summary = {
     "published": step.get("published"),
+    "events_per_s": round(step.get("achieved_rate", 0), 1),
+    "target_events_per_s": step.get("target_rate"),
     "expected_deliveries": step.get("expected"),
     "received": step.get("received"),
     "lost": lost,

@@ -39,11 +39,12 @@ use super::event::Event;
 pub const LOW_WATER: f64 = 7.0 / 8.0;
 
 /// The memory one retained event costs beyond its encoded frame: the
-/// [`Event`] and its reference count (one allocation of at most 128 bytes),
-/// the frame buffer's shared header and slack, allocator headers, and its
-/// slot in the history's queue. Measured (docs/hostile-clients.md, "memory
-/// per retained event"): an event costs its frame's length plus about this.
-pub const EVENT_OVERHEAD: u64 = 224;
+/// [`Event`] and its reference count (one allocation, 144 bytes with
+/// glibc's header), the frame buffer's shared header (32) and slack (up to
+/// ~50), and its slot in the history's queue (8). Measured
+/// (docs/hostile-clients.md, "memory per retained event"): a 100-byte
+/// payload, a 131-byte frame, costs 368 bytes of RSS.
+pub const EVENT_OVERHEAD: u64 = 240;
 
 /// Slices the time a history spans (`history.max_age`) is cut into, at most;
 /// a slice is never shorter than [`MIN_SLICE`].

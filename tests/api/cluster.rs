@@ -688,12 +688,13 @@ async fn node_killed_under_load_loses_nothing_acknowledged() {
     // The dead node's clients reconnect, through the load balancer, to the
     // survivor, each with the last id it saw.
     let mut streams = Vec::new();
+    let mut survivors = Vec::new();
     for (n, channel, reader) in readers {
-        let seen = collect(reader).await;
         if n == 1 {
-            streams.push((format!("{channel} on the survivor"), channel, seen, None));
+            survivors.push((format!("{channel} on the survivor"), channel, reader));
             continue;
         }
+        let seen = collect(reader).await;
         assert!(seen.cut, "{channel}: the dead node's stream ended");
         let last = seen.ids.last().cloned();
         assert!(last.is_some(), "{channel}: the dead node delivered before it died");
@@ -707,6 +708,9 @@ async fn node_killed_under_load_loses_nothing_acknowledged() {
     }
     let total: usize = acked.values().map(Vec::len).sum();
     eprintln!("node killed under load: {total} publishes acknowledged, {refused} refused");
+    for (what, channel, reader) in survivors {
+        streams.push((what, channel, collect(reader).await, None));
+    }
     for (what, channel, mut seen, resumed) in streams {
         if let Some(resumed) = resumed {
             let after = collect(resumed).await;

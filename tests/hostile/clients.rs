@@ -109,7 +109,7 @@ impl ClientRun {
             self.events.push(event);
         }
         assert!(status.success(), "the client failed: {:#?}", self.events);
-        self.events
+        std::mem::take(&mut self.events)
     }
 }
 
