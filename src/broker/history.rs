@@ -85,12 +85,7 @@ impl History {
 
     /// A history as a durable store kept it: `events` are the newest
     /// retained ones, contiguous and ending at `head` (or empty).
-    pub fn restore(
-        epoch: Epoch,
-        head: u64,
-        events: Vec<Arc<Event>>,
-        retention: Retention,
-    ) -> Self {
+    pub fn restore(epoch: Epoch, head: u64, events: Vec<Arc<Event>>, retention: Retention) -> Self {
         let surplus = events.len().saturating_sub(retention.max_events);
         let mut history = Self::new(epoch, retention);
         history.head = head;

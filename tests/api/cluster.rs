@@ -378,7 +378,6 @@ async fn bus_connection_survives_its_pings() {
     assert_eq!(subscribers().await, bus, "the bus connection was replaced");
 }
 
-
 // ---------------------------------------------------------------------------
 // Faults under load: Redis killed or frozen, a node killed, while publishers
 // on every node publish and subscribers on every node read. For each stream:
@@ -488,7 +487,11 @@ async fn publish_round(
             }
             Ok(res) => {
                 // Refused: the publisher knows it was not stored.
-                assert_eq!(res.status(), 503, "a publish was refused with another status");
+                assert_eq!(
+                    res.status(),
+                    503,
+                    "a publish was refused with another status"
+                );
                 refused.set(refused.get() + 1);
             }
             // No answer (the node is gone): not acknowledged either.
@@ -511,7 +514,10 @@ struct Seen {
 
 /// Opens `url` (resuming after `last_id`) and, once it is open, reads it
 /// in the background.
-async fn read_stream(url: String, last_id: Option<String>) -> actix_web::rt::task::JoinHandle<Seen> {
+async fn read_stream(
+    url: String,
+    last_id: Option<String>,
+) -> actix_web::rt::task::JoinHandle<Seen> {
     let client = reqwest::Client::new();
     let headers: Vec<(&str, &str)> = last_id
         .as_deref()
@@ -697,9 +703,17 @@ async fn node_killed_under_load_loses_nothing_acknowledged() {
         let seen = collect(reader).await;
         assert!(seen.cut, "{channel}: the dead node's stream ended");
         let last = seen.ids.last().cloned();
-        assert!(last.is_some(), "{channel}: the dead node delivered before it died");
+        assert!(
+            last.is_some(),
+            "{channel}: the dead node delivered before it died"
+        );
         let resumed = read_stream(survivor.url(&format!("/stream/{channel}")), last).await;
-        streams.push((format!("{channel} moved to the survivor"), channel, seen, Some(resumed)));
+        streams.push((
+            format!("{channel} moved to the survivor"),
+            channel,
+            seen,
+            Some(resumed),
+        ));
     }
     // Published after every resumed stream is open: each gets it live or
     // in its replay.

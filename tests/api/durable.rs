@@ -318,7 +318,9 @@ async fn sigkill_during_burst_loses_no_acknowledged_event() {
         // last event it got: over both connections every stored event
         // (every acknowledged one among them) once, in order.
         let stored = seqs.len() as u64;
-        let last = seen.last().expect("the live subscriber got events before the crash");
+        let last = seen
+            .last()
+            .expect("the live subscriber got events before the crash");
         let rest = if seq_of(&last.id) < stored {
             let path = format!("/stream/{channel}");
             let mut resumed = open_stream(&client, &restarted, &path, &last.id).await;

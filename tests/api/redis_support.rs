@@ -84,7 +84,11 @@ impl RedisServer {
         }
         // Restarted on a port another test's Redis may have taken meanwhile.
         let pid = server.child.as_ref().map(Child::id);
-        assert_eq!(process_id(port), pid, "port {port} answers for another redis-server");
+        assert_eq!(
+            process_id(port),
+            pid,
+            "port {port} answers for another redis-server"
+        );
         server
     }
 

@@ -167,21 +167,35 @@ async fn history_budget_trims_the_oldest_events_across_channels() {
         }
     }
 
-    wait_until(|| async { metric(&app, "sse_broker_history_retained_bytes").await <= BUDGET as f64 })
-        .await;
+    wait_until(|| async {
+        metric(&app, "sse_broker_history_retained_bytes").await <= BUDGET as f64
+    })
+    .await;
     assert!(metric(&app, "sse_broker_history_budget_trimmed_total").await >= 20.0);
     let mut old = app
         .stream("/stream/budget-old", &[("Last-Event-ID", &old_first)])
         .await;
     let gap = old.next_event().await;
     assert_eq!(gap.event, "broker.gap");
-    assert!(gap.data.contains(r#""reason":"history-trimmed""#), "{}", gap.data);
+    assert!(
+        gap.data.contains(r#""reason":"history-trimmed""#),
+        "{}",
+        gap.data
+    );
     // The newest round is still there.
     let mut new = app
-        .stream("/stream/budget-new", &[("Last-Event-ID", &newest[newest.len() - 7])])
+        .stream(
+            "/stream/budget-new",
+            &[("Last-Event-ID", &newest[newest.len() - 7])],
+        )
         .await;
     let marker = new.next_event().await;
     assert_eq!(marker.event, "broker.replay", "{}", marker.data);
-    let replayed: Vec<String> = new.next_messages(6).await.into_iter().map(|e| e.id).collect();
+    let replayed: Vec<String> = new
+        .next_messages(6)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     assert_eq!(replayed, newest[newest.len() - 6..]);
 }

@@ -240,8 +240,12 @@ async fn sees_exactly_what_was_published(program: &str, script: &str, arg: Optio
 /// httpx-sse (with the reconnect loop its users write) sees exactly the published events and the notices.
 #[actix_web::test]
 async fn httpx_sse_sees_exactly_what_was_published() {
-    sees_exactly_what_was_published("python3", "tests/clients/python_clients.py", Some("httpx-sse"))
-        .await;
+    sees_exactly_what_was_published(
+        "python3",
+        "tests/clients/python_clients.py",
+        Some("httpx-sse"),
+    )
+    .await;
 }
 
 /// sseclient-py (with the reconnect loop its users write) sees exactly the published events and the notices.

@@ -84,12 +84,8 @@ impl OwnedLog {
                         codec.event(channel, id, &entry.record, at)
                     })
                     .collect();
-                let mut history = History::restore(
-                    stored.epoch,
-                    stored.head,
-                    events,
-                    self.retention.clone(),
-                );
+                let mut history =
+                    History::restore(stored.epoch, stored.head, events, self.retention.clone());
                 history.expire(Instant::now());
                 info!(
                     "channel restored channel={channel} head={} history={}",
