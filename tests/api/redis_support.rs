@@ -94,10 +94,10 @@ impl RedisServer {
 
     /// Panics when the process exited (e.g. its port was taken).
     fn assert_running(&mut self) {
-        if let Some(child) = &mut self.child {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server on port {} exited: {status}", self.port);
-            }
+        if let Some(child) = &mut self.child
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("redis-server on port {} exited: {status}", self.port);
         }
     }
 
