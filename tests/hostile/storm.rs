@@ -115,10 +115,20 @@ async fn ten_thousand_reconnect_at_once_and_miss_nothing() {
         })
     };
 
-    // Let every stream see some events, read what each got, then drop
-    // them all at once.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once every channel had two events (a busy machine publishes slowly:
+    // a subscriber that saw nothing would come back without an id and,
+    // like any EventSource, miss what came meanwhile), read what each
+    // stream got, then drop them all at once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked.borrow().len() < CHANNELS || acked.borrow().values().any(|seqs| seqs.len() < 2) {
+        assert!(
+            Instant::now() < deadline,
+            "the publisher did not reach every channel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let streams = join_all(streams.into_iter().map(|mut stream| async move {
+        read_until(&mut stream, 1).await;
         stream.read_available(Duration::from_millis(200)).await;
         stream
     }))
