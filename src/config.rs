@@ -116,6 +116,10 @@ pub struct HistorySettings {
     /// Age after which an event leaves the history.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// Memory every channel's history may use together, in bytes; the
+    /// oldest events of the whole broker leave first beyond it. 0: no bound
+    /// but `max_events` × channels.
+    pub max_total_bytes: u64,
     /// Folder of the durable history store; empty keeps history in memory.
     pub data_dir: PathBuf,
     /// When an event is on disk before its `202` (durable history only).
@@ -378,6 +382,13 @@ impl Settings {
             return bad(
                 "history.data_dir (durable history) and cluster.redis_url (cluster mode) \
                  cannot be combined: in a cluster Redis keeps the history; set only one",
+            );
+        }
+        if self.history.max_total_bytes > 0
+            && self.history.max_total_bytes < self.server.max_body_bytes as u64
+        {
+            return bad(
+                "history.max_total_bytes must be 0 (no budget) or at least server.max_body_bytes",
             );
         }
         if self.history.durable()

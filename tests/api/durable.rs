@@ -5,7 +5,7 @@
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::{Read, Seek, Write},
     path::Path,
     rc::Rc,
@@ -218,7 +218,21 @@ async fn publish_until_gone(
     }
 }
 
-/// SIGKILL during a burst from several concurrent publishers: after the restart every acknowledged id is replayable, in order, and ids go on from there.
+/// Reads `sse` in the background until it ends; the message events it got.
+fn read_until_cut(mut sse: SseClient) -> actix_web::rt::task::JoinHandle<Vec<SseEvent>> {
+    actix_web::rt::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(event) = sse.try_next_event().await {
+            assert_ne!(event.event, "broker.gap", "{}", event.data);
+            if event.event == "message" {
+                events.push(event);
+            }
+        }
+        events
+    })
+}
+
+/// SIGKILL during a burst from several concurrent publishers: after the restart every acknowledged id is replayable, in order, and ids go on from there; a subscriber that was live during the burst resumes with its Last-Event-ID and, over both connections, gets every acknowledged event once, in order.
 #[actix_web::test]
 async fn sigkill_during_burst_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,6 +241,12 @@ async fn sigkill_during_burst_loses_no_acknowledged_event() {
     let mut broker = start_durable(dir.path(), &env);
     let acked = Rc::new(RefCell::new(Vec::new()));
     let channels = ["burst-a", "burst-b"];
+    let mut live = Vec::new();
+    for channel in channels {
+        let mut sse = open_stream(&client, &broker, &format!("/stream/{channel}"), "").await;
+        sse.wait_open().await;
+        live.push(read_until_cut(sse));
+    }
     let publishers: Vec<_> = (0..6)
         .map(|n| {
             actix_web::rt::spawn(publish_until_gone(
@@ -248,9 +268,13 @@ async fn sigkill_during_burst_loses_no_acknowledged_event() {
         publisher.await.expect("publisher task");
     }
     let acked = acked.borrow().clone();
+    let mut seen_live = Vec::new();
+    for reader in live {
+        seen_live.push(reader.await.expect("the live reader ran"));
+    }
 
     let restarted = start_durable(dir.path(), &env);
-    for channel in channels {
+    for (channel, seen) in channels.into_iter().zip(seen_live) {
         let mine: HashMap<&str, &str> = acked
             .iter()
             .filter(|(_, data)| {
@@ -290,6 +314,33 @@ async fn sigkill_during_burst_loses_no_acknowledged_event() {
                 "{channel}: acknowledged {id} is replayed with its data"
             );
         }
+        // The subscriber that was live during the burst resumes after the
+        // last event it got: over both connections every stored event
+        // (every acknowledged one among them) once, in order.
+        let stored = seqs.len() as u64;
+        let last = seen
+            .last()
+            .expect("the live subscriber got events before the crash");
+        let rest = if seq_of(&last.id) < stored {
+            let path = format!("/stream/{channel}");
+            let mut resumed = open_stream(&client, &restarted, &path, &last.id).await;
+            let (notices, rest) = read_replay(&mut resumed).await;
+            assert!(
+                notices.iter().all(|e| e.event != "broker.gap"),
+                "{notices:?}"
+            );
+            rest
+        } else {
+            Vec::new()
+        };
+        let both: Vec<&SseEvent> = seen.iter().chain(&rest).collect();
+        assert_eq!(
+            both.iter().map(|e| seq_of(&e.id)).collect::<Vec<_>>(),
+            (1..=stored).collect::<Vec<_>>(),
+            "{channel}: live, then resumed after the restart"
+        );
+        let delivered: HashSet<&str> = both.iter().map(|e| e.id.as_str()).collect();
+        assert!(mine.keys().all(|id| delivered.contains(id)));
         // Ids go on after the last stored event, in the same epoch.
         let next = publish(&client, &restarted, channel, "after").await;
         assert_eq!(epoch_of(&next), epoch);

@@ -13,6 +13,9 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod raw;
+#[allow(dead_code)]
+#[path = "../api/redis_support.rs"]
+mod redis_support;
 
 mod clients;
 mod readers;

@@ -40,7 +40,7 @@ use super::{
     codec::Codec,
     error::BrokerError,
     event::{Event, EventId},
-    history::{GapReason, Replay},
+    history::{GapReason, Replay, Retention},
     log::{DurableStore, LogEntry, Origin, Record, SharedLog},
     members::Members,
     message::{
@@ -62,8 +62,8 @@ const MAX_PULSE_CLIENTS: usize = 1024;
 /// Settings and backends a channel needs, copied from the configuration once.
 #[derive(Clone)]
 pub struct ChannelConfig {
-    pub history_max_events: usize,
-    pub history_max_age: Duration,
+    /// How much history each channel keeps (and the budget they share).
+    pub retention: Retention,
     /// Interval of heartbeats, dead-subscriber sweeps, expiry and idle checks.
     pub tick: Duration,
     /// Where the channel counts what it does (see `crate::metrics`).
@@ -189,8 +189,7 @@ impl ChannelActor {
             Some(shared) => ChannelLog::Shared(SharedCursor::new(Arc::clone(shared))),
             None => ChannelLog::Owned(OwnedLog::new(
                 config.durable.clone(),
-                config.history_max_events,
-                config.history_max_age,
+                config.retention.clone(),
             )),
         };
         let internal = name.is_internal();

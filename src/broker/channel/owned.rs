@@ -16,11 +16,7 @@
 //! read back, the store gives the original's record with its origin and the
 //! channel's codec makes the copy again.
 
-use std::{
-    collections::VecDeque,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use actix::prelude::*;
 use log::{error, info, warn};
@@ -31,7 +27,7 @@ use crate::{
         codec::Codec,
         error::BrokerError,
         event::{Epoch, Event, EventId, now_ms},
-        history::History,
+        history::{History, Retention},
         log::{DurableStore, LogError},
         message::{Publish, Subscribe},
     },
@@ -57,21 +53,19 @@ pub(super) struct OwnedLog {
     unreadable: Option<String>,
     /// A publish arrived since the last tick (the channel is not idle).
     busy: bool,
-    max_events: usize,
-    max_age: Duration,
+    retention: Retention,
 }
 
 impl OwnedLog {
     /// A log of a fresh epoch; [`Self::load`] restores a stored one.
-    pub fn new(store: Option<Arc<dyn DurableStore>>, max_events: usize, max_age: Duration) -> Self {
+    pub fn new(store: Option<Arc<dyn DurableStore>>, retention: Retention) -> Self {
         Self {
-            history: History::new(Epoch::new(), max_events, max_age),
+            history: History::new(Epoch::new(), retention.clone()),
             store,
             pending: VecDeque::new(),
             unreadable: None,
             busy: false,
-            max_events,
-            max_age,
+            retention,
         }
     }
 
@@ -96,13 +90,8 @@ impl OwnedLog {
                         codec.event(channel, id, &entry.record, at)
                     })
                     .collect();
-                let mut history = History::restore(
-                    stored.epoch,
-                    stored.head,
-                    events,
-                    self.max_events,
-                    self.max_age,
-                );
+                let mut history =
+                    History::restore(stored.epoch, stored.head, events, self.retention.clone());
                 history.expire(Instant::now());
                 info!(
                     "channel restored channel={channel} head={} history={}",
