@@ -95,11 +95,14 @@ LINEAR_SIZES=${LINEAR_SIZES:-"1000 5000 10000 19000"}
 LINEAR_RATE=${LINEAR_RATE:-20}
 LINEAR_SECS=${LINEAR_SECS:-15}
 # Workload 7 = Mercure fan-out (ours only: Nchan has no Mercure hub): MERCURE_SUBS subscribers of
-# /.well-known/mercure?topic=<channel> over SWEEP_CHANNELS topics, form publishes with the
-# development JWT, ramped like workload 2.
+# /.well-known/mercure?match=<channel> over SWEEP_CHANNELS topics, form publishes with a
+# Mercure 1.0 access token of the development issuer, ramped like workload 2.
 MERCURE_SUBS=${MERCURE_SUBS:-10000}
-# {"mercure":{"publish":["*"]}} signed with the development key of config/default.toml.
-MERCURE_JWT=${MERCURE_JWT:-eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.a8cjcSRUAcHdnGNMKifA4BK5epRXxQI0UBp2XpNrBdw}
+# An RFC 9068 access token (typ at+jwt, iss https://localhost, aud MERCURE_AUDIENCE, publish and
+# subscribe on every topic) signed with the development key of config/default.toml: the reference
+# hub's conformance-suite token. The broker is started with that resource identifier.
+MERCURE_AUDIENCE=https://localhost/.well-known/mercure
+MERCURE_JWT=${MERCURE_JWT:-eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJhdWQiOiJodHRwczovL2xvY2FsaG9zdC8ud2VsbC1rbm93bi9tZXJjdXJlIiwiaXNzIjoiaHR0cHM6Ly9sb2NhbGhvc3QiLCJhdXRob3JpemF0aW9uX2RldGFpbHMiOlt7InR5cGUiOiJodHRwczovL21lcmN1cmUucm9ja3MvYXV0aG9yaXphdGlvbi1kZXRhaWwiLCJhY3Rpb25zIjpbInB1Ymxpc2giXSwidG9waWNzIjpbeyJtYXRjaCI6IioifV19LHsidHlwZSI6Imh0dHBzOi8vbWVyY3VyZS5yb2Nrcy9hdXRob3JpemF0aW9uLWRldGFpbCIsImFjdGlvbnMiOlsic3Vic2NyaWJlIl0sInRvcGljcyI6W3sibWF0Y2giOiIqIn1dfV0sImV4cCI6NDEwMjQ0NDgwMH0.z_S8IP5WZsCK8h3pcq0PB5zvJE0OdTrGA70khAYJQy4}
 if [ "$QUICK" = 1 ]; then
   IDLE_SIZES="1000"; SWEEP_SIZES="300 1500"; SWEEP_STEPS=3; SWEEP_START_DPS=5000; STEP_SECS=1
   MANYCH_SUBS=1000; MANYCH_RATE=500; MANYCH_STEPS=2; MANYCH_SECS=1; PUB_SECS=2
@@ -230,13 +233,14 @@ start_broker() { # ours|nchan placement
       # limits (streams per IP, publish rate) would refuse it: they are lifted
       # here, as they would be for traffic spread over many real clients.
       ( cd "$ROOT" && SSE_BROKER__DEMO__ENABLED=false SSE_BROKER__LIMITS__MAX_STREAMS_PER_IP=0 \
+          SSE_BROKER__MERCURE__RESOURCE_IDENTIFIER="$MERCURE_AUDIENCE" \
           SSE_BROKER__LIMITS__PUBLISH_RATE=0 RUST_LOG=${RUST_LOG:-warn} \
           exec "${pin[@]}" "$OURS_BIN" --bind "127.0.0.1:$OURS_PORT" ) >>"$OUT/ours-broker.log" 2>&1 &
       BPID=$!
       wait_port "$OURS_PORT" "$BPID" || return 1
       URLS=(--sub-url "http://127.0.0.1:$OURS_PORT/stream/{channel}" --pub-url "http://127.0.0.1:$OURS_PORT/publish/{channel}")
       if [ "$CUR_WL" = mercure ]; then
-        URLS=(--sub-url "http://127.0.0.1:$OURS_PORT/.well-known/mercure?topic={channel}"
+        URLS=(--sub-url "http://127.0.0.1:$OURS_PORT/.well-known/mercure?match={channel}"
               --pub-url "http://127.0.0.1:$OURS_PORT/.well-known/mercure"
               --pub-form 'topic={channel}&data={payload}' --content-type application/x-www-form-urlencoded
               --pub-header "Authorization: Bearer $MERCURE_JWT")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (nginx, redis-server and Chromium from Debian, npm and PyPI packages), builds once in
+# (nginx, redis-server, pebble, openssl and Chromium from Debian, npm and PyPI packages), builds once in
 # release mode, and runs every stage against that one build. Exits non-zero when any
 # stage fails.
 #
@@ -57,7 +57,12 @@ install_tools() {
   # The cluster tests (tests/api/cluster.rs, redis_cluster.rs) start their own
   # redis-server, Redis Cluster (redis-cli --cluster create) and sentinel.
   apt_install redis-server redis-tools || return 1
-  # npm packages: playwright-core (browser tests), eventsource (client tests).
+  # The Mercure JWK Set test (tests/api/mercure_issuers.rs) and the HTTPS
+  # browser test make their certificates with the openssl command; the ACME
+  # test (tests/api/acme.rs) runs Let's Encrypt's test authority, pebble.
+  apt_install pebble openssl || return 1
+  # npm packages: playwright-core (browser tests and the Chromium client
+  # test), eventsource (client tests).
   npm ci --no-audit --no-fund --loglevel=error || return 1
   if [ -z "${SKIP_BROWSER:-}" ]; then
     apt_install chromium || return 1
@@ -69,15 +74,29 @@ build() {
   cargo build --release --locked --bins && cargo test --release --locked --no-run
 }
 
+# Everything but the third-party clients (their own stage below). The
+# hostile-client suite (tests/hostile) and the faults under load
+# (tests/api/cluster.rs, durable.rs) run here in their short forms; the long
+# forms are scripts/soak.sh (docs/hostile-clients.md).
 rust_tests() {
-  cargo test --release --locked
+  cargo test --release --locked -- --skip clients::
 }
 
 # The integration and hostile-client tests again, every stream served by the
 # body writer (the one HTTPS and HTTP/2 use) instead of the direct one; the
 # same build.
 body_writer_tests() {
-  SSE_BROKER__STREAM__WRITER=body cargo test --release --locked --test api --test hostile
+  SSE_BROKER__STREAM__WRITER=body cargo test --release --locked --test api --test hostile \
+    -- --skip clients::
+}
+
+# httpx-sse, sseclient-py, Node's eventsource and Chromium's EventSource
+# through the connect prelude, heartbeats, a replay and a gap notice
+# (tests/hostile/clients.rs), on both stream writers. Without Chromium
+# (SKIP_BROWSER) its case says so and passes.
+client_tests() {
+  cargo test --release --locked --test hostile clients:: &&
+    SSE_BROKER__STREAM__WRITER=body cargo test --release --locked --test hostile clients::
 }
 
 # vendor/actix-http is exactly the crates.io release plus our patches, and the
@@ -132,6 +151,7 @@ stage "vendored actix-http is the release plus our patches" vendored_actix_http
 stage "build (release)" build
 stage "rust unit, architecture and integration tests" rust_tests
 stage "integration tests on the body stream writer" body_writer_tests
+stage "third-party SSE clients: httpx-sse, sseclient-py, Node eventsource, Chromium" client_tests
 stage "lint: rustfmt and clippy" lint
 stage "benchmark harness smoke run" bench_smoke
 stage "fuzz: long proptest (body parser, SSE encoder)" fuzz_tests

@@ -14,8 +14,14 @@ use figment::{
 };
 use serde::Deserialize;
 
+mod mercure;
+
 pub use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::{auth::Pattern, names::ChannelName};
+pub use mercure::{
+    COMPATIBLE_PROTOCOL_VERSION, DEFAULT_JWKS_ALGORITHMS, IssuerSettings, MERCURE_DEVELOPMENT_KEY,
+    MercureSettings, VerifierSettings, check_pem_algorithm,
+};
 
 /// The development defaults, compiled in so the binary runs with no file.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -66,6 +72,8 @@ pub struct ServerSettings {
     /// How long a new connection may take to send its request head (408 after).
     #[serde(with = "humantime_serde")]
     pub client_request_timeout: Duration,
+    /// HTTPS on `bind` (off unless a certificate or ACME is configured).
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +116,10 @@ pub struct HistorySettings {
     /// Age after which an event leaves the history.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// Memory every channel's history may use together, in bytes; the
+    /// oldest events of the whole broker leave first beyond it. 0: no bound
+    /// but `max_events` × channels.
+    pub max_total_bytes: u64,
     /// Folder of the durable history store; empty keeps history in memory.
     pub data_dir: PathBuf,
     /// When an event is on disk before its `202` (durable history only).
@@ -227,38 +239,6 @@ pub struct LimitsSettings {
     /// Take the client IP from Forwarded / X-Forwarded-For (only behind a
     /// proxy that sets them).
     pub trust_forwarded_for: bool,
-}
-
-/// Mercure's documented development key, accepted only while
-/// `mercure.allow_development_key` is set (see `config/default.toml`).
-pub const MERCURE_DEVELOPMENT_KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MercureSettings {
-    /// Serve the Mercure hub at `/.well-known/mercure`.
-    pub enabled: bool,
-    /// Key checking publisher JWTs: the secret (HS*) or a PEM public key (RS*, ES*).
-    pub publisher_jwt_key: String,
-    /// Key checking subscriber JWTs; empty means subscribers are never
-    /// authenticated (anonymous only, no private updates).
-    pub subscriber_jwt_key: String,
-    /// The one algorithm tokens may be signed with (HS256, HS384, HS512,
-    /// RS256, RS384, RS512, ES256, ES384).
-    pub jwt_algorithm: String,
-    /// Subscribers without a token are accepted (they get public updates).
-    pub anonymous: bool,
-    /// Subscription events and the `/.well-known/mercure/subscriptions` API.
-    pub subscriptions: bool,
-    /// Channel events become public Mercure updates on the channel's name
-    /// (a second log write per event with a shared or durable log).
-    pub channel_updates: bool,
-    /// Accept the documented development key; false in production, where
-    /// the broker refuses to start until real keys are set.
-    pub allow_development_key: bool,
-    /// Origins allowed to publish with a token cookie, besides the hub's
-    /// own (browsers; the check stops cross-site request forgery).
-    pub publish_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -469,11 +449,19 @@ impl Settings {
         if self.limits.publish_rate > 0 && self.limits.publish_burst == 0 {
             return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
         }
-        self.validate_mercure()?;
+        self.mercure.validate()?;
+        self.server.tls.validate()?;
         if self.history.durable() && self.cluster.enabled() {
             return bad(
                 "history.data_dir (durable history) and cluster.redis_url (cluster mode) \
                  cannot be combined: in a cluster Redis keeps the history; set only one",
+            );
+        }
+        if self.history.max_total_bytes > 0
+            && self.history.max_total_bytes < self.server.max_body_bytes as u64
+        {
+            return bad(
+                "history.max_total_bytes must be 0 (no budget) or at least server.max_body_bytes",
             );
         }
         if self.history.durable()
@@ -493,34 +481,133 @@ impl Settings {
         }
         Ok(())
     }
+}
 
-    /// A hub that anyone could publish to with a public key is refused.
-    fn validate_mercure(&self) -> Result<(), ConfigError> {
-        let mercure = &self.mercure;
-        let bad = |why: &str| Err(ConfigError::Inconsistent(format!("mercure: {why}")));
-        if !mercure.enabled {
-            return Ok(());
+/// `[server.tls]`: HTTPS on `server.bind` (docs/https.md). Off while
+/// neither a certificate nor ACME domains are set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first; with `key_file`, turns HTTPS on.
+    #[serde(default)]
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: PathBuf,
+    /// How often the two files are checked for a change (then reloaded);
+    /// 0 reloads on SIGHUP only.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+    /// A plain-HTTP listener that redirects every request to HTTPS.
+    #[serde(default)]
+    pub redirect_bind: Option<SocketAddr>,
+    /// Without TLS: also accept cleartext HTTP/2 with prior knowledge.
+    pub h2c: bool,
+    /// Automatic certificates from an ACME authority.
+    pub acme: AcmeSettings,
+}
+
+/// `[server.tls.acme]`: certificates from an ACME authority (Let's Encrypt
+/// by default), validated with tls-alpn-01 on the HTTPS port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSettings {
+    /// Names the certificate is for; empty leaves ACME off.
+    pub domains: Vec<String>,
+    /// Account contacts (`mailto:…`), told of expiry problems.
+    pub contact: Vec<String>,
+    /// The authority's directory.
+    pub directory_url: String,
+    /// PEM root that the directory's own HTTPS certificate chains to, for a
+    /// private or test authority; empty trusts the system's roots.
+    #[serde(default)]
+    pub directory_ca_file: PathBuf,
+    /// Where the account and certificates are kept across restarts.
+    #[serde(default)]
+    pub cache_dir: PathBuf,
+    /// How long before expiry a certificate is renewed.
+    #[serde(with = "humantime_serde")]
+    pub renew_before: Duration,
+}
+
+impl TlsSettings {
+    /// Whether the listener speaks HTTPS.
+    pub fn enabled(&self) -> bool {
+        self.files() || self.acme.enabled()
+    }
+
+    /// Whether a certificate is read from files.
+    pub fn files(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty() || !self.key_file.as_os_str().is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: &str| Err(ConfigError::Inconsistent(format!("server.tls: {why}")));
+        if self.files()
+            && (self.cert_file.as_os_str().is_empty() || self.key_file.as_os_str().is_empty())
+        {
+            return bad("cert_file and key_file go together: set both");
         }
-        if mercure.publisher_jwt_key.is_empty() {
+        if self.files() && self.acme.enabled() {
+            return bad("set either cert_file/key_file or acme.domains, not both");
+        }
+        if self.redirect_bind.is_some() && !self.enabled() {
+            return bad("redirect_bind redirects to HTTPS: it needs a certificate or acme.domains");
+        }
+        if self.h2c && self.enabled() {
             return bad(
-                "publisher_jwt_key is not set (SSE_BROKER__MERCURE__PUBLISHER_JWT_KEY); \
-                 set it or disable the hub with mercure.enabled = false",
+                "h2c is cleartext HTTP/2; with TLS, HTTP/2 is negotiated by ALPN: drop h2c",
             );
         }
-        if mercure.subscriber_jwt_key.is_empty() && !mercure.anonymous {
-            return bad("without subscriber_jwt_key, anonymous must be true");
+        if self.acme.enabled() {
+            self.acme.validate()?;
         }
-        let uses_development_key = [&mercure.publisher_jwt_key, &mercure.subscriber_jwt_key]
-            .iter()
-            .any(|key| key.as_str() == MERCURE_DEVELOPMENT_KEY);
-        if uses_development_key && !mercure.allow_development_key {
+        Ok(())
+    }
+}
+
+impl AcmeSettings {
+    /// Whether certificates come from ACME.
+    pub fn enabled(&self) -> bool {
+        !self.domains.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |why: String| Err(ConfigError::Inconsistent(format!("server.tls.acme: {why}")));
+        for domain in &self.domains {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            if domain.starts_with("*.") {
+                return bad(format!(
+                    "{domain:?}: wildcard names need the dns-01 challenge, which the broker does not answer"
+                ));
+            }
+            if domain.len() > 253 || !domain.split('.').all(label_ok) {
+                return bad(format!("{domain:?} is not a DNS name"));
+            }
+        }
+        if let Some(contact) = self.contact.iter().find(|c| !c.starts_with("mailto:")) {
+            return bad(format!("contact {contact:?} must be a mailto: URL"));
+        }
+        if !self.directory_url.starts_with("https://") {
+            return bad(format!(
+                "directory_url {:?} must be an https:// URL",
+                self.directory_url
+            ));
+        }
+        if self.cache_dir.as_os_str().is_empty() {
             return bad(
-                "the development key !ChangeThisMercureHubJWTSecretKey! is public; \
-                 set publisher_jwt_key and subscriber_jwt_key to your own secrets",
+                "cache_dir must be set (the account and certificates must outlive a restart, \
+                 or every start orders a new certificate)"
+                    .into(),
             );
         }
-        // The keys themselves (PEM, algorithm) are read once, when the hub
-        // is built: a key that does not parse stops the start there.
+        if self.renew_before.is_zero() {
+            return bad("renew_before must be greater than 0".into());
+        }
         Ok(())
     }
 }
@@ -538,6 +625,11 @@ mod tests {
         assert_eq!(settings.stream.heartbeat, Duration::from_secs(15));
     }
 
+    /// A trusted issuer with a real key, as an operator adds to production.
+    const PRODUCTION_ISSUER: &str = "[[mercure.issuers]]\nid = \"https://app.example.com\"\n\
+        publisher = { jwt = \"a-real-secret-of-enough-length\" }\n\
+        subscriber = { jwt = \"another-real-secret-of-enough-length\" }\n";
+
     /// The production example is a valid overlay once its secrets are set,
     /// and refuses to load without them.
     #[test]
@@ -547,9 +639,7 @@ mod tests {
         assert!(err.to_string().contains("mercure"), "{err}");
         let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
             .merge(Toml::file(&path))
-            .merge(Toml::string(
-                "[mercure]\npublisher_jwt_key = \"a-real-secret-of-enough-length\"",
-            ))
+            .merge(Toml::string(PRODUCTION_ISSUER))
             .extract()
             .expect("production.toml loads");
         settings.validate().expect("valid with a real key");
@@ -572,15 +662,6 @@ mod tests {
         settings.validate().expect("valid with auth on");
         settings.auth.secret = "short".into();
         assert!(settings.validate().is_err());
-    }
-
-    /// Production refuses Mercure's public development key.
-    #[test]
-    fn development_key_is_refused_in_production() {
-        let mut settings = Settings::defaults();
-        settings.mercure.allow_development_key = false;
-        let err = settings.validate().expect_err("development key refused");
-        assert!(err.to_string().contains("development key"), "{err}");
     }
 
     /// Durable history and cluster mode at once are refused with a clear error.

@@ -27,19 +27,23 @@
 //! - [`http`]: thin handlers, one file per resource, and the event-stream
 //!   machinery every protocol uses: opening a stream, the subscriber's
 //!   outbox, and the two stream writers.
-//! - [`mercure`]: the Mercure protocol, an adapter over the core: the hub is
-//!   one of the broker's channels, Mercure subscribers are its members with
-//!   a topic filter.
+//! - [`mercure`]: the Mercure protocol (1.0, and 0.x in compatibility
+//!   mode), an adapter over the core: the hub is one of the broker's
+//!   channels, Mercure subscribers are its members with a topic filter.
 //!
 //! Leaves (they import no other module, or only other leaves):
 //! - [`names`]: channel names and event types.
 //! - [`config`]: the `Settings` tree, loaded from compiled-in defaults, an
-//!   overlay file, environment variables and flags.
+//!   overlay file, environment variables and flags (the `[mercure]` section
+//!   in `config/mercure.rs`).
 //! - [`auth`]: tokens for our channels (and the `[auth]` settings).
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).
 //! - [`readiness`]: the checks behind `GET /readyz`.
+//! - [`tls`]: HTTPS for the listener (rustls), its certificate from files
+//!   (reloaded live) or from ACME, and the redirect listener; used by
+//!   `startup` only.
 
 pub mod auth;
 pub mod broker;
@@ -54,3 +58,4 @@ pub mod readiness;
 pub mod sse;
 pub mod startup;
 pub mod store;
+pub mod tls;

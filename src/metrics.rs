@@ -74,6 +74,12 @@ pub struct Metrics {
     /// How long the registry took to answer the scrape's sample request: its
     /// own mailbox backlog, in seconds.
     pub registry_latency: Gauge,
+    /// What the retained events of every channel's history cost together,
+    /// in bytes (`history.max_total_bytes` bounds it); sampled at scrape time.
+    pub history_bytes: Gauge,
+    /// Events that left a history because the memory budget was full;
+    /// sampled at scrape time.
+    pub history_trimmed: Counter,
     /// Durable history: event rows in the store file (0 in memory mode).
     pub store_events: Gauge,
     /// Durable history: size of the store file in bytes, sampled every second.
@@ -158,6 +164,14 @@ impl Metrics {
             "Time the registry actor took to answer the last scrape.",
         );
         describe(
+            "history_retained_bytes",
+            "Memory the retained events of every channel's history cost, in bytes.",
+        );
+        describe(
+            "history_budget_trimmed_total",
+            "Events that left a history because history.max_total_bytes was reached.",
+        );
+        describe(
             "history_store_events",
             "Durable history: event rows in the store file.",
         );
@@ -185,6 +199,8 @@ impl Metrics {
             channel_mailbox_depth: gauge("channel_mailbox_depth"),
             channel_mailbox_depth_max: gauge("channel_mailbox_depth_max"),
             registry_latency: gauge("registry_latency_seconds"),
+            history_bytes: gauge("history_retained_bytes"),
+            history_trimmed: counter("history_budget_trimmed_total"),
             store_events: gauge("history_store_events"),
             store_bytes: gauge("history_store_bytes"),
             bus_received: counter("bus_events_received_total"),

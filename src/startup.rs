@@ -1,6 +1,8 @@
-//! `Application`: binds the listener, starts the broker actors and the HTTP
-//! server, and shuts both down cleanly. Tests build it on port 0 and read
-//! [`Application::port`]; `main` runs it until SIGINT/SIGTERM.
+//! `Application`: binds the listener (plain HTTP, HTTPS with `crate::tls`,
+//! or plain with h2c), starts the broker actors and the HTTP server, and
+//! shuts both down cleanly. Tests build it on port 0 and read
+//! [`Application::port`]; `main` runs it until SIGINT/SIGTERM (and reloads
+//! the certificate files on SIGHUP).
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ use crate::{
     names::ChannelName,
     readiness::Readiness,
     store::Store,
+    tls::{self, Reloader, Tls},
 };
 
 /// Pending connections the kernel queues for us. std's default of 128
@@ -51,14 +54,20 @@ pub struct Application {
     arbiters: Vec<Arbiter>,
     cluster: Option<Cluster>,
     store: Option<Store>,
+    /// Reads the certificate files again on SIGHUP (HTTPS with files).
+    reloader: Option<Reloader>,
+    /// The plain-HTTP listener that redirects to HTTPS, if configured.
+    redirect: Option<ServerHandle>,
 }
 
 impl Application {
     /// Binds `settings.server.bind` and prepares everything; nothing is
     /// served until [`Self::run_until_stopped`] is awaited.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        // Keys first: a broken auth setup must not start anything.
+        // Keys first: a broken auth setup or certificate must not start anything.
         let auth = Auth::from_settings(&settings.auth)?;
+        let tls = Tls::build(&settings.server.tls)
+            .map_err(|err| anyhow::anyhow!("invalid configuration: server.tls: {err}"))?;
         let settings = Arc::new(settings);
 
         let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
@@ -86,6 +95,16 @@ impl Application {
         };
         // The Mercure hub is a channel of the broker: its codec, and the
         // bridge that makes channel events updates, go in before the start.
+        if settings.mercure.enabled
+            && settings.mercure.resource_identifier.is_empty()
+            && !settings.mercure.allow_development_key
+        {
+            warn!(
+                "mercure.resource_identifier is not set: the audience tokens must carry is \
+                 derived from each request (Host, or the proxy's headers with \
+                 limits.trust_forwarded_for); pin it to your hub's public URL"
+            );
+        }
         let tokens = match settings.mercure.enabled {
             true => Some(
                 TokenChecker::from_settings(&settings.mercure)
@@ -211,29 +230,55 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        if settings.stream.writer == StreamWriter::Body {
-            // The body writer bounds the end of a stream with the socket.
+        let h2c = settings.server.tls.h2c;
+        if settings.stream.writer == StreamWriter::Body || tls.is_some() || h2c {
+            // The body writer (every TLS and HTTP/2 stream) bounds the end
+            // of an HTTP/1 stream with the socket.
             server = server.on_connect(http::writer::remember_socket);
         }
         let bind = settings.server.bind;
-        let server = server
-            .bind(bind)
-            .map_err(|err| anyhow::anyhow!("cannot listen on {bind}: {err}"))?;
+        let server = match &tls {
+            Some(tls) => server.bind_rustls_0_23(bind, tls.server_config()),
+            None if h2c => server.bind_auto_h2c(bind),
+            None => server.bind(bind),
+        }
+        .map_err(|err| anyhow::anyhow!("cannot listen on {bind}: {err}"))?;
         let local = *server
             .addrs()
             .first()
             .ok_or_else(|| anyhow::anyhow!("no address bound for {bind}"))?;
+        let scheme = match (&tls, h2c) {
+            (Some(_), _) => "https",
+            (None, true) => "http+h2c",
+            (None, false) => "http",
+        };
         info!(
-            "listening addr={local} demo={} heartbeat={:?} auth={}",
+            "listening addr={local} scheme={scheme} demo={} heartbeat={:?} auth={}",
             settings.demo.enabled, settings.stream.heartbeat, settings.auth.enabled
         );
+        // The redirect listener binds before anything runs: a port it cannot
+        // have stops the start with nothing left behind.
+        let redirect = match settings.server.tls.redirect_bind {
+            Some(bind) => {
+                let (redirect, addr) = tls::redirect::server(bind, local.port())?;
+                info!("redirecting to https addr={addr}");
+                let handle = redirect.handle();
+                actix_web::rt::spawn(redirect);
+                Some(handle)
+            }
+            None => None,
+        };
+        let server = server.run();
+        let reloader = tls.as_ref().map(Tls::start);
         Ok(Self {
             port: local.port(),
-            server: server.run(),
+            server,
             broker,
             arbiters,
             cluster,
             store,
+            reloader,
+            redirect,
         })
     }
 
@@ -245,6 +290,7 @@ impl Application {
     pub fn stopper(&self) -> Stopper {
         Stopper {
             server: self.server.handle(),
+            redirect: self.redirect.clone(),
             broker: self.broker.clone(),
             cluster: self.cluster.clone(),
             store: self.store.clone(),
@@ -260,6 +306,9 @@ impl Application {
                 wait_for_signal().await;
                 stopper.stop().await;
             });
+            if let Some(reloader) = self.reloader.clone() {
+                reload_on_sighup(reloader);
+            }
         }
         let result = self.server.await;
         for arbiter in self.arbiters {
@@ -289,6 +338,7 @@ impl Application {
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
+    redirect: Option<ServerHandle>,
     broker: Broker,
     cluster: Option<Cluster>,
     store: Option<Store>,
@@ -298,6 +348,9 @@ impl Stopper {
     pub async fn stop(&self) {
         // `stop` sends its command at once; the future only awaits the end.
         let stopped = self.server.stop(true);
+        if let Some(redirect) = &self.redirect {
+            redirect.stop(false).await;
+        }
         let streams = self.broker.shutdown().await;
         info!("draining open_streams={streams}");
         stopped.await;
@@ -347,6 +400,22 @@ async fn wait_for_signal() {
     }
 }
 
+/// SIGHUP reads the TLS certificate files again (`systemctl reload`).
+fn reload_on_sighup(reloader: Reloader) {
+    #[cfg(unix)]
+    actix_web::rt::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            warn!("SIGHUP cannot be handled: the certificate files reload on change only");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            info!("signal received signal=SIGHUP (reloading the TLS certificate)");
+            reloader.reload();
+        }
+    });
+}
+
 /// CORS from the configuration: listed origins (a `:*` port matches any
 /// port), preflight answered, credentials only when configured.
 fn cors(settings: &CorsSettings) -> Cors {
@@ -360,14 +429,21 @@ fn cors(settings: &CorsSettings) -> Cors {
                 .is_ok_and(|origin| patterns.iter().any(|p| origin_matches(p, origin)))
         })
     };
+    // QUERY: the Mercure hub's subscribe with a form body (RFC 10008).
+    let query = Method::from_bytes(mercure::QUERY_METHOD.as_bytes()).expect("a valid method");
     cors = cors
-        .allowed_methods([Method::GET, Method::POST, Method::DELETE])
+        .allowed_methods([Method::GET, Method::POST, Method::DELETE, query])
         .allowed_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             header::CACHE_CONTROL,
         ])
         .allowed_header("last-event-id")
+        // The Mercure cursor of a subscribe, and the subscriptions API's.
+        .expose_headers([
+            header::LINK,
+            header::HeaderName::from_static("mercure-last-event-id"),
+        ])
         .max_age(3600);
     if settings.allow_credentials {
         cors = cors.supports_credentials();

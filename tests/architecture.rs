@@ -32,6 +32,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("auth", &["names"]),
     ("config", &["names", "auth"]),
     ("metrics", &["config"]),
+    // The HTTPS edge: rustls and certificates, nothing of the broker.
+    ("tls", &["config"]),
     // The core, and its backends.
     (
         "broker",
@@ -78,6 +80,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "metrics",
             "readiness",
+            "tls",
         ],
     ),
 ];

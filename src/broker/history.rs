@@ -1,7 +1,8 @@
-//! A channel's retained events, bounded by count and age, and the answer to
-//! "what did a client miss since this id?".
+//! A channel's retained events, bounded by count, age and the broker-wide
+//! memory budget, and the answer to "what did a client miss since this id?".
 //!
-//! Owned by one `ChannelActor`; nothing else touches it, so it needs no lock.
+//! Owned by one `ChannelActor`; nothing else touches it, so it needs no lock
+//! (the budget it shares with every other history has its own, see `budget`).
 
 use std::{
     collections::VecDeque,
@@ -9,7 +10,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::event::{Epoch, Event, EventId, ResumeFrom};
+use super::{
+    budget::HistoryBudget,
+    event::{Epoch, Event, EventId, ResumeFrom},
+};
+
+/// How much history a channel keeps: the configured bounds, the same for
+/// every channel.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Events kept per channel (`history.max_events`); 0 keeps none.
+    pub max_events: usize,
+    /// Events older than this leave (`history.max_age`), at the tick.
+    pub max_age: Duration,
+    /// The memory every channel's history shares (`history.max_total_bytes`);
+    /// `None`: no bound beyond the two above.
+    pub budget: Option<Arc<HistoryBudget>>,
+}
 
 /// Why a resume could not be served completely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +64,7 @@ pub struct Replay {
 pub struct History {
     epoch: Epoch,
     events: VecDeque<Arc<Event>>,
-    max_events: usize,
-    max_age: Duration,
+    retention: Retention,
     /// The newest seq that is no longer retained (0 when nothing was dropped):
     /// a client at or after it can be served completely.
     floor: u64,
@@ -57,12 +73,11 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(epoch: Epoch, max_events: usize, max_age: Duration) -> Self {
+    pub fn new(epoch: Epoch, retention: Retention) -> Self {
         Self {
             epoch,
-            events: VecDeque::with_capacity(max_events.min(16)),
-            max_events,
-            max_age,
+            events: VecDeque::with_capacity(retention.max_events.min(16)),
+            retention,
             floor: 0,
             head: 0,
         }
@@ -70,21 +85,17 @@ impl History {
 
     /// A history as a durable store kept it: `events` are the newest
     /// retained ones, contiguous and ending at `head` (or empty).
-    pub fn restore(
-        epoch: Epoch,
-        head: u64,
-        events: Vec<Arc<Event>>,
-        max_events: usize,
-        max_age: Duration,
-    ) -> Self {
-        let mut history = Self::new(epoch, max_events, max_age);
+    pub fn restore(epoch: Epoch, head: u64, events: Vec<Arc<Event>>, retention: Retention) -> Self {
+        let surplus = events.len().saturating_sub(retention.max_events);
+        let mut history = Self::new(epoch, retention);
         history.head = head;
-        let surplus = events.len().saturating_sub(max_events);
-        history.events = events.into_iter().skip(surplus).collect();
-        history.floor = history
-            .events
-            .front()
+        history.floor = events
+            .get(surplus)
             .map_or(head, |e| e.id.seq.saturating_sub(1));
+        for event in events.into_iter().skip(surplus) {
+            history.keep(event);
+        }
+        history.trim_to_budget();
         history
     }
 
@@ -122,36 +133,70 @@ impl History {
         self.events.back()
     }
 
-    /// Appends the event made with [`Self::next_id`], trimming to `max_events`.
+    /// Appends the event made with [`Self::next_id`], trimming to
+    /// `max_events` and to the budget.
     pub fn push(&mut self, event: Arc<Event>) {
         debug_assert_eq!(event.id, self.next_id());
         self.head = event.id.seq;
-        if self.max_events == 0 {
+        if self.retention.max_events == 0 {
             self.floor = self.head;
             return;
         }
-        if self.events.len() == self.max_events {
+        if self.events.len() == self.retention.max_events {
             self.drop_oldest();
         }
-        self.events.push_back(event);
+        self.keep(event);
+        self.trim_to_budget();
     }
 
-    /// Drops events older than `max_age`; returns how many left.
+    /// Drops events older than `max_age`, and those the budget cut; returns
+    /// how many left.
     pub fn expire(&mut self, now: Instant) -> usize {
         let mut dropped = 0;
         while let Some(oldest) = self.events.front() {
-            if now.saturating_duration_since(oldest.published_at) < self.max_age {
+            if now.saturating_duration_since(oldest.published_at) < self.retention.max_age {
                 break;
             }
             self.drop_oldest();
             dropped += 1;
         }
-        dropped
+        dropped + self.trim_to_budget()
+    }
+
+    /// Drops the events before the budget's cut (the oldest of the whole
+    /// broker); returns how many.
+    fn trim_to_budget(&mut self) -> usize {
+        let Some(budget) = self.retention.budget.clone() else {
+            return 0;
+        };
+        let mut trimmed = 0;
+        while self
+            .events
+            .front()
+            .is_some_and(|oldest| budget.is_cut(oldest.published_at))
+        {
+            self.drop_oldest();
+            trimmed += 1;
+        }
+        if trimmed > 0 {
+            budget.count_trimmed(trimmed as u64);
+        }
+        trimmed
+    }
+
+    fn keep(&mut self, event: Arc<Event>) {
+        if let Some(budget) = &self.retention.budget {
+            budget.charge(event.published_at, HistoryBudget::cost(&event));
+        }
+        self.events.push_back(event);
     }
 
     fn drop_oldest(&mut self) {
         if let Some(old) = self.events.pop_front() {
             self.floor = old.id.seq;
+            if let Some(budget) = &self.retention.budget {
+                budget.refund(old.published_at, HistoryBudget::cost(&old));
+            }
         }
     }
 
@@ -204,6 +249,17 @@ impl History {
             events: self.events.iter().skip(skip).cloned().collect(),
             gap: None,
             from: id,
+        }
+    }
+}
+
+impl Drop for History {
+    /// A stopped channel gives its events' share of the budget back.
+    fn drop(&mut self) {
+        if let Some(budget) = &self.retention.budget {
+            for event in &self.events {
+                budget.refund(event.published_at, HistoryBudget::cost(event));
+            }
         }
     }
 }
@@ -272,8 +328,16 @@ mod tests {
     use super::*;
     use crate::names::ChannelName;
 
+    fn retention(max_events: usize, max_age: Duration) -> Retention {
+        Retention {
+            max_events,
+            max_age,
+            budget: None,
+        }
+    }
+
     fn history(max_events: usize) -> History {
-        History::new(Epoch::new(), max_events, Duration::from_secs(60))
+        History::new(Epoch::new(), retention(max_events, Duration::from_secs(60)))
     }
 
     fn publish(history: &mut History, n: usize) {
@@ -349,7 +413,7 @@ mod tests {
     /// Age expiry moves the floor like trimming does.
     #[test]
     fn expiry_drops_old_events() {
-        let mut h = History::new(Epoch::new(), 10, Duration::from_millis(0));
+        let mut h = History::new(Epoch::new(), retention(10, Duration::ZERO));
         publish(&mut h, 3);
         assert_eq!(h.expire(Instant::now()), 3);
         assert!(h.is_empty());
@@ -405,13 +469,60 @@ mod tests {
         let events = (4..=6)
             .map(|seq| Event::new(channel.clone(), EventId { epoch, seq }, None, "x"))
             .collect();
-        let h = History::restore(epoch, 6, events, 2, Duration::from_secs(60));
+        let h = History::restore(epoch, 6, events, retention(2, Duration::from_secs(60)));
         assert_eq!(h.next_id(), EventId { epoch, seq: 7 });
         assert_eq!(h.len(), 2);
         let replay = h.since(&ResumeFrom::Id(EventId { epoch, seq: 4 }));
         assert_eq!((seqs(&replay), replay.gap), (vec![5, 6], None));
         let trimmed = h.since(&ResumeFrom::Id(EventId { epoch, seq: 3 }));
         assert_eq!(trimmed.gap, Some(GapReason::HistoryTrimmed));
+    }
+
+    /// Two histories share a budget: once it is full, the oldest events of
+    /// either leave first (the other trims at its tick), a client behind
+    /// them is told of the gap, and what stays is within the budget.
+    #[test]
+    fn the_budget_trims_the_oldest_across_histories() {
+        let channel = ChannelName::parse("c").unwrap();
+        let start = Instant::now();
+        let event_at = |history: &History, second: u64| {
+            let mut event = Event::new(channel.clone(), history.next_id(), None, "x");
+            Arc::get_mut(&mut event).expect("a new event").published_at =
+                start + Duration::from_secs(second);
+            event
+        };
+        let cost = HistoryBudget::cost(&event_at(&history(1), 0));
+        let budget = Arc::new(HistoryBudget::new(10 * cost, Duration::from_secs(3600)));
+        let shared = Retention {
+            max_events: 100,
+            max_age: Duration::from_secs(3600),
+            budget: Some(Arc::clone(&budget)),
+        };
+        let mut older = History::new(Epoch::new(), shared.clone());
+        let mut newer = History::new(Epoch::new(), shared);
+        for second in 0..6 {
+            let event = event_at(&older, second);
+            older.push(event);
+        }
+        for second in 6..11 {
+            let event = event_at(&newer, second);
+            newer.push(event);
+        }
+        // Eleven events in a budget of ten: the three oldest (all in `older`) go.
+        assert_eq!((older.len(), newer.len()), (6, 5));
+        assert_eq!(older.expire(start), 3);
+        assert_eq!((older.len(), newer.len()), (3, 5));
+        assert_eq!(budget.retained_bytes(), 8 * cost);
+        assert_eq!(budget.trimmed_events(), 3);
+        let replay = older.since(&ResumeFrom::Id(EventId {
+            epoch: older.epoch,
+            seq: 1,
+        }));
+        assert_eq!(replay.gap, Some(GapReason::HistoryTrimmed));
+        assert_eq!(seqs(&replay), vec![4, 5, 6]);
+        // A history that goes gives its share back.
+        drop(newer);
+        assert_eq!(budget.retained_bytes(), 3 * cost);
     }
 
     /// With history off every resume past the head is a gap, but ids still count up.

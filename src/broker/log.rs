@@ -35,6 +35,18 @@ pub struct Record {
     /// `data` may be left empty until a log outside memory needs it
     /// ([`Codec::logged`](super::codec::Codec::logged)). Never logged itself.
     pub prepared: Option<Arc<dyn Any + Send + Sync>>,
+    /// Set on a [mirror](super::mirror::Mirror)'s copy: the event it copies.
+    /// A durable store keeps only this reference (the original is on disk
+    /// already, on its own channel) and reads the original back in its
+    /// place, with `origin` set, so the mirror makes the copy again.
+    pub origin: Option<Box<Origin>>,
+}
+
+/// The event a copy was made of: its channel and its id there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub channel: ChannelName,
+    pub id: EventId,
 }
 
 impl Record {
@@ -44,6 +56,7 @@ impl Record {
             event_type,
             data,
             prepared: None,
+            origin: None,
         }
     }
 }
@@ -54,6 +67,7 @@ impl fmt::Debug for Record {
             .field("event_type", &self.event_type)
             .field("data", &self.data)
             .field("prepared", &self.prepared.is_some())
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -109,6 +123,11 @@ pub trait DurableStore: Send + Sync {
 
     /// Hands one event to the store; the answer comes once it is on disk.
     /// Appends of one channel are committed in the order they are handed in.
+    /// A record with an [`Origin`] is kept as a reference to it: [`load`]
+    /// gives back the original's record with `origin` set (or leaves the
+    /// event out, and everything before it, when the original is gone).
+    ///
+    /// [`load`]: DurableStore::load
     fn append(
         &self,
         channel: &ChannelName,

@@ -4,12 +4,18 @@
 //! once per accepted event, after the event's own fan-out and never for a
 //! copy ([`Publish::copy`](super::message::Publish::copy)) or an internal
 //! channel, so nothing loops.
+//!
+//! A copy the mirror publishes carries its [`Origin`]. A durable store keeps
+//! only that reference (the original is on disk on its own channel already),
+//! so a copy costs no second write of the event; when the copies' channel is
+//! read back, the store gives the original's record with its origin, and the
+//! channel's [`Codec`](super::codec::Codec) makes the copy again. The copy of
+//! an event must therefore be the same every time it is made (ids included).
 
-use super::{event::EventId, log::Record};
-use crate::names::ChannelName;
+use super::log::{Origin, Record};
 
 pub trait Mirror: Send + Sync {
-    /// The event `id` was accepted on `channel` (it is in the channel's
-    /// log); `record` is a copy of what the log keeps of it.
-    fn accepted(&self, channel: &ChannelName, id: EventId, record: Record);
+    /// The event `origin` was accepted (it is in its channel's log);
+    /// `record` is a copy of what the log keeps of it.
+    fn accepted(&self, origin: Origin, record: Record);
 }

@@ -25,11 +25,13 @@ use log::{info, warn};
 use serde::Serialize;
 
 use super::{
+    budget::HistoryBudget,
     channel::{ChannelActor, ChannelConfig, ChannelHandle, ChannelStats},
     codec::{Codec, PlainCodec},
     directory::{Directory, Homes},
     error::BrokerError,
     event::{Epoch, EventId},
+    history::Retention,
     log::{DurableStore, SharedLog},
     message::{ChannelIdle, ChannelMessage},
     mirror::Mirror,
@@ -71,8 +73,16 @@ impl RegistryActor {
             homes: Homes::default(),
             hasher: RandomState::new(),
             config: ChannelConfig {
-                history_max_events: settings.history.max_events,
-                history_max_age: settings.history.max_age,
+                retention: Retention {
+                    max_events: settings.history.max_events,
+                    max_age: settings.history.max_age,
+                    budget: (settings.history.max_total_bytes > 0).then(|| {
+                        Arc::new(HistoryBudget::new(
+                            settings.history.max_total_bytes,
+                            settings.history.max_age,
+                        ))
+                    }),
+                },
                 tick: settings.stream.heartbeat,
                 metrics: Metrics::detached(),
                 max_subscribers: settings.limits.max_subscribers_per_channel,
@@ -437,7 +447,8 @@ impl Handler<CheckReady> for RegistryActor {
 }
 
 /// Asked by `GET /metrics`: set the gauges only the registry can compute
-/// (channels, subscribers, channel mailbox depths, opted-in channel series).
+/// (channels, subscribers, channel mailbox depths, opted-in channel series,
+/// the history budget).
 /// Internal channels (the Mercure hub's) count in the mailbox depths only.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -476,6 +487,10 @@ impl Handler<SampleMetrics> for RegistryActor {
         metrics.subscribers.set(subscribers as f64);
         metrics.channel_mailbox_depth.set(depth_total as f64);
         metrics.channel_mailbox_depth_max.set(depth_max as f64);
+        if let Some(budget) = &self.config.retention.budget {
+            metrics.history_bytes.set(budget.retained_bytes() as f64);
+            metrics.history_trimmed.absolute(budget.trimmed_events());
+        }
     }
 }
 

@@ -124,24 +124,32 @@ fn describe(err: &serde_json::Error) -> String {
 }
 
 /// Removes JSON whitespace outside strings. The input must be valid JSON.
+/// Works on bytes: whitespace, quotes and backslashes are ASCII, which no
+/// byte of a multi-byte UTF-8 character is; a body without any whitespace
+/// byte (what most publishers send) is copied as it is.
 fn strip_whitespace(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let bytes = json.as_bytes();
+    if !bytes.iter().any(space) {
+        return json.to_owned();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
     let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
+    for &b in bytes {
         if in_string {
-            out.push(c);
-            match (escaped, c) {
+            out.push(b);
+            match (escaped, b) {
                 (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
                 _ => {}
             }
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            in_string = c == '"';
-            out.push(c);
+        } else if !space(&b) {
+            in_string = b == b'"';
+            out.push(b);
         }
     }
-    out
+    String::from_utf8(out).unwrap_or_else(|_| json.to_owned())
 }
 
 /// Whether `text` nests `[` and `{` (outside strings) deeper than `max`,

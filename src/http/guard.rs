@@ -45,27 +45,44 @@ fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Who a client is, for the per-client limits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// Its IP address.
+    Ip(IpAddr),
+    /// What the proxy called it when that is no IP (an obfuscated
+    /// `Forwarded` identifier), or `unknown`.
+    Other(String),
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(ip) => ip.fmt(f),
+            Self::Other(text) => f.write_str(text),
+        }
+    }
+}
+
 /// The client's IP: the peer address, or with `trust_forwarded_for` what the
 /// proxy says in Forwarded / X-Forwarded-For.
-fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
+fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> ClientKey {
+    let unknown = || ClientKey::Other("unknown".into());
     if !trust_forwarded_for {
         return req
             .peer_addr()
-            .map_or_else(|| "unknown".into(), |addr| addr.ip().to_string());
+            .map_or_else(unknown, |addr| ClientKey::Ip(addr.ip()));
     }
-    let Some(text) = req
-        .connection_info()
-        .realip_remote_addr()
-        .map(str::to_owned)
-    else {
-        return "unknown".into();
+    let info = req.connection_info();
+    let Some(text) = info.realip_remote_addr() else {
+        return unknown();
     };
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        return addr.ip().to_string();
+        return ClientKey::Ip(addr.ip());
     }
     match text.trim_matches(['[', ']']).parse::<IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        Err(_) => text,
+        Ok(ip) => ClientKey::Ip(ip),
+        Err(_) => ClientKey::Other(text.to_owned()),
     }
 }
 
@@ -221,8 +238,12 @@ impl Limits {
     }
 
     /// Takes one stream place for the client IP of `req`; 429 when it holds
-    /// its maximum.
+    /// its maximum. Without a maximum nothing is counted (nor the IP
+    /// worked out): nothing else reads the counts.
     pub fn open_stream(&self, req: &HttpRequest) -> Result<StreamSlot, ApiError> {
+        if self.streams.max == 0 {
+            return Ok(StreamSlot(None));
+        }
         StreamSlots::acquire(&self.streams, client_ip(req, self.trust_forwarded_for))
     }
 }
@@ -230,11 +251,11 @@ impl Limits {
 /// Open streams per client IP.
 pub struct StreamSlots {
     max: usize,
-    open: Mutex<HashMap<String, usize>>,
+    open: Mutex<HashMap<ClientKey, usize>>,
 }
 
 impl StreamSlots {
-    fn acquire(this: &Arc<Self>, ip: String) -> Result<StreamSlot, ApiError> {
+    fn acquire(this: &Arc<Self>, ip: ClientKey) -> Result<StreamSlot, ApiError> {
         let mut open = this.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(ip.clone()).or_insert(0);
         if this.max > 0 && *count >= this.max {
@@ -244,26 +265,24 @@ impl StreamSlots {
             )));
         }
         *count += 1;
-        Ok(StreamSlot {
-            slots: Arc::clone(this),
-            ip,
-        })
+        Ok(StreamSlot(Some((Arc::clone(this), ip))))
     }
 }
 
-/// One open stream of one IP; gives its place back when the stream is dropped.
-pub struct StreamSlot {
-    slots: Arc<StreamSlots>,
-    ip: String,
-}
+/// One open stream of one IP; gives its place back when the stream is
+/// dropped. Holds nothing when streams per IP are not limited.
+pub struct StreamSlot(Option<(Arc<StreamSlots>, ClientKey)>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
+        let Some((slots, ip)) = &self.0 else {
+            return;
+        };
+        let mut open = slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(ip) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.ip);
+                open.remove(ip);
             }
         }
     }

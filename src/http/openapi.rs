@@ -57,20 +57,22 @@ mod tests {
         let spec = spec();
         let hub = &spec["paths"]["/.well-known/mercure"];
         assert!(hub["get"].is_object() && hub["head"].is_object() && hub["post"].is_object());
+        let metadata = "/.well-known/oauth-protected-resource/.well-known/mercure";
+        assert!(spec["paths"][metadata]["get"].is_object());
         // The Mercure adapter mounts these (`mercure::subscriptions`).
         let path = "/.well-known/mercure/subscriptions";
         for rest in [
             "",
             "/{topic}",
-            "/{first}/{second}",
-            "/{matchType}/{match}/{subscriber}",
+            "/{match_type}/{match}",
+            "/{match_type}/{match}/{subscriber}",
         ] {
             assert!(
                 spec["paths"][format!("{path}{rest}")]["get"].is_object(),
                 "{rest}"
             );
         }
-        // Every draft-08 selector parameter is documented.
+        // Every matcher parameter is documented (1.0, and 0.x `topic`).
         let names: Vec<&str> = hub["get"]["parameters"]
             .as_array()
             .unwrap()
@@ -80,9 +82,9 @@ mod tests {
         for name in [
             "topic",
             "match",
-            "matchExact",
-            "matchURLPattern",
-            "access_token",
+            "match_exact",
+            "match_urlpattern",
+            "last_event_id",
         ] {
             assert!(names.contains(&name), "{name}");
         }

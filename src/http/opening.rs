@@ -9,7 +9,9 @@
 //! its own format), and calls [`Opening::respond`] with its response head.
 //! `respond` picks the writer (`crate::http::writer`): the direct writer for
 //! plain-TCP HTTP/1 connections unless `stream.writer = "body"`, the body
-//! writer for everything else.
+//! writer for everything else (TLS, HTTP/2); an HTTP/1 stream on the body
+//! writer gets its connection's socket to bound its end, an HTTP/2 one does
+//! not (the connection carries other streams).
 
 use std::{
     sync::Arc,
@@ -174,7 +176,11 @@ impl Opening {
         if takes_over(state.settings.stream.writer, req) {
             writer::direct(end, response)
         } else {
-            writer::body(end, req.conn_data::<ConnectionSocket>().copied(), response)
+            let socket = match req.version() {
+                Version::HTTP_2 | Version::HTTP_3 => None,
+                _ => req.conn_data::<ConnectionSocket>().copied(),
+            };
+            writer::body(end, socket, response)
         }
     }
 }

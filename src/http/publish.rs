@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, http::header, web};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -78,7 +78,7 @@ async fn publish_one_inner(
     let published = state
         .publish(channel.clone(), event_type, data, received_at)
         .await?;
-    Ok(HttpResponse::Accepted().json(PublishedEvent {
+    Ok(accepted(&PublishedEvent {
         id: published.id.to_string(),
         channel: channel.to_string(),
         subscribers: published.subscribers,
@@ -179,5 +179,23 @@ async fn publish_batch_inner(
             subscribers: published.subscribers,
         });
     }
-    Ok(HttpResponse::Accepted().json(BatchAnswer { events: answers }))
+    Ok(accepted(&BatchAnswer { events: answers }))
+}
+
+/// `202` with `answer` as JSON. The content type is a static header value
+/// (`HttpResponseBuilder::json` formats the mime type on every answer) and
+/// the body is written into a buffer sized for one event's answer.
+fn accepted(answer: &impl Serialize) -> HttpResponse {
+    let mut body = Vec::with_capacity(96);
+    match serde_json::to_writer(&mut body, answer) {
+        Ok(()) => HttpResponse::Accepted()
+            .insert_header((
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            ))
+            .body(body),
+        // Ids, names and counts always serialize; kept total all the same.
+        Err(err) => ApiError::Unavailable(format!("the answer could not be written: {err}"))
+            .error_response(),
+    }
 }

@@ -5,7 +5,11 @@
 //! notice, a `broker.replay` marker and the replayed events. A multi-channel
 //! stream's ids are cursors over all its channels (see `broker::event`).
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::header::{self, HeaderName, HeaderValue},
+    web,
+};
 use actix_web_lab::extract::Query;
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
@@ -150,11 +154,21 @@ async fn open(
         }
     }
     let mut response = HttpResponse::Ok();
+    // Static names and values: nothing to parse or check per stream.
     response
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .insert_header((header::CONTENT_ENCODING, "identity"));
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+        .insert_header((
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ))
+        .insert_header((
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("identity"),
+        ));
     Ok(opening.respond(
         state,
         req,

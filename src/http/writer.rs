@@ -9,9 +9,10 @@
 //!   runs in the connection's task. Channel actors then write events
 //!   straight to the socket; the writer only sends what a full socket left
 //!   queued, and watches for the end.
-//! - [`body`] (any connection: HTTP/2, TLS, or `stream.writer = "body"`): a
-//!   streaming response body ([`BodyWriter`]) that actix-web writes like any
-//!   other; every event waits in the outbox until the body takes it.
+//! - [`body`] (any connection: TLS with HTTP/1.1 or HTTP/2, h2c, or
+//!   `stream.writer = "body"`): a streaming response body ([`BodyWriter`])
+//!   that actix-web writes like any other; every event waits in the outbox
+//!   until the body takes it.
 //!
 //! When the broker ends a stream (shutdown drain, eviction as a slow
 //! consumer, token expiry) the last bytes are a reconnect hint: a `retry:`
@@ -36,6 +37,7 @@ use std::{
 };
 
 use actix_http::h1::{TakeOver, TakenOver};
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::{HttpResponse, HttpResponseBuilder, dev::Extensions, rt::net::TcpStream};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Stream};
@@ -154,12 +156,20 @@ pub fn body(
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionSocket(RawFd);
 
-/// actix-web's `on_connect` hook for the body writer: notes a plain-TCP
-/// connection's socket in the connection's data.
+/// actix-web's `on_connect` hook for the body writer: notes a connection's
+/// TCP socket in the connection's data, for plain TCP and for TLS (the
+/// socket under the TLS stream: what the kernel holds unsent is then the
+/// encrypted bytes, which serves the same purpose). Only HTTP/1 streams use
+/// it (`opening`): an HTTP/2 connection carries other streams.
 pub fn remember_socket(connection: &dyn Any, data: &mut Extensions) {
-    if let Some(tcp) = connection.downcast_ref::<TcpStream>() {
-        data.insert(ConnectionSocket(tcp.as_raw_fd()));
-    }
+    let fd = if let Some(tcp) = connection.downcast_ref::<TcpStream>() {
+        tcp.as_raw_fd()
+    } else if let Some(tls) = connection.downcast_ref::<TlsStream<TcpStream>>() {
+        tls.get_ref().0.as_raw_fd()
+    } else {
+        return;
+    };
+    data.insert(ConnectionSocket(fd));
 }
 
 /// The body writer's watchdog: once the broker ends the stream, gives its

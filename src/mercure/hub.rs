@@ -12,14 +12,20 @@
 //!   private updates, applied to live updates and to replays alike;
 //! - [`ChannelBridge`]: the core's [`Mirror`]: an event accepted on one of
 //!   our channels becomes a public update on the channel's name
-//!   (`mercure.channel_updates`), published on the hub's channel as a copy.
+//!   (`mercure.channel_updates`, [`copy_of`]), published on the hub's
+//!   channel as a copy.
 //!
 //! Because the hub is a channel, cluster mode (the log in Redis, every node
 //! delivering the same updates with the same ids) and durable history work
-//! for Mercure exactly as for channels. A mirrored channel event is written
-//! twice (once on its channel, once on the hub's log): the hub needs one
-//! total order of everything a subscriber can match, so that `Last-Event-ID`
-//! resumes across all its topics, and the per-channel logs give none.
+//! for Mercure exactly as for channels. The hub needs one total order of
+//! everything a subscriber can match, so that `Last-Event-ID` resumes across
+//! all its topics, and the per-channel logs give none: a mirrored channel
+//! event takes a place in the hub's log too. With durable history that place
+//! is a reference to the channel's row (the store writes the event once; the
+//! codec makes the update again from the original when the hub's log is read
+//! back, with the same id). In cluster mode it is a second entry in Redis:
+//! the hub's log carries the update, in the hub's order, to every node with
+//! Mercure subscribers, which need not follow every channel's traffic.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -30,14 +36,14 @@ use log::warn;
 
 use super::{
     topic::{self, TopicSelector},
-    update::{PreparedUpdate, UpdateDraft, UpdateTags, encode, new_id},
+    update::{PreparedUpdate, UpdateDraft, UpdateTags, copy_id, encode},
 };
 use crate::{
     broker::{
         Broker, EventId,
         codec::Codec,
-        event::{Event, Tags},
-        log::Record,
+        event::{EVENT_ID_MAX_LEN, Event, Tags},
+        log::{Origin, Record},
         mirror::Mirror,
         subscriber::Filter,
     },
@@ -47,7 +53,11 @@ use crate::{
 
 /// The hub's channel (see the module docs).
 pub fn hub_channel() -> ChannelName {
-    ChannelName::internal("mercure")
+    // Made once: every Mercure publish and every mirrored channel event
+    // names it, and a clone is one reference count.
+    static HUB: std::sync::LazyLock<ChannelName> =
+        std::sync::LazyLock::new(|| ChannelName::internal("mercure"));
+    HUB.clone()
 }
 
 /// The record of an update for the hub's channel: prepared, so the codec
@@ -58,6 +68,7 @@ pub fn record_of(update: impl Into<PreparedUpdate>) -> Record {
         event_type: None,
         data: String::new(),
         prepared: Some(Arc::new(update.into())),
+        origin: None,
     }
 }
 
@@ -77,9 +88,11 @@ impl Codec for HubCodec {
             .prepared
             .clone()
             .and_then(|p| p.downcast::<PreparedUpdate>().ok());
-        let update = match prepared {
-            Some(update) => Ok(update),
-            None => serde_json::from_str::<UpdateDraft>(&record.data)
+        let update = match (prepared, &record.origin) {
+            (Some(update), _) => Ok(update),
+            // A channel event read back from the store's reference.
+            (None, Some(origin)) => Ok(Arc::new(copy_of(origin, record.clone()))),
+            (None, None) => serde_json::from_str::<UpdateDraft>(&record.data)
                 .map(|draft| Arc::new(PreparedUpdate::from(draft))),
         };
         let (frame, tags) = match update {
@@ -130,8 +143,9 @@ impl Codec for HubCodec {
 pub struct SelectorFilter {
     /// One per `topic` or `match*` parameter of its request.
     pub selectors: Vec<TopicSelector>,
-    /// Its token's subscribe selectors: which private updates it may read.
-    pub private: Option<Vec<TopicSelector>>,
+    /// Its token's subscribe grants: which private updates it may read
+    /// (none without a token).
+    pub private: Vec<TopicSelector>,
 }
 
 impl SelectorFilter {
@@ -139,12 +153,7 @@ impl SelectorFilter {
     /// private update, its token covers one of them.
     pub fn can_receive(&self, update: &UpdateTags) -> bool {
         let subscribed = topic::any_matches(&self.selectors, &update.topics);
-        subscribed
-            && (!update.private
-                || self
-                    .private
-                    .as_ref()
-                    .is_some_and(|p| topic::any_matches(p, &update.topics)))
+        subscribed && (!update.private || topic::any_matches(&self.private, &update.topics))
     }
 }
 
@@ -175,21 +184,31 @@ impl ChannelBridge {
 }
 
 impl Mirror for ChannelBridge {
-    fn accepted(&self, channel: &ChannelName, _: EventId, record: Record) {
+    fn accepted(&self, origin: Origin, record: Record) {
         let Some(broker) = self.broker.get() else {
             return;
         };
-        let update = PreparedUpdate {
-            id: new_id().into(),
-            tags: Arc::new(UpdateTags {
-                topics: vec![channel.to_string()],
-                private: false,
-            }),
-            event_type: record.event_type.map(|t| t.as_str().to_owned()),
-            retry: None,
-            data: record.data,
-        };
-        broker.publish_nowait(&hub_channel(), record_of(update), true);
+        let mut copy = record_of(copy_of(&origin, record));
+        copy.origin = Some(Box::new(origin));
+        broker.publish_nowait(&hub_channel(), copy, true);
+    }
+}
+
+/// The public update a channel event becomes: on the channel's name, with
+/// its type and data, and an id made from the channel and the event's id
+/// ([`copy_id`]), so it is the same when made again from the original.
+pub fn copy_of(origin: &Origin, record: Record) -> PreparedUpdate {
+    let mut buf = [0; EVENT_ID_MAX_LEN];
+    let event_id = origin.id.encode(&mut buf);
+    PreparedUpdate {
+        id: copy_id(origin.channel.as_str(), event_id).into(),
+        tags: Arc::new(UpdateTags {
+            topics: vec![origin.channel.to_string()],
+            private: false,
+        }),
+        event_type: record.event_type.map(|t| t.as_str().to_owned()),
+        retry: None,
+        data: record.data,
     }
 }
 
@@ -207,7 +226,11 @@ mod tests {
     fn filter(topics: &[&str], private: Option<&[&str]>) -> SelectorFilter {
         SelectorFilter {
             selectors: topics.iter().map(|t| TopicSelector::new(t)).collect(),
-            private: private.map(|list| list.iter().map(|t| TopicSelector::new(t)).collect()),
+            private: private
+                .unwrap_or_default()
+                .iter()
+                .map(|t| TopicSelector::new(t))
+                .collect(),
         }
     }
 

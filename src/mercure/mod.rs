@@ -1,39 +1,53 @@
 //! The Mercure protocol (<https://mercure.rocks>): a hub at
 //! `/.well-known/mercure` that Mercure publishers and subscribers (Symfony,
 //! API Platform, Laravel packages, the JavaScript `EventSource` examples)
-//! use unchanged. It is a protocol adapter over the broker core, not a
-//! second broker: the hub is one internal channel of the broker, whose log
-//! orders every update and whose members are the Mercure subscribers, each
-//! with a filter (see [`hub`]). Its streams are opened and written like
-//! every other stream (`crate::http::opening`, `crate::http::writer`).
+//! use unchanged. It speaks Mercure 1.0 (the current specification and the
+//! reference hub 1.0: `match`/`match_urlpattern` matchers, RFC 9068 access
+//! tokens with `authorization_details`, RFC 6750 errors, RFC 9728
+//! metadata), and with `mercure.protocol_version_compatibility = 8` the
+//! 0.x protocol too, on the same hub.
+//!
+//! It is a protocol adapter over the broker core, not a second broker: the
+//! hub is one internal channel of the broker, whose log orders every update
+//! and whose members are the Mercure subscribers, each with a filter (see
+//! [`hub`]). Its streams are opened and written like every other stream
+//! (`crate::http::opening`, `crate::http::writer`).
 //!
 //! ## Parts
 //! - [`hub`]: the hub's channel, its codec, the subscribers' filter and the
 //!   bridge from our channels.
-//! - [`subscribe`], [`publish`], [`subscriptions`]: the HTTP endpoints
-//!   (subscribe and `HEAD`, publish, the subscriptions API and events).
-//! - [`query`]: reading query strings and forms, and the hub's URL.
-//! - [`auth`]: finding and checking JWTs (`mercure.publish`,
-//!   `mercure.subscribe`, `mercure.payload` claims, and draft-08
-//!   `authorization_details`).
-//! - [`topic`]: topic selectors: `*`, exact topics, URI templates (`topic`)
-//!   and the draft-08 matcher types `Exact` and `URLPattern` (`match*`).
+//! - [`subscribe`] (with [`request`]), [`publish`], [`api`], [`metadata`]:
+//!   the HTTP endpoints (subscribe with `GET`, `QUERY` and `HEAD`; publish;
+//!   the subscriptions API; the protected resource metadata).
+//! - [`subscriptions`]: subscription documents, events and the book of
+//!   active subscriptions.
+//! - [`auth`]: finding and checking access tokens: issuers and their keys,
+//!   JWK Sets, what a token grants.
+//! - [`identity`]: the hub's URL and resource identifier for a request.
+//! - [`topic`]: topic matchers (`exact`, `urlpattern`, 0.x URI templates),
+//!   the character rules and the reserved namespace.
+//! - [`query`]: query strings and form bodies.
 //! - [`update`]: an update, its id and its event-stream encoding.
-//! - [`error`]: `MercureError`, the statuses the Mercure spec asks for.
+//! - [`error`]: `MercureError`, the statuses and challenges of the spec.
 //!
 //! ## Bridge to our channels
 //! A public update whose topic is a valid channel name is also published on
 //! that channel (`/stream/{channel}` subscribers get it); an event published
 //! on a channel (`POST /publish/{channel}`, batches, the demo) is also a
 //! public Mercure update whose topic is the channel name
-//! (`mercure.channel_updates`). Both are published as copies, which are
-//! never bridged back, so nothing loops.
+//! (`mercure.channel_updates`), with the id
+//! `urn:sse-broker:<channel>/<event id>`. Both are published as copies, which
+//! are never bridged back, so nothing loops.
 
+pub mod api;
 pub mod auth;
 pub mod error;
 pub mod hub;
+pub mod identity;
+pub mod metadata;
 pub mod publish;
 pub mod query;
+pub mod request;
 pub mod subscribe;
 pub mod subscriptions;
 pub mod topic;
@@ -41,9 +55,13 @@ pub mod update;
 
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::{HttpRequest, http::Method, web};
 
 use crate::{config::Settings, metrics::Metrics};
+
+/// The safe `QUERY` method (RFC 10008): a subscribe whose parameters fit
+/// in a body rather than a URL.
+pub const QUERY_METHOD: &str = "QUERY";
 
 /// What the Mercure handlers share (the broker is the HTTP layer's
 /// `AppState`, which the hub's requests reach as well).
@@ -55,21 +73,40 @@ pub struct MercureState {
     pub subscriptions: Arc<subscriptions::SubscriptionBook>,
 }
 
+impl MercureState {
+    /// The hub as `req` sees it (URL, resource identifier, metadata).
+    pub fn identity(&self, req: &HttpRequest) -> identity::HubIdentity {
+        identity::HubIdentity::of(
+            req,
+            &self.settings.mercure.resource_identifier,
+            self.settings.limits.trust_forwarded_for,
+        )
+    }
+}
+
 /// Mounts the hub's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<MercureState>) {
     let with_api = state.settings.mercure.subscriptions;
-    cfg.app_data(state).service(
-        web::resource(query::HUB_PATH)
-            .route(web::get().to(subscribe::subscribe))
-            .route(web::head().to(subscribe::subscribe_head))
-            .route(web::post().to(publish::publish)),
-    );
+    let query = Method::from_bytes(QUERY_METHOD.as_bytes()).expect("QUERY is a valid method");
+    cfg.app_data(state)
+        .service(
+            web::resource(identity::HUB_PATH)
+                .route(web::get().to(subscribe::subscribe))
+                .route(web::head().to(subscribe::subscribe_head))
+                .route(web::method(query).to(subscribe::subscribe_query))
+                .route(web::post().to(publish::publish)),
+        )
+        .service(
+            web::resource(identity::METADATA_PATH)
+                .route(web::get().to(metadata::protected_resource_metadata))
+                .route(web::head().to(metadata::protected_resource_metadata)),
+        );
     if with_api {
         let path = subscriptions::SUBSCRIPTIONS_PATH;
-        cfg.route(path, web::get().to(subscriptions::subscriptions_api))
+        cfg.route(path, web::get().to(api::subscriptions_api))
             .route(
                 &format!("{path}/{{rest:.*}}"),
-                web::get().to(subscriptions::subscriptions_api),
+                web::get().to(api::subscriptions_api),
             );
     }
 }

@@ -1,35 +1,43 @@
 //! `POST /.well-known/mercure`: a publisher's form, checked against its
 //! token and the spec's field rules, becomes an update on the hub's
 //! channel; public updates on channel-named topics reach those channels too.
+//!
+//! In the order the reference hub checks them: the token (`401`, or `400
+//! invalid_request` for a token presented wrongly), the body (`413` over
+//! `server.max_body_bytes`), at least one `topic` (`400`), at most
+//! [`MAX_TOPICS`] (`413`), the topics' characters and a digits-only
+//! `retry` (`400`), `publish` granted on every topic (`403
+//! insufficient_scope`), then the topic and field rules that no token can
+//! lift (`400`): no topic in the hub's namespace (after resolution) or
+//! equal to `*`, an `id` that does not start with `#`, is not `earliest`
+//! and has no control character, a `type` that is not `mercure` and has no
+//! control character. Answers `200 text/plain; charset=utf-8` with the id.
 
 use std::time::Instant;
 
-use actix_web::{HttpRequest, HttpResponse, ResponseError, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use super::{
     MercureState,
     auth::Role,
     error::MercureError,
     hub::{hub_channel, record_of},
-    query::{HUB_PATH, has_control, hub_url, parse_pairs, query_tokens, values},
-    subscribe::MAX_TOPICS,
+    identity::HUB_PATH,
+    query::{first, parse_pairs, read_form, values},
+    subscriptions::HUB_EVENT_TYPE,
     topic,
-    update::{UpdateDraft, new_id},
+    update::{EARLIEST, UpdateDraft, new_id},
 };
 use crate::{
     broker::log::Record,
-    http::{
-        AppState,
-        body::{nests_deeper_than, read_body},
-    },
+    http::{AppState, body::nests_deeper_than},
     names::{ChannelName, EventType},
 };
 
-/// Topics under the hub's path are the hub's own (subscription events).
-const RESERVED_TOPIC: &str = HUB_PATH;
+/// Most topics one update may have (as the reference hub).
+pub const MAX_TOPICS: usize = 1000;
 
-/// `POST /.well-known/mercure` with a form: topic (one or more), data,
-/// private, id, type, retry. Answers `200 text/plain` with the update's id.
+/// `POST /.well-known/mercure` with a form (see the module docs).
 pub async fn publish(
     state: web::Data<MercureState>,
     req: HttpRequest,
@@ -50,32 +58,18 @@ async fn publish_inner(
     received_at: Instant,
 ) -> Result<HttpResponse, MercureError> {
     let query = parse_pairs(req.query_string())?;
-    let hub = hub_url(req, state.settings.limits.trust_forwarded_for);
+    let hub = state.identity(req);
     let claims = state
         .tokens
-        .authorize(req, &query_tokens(&query), Role::Publisher, &hub)
-        .map_err(|err| MercureError::Unauthorized(err.to_string()))?
-        .ok_or_else(|| MercureError::Unauthorized("a publisher JWT is required".into()))?;
+        .authorize(req, &query, Role::Publisher, &hub)
+        .map_err(|err| MercureError::auth(&hub, err))?
+        .ok_or_else(|| MercureError::token_required(&hub))?;
     // The publish rate limit, keyed as for channel publishes.
     let app = AppState::of(req).map_err(MercureError::from)?;
     app.limits.check_publish(req, claims.subject.as_deref())?;
-    let body = read_body(req, payload, state.settings.server.max_body_bytes).await?;
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| MercureError::BadRequest("the body must be UTF-8".into()))?;
-    let form = if is_form {
-        parse_pairs(text)?
-    } else {
-        Vec::new()
-    };
+    let form = read_form(req, payload, state.settings.server.max_body_bytes)
+        .await?
+        .unwrap_or_default();
     let mut draft = read_draft(&form)?;
     let max_depth = state.settings.server.max_json_depth;
     let json_like = draft.data.trim_start().starts_with(['{', '[']);
@@ -85,28 +79,21 @@ async fn publish_inner(
              (server.max_json_depth)"
         )));
     }
-    let allowed = claims
-        .publish
-        .as_ref()
-        .is_some_and(|selectors| topic::all_match(selectors, &draft.topics));
-    if !allowed {
-        return Err(MercureError::Forbidden(
-            "the JWT's publish rights (mercure.publish or authorization_details) do not cover \
-             these topics"
-                .into(),
+    if !claims.may_publish(&draft.topics) {
+        return Err(MercureError::insufficient_scope(
+            &hub,
+            "the access token does not grant publish on every topic of the update",
         ));
     }
-    if let Some(reserved) = draft.topics.iter().find(|t| t.contains(RESERVED_TOPIC)) {
-        return Err(MercureError::Forbidden(format!(
-            "{reserved:?}: topics under {RESERVED_TOPIC:?} are reserved to the hub"
-        )));
-    }
+    check_reserved(&draft)?;
     let id = draft.id.get_or_insert_with(new_id).clone();
     app.broker
         .publish(&hub_channel(), record_of(draft.clone()), received_at, false)
         .await?;
     forward_to_channels(app, &draft);
-    Ok(HttpResponse::Ok().content_type("text/plain").body(id))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(id))
 }
 
 /// A public update on topics that are channel names is published on those
@@ -133,9 +120,10 @@ fn forward_to_channels(app: &AppState, draft: &UpdateDraft) {
     }
 }
 
-/// The update a publish form describes, validated.
+/// The update a publish form describes, with the checks that come before
+/// the token's grants.
 fn read_draft(form: &[(String, String)]) -> Result<UpdateDraft, MercureError> {
-    let first = |name: &str| values(form, name).first().map(|v| (*v).to_owned());
+    let field = |name: &str| first(form, name).map(str::to_owned);
     let topics: Vec<String> = values(form, "topic")
         .into_iter()
         .map(str::to_owned)
@@ -146,15 +134,17 @@ fn read_draft(form: &[(String, String)]) -> Result<UpdateDraft, MercureError> {
         ));
     }
     if topics.len() > MAX_TOPICS {
-        return Err(MercureError::BadRequest("too many topics in update".into()));
+        return Err(MercureError::TooManyTopics(format!(
+            "at most {MAX_TOPICS} topics per update"
+        )));
     }
-    if topics.iter().any(|t| has_control(t)) {
-        return Err(MercureError::BadRequest(
-            "topic contains a forbidden control character".into(),
-        ));
+    if let Some(bad) = topics.iter().find(|t| !topic::is_protocol_string(t)) {
+        return Err(MercureError::BadRequest(format!(
+            "topic {bad:?} contains a control or format character"
+        )));
     }
-    // ASCII digits only (draft-08): `str::parse` would also take `+5`.
-    let retry = match first("retry").filter(|r| !r.is_empty()) {
+    // ASCII digits only: `str::parse` would also take `+5`.
+    let retry = match field("retry").filter(|r| !r.is_empty()) {
         Some(text) => Some(
             text.bytes()
                 .all(|b| b.is_ascii_digit())
@@ -164,58 +154,96 @@ fn read_draft(form: &[(String, String)]) -> Result<UpdateDraft, MercureError> {
         ),
         None => None,
     };
-    let forbidden = |v: &String| v.contains(['\r', '\n', '\0']);
-    let id = first("id").filter(|id| !id.is_empty());
-    if id.as_ref().is_some_and(forbidden) {
-        return Err(MercureError::BadRequest(
-            "\"id\" field contains a forbidden control character".into(),
-        ));
-    }
-    // draft-08 keeps ids starting with `#` for hubs' own ids.
-    if id.as_ref().is_some_and(|id| id.starts_with('#')) {
-        return Err(MercureError::BadRequest(
-            "\"id\" field must not start with \"#\"".into(),
-        ));
-    }
-    let event_type = first("type").filter(|t| !t.is_empty());
-    if event_type.as_ref().is_some_and(forbidden) {
-        return Err(MercureError::BadRequest(
-            "\"type\" field contains a forbidden control character".into(),
-        ));
-    }
     Ok(UpdateDraft {
         topics,
-        data: first("data").unwrap_or_default(),
+        data: field("data").unwrap_or_default(),
         private: !values(form, "private").is_empty(),
-        id,
-        event_type,
+        id: field("id").filter(|id| !id.is_empty()),
+        event_type: field("type").filter(|t| !t.is_empty()),
         retry,
     })
+}
+
+/// The rules no token lifts: the hub's namespace and `*` are not topics;
+/// ids and types cannot forge the hub's own events or break the framing.
+fn check_reserved(draft: &UpdateDraft) -> Result<(), MercureError> {
+    for topic in &draft.topics {
+        if topic::addresses_hub(topic, HUB_PATH) {
+            return Err(MercureError::BadRequest(format!(
+                "{topic:?}: topics under {HUB_PATH:?} are reserved to the hub"
+            )));
+        }
+        if topic == "*" {
+            return Err(MercureError::BadRequest(
+                "\"*\" is the wildcard matcher, not a topic".into(),
+            ));
+        }
+    }
+    if let Some(id) = &draft.id
+        && (!topic::is_protocol_string(id) || id.starts_with('#') || id == EARLIEST)
+    {
+        return Err(MercureError::BadRequest(
+            "\"id\" must not start with \"#\", be \"earliest\" or contain a control or format \
+             character"
+                .into(),
+        ));
+    }
+    if let Some(kind) = &draft.event_type {
+        if kind == HUB_EVENT_TYPE {
+            return Err(MercureError::BadRequest(
+                "\"type\" \"mercure\" is reserved to the hub's own events".into(),
+            ));
+        }
+        if !topic::is_protocol_string(kind) {
+            return Err(MercureError::BadRequest(
+                "\"type\" contains a control or format character".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Ids and types with line breaks, bad retries and missing topics are 400s.
+    fn draft(text: &str) -> Result<UpdateDraft, MercureError> {
+        read_draft(&parse_pairs(text).unwrap()).and_then(|draft| {
+            check_reserved(&draft)?;
+            Ok(draft)
+        })
+    }
+
+    /// Missing topics, bad retries, reserved topics, ids and types are
+    /// refused; the rest is read as sent.
     #[test]
     fn draft_validation() {
-        let form = |text: &str| parse_pairs(text).unwrap();
-        assert!(read_draft(&form("data=x")).is_err());
-        assert!(read_draft(&form("topic=a&id=x%0Ay")).is_err());
-        assert!(read_draft(&form("topic=a&type=x%0Dy")).is_err());
-        assert!(read_draft(&form("topic=a&retry=-1")).is_err());
-        assert!(read_draft(&form("topic=a&retry=%2B5")).is_err());
-        assert!(read_draft(&form("topic=a&retry=5%20")).is_err());
-        assert!(read_draft(&form("topic=a&id=%23hub-id")).is_err());
-        assert!(read_draft(&form("topic=a%01")).is_err());
-        assert_eq!(
-            read_draft(&form("topic=a&retry=0042")).unwrap().retry,
-            Some(42)
-        );
-        assert!(read_draft(&form("topic=a&id=a%23b")).is_ok());
-        let draft = read_draft(&form("topic=a&topic=b&id=&type=&retry=&private=off")).unwrap();
-        assert_eq!(draft.topics, vec!["a", "b"]);
-        assert!(draft.private && draft.id.is_none() && draft.event_type.is_none());
+        for bad in [
+            "data=x",
+            "topic=a&id=x%0Ay",
+            "topic=a&type=x%0Dy",
+            "topic=a&type=x%E2%80%8By",
+            "topic=a&type=mercure",
+            "topic=a&retry=-1",
+            "topic=a&retry=%2B5",
+            "topic=a&retry=5%20",
+            "topic=a&id=%23hub-id",
+            "topic=a&id=earliest",
+            "topic=a%01",
+            "topic=%2A",
+            "topic=a&topic=%2F.well-known%2Fmercure%2Fsubscriptions%2Fx",
+            "topic=https%3A%2F%2Fhub%2F.well-known%2F%256Dercure",
+        ] {
+            assert!(draft(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            read_draft(&vec![("topic".to_owned(), "t".to_owned()); MAX_TOPICS + 1]),
+            Err(MercureError::TooManyTopics(_))
+        ));
+        assert_eq!(draft("topic=a&retry=0042").unwrap().retry, Some(42));
+        assert!(draft("topic=a&id=a%23b").is_ok());
+        let read = draft("topic=a&topic=b&id=&type=&retry=&private=off").unwrap();
+        assert_eq!(read.topics, vec!["a", "b"]);
+        assert!(read.private && read.id.is_none() && read.event_type.is_none());
     }
 }

@@ -1,7 +1,17 @@
-//! `GET /.well-known/mercure` (subscribe) and `HEAD` (its checks and
-//! headers): the request is read (token, selectors, `Last-Event-ID`) into a
-//! stream of the hub's channel with a [`SelectorFilter`], opened like every
-//! other stream (`crate::http::opening`).
+//! Subscribing: `GET /.well-known/mercure` (what `EventSource` sends),
+//! `QUERY` (the same with the parameters, or more of them, in a form body:
+//! for matcher lists too long for a URL) and `HEAD` (the checks and
+//! headers, no stream). The request ([`super::request`]) becomes a stream
+//! of the hub's channel with a [`SelectorFilter`], opened like every other
+//! stream (`crate::http::opening`).
+//!
+//! With a cursor (`Last-Event-ID` or `last_event_id`), the answer carries
+//! `Mercure-Last-Event-ID`: the cursor itself when the hub holds that
+//! update (every retained update after it that the token may read is
+//! replayed first), `earliest` otherwise or when asked for (then
+//! everything retained is replayed, or, for an unknown id, nothing). It
+//! never names an update the client did not send itself. Compatibility
+//! mode repeats it as the 0.x response header `Last-Event-ID`.
 
 use std::{
     sync::{
@@ -13,17 +23,15 @@ use std::{
 
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, http::header, web};
 use bytes::BytesMut;
-use url::Url;
 
 use super::{
     MercureState,
-    auth::{Claims, Role},
     error::MercureError,
     hub::{SelectorFilter, hub_channel, record_of},
-    query::{has_control, hub_url, parse_pairs, query_tokens, values},
+    query::{parse_pairs, read_form},
+    request::{SubscribeRequest, read_subscribe},
     subscriptions::{Subscription, SubscriptionInfo, infos, subscription_update},
-    topic::{self, MatchType, TopicSelector},
-    update::{EARLIEST, new_id},
+    update::EARLIEST,
 };
 use crate::{
     broker::ResumeFrom,
@@ -36,115 +44,10 @@ use crate::{
     sse,
 };
 
-/// Most selectors (`topic` and `match*` parameters together) one
-/// subscription may name, and most topics of one update (as in the
-/// reference hub).
-pub const MAX_TOPICS: usize = 1000;
-/// Longest `Last-Event-ID` accepted.
-pub const MAX_LAST_EVENT_ID_LEN: usize = 8192;
+/// The response header carrying the reconnection cursor.
+pub const CURSOR_HEADER: &str = "Mercure-Last-Event-ID";
 
-/// The subscriber's claims, or 401 when its token is invalid, or when it
-/// has none and anonymous subscribers are not allowed.
-fn subscriber_claims(
-    state: &MercureState,
-    req: &HttpRequest,
-    pairs: &[(String, String)],
-    hub: &Url,
-) -> Result<Option<Claims>, MercureError> {
-    if !state.tokens.has_key(Role::Subscriber) {
-        return Ok(None);
-    }
-    let claims = state
-        .tokens
-        .authorize(req, &query_tokens(pairs), Role::Subscriber, hub)
-        .map_err(|err| MercureError::Unauthorized(err.to_string()))?;
-    if claims.is_none() && !state.settings.mercure.anonymous {
-        return Err(MercureError::Unauthorized(
-            "a subscriber JWT is required".into(),
-        ));
-    }
-    Ok(claims)
-}
-
-/// A subscribe request, read and checked.
-struct SubscribeRequest {
-    claims: Claims,
-    subscriptions: Vec<Subscription>,
-    last_event_id: Option<String>,
-}
-
-/// Reads a subscribe request: its token (401), its selectors and its
-/// `Last-Event-ID` (400).
-fn read_subscribe(
-    state: &MercureState,
-    req: &HttpRequest,
-) -> Result<SubscribeRequest, MercureError> {
-    let hub = hub_url(req, state.settings.limits.trust_forwarded_for);
-    let pairs = parse_pairs(req.query_string())?;
-    let claims = subscriber_claims(state, req, &pairs, &hub)?.unwrap_or_default();
-    let subscriptions = read_subscriptions(&pairs, &claims, &hub)?;
-    let last_event_id = last_event_id(req, &pairs)?;
-    Ok(SubscribeRequest {
-        claims,
-        subscriptions,
-        last_event_id,
-    })
-}
-
-/// One subscription per `topic` parameter (`*`, exact or URI template) and
-/// per draft-08 `match` / `matchExact` (exact) or `matchURLPattern`
-/// parameter, in the order given. Any other parameter in the reserved
-/// `match` namespace, a control character, a URL pattern that does not
-/// parse, too many selectors or none at all are 400s.
-fn read_subscriptions(
-    pairs: &[(String, String)],
-    claims: &Claims,
-    hub: &Url,
-) -> Result<Vec<Subscription>, MercureError> {
-    let mut subscriptions = Vec::new();
-    for (name, value) in pairs {
-        let match_type = if name == "topic" {
-            None
-        } else if topic::is_match_parameter(name) {
-            Some(MatchType::from_parameter(name).ok_or_else(|| {
-                MercureError::BadRequest(format!(
-                    "unknown topic matcher parameter {name:?}: use \"match\", \"matchExact\" \
-                     or \"matchURLPattern\""
-                ))
-            })?)
-        } else {
-            continue;
-        };
-        if subscriptions.len() == MAX_TOPICS {
-            return Err(MercureError::BadRequest(format!(
-                "at most {MAX_TOPICS} \"topic\" and \"match\" parameters are allowed"
-            )));
-        }
-        if has_control(value) {
-            return Err(MercureError::BadRequest(
-                "topic selectors must not contain control characters".into(),
-            ));
-        }
-        let selector = match match_type {
-            None => TopicSelector::new(value),
-            Some(match_type) => TopicSelector::typed(match_type, value, hub)
-                .map_err(|err| MercureError::BadRequest(err.to_string()))?,
-        };
-        subscriptions.push(Subscription {
-            payload: claims.payload_for(selector.as_str()),
-            selector,
-            match_type,
-        });
-    }
-    if subscriptions.is_empty() {
-        return Err(MercureError::BadRequest(
-            "Missing \"topic\" or \"match\" parameter.".into(),
-        ));
-    }
-    Ok(subscriptions)
-}
-
-/// The headers of a subscribe answer (`GET` and `HEAD`).
+/// The headers of a subscribe answer (`GET`, `QUERY` and `HEAD`).
 fn stream_headers(response: &mut HttpResponseBuilder) {
     response
         .content_type("text/event-stream")
@@ -157,34 +60,67 @@ fn stream_headers(response: &mut HttpResponseBuilder) {
         .insert_header(("X-Accel-Buffering", "no"));
 }
 
-/// `HEAD /.well-known/mercure?topic=…`: the checks and headers of a
+/// `HEAD /.well-known/mercure?match=…`: the checks and headers of a
 /// subscribe, without a body and without subscribing.
 pub async fn subscribe_head(
     state: web::Data<MercureState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, MercureError> {
-    read_subscribe(&state, &req)?;
+    let query = parse_pairs(req.query_string())?;
+    read_subscribe(&state, &req, &query, &query)?;
     let mut response = HttpResponse::Ok();
     stream_headers(&mut response);
     Ok(response.finish())
 }
 
-/// `GET /.well-known/mercure?topic=…` (or `match=…`, `matchURLPattern=…`):
-/// a stream of the hub's channel, filtered by the request's selectors and
-/// the token's private rights. The broker's limits apply as to channel
-/// streams (streams per client IP, subscriptions in total).
+/// `GET /.well-known/mercure?match=…` (or `match_urlpattern=…`, or 0.x
+/// `topic=…`): a stream of the hub's channel, filtered by the request's
+/// matchers and the token's private rights. The broker's limits apply as
+/// to channel streams (streams per client IP, subscriptions in total).
 pub async fn subscribe(
     state: web::Data<MercureState>,
     req: HttpRequest,
+) -> Result<HttpResponse, MercureError> {
+    let query = parse_pairs(req.query_string())?;
+    let request = read_subscribe(&state, &req, &query, &query)?;
+    open_stream(&state, &req, request).await
+}
+
+/// `QUERY /.well-known/mercure` with a form body: its pairs join the query
+/// string's (the query string's `last_event_id` wins).
+pub async fn subscribe_query(
+    state: web::Data<MercureState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, MercureError> {
+    let query = parse_pairs(req.query_string())?;
+    let body = read_form(&req, payload, state.settings.server.max_body_bytes)
+        .await?
+        .ok_or_else(|| {
+            MercureError::UnsupportedMediaType(
+                "a QUERY body must be application/x-www-form-urlencoded".into(),
+            )
+        })?;
+    let params: Vec<(String, String)> = query.iter().cloned().chain(body).collect();
+    let request = read_subscribe(&state, &req, &query, &params)?;
+    open_stream(&state, &req, request).await
+}
+
+/// Opens the stream of a checked request.
+async fn open_stream(
+    state: &web::Data<MercureState>,
+    req: &HttpRequest,
+    request: SubscribeRequest,
 ) -> Result<HttpResponse, MercureError> {
     let SubscribeRequest {
         claims,
         subscriptions,
         last_event_id,
-    } = read_subscribe(&state, &req)?;
-    let app = AppState::of(&req).map_err(MercureError::from)?;
-    let subscriber_iri = new_id();
-    let on_close = announce(&state, app, &subscriber_iri, &subscriptions).await?;
+        ..
+    } = request;
+    let app = AppState::of(req).map_err(MercureError::from)?;
+    let subscriber_iri = super::update::new_id();
+    let on_close = announce(state, app, &subscriber_iri, &subscriptions).await?;
     let resume = last_event_id.as_deref().map(|id| match id {
         EARLIEST => ResumeFrom::Start,
         id => ResumeFrom::Name(id.to_owned()),
@@ -201,16 +137,15 @@ pub async fn subscribe(
         on_expiry: Expiry::Silent,
         on_close,
     };
-    let mut opening = opening::open(app, &req, plan).await?;
+    let mut opening = opening::open(app, req, plan).await?;
     let replay = opening
         .starts
         .first_mut()
         .and_then(|start| start.replay.take());
-    // The header never names an update the client did not send itself, so
-    // it cannot disclose the id of a private update: an id the hub does
-    // not hold (never seen, or trimmed) replays nothing and says `earliest`.
-    let (events, header) = match (&last_event_id, replay) {
-        (Some(asked), Some(replay)) if asked == EARLIEST || replay.gap.is_none() => {
+    let (events, cursor_header) = match (&last_event_id, replay) {
+        (Some(asked), Some(replay))
+            if !asked.is_empty() && (asked == EARLIEST || replay.gap.is_none()) =>
+        {
             (replay.events, Some(asked.clone()))
         }
         (Some(_), _) => (Vec::new(), Some(EARLIEST.to_owned())),
@@ -224,12 +159,15 @@ pub async fn subscribe(
     let cursor = Cursor::new(opening.positions(), false);
     let mut response = HttpResponse::Ok();
     stream_headers(&mut response);
-    if let Some(id) = header {
-        response.insert_header(("Last-Event-ID", id));
+    if let Some(id) = cursor_header {
+        if state.settings.mercure.compatibility() {
+            response.insert_header(("Last-Event-ID", id.clone()));
+        }
+        response.insert_header((CURSOR_HEADER, id));
     }
     Ok(opening.respond(
         app,
-        &req,
+        req,
         prelude.freeze(),
         cursor,
         response,
@@ -269,83 +207,4 @@ async fn announce(
             broker.publish_nowait(&hub, record_of(subscription_update(info)), true);
         }
     })))
-}
-
-/// `Last-Event-ID` header, else the `lastEventID` query parameter.
-fn last_event_id(
-    req: &HttpRequest,
-    pairs: &[(String, String)],
-) -> Result<Option<String>, MercureError> {
-    let header = match req.headers().get("last-event-id") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| MercureError::BadRequest("Last-Event-ID must be ASCII".into()))?
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let id = header
-        .filter(|id| !id.is_empty())
-        .or_else(|| {
-            values(pairs, "lastEventID")
-                .first()
-                .map(|id| (*id).to_owned())
-        })
-        .filter(|id| !id.is_empty());
-    if let Some(id) = &id
-        && (id.len() > MAX_LAST_EVENT_ID_LEN || has_control(id))
-    {
-        return Err(MercureError::BadRequest("invalid Last-Event-ID".into()));
-    }
-    Ok(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hub() -> Url {
-        Url::parse("http://hub.test/.well-known/mercure").unwrap()
-    }
-
-    /// `topic` and `match*` parameters each make a subscription, in order;
-    /// other `match…` names, bad patterns and no selector are 400s.
-    #[test]
-    fn subscribe_selectors() {
-        let read = |query: &str| {
-            read_subscriptions(&parse_pairs(query).unwrap(), &Claims::default(), &hub())
-        };
-        let subscriptions = read(
-            "topic=a%7Bx%7D&lastEventID=1&match=b%7Bx%7D&matchExact=*&matchURLPattern=%2Fc%2F%3Aid",
-        )
-        .unwrap();
-        let shapes: Vec<_> = subscriptions
-            .iter()
-            .map(|s| (s.selector.as_str(), s.match_type))
-            .collect();
-        assert_eq!(
-            shapes,
-            vec![
-                ("a{x}", None),
-                ("b{x}", Some(MatchType::Exact)),
-                ("*", Some(MatchType::Exact)),
-                ("/c/:id", Some(MatchType::UrlPattern)),
-            ]
-        );
-        assert!(subscriptions[0].selector.matches("a1"));
-        assert!(!subscriptions[1].selector.matches("b1"));
-        assert!(subscriptions[3].selector.matches("http://hub.test/c/1"));
-        for bad in [
-            "lastEventID=x",
-            "matchRegexp=a",
-            "Match=a",
-            "matchurlpattern=a",
-            "matcher=a&topic=b",
-            "matchURLPattern=https%3A%2F%2Fx%2F(",
-            "match=a%0Ab",
-        ] {
-            assert!(read(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -1,53 +1,55 @@
-//! Subscriptions as Mercure shows them: the subscription resources (ids,
-//! JSON-LD documents), the private updates announcing a subscription's start
-//! and end (`mercure.subscriptions`), the book of this node's active
-//! subscriptions, and the subscriptions API at
-//! `/.well-known/mercure/subscriptions[/…]`.
+//! Subscriptions as Mercure shows them: the subscription documents, the
+//! private updates announcing a subscription's start and end
+//! (`mercure.subscriptions`), and the book of this node's active
+//! subscriptions that the subscriptions API ([`super::api`]) lists.
+//!
+//! A subscription's document follows the parameter that made it:
+//! - `match`, `match_exact`, `match_urlpattern` (Mercure 1.0): id
+//!   `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`
+//!   (each variable percent-encoded once, a space as `%20`), plain JSON
+//!   `{"id", "type": "subscription", "subscriber", "match", "match_type",
+//!   "active", "payload"}`, and its events carry the SSE `event: mercure`;
+//! - a 0.x `topic` (compatibility mode): the 0.x hub's, unchanged for 0.x
+//!   consumers: id `/.well-known/mercure/subscriptions/{topic}/{subscriber}`
+//!   (escaped like Go's `url.QueryEscape`, a space as `+`), JSON-LD
+//!   `{"@context", "id", "type": "Subscription", "subscriber", "topic",
+//!   "active", "payload"}`, and plain `message` events.
 
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
 };
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    MercureState,
-    auth::Role,
-    error::MercureError,
-    hub::hub_channel,
-    query::{hub_url, parse_pairs, query_tokens},
-    topic::{self, MatchType, TopicSelector},
-    update::{EARLIEST, UpdateDraft},
+    identity::HUB_PATH,
+    topic::{MatchType, TopicSelector},
+    update::UpdateDraft,
 };
-use crate::http::AppState;
 
 /// Path prefix of subscription topics and of the subscriptions API.
 pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
-/// The JSON-LD context of subscription documents.
+/// The JSON-LD context of 0.x subscription documents.
 pub const JSONLD_CONTEXT: &str = "https://mercure.rocks/";
+/// The SSE event type of the hub's own updates; publishers may not use it.
+pub const HUB_EVENT_TYPE: &str = "mercure";
 
-/// One subscription: a selector of a subscribe request, how the request
+/// One subscription: a matcher of a subscribe request, how the request
 /// named it, and the payload the subscriber's token attaches to it.
 #[derive(Debug)]
 pub struct Subscription {
     pub selector: TopicSelector,
-    /// `None` for a `topic` parameter; the matcher type of a `match*`
-    /// parameter. It decides the shape of the subscription's id and JSON.
+    /// The matcher type of a `match*` parameter; `None` for a 0.x `topic`.
+    /// It decides the shape of the subscription's id and document.
     pub match_type: Option<MatchType>,
     /// Shown in subscription events and the API.
     pub payload: Option<Value>,
 }
 
-/// One subscription (a subscriber and one of its selectors), as
-/// subscription events and the subscriptions API show it. A `topic`
-/// subscription has the reference hub's shape (`topic`, id
-/// `…/subscriptions/{topic}/{subscriber}`); a `match*` subscription has
-/// draft-08's (`matchType` and `match`, id
-/// `…/subscriptions/{matchType}/{match}/{subscriber}`).
+/// One subscription (a subscriber and one of its matchers), as subscription
+/// events and the subscriptions API show it (see the module docs).
 #[derive(Debug, Clone, Serialize)]
 pub struct SubscriptionInfo {
     #[serde(rename = "@context", skip_serializing_if = "Option::is_none")]
@@ -58,13 +60,14 @@ pub struct SubscriptionInfo {
     pub subscriber: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
-    #[serde(rename = "matchType", skip_serializing_if = "Option::is_none")]
-    pub match_type: Option<MatchType>,
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
     pub matcher: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub match_type: Option<MatchType>,
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// 0.x single documents of the API carry the hub's cursor.
     #[serde(rename = "lastEventID", skip_serializing_if = "Option::is_none")]
     pub last_event_id: Option<String>,
 }
@@ -72,62 +75,92 @@ pub struct SubscriptionInfo {
 impl SubscriptionInfo {
     pub fn new(subscriber: &str, subscription: &Subscription, active: bool) -> Self {
         let selector = subscription.selector.as_str();
-        let (id, topic, matcher) = match subscription.match_type {
-            None => (
-                format!(
-                    "{SUBSCRIPTIONS_PATH}/{}/{}",
-                    query_escape(selector),
-                    query_escape(subscriber)
-                ),
-                Some(selector.to_owned()),
-                None,
-            ),
-            Some(match_type) => (
-                format!(
+        let common = Self {
+            context: None,
+            id: String::new(),
+            kind: "subscription",
+            subscriber: subscriber.to_owned(),
+            topic: None,
+            matcher: None,
+            match_type: subscription.match_type,
+            active,
+            payload: subscription.payload.clone(),
+            last_event_id: None,
+        };
+        match subscription.match_type {
+            Some(match_type) => Self {
+                id: format!(
                     "{SUBSCRIPTIONS_PATH}/{}/{}/{}",
                     match_type.as_str(),
                     path_escape(selector),
                     path_escape(subscriber)
                 ),
-                None,
-                Some(selector.to_owned()),
-            ),
-        };
-        Self {
-            context: None,
-            id,
-            kind: "Subscription",
-            subscriber: subscriber.to_owned(),
-            topic,
-            match_type: subscription.match_type,
-            matcher,
-            active,
-            payload: subscription.payload.clone(),
-            last_event_id: None,
+                matcher: Some(selector.to_owned()),
+                ..common
+            },
+            None => Self {
+                context: Some(JSONLD_CONTEXT),
+                id: format!(
+                    "{SUBSCRIPTIONS_PATH}/{}/{}",
+                    query_escape(selector),
+                    query_escape(subscriber)
+                ),
+                kind: "Subscription",
+                topic: Some(selector.to_owned()),
+                ..common
+            },
         }
     }
 
-    /// Whether it is the subscription addressed by subscriptions API path
-    /// segments (decoded): `[topic]`, `[topic, subscriber]`,
-    /// `[matchType, match]` or `[matchType, match, subscriber]`.
-    pub fn is_addressed_by(&self, segments: &[String]) -> bool {
-        match (segments, self.match_type) {
-            ([], _) => true,
-            ([topic], None) => self.topic.as_ref() == Some(topic),
-            ([topic, subscriber], None) => {
-                self.topic.as_ref() == Some(topic) && self.subscriber == *subscriber
-            }
-            ([kind, matcher, rest @ ..], Some(match_type)) if rest.len() <= 1 => {
-                kind == match_type.as_str()
+    /// Whether it is a 0.x (`topic`) subscription.
+    pub fn is_legacy(&self) -> bool {
+        self.match_type.is_none()
+    }
+
+    /// Whether the API path segments after `…/subscriptions` (decoded)
+    /// address it: `[match_type, match]`, `[match_type, match, subscriber]`,
+    /// or for 0.x subscriptions `[topic]`, `[topic, subscriber]`.
+    pub fn is_addressed_by(&self, filter: &Filter) -> bool {
+        match (filter, self.match_type) {
+            (Filter::All, _) => true,
+            (
+                Filter::Match {
+                    match_type,
+                    matcher,
+                    subscriber,
+                },
+                Some(own),
+            ) => {
+                own == *match_type
                     && self.matcher.as_ref() == Some(matcher)
-                    && rest.iter().all(|subscriber| self.subscriber == *subscriber)
+                    && subscriber.as_ref().is_none_or(|s| *s == self.subscriber)
+            }
+            (Filter::Topic { topic, subscriber }, None) => {
+                self.topic.as_ref() == Some(topic)
+                    && subscriber.as_ref().is_none_or(|s| *s == self.subscriber)
             }
             _ => false,
         }
     }
 }
 
-/// The subscription resources of one subscriber (its IRI `subscriber`).
+/// Which subscriptions an API path addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    All,
+    Match {
+        match_type: MatchType,
+        matcher: String,
+        subscriber: Option<String>,
+    },
+    /// 0.x paths (compatibility mode).
+    Topic {
+        topic: String,
+        subscriber: Option<String>,
+    },
+}
+
+/// The subscription documents of one subscriber (its IRI `subscriber`).
 pub fn infos(
     subscriber: &str,
     subscriptions: &[Subscription],
@@ -139,14 +172,14 @@ pub fn infos(
         .collect()
 }
 
-/// Go's `url.QueryEscape`, which the reference hub uses for subscription
-/// ids: everything but `A-Z a-z 0-9 - _ . ~` is `%XX`, a space is `+`.
+/// Go's `url.QueryEscape`, which 0.x hubs use for subscription ids:
+/// everything but `A-Z a-z 0-9 - _ . ~` is `%XX`, a space is `+`.
 pub fn query_escape(text: &str) -> String {
     escape(text, "+")
 }
 
-/// RFC 6570 simple expansion, as draft-08 asks for subscription ids: like
-/// [`query_escape`], but a space is `%20`.
+/// A variable percent-encoded once (RFC 6570 simple expansion), as the
+/// spec asks for subscription ids: like [`query_escape`], a space `%20`.
 pub fn path_escape(text: &str) -> String {
     escape(text, "%20")
 }
@@ -166,15 +199,16 @@ fn escape(text: &str, space: &str) -> String {
 }
 
 /// The private update announcing a subscription's start or end.
-pub fn subscription_update(mut info: SubscriptionInfo) -> UpdateDraft {
-    info.context = Some(JSONLD_CONTEXT);
+pub fn subscription_update(info: SubscriptionInfo) -> UpdateDraft {
+    let event_type = (!info.is_legacy()).then(|| HUB_EVENT_TYPE.to_owned());
     let data = serde_json::to_string_pretty(&info).unwrap_or_default();
+    debug_assert!(info.id.starts_with(HUB_PATH));
     UpdateDraft {
         topics: vec![info.id],
         data,
         private: true,
         id: None,
-        event_type: None,
+        event_type,
         retry: None,
     }
 }
@@ -202,140 +236,23 @@ impl SubscriptionBook {
     }
 }
 
-/// The id of the hub's newest update (`earliest` before the first).
-async fn last_event_id(app: &AppState) -> String {
-    match app.broker.inspect(&hub_channel()).await {
-        Ok(detail) => detail
-            .newest_name
-            .map_or_else(|| EARLIEST.to_owned(), |name| name.to_string()),
-        Err(_) => EARLIEST.to_owned(),
-    }
-}
-
-/// A collection document of the subscriptions API.
-#[derive(Debug, Serialize)]
-struct SubscriptionCollection {
-    #[serde(rename = "@context")]
-    context: &'static str,
-    id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(rename = "lastEventID")]
-    last_event_id: String,
-    subscriptions: Vec<SubscriptionInfo>,
-}
-
-/// `GET /.well-known/mercure/subscriptions[/…]`: the active subscriptions.
-/// The path segments after it (each decoded like a form value: `%XX`, and
-/// `+` is a space, since ids escape like Go's `url.QueryEscape`) address:
-/// - none: every subscription;
-/// - `{topic}`: the `topic` subscriptions with that selector;
-/// - `{topic}/{subscriber}`: one `topic` subscription, else, when `{topic}`
-///   is a matcher type name, `{matchType}/{match}`: the `match*`
-///   subscriptions with that matcher;
-/// - `{matchType}/{match}/{subscriber}`: one `match*` subscription.
-pub async fn subscriptions_api(
-    state: web::Data<MercureState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, MercureError> {
-    let path = req.uri().path().to_owned();
-    let rest = path
-        .strip_prefix(SUBSCRIPTIONS_PATH)
-        .unwrap_or_default()
-        .trim_start_matches('/');
-    let segments = rest
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_decode_str(&s.replace('+', " "))
-                .decode_utf8()
-                .map(|s| s.into_owned())
-                .map_err(|_| MercureError::BadRequest("invalid path segment".into()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if segments.len() > 3 {
-        return Err(MercureError::NotFound(format!("no resource at {path}")));
-    }
-    if state.tokens.has_key(Role::Subscriber) {
-        let pairs = parse_pairs(req.query_string())?;
-        let hub = hub_url(&req, state.settings.limits.trust_forwarded_for);
-        let claims = state
-            .tokens
-            .authorize(&req, &query_tokens(&pairs), Role::Subscriber, &hub)
-            .map_err(|err| MercureError::Unauthorized(err.to_string()))?
-            .ok_or_else(|| MercureError::Unauthorized("a subscriber JWT is required".into()))?;
-        let covered = claims
-            .subscribe
-            .as_ref()
-            .is_some_and(|s| topic::any_matches(s, std::slice::from_ref(&path)));
-        if !covered {
-            return Err(MercureError::Forbidden(
-                "the JWT's subscribe rights do not cover this URL".into(),
-            ));
-        }
-    }
-    let app = AppState::of(&req).map_err(|err| MercureError::Unavailable(err.to_string()))?;
-    let last_event_id = last_event_id(app).await;
-    let subscriptions: Vec<SubscriptionInfo> = state
-        .subscriptions
-        .all()
-        .into_iter()
-        .filter(|s| s.is_addressed_by(&segments))
-        .collect();
-    let ld_json = |body: String| {
-        HttpResponse::Ok()
-            .content_type("application/ld+json")
-            .body(body)
-    };
-    // Three segments name one `match*` subscription; two name one `topic`
-    // subscription, or else, after a matcher type, a collection.
-    let single = match segments.len() {
-        3 => true,
-        2 => {
-            MatchType::from_name(&segments[0]).is_none()
-                || subscriptions.iter().any(|s| s.match_type.is_none())
-        }
-        _ => false,
-    };
-    if single {
-        let mut one = subscriptions
-            .into_iter()
-            .find(|s| s.match_type.is_some() == (segments.len() == 3))
-            .ok_or_else(|| MercureError::NotFound("no such subscription".into()))?;
-        one.context = Some(JSONLD_CONTEXT);
-        one.last_event_id = Some(last_event_id);
-        return Ok(ld_json(
-            serde_json::to_string_pretty(&one).unwrap_or_default(),
-        ));
-    }
-    let collection = SubscriptionCollection {
-        context: JSONLD_CONTEXT,
-        id: path,
-        kind: "Subscriptions",
-        last_event_id,
-        subscriptions,
-    };
-    Ok(ld_json(
-        serde_json::to_string_pretty(&collection).unwrap_or_default(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Subscription ids escape like Go's url.QueryEscape.
+    /// Subscription ids escape like Go's url.QueryEscape (0.x) or once per
+    /// variable with %20 (1.0).
     #[test]
-    fn query_escape_is_go_compatible() {
+    fn escaping() {
         assert_eq!(
             query_escape("https://example.com/a b?c=d&é"),
             "https%3A%2F%2Fexample.com%2Fa+b%3Fc%3Dd%26%C3%A9"
         );
-        assert_eq!(query_escape("urn:uuid:1-2"), "urn%3Auuid%3A1-2");
+        assert_eq!(path_escape("a b%"), "a%20b%25");
     }
 
-    /// A `topic` subscription keeps the reference hub's shape; a `match*`
-    /// one has draft-08's `matchType`, `match` and id.
+    /// A `match*` subscription has the 1.0 shape; a `topic` one keeps the
+    /// 0.x hub's.
     #[test]
     fn subscription_shapes() {
         let base = url::Url::parse("http://hub.test/.well-known/mercure").unwrap();
@@ -351,7 +268,9 @@ mod tests {
         assert_eq!(legacy.id, "/.well-known/mercure/subscriptions/a+b/urn%3As");
         let json = serde_json::to_value(&legacy).unwrap();
         assert_eq!(json["topic"], "a b");
-        assert!(json.get("match").is_none() && json.get("matchType").is_none());
+        assert_eq!(json["type"], "Subscription");
+        assert_eq!(json["@context"], JSONLD_CONTEXT);
+        assert!(json.get("match").is_none() && json.get("match_type").is_none());
         let typed = SubscriptionInfo::new(
             "urn:s",
             &subscription("https://x/:id a", Some(MatchType::UrlPattern)),
@@ -359,21 +278,38 @@ mod tests {
         );
         assert_eq!(
             typed.id,
-            "/.well-known/mercure/subscriptions/URLPattern/https%3A%2F%2Fx%2F%3Aid%20a/urn%3As"
+            "/.well-known/mercure/subscriptions/urlpattern/https%3A%2F%2Fx%2F%3Aid%20a/urn%3As"
         );
         let json = serde_json::to_value(&typed).unwrap();
-        assert_eq!(json["matchType"], "URLPattern");
+        assert_eq!(json["match_type"], "urlpattern");
         assert_eq!(json["match"], "https://x/:id a");
-        assert!(json.get("topic").is_none());
+        assert_eq!(json["type"], "subscription");
+        assert!(json.get("topic").is_none() && json.get("@context").is_none());
+        let update = subscription_update(typed.clone());
+        assert_eq!(update.event_type.as_deref(), Some("mercure"));
+        assert!(update.private);
+        assert_eq!(subscription_update(legacy.clone()).event_type, None);
 
-        let seg = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(legacy.is_addressed_by(&seg(&["a b"])));
-        assert!(legacy.is_addressed_by(&seg(&["a b", "urn:s"])));
-        assert!(!legacy.is_addressed_by(&seg(&["a b", "urn:t"])));
-        assert!(typed.is_addressed_by(&seg(&[])));
-        assert!(typed.is_addressed_by(&seg(&["URLPattern", "https://x/:id a"])));
-        assert!(typed.is_addressed_by(&seg(&["URLPattern", "https://x/:id a", "urn:s"])));
-        assert!(!typed.is_addressed_by(&seg(&["Exact", "https://x/:id a"])));
-        assert!(!typed.is_addressed_by(&seg(&["https://x/:id a"])));
+        let topic = |t: &str, s: Option<&str>| Filter::Topic {
+            topic: t.into(),
+            subscriber: s.map(str::to_owned),
+        };
+        assert!(legacy.is_addressed_by(&topic("a b", None)));
+        assert!(legacy.is_addressed_by(&topic("a b", Some("urn:s"))));
+        assert!(!legacy.is_addressed_by(&topic("a b", Some("urn:t"))));
+        let matching = |t, m: &str, s: Option<&str>| Filter::Match {
+            match_type: t,
+            matcher: m.into(),
+            subscriber: s.map(str::to_owned),
+        };
+        assert!(typed.is_addressed_by(&Filter::All));
+        assert!(typed.is_addressed_by(&matching(MatchType::UrlPattern, "https://x/:id a", None)));
+        assert!(typed.is_addressed_by(&matching(
+            MatchType::UrlPattern,
+            "https://x/:id a",
+            Some("urn:s")
+        )));
+        assert!(!typed.is_addressed_by(&matching(MatchType::Exact, "https://x/:id a", None)));
+        assert!(!typed.is_addressed_by(&topic("https://x/:id a", None)));
     }
 }

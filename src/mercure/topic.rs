@@ -1,9 +1,9 @@
 //! Topic selectors: which topics a subscription (or a JWT claim) covers.
 //!
 //! A selector comes in three shapes, by where it was written:
-//! - a `topic` subscribe parameter or a `mercure.publish`/`mercure.subscribe`
-//!   claim (the protocol the Mercure ecosystem speaks today): `*` (every
-//!   topic), an exact topic, or a URI template (RFC 6570, levels 1 to 4).
+//! - a 0.x `topic` subscribe parameter or `mercure.publish`/`mercure.subscribe`
+//!   claim entry (compatibility mode): `*` (every topic), an exact topic, or
+//!   a URI template (RFC 6570, levels 1 to 4).
 //!   Like the reference hub, a template is turned into a regular expression
 //!   the way `github.com/yosida95/uritemplate` does it: each expression
 //!   matches an optional run of the characters its operator may produce
@@ -12,10 +12,10 @@
 //!   that does not parse as a template (e.g. it contains a space or an
 //!   unsupported operator) is an exact topic. Matching always tries exact
 //!   equality first.
-//! - a draft-08 matcher of type [`MatchType::Exact`] (`match`, `matchExact`,
-//!   or an `authorization_details` topic without `matchType`): `*` or an
-//!   exact topic, never a template.
-//! - a draft-08 matcher of type [`MatchType::URLPattern`] (`matchURLPattern`):
+//! - a Mercure 1.0 matcher of type [`MatchType::Exact`] (`match`,
+//!   `match_exact`, or an `authorization_details` topic without
+//!   `match_type`): `*` or an exact topic, never a template.
+//! - a Mercure 1.0 matcher of type [`MatchType::UrlPattern`] (`match_urlpattern`):
 //!   a WHATWG URL pattern (the `urlpattern` crate). A relative pattern, and a
 //!   relative topic matched against it, resolve against the hub's URL as the
 //!   request addressed it (`scheme://host/.well-known/mercure`); a topic that
@@ -30,6 +30,7 @@ use std::{fmt::Write as _, sync::Arc};
 
 use regex::{Regex, RegexBuilder};
 use serde::Serialize;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use url::Url;
 use urlpattern::{UrlPattern, UrlPatternInit, UrlPatternMatchInput};
 
@@ -40,41 +41,45 @@ pub const MAX_REGEX_BYTES: usize = 256 * 1024;
 /// the work one subscribe parameter or claim entry can cause.
 pub const MAX_PATTERN_BYTES: usize = 4096;
 
-/// A draft-08 matcher type: the `<MatcherType>` of a `match<MatcherType>`
-/// subscribe parameter, or the `matchType` of an `authorization_details`
-/// topic. Serialized under its canonical (case-sensitive) name.
+/// A matcher type (Mercure 1.0): how a `match*` subscribe parameter or an
+/// `authorization_details` topic is read. Serialized under its canonical,
+/// case-sensitive name, as in subscription ids and documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MatchType {
+    /// Byte-for-byte comparison (`*` is still every topic).
     Exact,
-    #[serde(rename = "URLPattern")]
+    /// A WHATWG URL pattern.
+    #[serde(rename = "urlpattern")]
     UrlPattern,
 }
 
 impl MatchType {
-    /// The type a canonical name designates (`Exact`, `URLPattern`).
+    /// The type a canonical name designates (`exact`, `urlpattern`), as in
+    /// `match_type` and the subscriptions API's paths.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
-            "Exact" => Some(Self::Exact),
-            "URLPattern" => Some(Self::UrlPattern),
+            "exact" => Some(Self::Exact),
+            "urlpattern" => Some(Self::UrlPattern),
             _ => None,
         }
     }
 
     /// The type a subscribe query parameter designates: `match` and
-    /// `matchExact` are exact, `matchURLPattern` a URL pattern; any other
+    /// `match_exact` are exact, `match_urlpattern` a URL pattern; any other
     /// name is `None` (for names in the reserved `match` prefix, a 400).
     pub fn from_parameter(name: &str) -> Option<Self> {
         match name {
             "match" => Some(Self::Exact),
-            other => other.strip_prefix("match").and_then(Self::from_name),
+            other => other.strip_prefix("match_").and_then(Self::from_name),
         }
     }
 
-    /// The canonical name, as in subscription ids and events.
+    /// The canonical name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Exact => "Exact",
-            Self::UrlPattern => "URLPattern",
+            Self::Exact => "exact",
+            Self::UrlPattern => "urlpattern",
         }
     }
 }
@@ -84,6 +89,60 @@ impl MatchType {
 pub fn is_match_parameter(name: &str) -> bool {
     name.get(..5)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("match"))
+}
+
+/// Whether `text` may be a topic, a matcher, an update's `id` or `type`:
+/// no C0 or C1 control character, no DEL, and no Unicode format character
+/// (general category `Cf`: bidirectional and zero-width controls, which are
+/// invisible and make identifiers spoofable). Rust strings are UTF-8
+/// already.
+pub fn is_protocol_string(text: &str) -> bool {
+    text.chars()
+        .all(|c| !c.is_control() && c.general_category() != GeneralCategory::Format)
+}
+
+/// Whether a published topic addresses the hub's reserved namespace: its
+/// path, once resolved against the hub's URL (dot segments removed, the
+/// percent-encoded unreserved characters decoded), is the hub's path or
+/// below it, whatever its scheme and host. A topic that is not a URL
+/// reference names no hub path.
+pub fn addresses_hub(topic: &str, hub_path: &str) -> bool {
+    // Only the path matters: any base with the hub's path resolves alike.
+    let base = Url::parse("https://hub.invalid").and_then(|b| b.join(hub_path));
+    let Ok(resolved) = base.and_then(|base| base.join(topic)) else {
+        return false;
+    };
+    let path = decode_unreserved(resolved.path());
+    path == hub_path
+        || path
+            .strip_prefix(hub_path)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `%XX` escapes of RFC 3986 unreserved characters decoded (RFC 3986
+/// §6.2.2.2), every other escape kept.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        match decoded {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A URL pattern that does not parse (or is too long).
@@ -133,7 +192,7 @@ impl TopicSelector {
         Self::Exact(raw.to_owned())
     }
 
-    /// A draft-08 `Exact` matcher: `*`, or a topic compared byte for byte.
+    /// An `exact` matcher: `*`, or a topic compared byte for byte.
     pub fn exact(raw: &str) -> Self {
         match raw {
             "*" => Self::Any,
@@ -141,7 +200,7 @@ impl TopicSelector {
         }
     }
 
-    /// A draft-08 `URLPattern` matcher, relative patterns resolved against
+    /// A `urlpattern` matcher, relative patterns resolved against
     /// `base` (the hub's URL).
     pub fn url_pattern(raw: &str, base: &Url) -> Result<Self, InvalidPattern> {
         if raw == "*" {
@@ -156,7 +215,7 @@ impl TopicSelector {
         }
         let init = UrlPatternInit::parse_constructor_string::<Regex>(raw, Some(base.clone()))
             .map_err(|err| invalid(err.to_string()))?;
-        // Default options: `ignoreCase` stays off, as draft-08 requires.
+        // Default options: `ignoreCase` stays off, as the spec requires.
         let pattern = <UrlPattern>::parse(init, Default::default())
             .map_err(|err| invalid(err.to_string()))?;
         Ok(Self::UrlPattern {
@@ -166,7 +225,7 @@ impl TopicSelector {
         })
     }
 
-    /// A draft-08 matcher of type `match_type`.
+    /// A matcher of type `match_type`.
     pub fn typed(match_type: MatchType, raw: &str, base: &Url) -> Result<Self, InvalidPattern> {
         match match_type {
             MatchType::Exact => Ok(Self::exact(raw)),
@@ -512,30 +571,75 @@ mod tests {
         Url::parse("http://hub.test:8080/.well-known/mercure").unwrap()
     }
 
-    /// `match`/`matchExact` are exact, `matchURLPattern` a URL pattern;
+    /// `match`/`match_exact` are exact, `match_urlpattern` a URL pattern;
     /// other names in the `match` namespace are recognised as reserved.
     #[test]
     fn match_parameters() {
         assert_eq!(MatchType::from_parameter("match"), Some(MatchType::Exact));
         assert_eq!(
-            MatchType::from_parameter("matchExact"),
+            MatchType::from_parameter("match_exact"),
             Some(MatchType::Exact)
         );
         assert_eq!(
-            MatchType::from_parameter("matchURLPattern"),
+            MatchType::from_parameter("match_urlpattern"),
             Some(MatchType::UrlPattern)
         );
         for reserved in [
-            "matchurlpattern",
-            "matchRegexp",
+            "matchURLPattern",
+            "match_URLPattern",
+            "matchExact",
+            "match_regexp",
             "MATCH",
             "Matcher",
-            "matchType",
+            "match_type",
         ] {
             assert_eq!(MatchType::from_parameter(reserved), None, "{reserved}");
             assert!(is_match_parameter(reserved), "{reserved}");
         }
         assert!(!is_match_parameter("topic") && !is_match_parameter("mat"));
+    }
+
+    /// Control and format characters are refused; other text is fine.
+    #[test]
+    fn protocol_strings() {
+        assert!(is_protocol_string("https://example.com/é/書"));
+        for bad in [
+            "a\nb",
+            "a\u{0}",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{200b}",
+            "a\u{202e}",
+            "\u{feff}",
+        ] {
+            assert!(!is_protocol_string(bad), "{bad:?}");
+        }
+    }
+
+    /// The reserved namespace is found after resolution and normalisation.
+    #[test]
+    fn reserved_hub_namespace() {
+        let hub = "/.well-known/mercure";
+        for topic in [
+            "/.well-known/mercure",
+            "/.well-known/mercure/subscriptions/x",
+            "https://hub.example.com/.well-known/mercure/subscriptions/a/b",
+            "/.well-known/%6Dercure/x",
+            "/.well-known/mercure/../mercure/x",
+            "/a/../.well-known/mercure",
+            "../../.well-known/mercure",
+        ] {
+            assert!(addresses_hub(topic, hub), "{topic}");
+        }
+        for topic in [
+            "/.well-known/mercurex",
+            "https://example.com/books/1",
+            "urn:uuid:1",
+            "a topic",
+            "/.well-known/mercure%2Fx",
+        ] {
+            assert!(!addresses_hub(topic, hub), "{topic}");
+        }
     }
 
     /// An exact matcher never reads a template; `*` is still everything.
@@ -558,7 +662,7 @@ mod tests {
         assert!(!books.matches("not a url at all"));
         let relative =
             TopicSelector::url_pattern("/.well-known/mercure/subscriptions/*", &hub()).unwrap();
-        assert!(relative.matches("/.well-known/mercure/subscriptions/Exact/a/b"));
+        assert!(relative.matches("/.well-known/mercure/subscriptions/exact/a/b"));
         assert!(relative.matches("http://hub.test:8080/.well-known/mercure/subscriptions/x"));
         assert!(!relative.matches("http://other.test/.well-known/mercure/subscriptions/x"));
         assert!(matches!(

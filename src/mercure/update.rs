@@ -99,9 +99,28 @@ impl PreparedUpdate {
 
 /// A fresh, unguessable update id.
 pub fn new_id() -> String {
+    urn(uuid::Uuid::new_v4())
+}
+
+/// The id of the update a channel event becomes (`mercure.channel_updates`):
+/// `urn:sse-broker:<channel>/<event id>`, the event's own name (a channel
+/// name has no `/`), so it is unique as event ids are, says which event it
+/// is, and is the same when the copy is made again from its durable
+/// original after a restart.
+pub fn copy_id(channel: &str, event_id: &str) -> String {
+    const PREFIX: &str = "urn:sse-broker:";
+    let mut id = String::with_capacity(PREFIX.len() + channel.len() + 1 + event_id.len());
+    id.push_str(PREFIX);
+    id.push_str(channel);
+    id.push('/');
+    id.push_str(event_id);
+    id
+}
+
+/// `urn:uuid:` and the UUID, lowercase and hyphenated.
+fn urn(uuid: uuid::Uuid) -> String {
     const PREFIX: &str = "urn:uuid:";
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let uuid = uuid::Uuid::new_v4();
     let text = uuid.hyphenated().encode_lower(&mut buf);
     let mut id = String::with_capacity(PREFIX.len() + text.len());
     id.push_str(PREFIX);

@@ -11,7 +11,11 @@
 //!
 //! Tables:
 //! - `events`: `(channel, seq)` → `(published_at in ms since 1970, event type
-//!   or "", data)`;
+//!   or "", data)`; a mirror's copy (a record with an origin, e.g. a channel
+//!   event on the Mercure hub's channel) is a reference instead, event type
+//!   [`REFERENCE`] and data `"<epoch> <seq> <channel>"` of the original's
+//!   row, so the event itself is written once; [`Store::load`] reads the
+//!   original in its place;
 //! - `channels`: `channel` → `(epoch, head seq, published_at of the head)`;
 //! - `meta`: `"format"` → the layout version ([`FORMAT`]).
 //!
@@ -41,7 +45,7 @@ use crate::{
     broker::{
         EventId,
         event::Epoch,
-        log::{DurableStore, Fetched, LogEntry, LogError, Record},
+        log::{DurableStore, Fetched, LogEntry, LogError, Origin, Record},
     },
     config::HistorySettings,
     metrics::Metrics,
@@ -53,7 +57,12 @@ use crate::{
 pub const FILE_NAME: &str = "history.redb";
 
 /// Version of the table layout; a file with another one is refused at start.
-pub const FORMAT: u64 = 1;
+/// Layout 2 added reference rows ([`REFERENCE`]); a layout-1 file is a
+/// layout-2 file without any, and is marked 2 when opened.
+pub const FORMAT: u64 = 2;
+
+/// The event type column of a reference row: no event type has a space.
+const REFERENCE: &str = " copy-of";
 
 /// The store's page cache. Live channels keep their history in memory, so
 /// the cache mostly serves restores of channels coming back; redb's default
@@ -221,18 +230,36 @@ impl Store {
             let (key, value) = row.map_err(|e| failed(e.to_string()))?;
             let seq = key.value().1;
             let (published_ms, event_type, data) = value.value();
-            let event_type = match event_type {
-                "" => None,
-                name => Some(EventType::parse(name).map_err(|why| {
-                    failed(format!(
-                        "channel {channel} seq {seq}: stored event type {why}"
-                    ))
-                })?),
+            let record = match event_type {
+                REFERENCE => {
+                    let original = Reference::parse(data)
+                        .ok_or_else(|| {
+                            failed(format!(
+                                "channel {channel} seq {seq}: bad reference {data:?}"
+                            ))
+                        })?
+                        .read(&channels, &events_table)
+                        .map_err(|e| failed(e.to_string()))?;
+                    // A copy whose original is gone (its channel trimmed or
+                    // restarted it) leaves a hole: handled as one below.
+                    let Some(original) = original else {
+                        continue;
+                    };
+                    original
+                }
+                _ => Record::plain(
+                    parse_event_type(event_type).map_err(|why| {
+                        failed(format!(
+                            "channel {channel} seq {seq}: stored event type {why}"
+                        ))
+                    })?,
+                    data.to_owned(),
+                ),
             };
             entries.push(LogEntry {
                 seq,
                 published_ms,
-                record: Record::plain(event_type, data.to_owned()),
+                record,
             });
         }
         // Retained seqs are contiguous; keep the newest contiguous run.
@@ -299,6 +326,80 @@ impl Store {
     }
 }
 
+/// The stored event type column: empty for none.
+fn parse_event_type(text: &str) -> Result<Option<EventType>, String> {
+    match text {
+        "" => Ok(None),
+        name => EventType::parse(name).map(Some),
+    }
+}
+
+/// What a reference row points at: the original event's row.
+struct Reference<'a> {
+    epoch: u64,
+    seq: u64,
+    channel: &'a str,
+}
+
+impl<'a> Reference<'a> {
+    /// The data column of a reference to `origin`.
+    fn text(origin: &Origin) -> String {
+        format!(
+            "{} {} {}",
+            origin.id.epoch.raw(),
+            origin.id.seq,
+            origin.channel
+        )
+    }
+
+    fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.splitn(3, ' ');
+        Some(Self {
+            epoch: parts.next()?.parse().ok()?,
+            seq: parts.next()?.parse().ok()?,
+            channel: parts.next()?,
+        })
+    }
+
+    /// The original's record, with its origin set; `None` when its row is
+    /// gone (trimmed, or the channel started a new life since).
+    fn read(
+        &self,
+        channels: &impl ReadableTable<&'static str, (u64, u64, u64)>,
+        events: &impl ReadableTable<(&'static str, u64), (u64, &'static str, &'static str)>,
+    ) -> Result<Option<Record>, String> {
+        let epoch = channels
+            .get(self.channel)
+            .map_err(|e| e.to_string())?
+            .map(|row| row.value().0);
+        if epoch != Some(self.epoch) {
+            return Ok(None);
+        }
+        let Some(row) = events
+            .get((self.channel, self.seq))
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let (_, event_type, data) = row.value();
+        let (Ok(channel), Ok(event_type)) = (
+            ChannelName::parse_recorded(self.channel),
+            parse_event_type(event_type),
+        ) else {
+            return Ok(None);
+        };
+        let mut record = Record::plain(event_type, data.to_owned());
+        record.origin = Some(Box::new(Origin {
+            channel,
+            id: EventId {
+                epoch: Epoch::from_raw(self.epoch),
+                seq: self.seq,
+            },
+        }));
+        Ok(Some(record))
+    }
+}
+
 /// Names the file and says what to do, by kind of failure.
 fn open_error(path: &Path, err: redb::DatabaseError) -> StoreError {
     use redb::{DatabaseError as D, StorageError as S};
@@ -346,6 +447,9 @@ fn prepare(db: &Database) -> Result<Rows, String> {
                 meta.insert("format", FORMAT).map_err(|e| e.to_string())?;
             }
             Some(FORMAT) => {}
+            Some(1) => {
+                meta.insert("format", FORMAT).map_err(|e| e.to_string())?;
+            }
             Some(other) => {
                 return Err(format!(
                     "it has table layout {other}, this broker reads layout {FORMAT}"

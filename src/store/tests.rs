@@ -139,3 +139,90 @@ async fn subscriber_limits_apply_with_durable_history() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A copy (a record with an origin) is stored as a reference to its
+/// original's row: loading its channel gives the original's type and data
+/// with the origin, and a copy whose original is gone is a hole (only what
+/// follows it is retained).
+#[actix::test]
+async fn copies_are_kept_as_references_to_their_originals() {
+    use crate::broker::{
+        EventId,
+        event::Epoch,
+        log::{DurableStore, Origin, Record},
+    };
+    use crate::names::EventType;
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path(), SyncPolicy::Always);
+    let store = Store::open(&settings.history, &Metrics::detached()).expect("the store opens");
+    let (orders, hub) = (
+        ChannelName::parse("orders").unwrap(),
+        ChannelName::internal("hub"),
+    );
+    let epoch = Epoch::new();
+    let id = |seq| EventId { epoch, seq };
+    let payload = "x".repeat(4096);
+    let original = Record::plain(EventType::parse("created").ok(), payload.clone());
+    let copy_of = |seq| {
+        let mut copy = Record::plain(None, "the copy's own data is not kept".into());
+        copy.origin = Some(Box::new(Origin {
+            channel: orders.clone(),
+            id: id(seq),
+        }));
+        copy
+    };
+    let appends = [
+        DurableStore::append(&store, &orders, id(1), 10, original.clone()),
+        DurableStore::append(&store, &orders, id(2), 11, original),
+        DurableStore::append(&store, &hub, id(1), 12, copy_of(1)),
+        DurableStore::append(&store, &hub, id(2), 13, copy_of(2)),
+    ];
+    for append in appends {
+        append.await.expect("answered").expect("committed");
+    }
+
+    let loaded = DurableStore::load(&store, &hub)
+        .expect("readable")
+        .expect("known");
+    assert_eq!(loaded.head, 2);
+    let seqs: Vec<_> = loaded.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    for (n, entry) in loaded.entries.iter().enumerate() {
+        assert_eq!(entry.record.data, payload, "the original's data");
+        assert_eq!(
+            entry.record.event_type.as_ref().unwrap().as_str(),
+            "created"
+        );
+        let origin = entry.record.origin.as_deref().expect("the origin");
+        assert_eq!((&origin.channel, origin.id), (&orders, id(n as u64 + 1)));
+    }
+
+    // The event is on disk once: the hub's rows are small references.
+    let txn = redb::ReadableDatabase::begin_read(store.inner.db.as_ref()).unwrap();
+    let events = txn.open_table(super::EVENTS).unwrap();
+    let row = events
+        .get((hub.as_str(), 1))
+        .unwrap()
+        .expect("the hub's row");
+    let (_, kind, data) = row.value();
+    assert_eq!(kind, super::REFERENCE);
+    assert!(data.len() < 64, "a reference, not the event: {data:?}");
+    drop((row, events, txn));
+
+    // A copy of an event its channel no longer has: a hole, and only what
+    // follows it is retained.
+    DurableStore::append(&store, &hub, id(3), 14, copy_of(99))
+        .await
+        .expect("answered")
+        .expect("committed");
+    DurableStore::append(&store, &hub, id(4), 15, copy_of(2))
+        .await
+        .expect("answered")
+        .expect("committed");
+    let loaded = DurableStore::load(&store, &hub)
+        .expect("readable")
+        .expect("known");
+    let seqs: Vec<_> = loaded.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [4]);
+}

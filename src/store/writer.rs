@@ -46,7 +46,7 @@ use metrics::Gauge;
 use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
-use super::{CHANNELS, EVENTS, StoreError};
+use super::{CHANNELS, EVENTS, REFERENCE, Reference, StoreError};
 use crate::{
     broker::{
         EventId,
@@ -232,11 +232,19 @@ impl Writer {
                     }
                 }
                 let record = &append.record;
-                let event_type = record.event_type.as_ref().map_or("", EventType::as_str);
+                // A mirror's copy: only a reference to its original.
+                let reference = record.origin.as_deref().map(Reference::text);
+                let (event_type, data) = match &reference {
+                    Some(text) => (REFERENCE, text.as_str()),
+                    None => (
+                        record.event_type.as_ref().map_or("", EventType::as_str),
+                        record.data.as_str(),
+                    ),
+                };
                 let replaced = events
                     .insert(
                         (name, append.id.seq),
-                        (append.published_ms, event_type, record.data.as_str()),
+                        (append.published_ms, event_type, data),
                     )
                     .map_err(|e| e.to_string())?
                     .is_some();

@@ -12,7 +12,7 @@ use crate::helpers::*;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -138,7 +138,7 @@ async fn channels_on_their_own_arbiter() {
     let mut stream = app.stream("/stream/on-arbiter", &[]).await;
     stream.wait_open().await;
     let mut mercure = app
-        .stream("/.well-known/mercure?topic=on-arbiter", &[])
+        .stream("/.well-known/mercure?match=on-arbiter", &[])
         .await;
     mercure.wait_open().await;
     for n in 0..20 {

@@ -1,10 +1,11 @@
 //! Cluster mode: several broker nodes on one real `redis-server` behave as
-//! one broker, and survive Redis outages, a Redis restarted empty and a node
-//! killed with SIGKILL.
+//! one broker, and survive Redis outages, Redis killed under load, a Redis
+//! restarted empty and a node killed with SIGKILL.
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
+    cell::{Cell, RefCell},
+    collections::{HashMap, HashSet},
+    rc::Rc,
     time::Duration,
 };
 
@@ -200,78 +201,6 @@ async fn readiness_follows_redis() {
     cluster.shutdown();
 }
 
-/// A node killed with SIGKILL mid-publish: its client resumes on another node and misses nothing acknowledged.
-#[actix_web::test]
-async fn sigkilled_node_loses_nothing_acknowledged() {
-    let redis = RedisServer::start();
-    let mut a = NodeProcess::start(&redis.url());
-    let b = NodeProcess::start(&redis.url());
-    let client = reqwest::Client::new();
-    let res = client.get(a.url("/stream/crash")).send().await.unwrap();
-    let mut on_a = SseClient::new(res);
-    on_a.wait_open().await;
-
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let publisher = {
-        let (client, url, acked) = (client.clone(), a.url("/publish/crash"), Arc::clone(&acked));
-        actix_web::rt::spawn(async move {
-            for n in 0.. {
-                let sent = client
-                    .post(&url)
-                    .header("content-type", "text/plain")
-                    .body(n.to_string())
-                    .send()
-                    .await;
-                let Ok(res) = sent else { break };
-                if res.status() != 202 {
-                    break;
-                }
-                let Ok(body) = res.json::<serde_json::Value>().await else {
-                    break;
-                };
-                acked
-                    .lock()
-                    .unwrap()
-                    .push(body["id"].as_str().unwrap().to_owned());
-            }
-        })
-    };
-    wait_until(|| async { acked.lock().unwrap().len() >= 30 }).await;
-    a.kill();
-    let _ = tokio::time::timeout(PATIENCE, publisher).await;
-    let seen = on_a.until_end().await;
-    let acked = acked.lock().unwrap().clone();
-    let last_acked = acked.last().unwrap().clone();
-
-    // EventSource reconnects through the load balancer, here to node B.
-    let res = client
-        .get(b.url("/stream/crash"))
-        .header("Last-Event-ID", on_a.last_id())
-        .send()
-        .await
-        .unwrap();
-    let mut on_b = SseClient::new(res);
-    let mut ids: Vec<String> = seen
-        .iter()
-        .filter(|e| e.event == "message")
-        .map(|e| e.id.clone())
-        .collect();
-    while !ids.contains(&last_acked) {
-        let event = on_b.next_event().await;
-        assert_ne!(event.event, "broker.gap", "{}", event.data);
-        if event.event == "message" {
-            ids.push(event.id);
-        }
-    }
-    let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "no event was delivered twice");
-    let seqs: Vec<u64> = ids.iter().map(|id| seq_of(id)).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
-    for id in &acked {
-        assert!(unique.contains(id), "acknowledged {id} was delivered");
-    }
-}
-
 /// Redis restarted empty: live clients get a gap notice, old ids get one on resume, the node goes on.
 #[actix_web::test]
 async fn redis_restarted_empty_gives_gap_notice() {
@@ -450,4 +379,364 @@ async fn bus_connection_survives_its_pings() {
     // Three keep-alive pings (one per presence interval) later…
     wait_until(|| async { pings().await >= 3 }).await;
     assert_eq!(subscribers().await, bus, "the bus connection was replaced");
+}
+
+// ---------------------------------------------------------------------------
+// Faults under load: Redis killed or frozen, a node killed, while publishers
+// on every node publish and subscribers on every node read. For each stream:
+// every publish answered 202 is delivered (or replayed on the node the
+// client resumes on), in order, none twice; publishes the fault cut short
+// are refused, never acknowledged and dropped.
+
+/// The channels a [`Load`] publishes round.
+const LOADED: &[&str] = &["load-a", "load-b", "load-c"];
+
+/// The data of the event that ends every reader of a loaded channel.
+const END: &str = "\"end\"";
+
+/// How long a fault lasts: 3 s, or `FAULT_OUTAGE_SECS` (the long forms in
+/// `scripts/soak.sh` run 10 s).
+fn outage() -> Duration {
+    let secs = std::env::var("FAULT_OUTAGE_SECS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(3);
+    Duration::from_secs(secs)
+}
+
+/// Publishers round [`LOADED`], two per node, until stopped: what was
+/// acknowledged, by channel, and how many publishes were refused.
+struct Load {
+    acked: Rc<RefCell<HashMap<&'static str, Vec<String>>>>,
+    refused: Rc<Cell<u64>>,
+    stop: Rc<Cell<bool>>,
+    publishers: Vec<actix_web::rt::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts two publishers on each of the nodes at `bases` (`http://host:port`).
+    fn start(bases: &[String]) -> Self {
+        let load = Self {
+            acked: Rc::default(),
+            refused: Rc::default(),
+            stop: Rc::default(),
+            publishers: Vec::new(),
+        };
+        let publishers = bases
+            .iter()
+            .flat_map(|base| [base.clone(), base.clone()])
+            .enumerate()
+            .map(|(n, base)| {
+                actix_web::rt::spawn(publish_round(
+                    base,
+                    n,
+                    Rc::clone(&load.acked),
+                    Rc::clone(&load.refused),
+                    Rc::clone(&load.stop),
+                ))
+            })
+            .collect();
+        Self { publishers, ..load }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.borrow().values().map(Vec::len).sum()
+    }
+
+    /// Waits until `more` publishes more than now were acknowledged.
+    async fn wait_for(&self, more: usize) {
+        let target = self.acked() + more;
+        wait_until(|| {
+            let acked = self.acked();
+            async move { acked >= target }
+        })
+        .await;
+    }
+
+    /// Stops the publishers; the acknowledged ids by channel, and the refusals.
+    async fn finish(self) -> (HashMap<&'static str, Vec<String>>, u64) {
+        self.stop.set(true);
+        for publisher in self.publishers {
+            publisher.await.expect("a publisher ran");
+        }
+        (self.acked.take(), self.refused.get())
+    }
+}
+
+/// Publishes round [`LOADED`] on the node at `base` until `stop`.
+async fn publish_round(
+    base: String,
+    first: usize,
+    acked: Rc<RefCell<HashMap<&'static str, Vec<String>>>>,
+    refused: Rc<Cell<u64>>,
+    stop: Rc<Cell<bool>>,
+) {
+    let client = http_client();
+    let mut n = first;
+    while !stop.get() {
+        let channel = LOADED[n % LOADED.len()];
+        let sent = client
+            .post(format!("{base}/publish/{channel}"))
+            .header("content-type", "application/json")
+            .body(n.to_string())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match sent {
+            Ok(res) if res.status() == 202 => {
+                let answer: serde_json::Value = res.json().await.expect("a 202 carries JSON");
+                let id = answer["id"].as_str().expect("an id").to_owned();
+                acked.borrow_mut().entry(channel).or_default().push(id);
+            }
+            Ok(res) => {
+                // Refused: the publisher knows it was not stored.
+                assert_eq!(
+                    res.status(),
+                    503,
+                    "a publish was refused with another status"
+                );
+                refused.set(refused.get() + 1);
+            }
+            // No answer (the node is gone): not acknowledged either.
+            Err(_) => refused.set(refused.get() + 1),
+        }
+        n += LOADED.len() + 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What one stream delivered until the [`END`] event, or until it ended.
+#[derive(Debug, Default)]
+struct Seen {
+    ids: Vec<String>,
+    /// Gap notices (their data); a fault that loses nothing sends none.
+    gaps: Vec<String>,
+    /// The stream ended before the end event (its node died).
+    cut: bool,
+}
+
+/// Opens `url` (resuming after `last_id`) and, once it is open, reads it
+/// in the background.
+async fn read_stream(
+    url: String,
+    last_id: Option<String>,
+) -> actix_web::rt::task::JoinHandle<Seen> {
+    let client = http_client();
+    let headers: Vec<(&str, &str)> = last_id
+        .as_deref()
+        .map(|id| vec![("Last-Event-ID", id)])
+        .unwrap_or_default();
+    let mut sse = stream_at(&client, &url, &headers).await;
+    sse.wait_open().await;
+    actix_web::rt::spawn(async move {
+        let mut seen = Seen::default();
+        while let Some(event) = sse.try_next_event().await {
+            match event.event.as_str() {
+                "message" if event.data == END => return seen,
+                "message" => seen.ids.push(event.id),
+                "broker.gap" => seen.gaps.push(event.data),
+                _ => {}
+            }
+        }
+        seen.cut = true;
+        seen
+    })
+}
+
+/// Waits (bounded) for a reader started by [`read_stream`].
+async fn collect(reader: actix_web::rt::task::JoinHandle<Seen>) -> Seen {
+    tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the reader finished in time")
+        .expect("the reader ran")
+}
+
+/// Publishes `body` on `channel` at `base` until a 202 (the node may still
+/// be reconnecting to Redis).
+async fn publish_until_accepted(base: &str, channel: &str, body: &str) {
+    let client = http_client();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let res = client
+            .post(format!("{base}/publish/{channel}"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await;
+        if res.is_ok_and(|res| res.status() == 202) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base} never accepted a publish again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A stream's ids are in order with none twice, every acknowledged id of
+/// its channel is among them, and it got no gap notice.
+fn assert_exactly_once(what: &str, seen: &Seen, acked: &[String]) {
+    assert!(seen.gaps.is_empty(), "{what}: gap notices {:?}", seen.gaps);
+    let seqs: Vec<u64> = seen.ids.iter().map(|id| seq_of(id)).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "{what}: in order, none twice: {seqs:?}"
+    );
+    let delivered: HashSet<&String> = seen.ids.iter().collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !delivered.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: acknowledged but never delivered: {missing:?}"
+    );
+}
+
+/// How Redis is taken away in [`redis_fault_under_load`].
+#[derive(Debug, Clone, Copy)]
+enum RedisFault {
+    /// SIGKILL, then a restart from its append-only file.
+    Killed,
+    /// SIGSTOP, then SIGCONT: a Redis that hangs without closing a socket.
+    Frozen,
+}
+
+/// Two nodes under load while Redis is away for [`outage`]; every stream
+/// stays open and gets every acknowledged event once.
+async fn redis_fault_under_load(fault: RedisFault) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut redis = RedisServer::start_persistent(dir.path());
+    let nodes = [
+        spawn_node(&redis.url()).await,
+        spawn_node(&redis.url()).await,
+    ];
+    let mut readers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for &channel in LOADED {
+            readers.push((
+                format!("{channel} on node {n}"),
+                channel,
+                read_stream(node.url(&format!("/stream/{channel}")), None).await,
+            ));
+        }
+    }
+    let load = Load::start(&nodes.each_ref().map(|node| node.url("")));
+    load.wait_for(150).await;
+
+    match fault {
+        RedisFault::Killed => redis.kill(),
+        RedisFault::Frozen => redis.pause(),
+    }
+    tokio::time::sleep(outage()).await;
+    match fault {
+        RedisFault::Killed => redis.restart(),
+        RedisFault::Frozen => redis.resume(),
+    }
+    for node in &nodes {
+        wait_until(|| async { node.get_json("/readyz").await.0 == 200 }).await;
+    }
+    load.wait_for(150).await;
+    let (acked, refused) = load.finish().await;
+    assert!(refused > 0, "the outage refused publishes");
+    for &channel in LOADED {
+        publish_until_accepted(&nodes[0].url(""), channel, END).await;
+    }
+    let total: usize = acked.values().map(Vec::len).sum();
+    eprintln!(
+        "redis {fault:?} for {:?} under load: {total} publishes acknowledged, {refused} refused, \
+         each acknowledged one checked on {} streams",
+        outage(),
+        readers.len() / LOADED.len()
+    );
+    for (what, channel, reader) in readers {
+        let seen = collect(reader).await;
+        assert!(!seen.cut, "{what}: the stream ended during the outage");
+        assert_exactly_once(&what, &seen, &acked[channel]);
+    }
+}
+
+/// Redis killed (SIGKILL) under load and restarted from its fsynced
+/// append-only file after an outage: publishes meanwhile are refused, and
+/// every acknowledged one reaches every stream on both nodes once, in order.
+#[actix_web::test]
+async fn redis_killed_under_load_loses_nothing_acknowledged() {
+    redis_fault_under_load(RedisFault::Killed).await;
+}
+
+/// Redis frozen (SIGSTOP: sockets open, nothing answered) under load, then
+/// resumed: publishes time out with 503, every acknowledged one reaches
+/// every stream on both nodes once, in order.
+#[actix_web::test]
+async fn redis_frozen_under_load_loses_nothing_acknowledged() {
+    redis_fault_under_load(RedisFault::Frozen).await;
+}
+
+/// A node killed with SIGKILL under load: the other node's streams get
+/// every acknowledged event once; the dead node's clients resume on the
+/// other node with their Last-Event-ID and, over both connections, get
+/// every acknowledged event once, in order.
+#[actix_web::test]
+async fn node_killed_under_load_loses_nothing_acknowledged() {
+    let redis = RedisServer::start();
+    let mut doomed = NodeProcess::start(&redis.url());
+    let survivor = NodeProcess::start(&redis.url());
+    let mut readers = Vec::new();
+    for (n, node) in [&doomed, &survivor].into_iter().enumerate() {
+        for &channel in LOADED {
+            let reader = read_stream(node.url(&format!("/stream/{channel}")), None).await;
+            readers.push((n, channel, reader));
+        }
+    }
+    let load = Load::start(&[doomed.url(""), survivor.url("")]);
+    load.wait_for(150).await;
+
+    doomed.kill();
+    load.wait_for(150).await;
+    let (acked, refused) = load.finish().await;
+    assert!(refused > 0, "publishes to the dead node failed");
+
+    // The dead node's clients reconnect, through the load balancer, to the
+    // survivor, each with the last id it saw.
+    let mut streams = Vec::new();
+    let mut survivors = Vec::new();
+    for (n, channel, reader) in readers {
+        if n == 1 {
+            survivors.push((format!("{channel} on the survivor"), channel, reader));
+            continue;
+        }
+        let seen = collect(reader).await;
+        assert!(seen.cut, "{channel}: the dead node's stream ended");
+        let last = seen.ids.last().cloned();
+        assert!(
+            last.is_some(),
+            "{channel}: the dead node delivered before it died"
+        );
+        let resumed = read_stream(survivor.url(&format!("/stream/{channel}")), last).await;
+        streams.push((
+            format!("{channel} moved to the survivor"),
+            channel,
+            seen,
+            Some(resumed),
+        ));
+    }
+    // Published after every resumed stream is open: each gets it live or
+    // in its replay.
+    for &channel in LOADED {
+        publish_until_accepted(&survivor.url(""), channel, END).await;
+    }
+    let total: usize = acked.values().map(Vec::len).sum();
+    eprintln!("node killed under load: {total} publishes acknowledged, {refused} refused");
+    for (what, channel, reader) in survivors {
+        streams.push((what, channel, collect(reader).await, None));
+    }
+    for (what, channel, mut seen, resumed) in streams {
+        if let Some(resumed) = resumed {
+            let after = collect(resumed).await;
+            assert!(!after.cut, "{what}: the resumed stream ended");
+            seen.ids.extend(after.ids);
+            seen.gaps.extend(after.gaps);
+            seen.cut = false;
+        }
+        assert!(!seen.cut, "{what}: the stream ended");
+        assert_exactly_once(&what, &seen, &acked[channel]);
+    }
 }

@@ -89,7 +89,7 @@ async fn drain_loses_no_acknowledged_publish_and_clients_reconnect() {
             ("SSE_BROKER__STREAM__RETRY", "1s"),
         ],
     );
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut readers = Vec::new();
     for path in [
         "/stream/deploy",

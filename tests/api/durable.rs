@@ -5,7 +5,7 @@
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::{Read, Seek, Write},
     path::Path,
     rc::Rc,
@@ -136,7 +136,7 @@ async fn gauge(client: &reqwest::Client, broker: &BrokerProcess, name: &str) -> 
 #[actix_web::test]
 async fn restart_keeps_history_and_ids_continue() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut first = start_durable(dir.path(), &[]);
     let mut ids = Vec::new();
     for n in 1..=5 {
@@ -218,15 +218,35 @@ async fn publish_until_gone(
     }
 }
 
-/// SIGKILL during a burst from several concurrent publishers: after the restart every acknowledged id is replayable, in order, and ids go on from there.
+/// Reads `sse` in the background until it ends; the message events it got.
+fn read_until_cut(mut sse: SseClient) -> actix_web::rt::task::JoinHandle<Vec<SseEvent>> {
+    actix_web::rt::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(event) = sse.try_next_event().await {
+            assert_ne!(event.event, "broker.gap", "{}", event.data);
+            if event.event == "message" {
+                events.push(event);
+            }
+        }
+        events
+    })
+}
+
+/// SIGKILL during a burst from several concurrent publishers: after the restart every acknowledged id is replayable, in order, and ids go on from there; a subscriber that was live during the burst resumes with its Last-Event-ID and, over both connections, gets every acknowledged event once, in order.
 #[actix_web::test]
 async fn sigkill_during_burst_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = http_client();
     let env = [("SSE_BROKER__HISTORY__MAX_EVENTS", "100000")];
     let mut broker = start_durable(dir.path(), &env);
     let acked = Rc::new(RefCell::new(Vec::new()));
     let channels = ["burst-a", "burst-b"];
+    let mut live = Vec::new();
+    for channel in channels {
+        let mut sse = open_stream(&client, &broker, &format!("/stream/{channel}"), "").await;
+        sse.wait_open().await;
+        live.push(read_until_cut(sse));
+    }
     let publishers: Vec<_> = (0..6)
         .map(|n| {
             actix_web::rt::spawn(publish_until_gone(
@@ -248,9 +268,13 @@ async fn sigkill_during_burst_loses_no_acknowledged_event() {
         publisher.await.expect("publisher task");
     }
     let acked = acked.borrow().clone();
+    let mut seen_live = Vec::new();
+    for reader in live {
+        seen_live.push(reader.await.expect("the live reader ran"));
+    }
 
     let restarted = start_durable(dir.path(), &env);
-    for channel in channels {
+    for (channel, seen) in channels.into_iter().zip(seen_live) {
         let mine: HashMap<&str, &str> = acked
             .iter()
             .filter(|(_, data)| {
@@ -290,6 +314,33 @@ async fn sigkill_during_burst_loses_no_acknowledged_event() {
                 "{channel}: acknowledged {id} is replayed with its data"
             );
         }
+        // The subscriber that was live during the burst resumes after the
+        // last event it got: over both connections every stored event
+        // (every acknowledged one among them) once, in order.
+        let stored = seqs.len() as u64;
+        let last = seen
+            .last()
+            .expect("the live subscriber got events before the crash");
+        let rest = if seq_of(&last.id) < stored {
+            let path = format!("/stream/{channel}");
+            let mut resumed = open_stream(&client, &restarted, &path, &last.id).await;
+            let (notices, rest) = read_replay(&mut resumed).await;
+            assert!(
+                notices.iter().all(|e| e.event != "broker.gap"),
+                "{notices:?}"
+            );
+            rest
+        } else {
+            Vec::new()
+        };
+        let both: Vec<&SseEvent> = seen.iter().chain(&rest).collect();
+        assert_eq!(
+            both.iter().map(|e| seq_of(&e.id)).collect::<Vec<_>>(),
+            (1..=stored).collect::<Vec<_>>(),
+            "{channel}: live, then resumed after the restart"
+        );
+        let delivered: HashSet<&str> = both.iter().map(|e| e.id.as_str()).collect();
+        assert!(mine.keys().all(|id| delivered.contains(id)));
         // Ids go on after the last stored event, in the same epoch.
         let next = publish(&client, &restarted, channel, "after").await;
         assert_eq!(epoch_of(&next), epoch);
@@ -302,7 +353,7 @@ async fn sigkill_during_burst_loses_no_acknowledged_event() {
 async fn retention_by_count_bounds_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(store::FILE_NAME);
-    let client = reqwest::Client::new();
+    let client = http_client();
     // Rows of this channel only: not also its Mercure copies (the hub's log).
     let env = [
         ("SSE_BROKER__HISTORY__MAX_EVENTS", "20"),
@@ -345,7 +396,7 @@ async fn retention_by_count_bounds_the_disk() {
 async fn retention_by_age_deletes_rows() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(store::FILE_NAME);
-    let client = reqwest::Client::new();
+    let client = http_client();
     let env = [
         ("SSE_BROKER__HISTORY__MAX_AGE", "1s"),
         ("SSE_BROKER__STREAM__HEARTBEAT", "200ms"),
@@ -408,7 +459,7 @@ fn run_failing(args: &[&str]) -> (std::process::ExitStatus, String) {
 async fn corrupt_store_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(store::FILE_NAME);
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut broker = start_durable(dir.path(), &[]);
     publish(&client, &broker, "kept", "precious").await;
     stop(&mut broker).await;
@@ -463,4 +514,42 @@ async fn durable_history_and_cluster_are_exclusive() {
     ]);
     assert!(!status.success());
     assert!(stderr.contains("cannot be combined"), "{stderr}");
+}
+
+/// Channel events are Mercure updates too (`mercure.channel_updates`); with
+/// durable history the hub keeps only references to them, and after a
+/// restart a Mercure subscriber resumes after one with the same ids, data
+/// and order it saw before.
+#[actix_web::test]
+async fn channel_updates_on_the_hub_survive_a_restart() {
+    const HUB_ORDERS: &str = "/.well-known/mercure?match=orders";
+    let dir = tempfile::tempdir().unwrap();
+    let client = http_client();
+    let mut first = start_durable(dir.path(), &[]);
+    let mut live = open_stream(&client, &first, HUB_ORDERS, "").await;
+    live.wait_open().await;
+    for data in ["one", "two", "three"] {
+        publish(&client, &first, "orders", data).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = live.next_event().await;
+        assert!(event.id.starts_with("urn:sse-broker:orders/"), "{event:?}");
+        seen.push((event.id, event.data));
+    }
+    let datas: Vec<&str> = seen.iter().map(|(_, data)| data.as_str()).collect();
+    assert_eq!(datas, ["one", "two", "three"]);
+    drop(live);
+    stop(&mut first).await;
+
+    let second = start_durable(dir.path(), &[]);
+    let mut resumed = open_stream(&client, &second, HUB_ORDERS, &seen[0].0).await;
+    let replayed = vec![resumed.next_event().await, resumed.next_event().await];
+    let replayed: Vec<(String, String)> = replayed.into_iter().map(|e| (e.id, e.data)).collect();
+    assert_eq!(replayed, seen[1..], "the same updates, ids and order");
+    // And live updates go on after them.
+    publish(&client, &second, "orders", "four").await;
+    let next = resumed.next_event().await;
+    assert_eq!(next.data, "four");
+    assert!(!seen.iter().any(|(id, _)| *id == next.id), "a new id");
 }

@@ -250,7 +250,7 @@ async fn deeply_nested_json_is_refused() {
         202
     );
     // Mercure: the same limit on an update's data that is JSON.
-    let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.a8cjcSRUAcHdnGNMKifA4BK5epRXxQI0UBp2XpNrBdw";
+    let token = crate::mercure_support::all_access(&app);
     let form = format!(
         "topic=nested&data={}{}",
         "%5B".repeat(200),

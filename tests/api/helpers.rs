@@ -51,9 +51,29 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     actix_web::rt::spawn(app.run_until_stopped(false));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: http_client(),
         stopper,
     }
+}
+
+/// A plain reqwest client. reqwest is built with `rustls-no-provider` (the
+/// TLS tests use the broker's `ring` provider), so a client of any kind
+/// needs the process's default crypto provider installed first.
+pub fn http_client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::new()
+}
+
+/// Installs the broker's crypto provider (`ring`) as the process default,
+/// once.
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = sse_broker::tls::provider()
+            .as_ref()
+            .clone()
+            .install_default();
+    });
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -1,6 +1,7 @@
 //! Integration tests: the real application on port 0, spoken to over HTTP.
 //! One binary, one module per area; each test is a scenario.
 
+mod acme;
 mod auth;
 mod channels;
 mod cluster;
@@ -9,7 +10,10 @@ mod durable;
 mod errors;
 mod helpers;
 mod limits;
-mod mercure;
+mod mercure_compat;
+mod mercure_issuers;
+mod mercure_modern;
+mod mercure_support;
 mod multi_channel;
 mod openapi;
 mod operations;
@@ -22,3 +26,5 @@ mod resume;
 mod shutdown;
 mod slow_consumer;
 mod stream;
+mod tls;
+mod tls_support;

@@ -1,6 +1,8 @@
 //! Scaffolding for the cluster tests: a real `redis-server` on a free port
-//! (no persistence, killed when dropped), a TCP proxy that can cut one
-//! node off from Redis, broker nodes in-process and as real processes.
+//! (without persistence, or with an fsynced append-only file; killed,
+//! frozen and restarted at will, killed when dropped), a TCP proxy that can
+//! cut one node off from Redis, broker nodes in-process and as real
+//! processes.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -19,6 +21,9 @@ use crate::helpers::*;
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// Where it keeps an append-only file, fsynced on every write, when
+    /// it is persistent.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -28,40 +33,107 @@ impl RedisServer {
 
     /// Starts an empty Redis on `port` and waits until it answers PING.
     pub fn start_on(port: u16) -> Self {
-        Self::start_with(port, &["--save", "", "--appendonly", "no"])
+        Self::launch(port, None, &[])
     }
 
     /// Starts `redis-server` with `args` (a config file first, if any) on
     /// `port` and waits until it answers PING.
     pub fn start_with(port: u16, args: &[&str]) -> Self {
-        let child = Command::new("redis-server")
+        Self::launch(port, None, args)
+    }
+
+    /// Starts a Redis that persists every write to `dir` before answering
+    /// it (`appendfsync always`), so a kill loses nothing it acknowledged.
+    pub fn start_persistent(dir: &std::path::Path) -> Self {
+        Self::launch(free_port(), Some(dir.to_owned()), &[])
+    }
+
+    /// Starts it again on the same port (and the same files).
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Self::launch(self.port, self.dir.take(), &[]);
+    }
+
+    /// Without `args`: no snapshots, and an append-only file in `dir` only
+    /// when one is given. Files Redis writes on its own (a replica's
+    /// snapshot) go to the temporary directory, not the working tree.
+    fn launch(port: u16, dir: Option<std::path::PathBuf>, args: &[&str]) -> Self {
+        let mut command = Command::new("redis-server");
+        command
+            .current_dir(std::env::temp_dir())
             .args(args)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start redis-server ({err}): the cluster tests need Debian's \
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+        if args.is_empty() {
+            command.args(["--save", ""]);
+            match &dir {
+                Some(dir) => command
+                    .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir),
+                None => command.args(["--appendonly", "no"]),
+            };
+        }
+        let child = command.stdout(Stdio::null()).spawn().unwrap_or_else(|err| {
+            panic!(
+                "cannot start redis-server ({err}): the cluster tests need Debian's \
                      redis-server package (apt-get install redis-server; scripts/test.sh \
                      installs it)"
-                )
-            });
+            )
+        });
+        let mut server = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
         let deadline = Instant::now() + PATIENCE;
         while !answers_ping(port) {
             assert!(Instant::now() < deadline, "redis-server did not start");
+            server.assert_running();
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self {
-            child: Some(child),
-            port,
+        // Restarted on a port another test's Redis may have taken meanwhile.
+        let pid = server.child.as_ref().map(Child::id);
+        assert_eq!(
+            process_id(port),
+            pid,
+            "port {port} answers for another redis-server"
+        );
+        server
+    }
+
+    /// Panics when the process exited (e.g. its port was taken).
+    fn assert_running(&mut self) {
+        if let Some(child) = &mut self.child
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("redis-server on port {} exited: {status}", self.port);
         }
+    }
+
+    /// Freezes Redis (SIGSTOP): its sockets stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen Redis go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server runs");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} redis-server");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills Redis at once (all its data is gone: nothing is persisted).
+    /// Kills Redis at once (SIGKILL, frozen or not): unless it is
+    /// persistent, all its data is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -85,6 +157,23 @@ fn answers_ping(port: u16) -> bool {
     conn.write_all(b"PING\r\n").is_ok()
         && conn.read_exact(&mut answer).is_ok()
         && &answer == b"+PONG\r\n"
+}
+
+/// The process id the Redis on `port` reports (`INFO server`).
+fn process_id(port: u16) -> Option<u32> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    conn.write_all(b"INFO server\r\n").ok()?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"\r\n\r\n") {
+        let n = conn.read(&mut buf).ok().filter(|n| *n > 0)?;
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
 }
 
 /// A port that was free a moment ago.
@@ -163,12 +252,21 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 /// A broker node in this process, joined to the cluster at `redis_url`,
 /// with short intervals so that tests do not wait long.
 pub async fn spawn_node(redis_url: &str) -> TestApp {
+    spawn_node_with(redis_url, |_| {}).await
+}
+
+/// [`spawn_node`] with `adjust` applied to its settings as well.
+pub async fn spawn_node_with(
+    redis_url: &str,
+    adjust: impl FnOnce(&mut sse_broker::config::Settings),
+) -> TestApp {
     let url = redis_url.to_owned();
     spawn_app_with(move |s| {
         s.cluster.redis_url = url;
         s.cluster.presence_interval = Duration::from_millis(200);
         s.cluster.command_timeout = Duration::from_secs(1);
         s.cluster.max_reconnect_delay = Duration::from_millis(400);
+        adjust(s);
     })
     .await
 }

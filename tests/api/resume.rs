@@ -118,3 +118,84 @@ async fn up_to_date_client_resumes_quietly() {
     let next = sse.next_event().await;
     assert_eq!((next.event.as_str(), next.data.as_str()), ("message", "2"));
 }
+
+/// The value of a sample in `GET /metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Past the broker-wide history budget the oldest events of the whole broker leave first, from a channel nobody publishes to any more too: a client resuming from one gets a history-trimmed gap, the newest events stay, and the metrics show what is retained and what was trimmed.
+#[actix_web::test]
+async fn history_budget_trims_the_oldest_events_across_channels() {
+    const BUDGET: u64 = 64 * 1024;
+    let app = spawn_app_with(|s| {
+        s.server.max_body_bytes = 4096;
+        s.history.max_total_bytes = BUDGET;
+        // Slices of 100 ms; the tick trims channels that do not publish.
+        s.history.max_age = std::time::Duration::from_secs(60);
+        s.stream.heartbeat = std::time::Duration::from_millis(100);
+        s.mercure.channel_updates = false;
+    })
+    .await;
+    // A subscriber keeps the old channel (and its epoch) alive.
+    let mut keeper = app.stream("/stream/budget-old", &[]).await;
+    keeper.wait_open().await;
+    let data = format!("\"{}\"", "x".repeat(1000));
+    let old_first = app.publish("budget-old", &data).await;
+    for _ in 1..20 {
+        app.publish("budget-old", &data).await;
+    }
+    // Then more than the whole budget on another channel, in rounds of
+    // less than an eighth of it, each in a later slice of time.
+    let mut newest = Vec::new();
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        for _ in 0..6 {
+            newest.push(app.publish("budget-new", &data).await);
+        }
+    }
+
+    wait_until(|| async {
+        metric(&app, "sse_broker_history_retained_bytes").await <= BUDGET as f64
+    })
+    .await;
+    assert!(metric(&app, "sse_broker_history_budget_trimmed_total").await >= 20.0);
+    let mut old = app
+        .stream("/stream/budget-old", &[("Last-Event-ID", &old_first)])
+        .await;
+    let gap = old.next_event().await;
+    assert_eq!(gap.event, "broker.gap");
+    assert!(
+        gap.data.contains(r#""reason":"history-trimmed""#),
+        "{}",
+        gap.data
+    );
+    // The newest round is still there.
+    let mut new = app
+        .stream(
+            "/stream/budget-new",
+            &[("Last-Event-ID", &newest[newest.len() - 7])],
+        )
+        .await;
+    let marker = new.next_event().await;
+    assert_eq!(marker.event, "broker.replay", "{}", marker.data);
+    let replayed: Vec<String> = new
+        .next_messages(6)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(replayed, newest[newest.len() - 6..]);
+}

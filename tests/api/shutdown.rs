@@ -7,7 +7,7 @@ use crate::helpers::*;
 #[actix_web::test]
 async fn sigterm_ends_streams_and_exits() {
     let mut broker = BrokerProcess::start("127.0.0.1:0", &[]);
-    let res = reqwest::Client::new()
+    let res = http_client()
         .get(broker.url("/stream/bye"))
         .send()
         .await

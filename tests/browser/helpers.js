@@ -13,14 +13,18 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STARTUP_TIMEOUT_MS = 20000;
 const ANSI = /\x1b\[[0-9;]*m/g;
 
-/** Starts the broker on `bind` (default an ephemeral port) and resolves when it logs its address. */
-function startBroker(bind = '127.0.0.1:0') {
+/**
+ * Starts the broker on `bind` (default an ephemeral port) and resolves when it logs its address.
+ * `env` adds environment variables (configuration keys); with `https` the broker's URL is
+ * `https://localhost:<port>` (its certificate must name localhost).
+ */
+function startBroker(bind = '127.0.0.1:0', { env = {}, https = false } = {}) {
   if (!fs.existsSync(BROKER_BIN)) {
     throw new Error(`broker binary not found at ${BROKER_BIN}: build it (cargo build --release) or set SSE_BROKER_BIN`);
   }
   const child = spawn(BROKER_BIN, ['--bind', bind], {
     cwd: ROOT,
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const broker = { child, log: '', port: 0, url: '' };
@@ -37,7 +41,7 @@ function startBroker(bind = '127.0.0.1:0') {
       if (m && !broker.port) {
         clearTimeout(timer);
         broker.port = Number(m[2]);
-        broker.url = `http://127.0.0.1:${broker.port}`;
+        broker.url = https ? `https://localhost:${broker.port}` : `http://127.0.0.1:${broker.port}`;
         resolve(broker);
       }
     }
@@ -64,12 +68,14 @@ function stopBroker(broker, signal = 'SIGKILL') {
   });
 }
 
-function launchBrowser() {
+/** Launches headless Chromium; `extraArgs` adds flags (e.g. `--ignore-certificate-errors`). */
+function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--no-first-run', '--disable-quic', '--disable-sync',
+      ...extraArgs,
     ],
   });
 }

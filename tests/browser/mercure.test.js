@@ -1,57 +1,64 @@
-// Mercure hub scenarios in a real browser: the cases of the reference hub's
-// browser conformance suite (an EventSource opened in the page, an update
-// published from the page with fetch), in the legacy `topic` form and in the
-// draft-08 `match` / `matchURLPattern` form, against the real broker binary
-// with its development configuration.
+// The Mercure hub in a real browser: every case of the reference hub's
+// conformance suites (dunglas/mercure `conformance-tests/`, the 1.0 suite
+// and the 0.x one), in our own words, against the real broker binary in
+// Chromium. A page of the hub's origin opens an EventSource, publishes from
+// the page with fetch and the suites' publisher token, and checks whether
+// the update arrives (same id, same multi-line data) and how the publish
+// was answered (200, text/plain, the id).
+//
+// Three runs, as the suites are run against the hub:
+// - the 1.0 cases in the default mode, the resource identifier pinned to
+//   the suite token's audience (https://localhost/.well-known/mercure);
+// - the 1.0 cases again in compatibility mode (protocol_version_compatibility = 8);
+// - the 0.x cases (topic=, URI templates, the `mercure` claim) in
+//   compatibility mode.
 //   npm ci && npm run test:browser
 'use strict';
 
-const { test, before, after } = require('node:test');
+const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { startBroker, stopBroker, launchBrowser } = require('./helpers');
 
-/** HS256 with Mercure's documented development key (the broker's dev default). */
+/** Mercure's documented development key (the broker's development issuer's). */
 const DEVELOPMENT_KEY = '!ChangeThisMercureHubJWTSecretKey!';
+/** The audience of the 1.0 suite's token. */
+const SUITE_AUDIENCE = 'https://localhost/.well-known/mercure';
+const DETAIL = 'https://mercure.rocks/authorization-detail';
+/** How long a page waits for an update before calling it not received. */
+const PATIENCE_MS = 2000;
 
-function jwt(claims) {
+function jwt(header, claims) {
   const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  const unsigned = `${part({ alg: 'HS256' })}.${part(claims)}`;
+  const unsigned = `${part(header)}.${part(claims)}`;
   const signature = crypto.createHmac('sha256', DEVELOPMENT_KEY).update(unsigned).digest('base64url');
   return `${unsigned}.${signature}`;
 }
 
-const PUBLISHER = jwt({ mercure: { publish: ['*'], subscribe: ['*'] } });
-/** How long a page waits for an update before calling it not received. */
-const PATIENCE_MS = 2000;
-
-let broker;
-let browser;
-let context;
-
-before(async () => {
-  broker = await startBroker();
-  browser = await launchBrowser();
-  context = await browser.newContext();
+/** The 1.0 suite's publisher: an RFC 9068 access token of the issuer https://localhost. */
+const MODERN_PUBLISHER = jwt({ alg: 'HS256', typ: 'at+jwt' }, {
+  aud: SUITE_AUDIENCE,
+  iss: 'https://localhost',
+  authorization_details: [
+    { type: DETAIL, actions: ['publish'], topics: [{ match: '*' }] },
+    { type: DETAIL, actions: ['subscribe'], topics: [{ match: '*' }] },
+  ],
+  exp: 4102444800,
 });
+/** The 0.x suite's publisher: the `mercure` claim, no typ, iss, aud or exp. */
+const LEGACY_PUBLISHER = jwt({ alg: 'HS256' }, { mercure: { publish: ['*'], subscribe: ['*'] } });
 
-after(async () => {
-  if (browser) await browser.close();
-  if (broker) await stopBroker(broker, 'SIGTERM');
-});
-
-const fresh = () => crypto.randomBytes(12).toString('hex');
+const fresh = () => crypto.randomBytes(20).toString('hex');
 
 /**
- * In a page of the hub's origin: subscribes with `selectors` (pairs of
- * query parameter and value), waits for the stream to open, publishes an
- * update on `topics` from the page, and reports whether the update arrived
- * (same id, same multi-line data) and how the publish was answered.
+ * In a page of the hub's origin: subscribes with `selectors` ([parameter,
+ * value] pairs), waits for the stream to open, publishes an update on
+ * `topics` with `token`, and reports whether it arrived and the answer.
  */
-async function publishAndWatch({ name, selectors, topics, isPrivate = false }) {
+async function publishAndWatch(context, baseUrl, { name, selectors, topics, isPrivate = false, token }) {
   const page = await context.newPage();
   try {
-    await page.goto(`${broker.url}/`);
+    await page.goto(`${baseUrl}/`);
     return await page.evaluate(async ({ name, selectors, topics, isPrivate, token, patience }) => {
       const url = new URL('/.well-known/mercure', window.origin);
       for (const [key, value] of selectors) url.searchParams.append(key, value);
@@ -82,84 +89,95 @@ async function publishAndWatch({ name, selectors, topics, isPrivate = false }) {
         new Promise((resolve) => setTimeout(resolve, patience, false)),
       ]);
       source.close();
-      return {
-        received: outcome,
-        status: answer.status,
-        contentType: answer.headers.get('content-type'),
-        body,
-        id: form.get('id'),
-      };
-    }, { name, selectors, topics, isPrivate, token: PUBLISHER, patience: PATIENCE_MS });
+      return { received: outcome, status: answer.status, contentType: answer.headers.get('content-type'), body, id: form.get('id') };
+    }, { name, selectors, topics, isPrivate, token, patience: PATIENCE_MS });
   } finally {
     await page.close();
   }
 }
 
-/** The conformance cases; `selectors` are given in both protocol forms. */
-function cases() {
-  const [raw, multi, several, uri, template] = Array.from({ length: 5 }, fresh);
-  const uriTopic = `https://example.net/foo/${uri}`;
-  const templateTopic = `https://example.net/foo/${template}`;
-  const exact = (...values) => ({ legacy: values.map((v) => ['topic', v]), draft: values.map((v) => ['match', v]) });
+/** The 1.0 suite's cases: exact matchers with `match`, patterns with `match_urlpattern`. */
+function modernCases() {
+  const r = Array.from({ length: 6 }, fresh);
+  const exact = (...values) => values.map((v) => ['match', v]);
+  const pattern = (value) => [['match_urlpattern', value]];
   return [
-    { name: 'raw string', topics: [raw], selectors: exact(raw), received: true },
-    { name: 'multiple topics', topics: [fresh(), multi], selectors: exact(multi), received: true },
-    { name: 'multiple topic selectors', topics: [several], selectors: exact('foo', several), received: true },
-    { name: 'URI', topics: [uriTopic], selectors: exact(uriTopic), received: true },
-    {
-      name: 'URI template',
-      topics: [templateTopic],
-      selectors: {
-        legacy: [['topic', 'https://example.net/foo/{random}']],
-        draft: [['matchURLPattern', 'https://example.net/foo/:random']],
-      },
-      received: true,
-    },
-    { name: 'nonmatching raw string', topics: ['will-not-match}'], selectors: exact('another-name'), received: false },
-    {
-      name: 'nonmatching URI',
-      topics: ['https://example.net/foo/will-not-match}'],
-      selectors: exact('https://example.net/foo/another-name'),
-      received: false,
-    },
-    {
-      name: 'nonmatching URI template',
-      topics: ['https://example.net/foo/will-not-match}'],
-      selectors: {
-        legacy: [['topic', 'https://example.net/bar/{var}']],
-        draft: [['matchURLPattern', 'https://example.net/bar/:var']],
-      },
-      received: false,
-    },
-    { name: 'private raw string', topics: [raw], selectors: exact(raw), isPrivate: true, received: false },
-    { name: 'private URI', topics: [uriTopic], selectors: exact(uriTopic), isPrivate: true, received: false },
-    {
-      name: 'private URI template',
-      topics: [templateTopic],
-      selectors: {
-        legacy: [['topic', 'https://example.net/foo/{random}']],
-        draft: [['matchURLPattern', 'https://example.net/foo/:random']],
-      },
-      isPrivate: true,
-      received: false,
-    },
+    { name: 'an exact raw string', topics: [r[0]], selectors: exact(r[0]), received: true },
+    { name: 'one of several matchers', topics: [r[2]], selectors: exact('foo', r[2]), received: true },
+    { name: 'an exact URI', topics: [`https://example.net/foo/${r[3]}`], selectors: exact(`https://example.net/foo/${r[3]}`), received: true },
+    { name: 'a URL pattern', topics: [`https://example.net/foo/${r[4]}`], selectors: pattern('https://example.net/foo/:random'), received: true },
+    { name: 'a raw string that does not match', topics: ['will-not-match'], selectors: exact('another-name'), received: false },
+    { name: 'a URI that does not match', topics: ['https://example.net/foo/will-not-match'], selectors: exact('https://example.net/foo/another-name'), received: false },
+    { name: 'a URL pattern that does not match', topics: ['https://example.net/foo/will-not-match'], selectors: pattern('https://example.net/bar/:var'), received: false },
+    { name: 'a private update on a raw string', topics: [r[0]], selectors: exact(r[0]), isPrivate: true, received: false },
+    { name: 'a private update on a URI', topics: [`https://example.net/foo/${r[3]}`], selectors: exact(`https://example.net/foo/${r[3]}`), isPrivate: true, received: false },
+    { name: 'a private update through a URL pattern', topics: [`https://example.net/foo/${r[4]}`], selectors: pattern('https://example.net/foo/:random'), isPrivate: true, received: false },
   ];
 }
 
-for (const form of ['legacy', 'draft']) {
-  for (const scenario of cases()) {
-    test(`mercure (${form === 'legacy' ? 'topic' : 'match'}): ${scenario.name}`, async () => {
-      const outcome = await publishAndWatch({
-        name: scenario.name,
-        selectors: scenario.selectors[form],
-        topics: scenario.topics,
-        isPrivate: scenario.isPrivate,
-      });
-      assert.equal(outcome.received, scenario.received, 'delivered to an anonymous browser subscriber');
-      // Every publish is accepted; the answer is the update's own id.
-      assert.equal(outcome.status, 200);
-      assert.match(outcome.contentType, /^text\/plain(?:$|;)/);
-      assert.equal(outcome.body, outcome.id);
+/** The 0.x suite's cases: every selector a `topic`, patterns as URI templates. */
+function legacyCases() {
+  const r = Array.from({ length: 6 }, fresh);
+  const topics = (...values) => values.map((v) => ['topic', v]);
+  return [
+    { name: 'an exact raw string', topics: [r[0]], selectors: topics(r[0]), received: true },
+    { name: 'one of several topics of an update', topics: [fresh(), r[1]], selectors: topics(r[1]), received: true },
+    { name: 'one of several selectors', topics: [r[2]], selectors: topics('foo', r[2]), received: true },
+    { name: 'an exact URI', topics: [`https://example.net/foo/${r[3]}`], selectors: topics(`https://example.net/foo/${r[3]}`), received: true },
+    { name: 'a URI template', topics: [`https://example.net/foo/${r[4]}`], selectors: topics('https://example.net/foo/{random}'), received: true },
+    { name: 'a raw string that does not match', topics: ['will-not-match}'], selectors: topics('another-name'), received: false },
+    { name: 'a URI that does not match', topics: ['https://example.net/foo/will-not-match}'], selectors: topics('https://example.net/foo/another-name'), received: false },
+    { name: 'a URI template that does not match', topics: ['https://example.net/foo/will-not-match}'], selectors: topics('https://example.net/bar/{var}'), received: false },
+    { name: 'a private update on a raw string', topics: [r[0]], selectors: topics(r[0]), isPrivate: true, received: false },
+    { name: 'a private update on a URI', topics: [`https://example.net/foo/${r[3]}`], selectors: topics(`https://example.net/foo/${r[3]}`), isPrivate: true, received: false },
+    { name: 'a private update through a URI template', topics: [`https://example.net/foo/${r[4]}`], selectors: topics('https://example.net/foo/{random}'), isPrivate: true, received: false },
+  ];
+}
+
+const RUNS = [
+  {
+    title: 'Mercure 1.0 (default mode, pinned resource identifier)',
+    env: { SSE_BROKER__MERCURE__RESOURCE_IDENTIFIER: SUITE_AUDIENCE },
+    token: MODERN_PUBLISHER,
+    cases: modernCases,
+  },
+  {
+    title: 'Mercure 1.0 clients in compatibility mode 8',
+    env: { SSE_BROKER__MERCURE__PROTOCOL_VERSION_COMPATIBILITY: '8' },
+    token: MODERN_PUBLISHER,
+    cases: modernCases,
+  },
+  {
+    title: 'Mercure 0.x clients in compatibility mode 8',
+    env: { SSE_BROKER__MERCURE__PROTOCOL_VERSION_COMPATIBILITY: '8' },
+    token: LEGACY_PUBLISHER,
+    cases: legacyCases,
+  },
+];
+
+for (const run of RUNS) {
+  describe(run.title, () => {
+    let broker;
+    let browser;
+    let context;
+    before(async () => {
+      broker = await startBroker('127.0.0.1:0', { env: run.env });
+      browser = await launchBrowser();
+      context = await browser.newContext();
     });
-  }
+    after(async () => {
+      if (browser) await browser.close();
+      if (broker) await stopBroker(broker, 'SIGTERM');
+    });
+    for (const scenario of run.cases()) {
+      test(`${scenario.received ? 'delivers' : 'does not deliver'} ${scenario.name}`, async () => {
+        const outcome = await publishAndWatch(context, broker.url, { ...scenario, token: run.token });
+        assert.equal(outcome.received, scenario.received, 'delivered to an anonymous browser subscriber');
+        // Every publish is accepted; the answer is the update's own id.
+        assert.equal(outcome.status, 200, outcome.body);
+        assert.match(outcome.contentType, /^text\/plain(?:$|;)/);
+        assert.equal(outcome.body, outcome.id);
+      });
+    }
+  });
 }

@@ -13,13 +13,16 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod raw;
+#[allow(dead_code)]
+#[path = "../api/redis_support.rs"]
+mod redis_support;
 
 mod clients;
 mod readers;
 mod requests;
 mod storm;
 
-use helpers::BrokerProcess;
+use helpers::{BrokerProcess, http_client};
 
 /// The real binary with `env`, and neither the per-IP stream cap nor the
 /// publish rate limit (every client here is 127.0.0.1, and the scenarios

@@ -67,7 +67,7 @@ async fn take(rx: &mut tokio::sync::mpsc::UnboundedReceiver<SseEvent>, n: usize)
 #[actix_web::test]
 async fn trickling_reader_is_cut_off_and_resumes_exactly() {
     let broker = unlimited_broker(&[("SSE_BROKER__STREAM__SUBSCRIBER_BUFFER", "32")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut healthy = stream_at(&client, &broker.url("/stream/trickle"), &[]).await;
     healthy.wait_open().await;
     let mut healthy = read_in_background(healthy);
@@ -78,6 +78,7 @@ async fn trickling_reader_is_cut_off_and_resumes_exactly() {
     // Bounded: at most 600 events, stopping 20 after the eviction was seen.
     let mut published = Vec::new();
     let mut after_eviction = None;
+    let mut evicted_at = Instant::now();
     for n in 0..600 {
         published.push(publish(&client, &broker, "trickle", payload(n)).await);
         if after_eviction.is_none()
@@ -85,6 +86,7 @@ async fn trickling_reader_is_cut_off_and_resumes_exactly() {
             && channel(&client, &broker, "trickle").await["evicted"] == 1
         {
             after_eviction = Some(n + 20);
+            evicted_at = Instant::now();
         }
         if after_eviction == Some(n) {
             break;
@@ -114,6 +116,11 @@ async fn trickling_reader_is_cut_off_and_resumes_exactly() {
         Closed::Open,
         "still connected after {:?}",
         started.elapsed()
+    );
+    // A figure for docs/hostile-clients.md (scripts/soak.sh collects it), not an assertion.
+    eprintln!(
+        "measured: an evicted reader trickling ~10 KiB/s was cut off ({closed:?}) {:.1} s after its eviction was seen",
+        evicted_at.elapsed().as_secs_f64()
     );
 
     // It resumes from the last complete event it got, and gets exactly the rest.
@@ -155,7 +162,7 @@ async fn trickling_reader_is_cut_off_and_resumes_exactly() {
 #[actix_web::test]
 async fn reader_stalled_mid_event_sees_only_whole_events() {
     let broker = unlimited_broker(&[("SSE_BROKER__STREAM__SUBSCRIBER_BUFFER", "16")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut stalled = RawStream::open(&broker.addr, "/stream/halves", &[], Some(4096)).await;
     stalled.read_head().await;
     wait_until(|| async { channel(&client, &broker, "halves").await["subscribers"] == 1 }).await;
@@ -207,6 +214,20 @@ fn rss_kib(broker: &BrokerProcess) -> u64 {
         .expect("VmRSS")
 }
 
+/// The memory of every TCP socket on the machine, in KiB (`/proc/net/sockstat`,
+/// in pages): what the kernel holds in socket buffers, which the broker's
+/// RSS does not show.
+fn tcp_memory_kib() -> u64 {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let pages: u64 = sockstat
+        .lines()
+        .find(|line| line.starts_with("TCP:"))
+        .and_then(|line| line.split_whitespace().skip_while(|w| *w != "mem").nth(1))
+        .and_then(|pages| pages.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
 /// A thousand readers that never read: all evicted and their connections
 /// ended, while the broker's memory stays bounded (queued events are shared
 /// with history, not copied per reader) and a healthy subscriber gets every
@@ -214,7 +235,7 @@ fn rss_kib(broker: &BrokerProcess) -> u64 {
 #[actix_web::test]
 async fn a_thousand_silent_readers_cost_little_and_go() {
     let broker = unlimited_broker(&[("SSE_BROKER__STREAM__SUBSCRIBER_BUFFER", "64")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut healthy = stream_at(&client, &broker.url("/stream/crowd"), &[]).await;
     healthy.wait_open().await;
     let mut healthy = read_in_background(healthy);
@@ -224,10 +245,23 @@ async fn a_thousand_silent_readers_cost_little_and_go() {
     .await;
     wait_until(|| async { channel(&client, &broker, "crowd").await["subscribers"] == 1001 }).await;
     let before = rss_kib(&broker);
+    let tcp_before = tcp_memory_kib();
 
     let mut published = Vec::new();
     for n in 0..200 {
         published.push(publish(&client, &broker, "crowd", payload(n)).await);
+        if n == 47 {
+            // Each silent reader now pins what its socket and queue (64
+            // units) hold: a figure for docs/hostile-clients.md.
+            let (rss, tcp) = (rss_kib(&broker), tcp_memory_kib());
+            eprintln!(
+                "measured: a silent reader pinning 48 events of 16 KiB costs the broker {:.1} KiB of RSS \
+                 and the kernel {:.1} KiB of socket buffers (1000 readers: RSS {before} -> {rss} KiB, \
+                 TCP {tcp_before} -> {tcp} KiB)",
+                rss.saturating_sub(before) as f64 / 1000.0,
+                tcp.saturating_sub(tcp_before) as f64 / 1000.0,
+            );
+        }
     }
     let seen = take(&mut healthy, published.len()).await;
     assert_eq!(
@@ -269,7 +303,7 @@ async fn a_thousand_silent_readers_cost_little_and_go() {
 async fn half_closed_client_is_unsubscribed() {
     use tokio::io::AsyncWriteExt;
     let broker = BrokerProcess::start("127.0.0.1:0", &[]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut half = RawStream::open(&broker.addr, "/stream/halfway", &[], None).await;
     half.read_head().await;
     wait_until(|| async { channel(&client, &broker, "halfway").await["subscribers"] == 1 }).await;

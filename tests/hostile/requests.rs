@@ -38,7 +38,7 @@ async fn slowloris(addr: String, budget: Duration) -> (Vec<u8>, Duration) {
 #[actix_web::test]
 async fn slowloris_heads_are_timed_out_while_others_are_served() {
     let broker = unlimited_broker(&[("SSE_BROKER__SERVER__CLIENT_REQUEST_TIMEOUT", "2s")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let attackers =
         join_all((0..200).map(|_| slowloris(broker.addr.clone(), Duration::from_secs(60))));
     let served = async {
@@ -72,7 +72,7 @@ async fn slowloris_heads_are_timed_out_while_others_are_served() {
 #[actix_web::test]
 async fn reconnect_loop_with_a_stale_id_is_harmless() {
     let broker = unlimited_broker(&[]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut healthy = stream_at(&client, &broker.url("/stream/loop"), &[]).await;
     healthy.wait_open().await;
     let mut published = Vec::new();

@@ -16,16 +16,21 @@ use crate::{helpers::*, raw::RawStream, seq_of, unlimited_broker};
 const SUBSCRIBERS: usize = 10_000;
 const CHANNELS: usize = 100;
 
+/// The seqs of the message events `stream` got so far.
+fn seqs_in(stream: &RawStream) -> Vec<u64> {
+    stream
+        .events()
+        .iter()
+        .filter(|e| e.event == "message")
+        .map(|e| seq_of(&e.id))
+        .collect()
+}
+
 /// Reads `stream` until its events reach `seq` on its channel; returns them.
 async fn read_until(stream: &mut RawStream, seq: u64) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let seqs: Vec<u64> = stream
-            .events()
-            .iter()
-            .filter(|e| e.event == "message")
-            .map(|e| seq_of(&e.id))
-            .collect();
+        let seqs = seqs_in(stream);
         if seqs.last().is_some_and(|last| *last >= seq) {
             return seqs;
         }
@@ -45,7 +50,7 @@ async fn read_until(stream: &mut RawStream, seq: u64) -> Vec<u64> {
 #[actix_web::test]
 async fn ten_thousand_reconnect_at_once_and_miss_nothing() {
     let broker = unlimited_broker(&[("RUST_LOG", "warn,sse_broker::startup=info")]);
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let channel = |i: usize| format!("storm{}", i % CHANNELS);
 
     // Connect, 500 at a time (the listen backlog takes more, the test's
@@ -110,10 +115,20 @@ async fn ten_thousand_reconnect_at_once_and_miss_nothing() {
         })
     };
 
-    // Let every stream see some events, read what each got, then drop
-    // them all at once.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once every channel had two events (a busy machine publishes slowly:
+    // a subscriber that saw nothing would come back without an id and,
+    // like any EventSource, miss what came meanwhile), read what each
+    // stream got, then drop them all at once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked.borrow().len() < CHANNELS || acked.borrow().values().any(|seqs| seqs.len() < 2) {
+        assert!(
+            Instant::now() < deadline,
+            "the publisher did not reach every channel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let streams = join_all(streams.into_iter().map(|mut stream| async move {
+        read_until(&mut stream, 1).await;
         stream.read_available(Duration::from_millis(200)).await;
         stream
     }))
@@ -131,6 +146,7 @@ async fn ten_thousand_reconnect_at_once_and_miss_nothing() {
             (i, seen)
         })
         .collect();
+    let dropped_at = Instant::now();
     drop(streams);
     let reconnected = join_all(resume.iter().map(|(i, seen)| {
         let (addr, path) = (broker.addr.clone(), format!("/stream/{}", channel(*i)));
@@ -146,6 +162,12 @@ async fn ten_thousand_reconnect_at_once_and_miss_nothing() {
         }
     }))
     .await;
+    // A figure for docs/hostile-clients.md (scripts/soak.sh collects it), not an assertion.
+    eprintln!(
+        "measured: {SUBSCRIBERS} subscribers dropped at once had all reconnected and been \
+         answered (the replay of what they missed is in the answer's prelude) {:.1} s later",
+        dropped_at.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.set(true);
     publisher.await.expect("the publisher ran");
@@ -159,7 +181,15 @@ async fn ten_thousand_reconnect_at_once_and_miss_nothing() {
     for ((i, seen), mut stream) in resume.iter().zip(reconnected) {
         let all = &acked[&channel(*i)];
         let last = *all.last().expect("every channel got events");
-        let after = read_until(&mut stream, last).await;
+        // One that had everything before the drop gets nothing more when no
+        // event came on its channel afterwards (a slow machine publishes few).
+        let had_all = seen.last().is_some_and(|(seq, _)| *seq >= last);
+        let after = if had_all {
+            stream.read_available(Duration::from_millis(200)).await;
+            seqs_in(&stream)
+        } else {
+            read_until(&mut stream, last).await
+        };
         let mut got: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
         got.extend(after);
         let first = got.first().copied().unwrap_or(1);

@@ -43,8 +43,8 @@ use super::{
     codec::Codec,
     error::BrokerError,
     event::{Event, EventId},
-    history::{GapReason, Replay},
-    log::{DurableStore, LogEntry, Record, SharedLog},
+    history::{GapReason, Replay, Retention},
+    log::{DurableStore, LogEntry, Origin, Record, SharedLog},
     members::Members,
     message::{
         ChannelDetail, ChannelIdle, ChannelMessage, Publish, Published, Retire, Subscribe,
@@ -65,8 +65,8 @@ const MAX_PULSE_CLIENTS: usize = 1024;
 /// Settings and backends a channel needs, copied from the configuration once.
 #[derive(Clone)]
 pub struct ChannelConfig {
-    pub history_max_events: usize,
-    pub history_max_age: Duration,
+    /// How much history each channel keeps (and the budget they share).
+    pub retention: Retention,
     /// Interval of heartbeats, dead-subscriber sweeps, expiry and idle checks.
     pub tick: Duration,
     /// Where the channel counts what it does (see `crate::metrics`).
@@ -192,8 +192,7 @@ impl ChannelActor {
             Some(shared) => ChannelLog::Shared(SharedCursor::new(Arc::clone(shared))),
             None => ChannelLog::Owned(OwnedLog::new(
                 config.durable.clone(),
-                config.history_max_events,
-                config.history_max_age,
+                config.retention.clone(),
             )),
         };
         let internal = name.is_internal();
@@ -273,7 +272,11 @@ impl ChannelActor {
         self.stats.history.store(retained, Ordering::Relaxed);
         self.count_published(&publish);
         if let (Some(mirror), Some(record)) = (&self.mirror, publish.mirror) {
-            mirror.accepted(&self.name, id, record);
+            let origin = Origin {
+                channel: self.name.clone(),
+                id,
+            };
+            mirror.accepted(origin, record);
         }
         if let Some(reply) = publish.reply {
             let _ = reply.send(Ok(Published {

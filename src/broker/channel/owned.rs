@@ -9,12 +9,14 @@
 //! meanwhile handles other messages. A resuming client is served from the
 //! history: it never sees a pending event, so no id a client saw can be
 //! reused after a crash.
+//!
+//! A mirror's copy (a record with an [`Origin`](crate::broker::log::Origin),
+//! e.g. a channel event on the Mercure hub's channel) is stored as a
+//! reference to its original, which is on disk already; when the channel is
+//! read back, the store gives the original's record with its origin and the
+//! channel's codec makes the copy again.
 
-use std::{
-    collections::VecDeque,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use actix::prelude::*;
 use log::{error, info, warn};
@@ -25,7 +27,7 @@ use crate::{
         codec::Codec,
         error::BrokerError,
         event::{Epoch, Event, EventId, now_ms},
-        history::History,
+        history::{History, Retention},
         log::{DurableStore, LogError},
         message::{Publish, Subscribe},
     },
@@ -51,21 +53,19 @@ pub(super) struct OwnedLog {
     unreadable: Option<String>,
     /// A publish arrived since the last tick (the channel is not idle).
     busy: bool,
-    max_events: usize,
-    max_age: Duration,
+    retention: Retention,
 }
 
 impl OwnedLog {
     /// A log of a fresh epoch; [`Self::load`] restores a stored one.
-    pub fn new(store: Option<Arc<dyn DurableStore>>, max_events: usize, max_age: Duration) -> Self {
+    pub fn new(store: Option<Arc<dyn DurableStore>>, retention: Retention) -> Self {
         Self {
-            history: History::new(Epoch::new(), max_events, max_age),
+            history: History::new(Epoch::new(), retention.clone()),
             store,
             pending: VecDeque::new(),
             unreadable: None,
             busy: false,
-            max_events,
-            max_age,
+            retention,
         }
     }
 
@@ -80,7 +80,7 @@ impl OwnedLog {
             Ok(Some(stored)) => {
                 let events = stored
                     .entries
-                    .iter()
+                    .into_iter()
                     .map(|entry| {
                         let id = EventId {
                             epoch: stored.epoch,
@@ -90,13 +90,8 @@ impl OwnedLog {
                         codec.event(channel, id, &entry.record, at)
                     })
                     .collect();
-                let mut history = History::restore(
-                    stored.epoch,
-                    stored.head,
-                    events,
-                    self.max_events,
-                    self.max_age,
-                );
+                let mut history =
+                    History::restore(stored.epoch, stored.head, events, self.retention.clone());
                 history.expire(Instant::now());
                 info!(
                     "channel restored channel={channel} head={} history={}",
@@ -205,7 +200,12 @@ impl ChannelActor {
         };
         log.busy = true;
         log.pending.push_back(Pending { event, accepted });
-        let answer = store.append(&name, id, now_ms(), codec.logged(msg.record));
+        // A copy is kept as a reference to its original (module docs).
+        let record = match msg.record.origin {
+            Some(_) => msg.record,
+            None => codec.logged(msg.record),
+        };
+        let answer = store.append(&name, id, now_ms(), record);
         // The fan-out waits for the disk; other messages do not.
         ctx.spawn(answer.into_actor(self).map(move |outcome, actor, _| {
             let outcome = outcome.unwrap_or_else(|_| Err(LogError("the store stopped".into())));

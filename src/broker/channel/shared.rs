@@ -28,7 +28,7 @@ use crate::{
         error::BrokerError,
         event::{Epoch, EventId, ResumeFrom},
         history::{GapReason, replay_from_log},
-        log::{FetchFrom, Fetched, LogEntry, LogError, Record, SharedLog},
+        log::{FetchFrom, Fetched, LogEntry, LogError, Origin, Record, SharedLog},
         message::{Publish, Published, Subscribe},
         subscriber::Delivery,
     },
@@ -195,7 +195,11 @@ impl ChannelActor {
             };
             self.count_published(&accepted);
             if let (Some(mirror), Some(record)) = (&self.mirror, accepted.mirror.take()) {
-                mirror.accepted(&self.name, id, record);
+                let origin = Origin {
+                    channel: self.name.clone(),
+                    id,
+                };
+                mirror.accepted(origin, record);
             }
             if let Some(reply) = accepted.reply {
                 let _ = reply.send(Ok(Published { id, subscribers }));

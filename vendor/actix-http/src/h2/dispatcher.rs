@@ -231,8 +231,24 @@ where
 
     let mut body = pin!(body);
 
-    // poll response body and send chunks to client
-    while let Some(res) = poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+    // poll response body and send chunks to client; a stream the peer resets meanwhile (a client
+    // closing a long-lived response, such as an event stream) will never take another byte, so
+    // its body is dropped at once instead of when it next yields
+    loop {
+        let next = poll_fn(|cx| match stream.poll_reset(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => body.as_mut().poll_next(cx).map(Some),
+        })
+        .await;
+
+        let Some(next) = next else {
+            return Ok(());
+        };
+
+        let Some(res) = next else {
+            break;
+        };
+
         let mut chunk = res.map_err(|err| DispatchError::ResponseBody(err.into()))?;
 
         'send: loop {

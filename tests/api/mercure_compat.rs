@@ -1,41 +1,32 @@
-//! The Mercure hub at `/.well-known/mercure`: subscribe, publish, private
-//! updates, reconnection, subscription events and the bridge to channels.
+//! The Mercure hub in compatibility mode (`protocol_version_compatibility =
+//! 8`): everything 0.x clients use (`topic` selectors and URI templates,
+//! the `mercure` claim, the `authorization` query parameter and
+//! `mercureAuthorization` cookie, `lastEventID`, 0.x subscription events
+//! and API), next to 1.0 clients on the same hub; and, on that mode, the
+//! hub as a channel of the broker (cluster, durable history, limits, the
+//! bridge to channels).
 
-use jsonwebtoken::{EncodingKey, Header, encode};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use jsonwebtoken::Header;
 use serde_json::{Value, json};
 use sse_broker::config::MERCURE_DEVELOPMENT_KEY;
 
 use crate::{
     helpers::{
-        BrokerProcess, SseClient, TestApp, problem, spawn_app, spawn_app_with, stream_at,
-        wait_until,
+        BrokerProcess, TestApp, http_client, problem, spawn_app_with, stream_at, wait_until,
     },
-    redis_support::{RedisServer, TcpProxy, spawn_node},
+    mercure_support::{
+        HUB, access_token, compat, detail, encode_form, hub_path, next_updates, open, sign,
+    },
+    redis_support::{RedisServer, TcpProxy, spawn_node_with},
 };
 
-const HUB: &str = "/.well-known/mercure";
-
-/// A token signed with the development key.
+/// A 0.x token (no `typ`, `iss`, `aud`), signed with the development key.
 fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(MERCURE_DEVELOPMENT_KEY.as_bytes()).expect("a secret"),
-    )
-    .expect("encodes")
+    sign(Header::default(), &claims, MERCURE_DEVELOPMENT_KEY)
 }
 
 fn publisher() -> String {
     token(json!({"mercure": {"publish": ["*"]}}))
-}
-
-fn encode_form(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// `?topic=a&topic=b…` with extra parameters.
@@ -43,11 +34,6 @@ fn subscribe_path(topics: &[&str], extra: &[(&str, &str)]) -> String {
     let mut fields: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
     fields.extend_from_slice(extra);
     format!("{HUB}?{}", encode_form(&fields))
-}
-
-/// `?name=value&…`: draft-08 `match*` parameters and any others.
-fn hub_path(fields: &[(&str, &str)]) -> String {
-    format!("{HUB}?{}", encode_form(fields))
 }
 
 /// POSTs a publish form with `token` (if any); returns status and body.
@@ -80,16 +66,10 @@ async fn publish(app: &TestApp, fields: &[(&str, &str)]) -> String {
     body
 }
 
-async fn open(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> SseClient {
-    let mut client = app.stream(path, headers).await;
-    client.wait_open().await;
-    client
-}
-
 /// An exact topic selector receives that topic's updates only.
 #[actix_web::test]
 async fn subscribe_by_exact_topic() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let mut sub = open(
         &app,
         &subscribe_path(&["https://example.com/books/1"], &[]),
@@ -122,7 +102,7 @@ async fn subscribe_by_exact_topic() {
 /// `*` receives everything; a URI template receives the topics it matches.
 #[actix_web::test]
 async fn subscribe_with_wildcard_and_uri_template() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let mut all = open(&app, &subscribe_path(&["*"], &[]), &[]).await;
     let mut books = open(
         &app,
@@ -152,7 +132,7 @@ async fn subscribe_with_wildcard_and_uri_template() {
 /// query parameter) has a matching `mercure.subscribe` claim.
 #[actix_web::test]
 async fn private_updates_need_a_subscriber_jwt() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let topic = "https://example.com/users/42";
     let reader = token(json!({"mercure": {"subscribe": ["https://example.com/users/{id}"]}}));
     let stranger = token(json!({"mercure": {"subscribe": ["https://example.com/other"]}}));
@@ -202,7 +182,7 @@ async fn private_updates_need_a_subscriber_jwt() {
 /// without anonymous, a missing token is 401 too; no topic is 400.
 #[actix_web::test]
 async fn subscriber_authorization_errors() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let res = app
         .client
         .get(app.url(&subscribe_path(&["a"], &[])))
@@ -214,7 +194,11 @@ async fn subscriber_authorization_errors() {
     let res = app.client.get(app.url(HUB)).send().await.unwrap();
     assert_eq!(res.status(), 400);
 
-    let closed = spawn_app_with(|s| s.mercure.anonymous = false).await;
+    let closed = spawn_app_with(|s| {
+        compat(s);
+        s.mercure.anonymous = false;
+    })
+    .await;
     let res = closed
         .client
         .get(closed.url(&subscribe_path(&["a"], &[])))
@@ -229,7 +213,7 @@ async fn subscriber_authorization_errors() {
 /// publisher's id arrive as sent, and the id is the answer's body.
 #[actix_web::test]
 async fn publish_form_fields() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let mut sub = open(&app, &subscribe_path(&["urn:a", "urn:b"], &[]), &[]).await;
     let (status, body) = post(
         &app,
@@ -256,10 +240,12 @@ async fn publish_form_fields() {
 }
 
 /// Publishing needs a valid publisher JWT (401) whose `mercure.publish`
-/// claim covers every topic (403); reserved and malformed fields are refused.
+/// claim covers every topic (403); reserved topics and malformed fields
+/// are refused (400, as the spec now asks; 0.x hubs answered 403 for the
+/// reserved namespace).
 #[actix_web::test]
 async fn publisher_authorization() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let fields = [("topic", "https://example.com/books/1"), ("data", "x")];
     assert_eq!(post(&app, &fields, None).await.0, 401);
     assert_eq!(
@@ -283,7 +269,7 @@ async fn publisher_authorization() {
     assert_eq!(post(&app, &both, Some(&books)).await.0, 403);
     let publisher = publisher();
     let reserved = [("topic", "/.well-known/mercure/subscriptions/x/y")];
-    assert_eq!(post(&app, &reserved, Some(&publisher)).await.0, 403);
+    assert_eq!(post(&app, &reserved, Some(&publisher)).await.0, 400);
     assert_eq!(
         post(&app, &[("data", "no topic")], Some(&publisher))
             .await
@@ -310,7 +296,7 @@ async fn publisher_authorization() {
 /// an id the hub does not know, as draft-08 asks).
 #[actix_web::test]
 async fn resume_with_last_event_id() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let topic = "https://example.com/feed";
     let first = publish(&app, &[("topic", topic), ("data", "1")]).await;
     publish(&app, &[("topic", "urn:elsewhere"), ("data", "other")]).await;
@@ -356,7 +342,11 @@ async fn resume_with_last_event_id() {
 /// subscription events, and the subscriptions API lists who is connected.
 #[actix_web::test]
 async fn subscription_events_and_api() {
-    let app = spawn_app_with(|s| s.mercure.subscriptions = true).await;
+    let app = spawn_app_with(|s| {
+        compat(s);
+        s.mercure.subscriptions = true;
+    })
+    .await;
     let selector = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
     let watcher_token =
         token(json!({"mercure": {"subscribe": [selector], "payload": {"role": "admin"}}}));
@@ -394,9 +384,10 @@ async fn subscription_events_and_api() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["content-type"], "application/ld+json");
+    // The collection of everything has the 1.0 shape, plus the 0.x cursor.
+    assert_eq!(res.headers()["content-type"], "application/json");
     let list: Value = res.json().await.unwrap();
-    assert_eq!(list["type"], "Subscriptions");
+    assert_eq!(list["type"], "subscriptions");
     let subs = list["subscriptions"].as_array().unwrap();
     assert!(
         subs.iter()
@@ -442,7 +433,7 @@ async fn subscription_events_and_api() {
 /// and `POST /publish/{channel}` reaches Mercure subscribers of that topic.
 #[actix_web::test]
 async fn interop_with_channels() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let mut channel = app.stream("/stream/orders", &[]).await;
     channel.wait_open().await;
     let mut mercure = open(&app, &subscribe_path(&["orders"], &[]), &[]).await;
@@ -464,10 +455,12 @@ async fn interop_with_channels() {
     assert_eq!(mercure.next_event().await.data, "from mercure");
 
     app.publish("orders", r#"{"from":"channel"}"#).await;
-    assert_eq!(channel.next_event().await.data, r#"{"from":"channel"}"#);
+    let original = channel.next_event().await;
+    assert_eq!(original.data, r#"{"from":"channel"}"#);
     let event = mercure.next_event().await;
     assert_eq!(event.data, r#"{"from":"channel"}"#);
-    assert!(event.id.starts_with("urn:uuid:"));
+    // The update's id names the channel event it is.
+    assert_eq!(event.id, format!("urn:sse-broker:orders/{}", original.id));
 
     // Private updates stay out of channels.
     publish(
@@ -479,16 +472,6 @@ async fn interop_with_channels() {
     assert_eq!(channel.next_event().await.data, r#""after""#);
 }
 
-/// The `(id, data)` of the next `n` updates.
-async fn next_updates(client: &mut SseClient, n: usize) -> Vec<(String, String)> {
-    let mut updates = Vec::new();
-    for _ in 0..n {
-        let event = client.next_event().await;
-        updates.push((event.id, event.data));
-    }
-    updates
-}
-
 /// In cluster mode the hub's log is in Redis: updates published on any
 /// node reach Mercure subscribers on every node in one order with the same
 /// ids, a client resumes on another node, a node started later has the
@@ -496,8 +479,8 @@ async fn next_updates(client: &mut SseClient, n: usize) -> Vec<(String, String)>
 #[actix_web::test]
 async fn cluster_nodes_are_one_hub() {
     let redis = RedisServer::start();
-    let a = spawn_node(&redis.url()).await;
-    let b = spawn_node(&redis.url()).await;
+    let a = spawn_node_with(&redis.url(), compat).await;
+    let b = spawn_node_with(&redis.url(), compat).await;
     let books = subscribe_path(&["https://example.com/books/{id}"], &[]);
     let mut on_a = open(&a, &books, &[]).await;
     let mut on_b = open(&b, &books, &[]).await;
@@ -527,7 +510,7 @@ async fn cluster_nodes_are_one_hub() {
     assert_eq!(resumed.next_event().await.data, "b1");
 
     // A node that joins later reads the history from Redis.
-    let c = spawn_node(&redis.url()).await;
+    let c = spawn_node_with(&redis.url(), compat).await;
     let earliest = subscribe_path(
         &["https://example.com/books/{id}"],
         &[("lastEventID", "earliest")],
@@ -558,7 +541,7 @@ async fn cluster_nodes_are_one_hub() {
 async fn cluster_publish_without_redis_is_refused() {
     let redis = RedisServer::start();
     let proxy = TcpProxy::start(redis.port);
-    let a = spawn_node(&proxy.url()).await;
+    let a = spawn_node_with(&proxy.url(), compat).await;
     let topic = "https://example.com/outage";
     let mut sub = open(&a, &subscribe_path(&[topic], &[]), &[]).await;
     publish(&a, &[("topic", topic), ("data", "before")]).await;
@@ -594,8 +577,11 @@ async fn cluster_publish_without_redis_is_refused() {
 async fn durable_history_keeps_updates_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let env = [("SSE_BROKER__HISTORY__DATA_DIR", data_dir)];
-    let client = reqwest::Client::new();
+    let env = [
+        ("SSE_BROKER__HISTORY__DATA_DIR", data_dir),
+        ("SSE_BROKER__MERCURE__PROTOCOL_VERSION_COMPATIBILITY", "8"),
+    ];
+    let client = http_client();
     let topic = "https://example.com/kept";
     let mut ids = Vec::new();
     let first = BrokerProcess::start("127.0.0.1:0", &env);
@@ -634,229 +620,11 @@ async fn durable_history_keeps_updates_across_restarts() {
     assert_eq!(resumed.next_event().await.data, "two");
 }
 
-/// draft-08 `match` / `matchExact` select exact topics (a template is just
-/// text, `*` is everything) and `matchURLPattern` URL patterns, absolute or
-/// relative to the hub; they mix with `topic` in one request.
-#[actix_web::test]
-async fn subscribe_with_match_parameters() {
-    let app = spawn_app().await;
-    let template = "https://example.com/books/{id}";
-    let mut exact = open(&app, &hub_path(&[("match", template)]), &[]).await;
-    let mut all = open(&app, &hub_path(&[("matchExact", "*")]), &[]).await;
-    let mut pattern = open(
-        &app,
-        &hub_path(&[("matchURLPattern", "https://example.com/books/:id")]),
-        &[],
-    )
-    .await;
-    let mut relative = open(
-        &app,
-        &hub_path(&[("matchURLPattern", "/feeds/:name"), ("topic", "urn:legacy")]),
-        &[],
-    )
-    .await;
-
-    publish(
-        &app,
-        &[("topic", "https://example.com/books/1"), ("data", "book")],
-    )
-    .await;
-    publish(&app, &[("topic", template), ("data", "literal")]).await;
-    publish(&app, &[("topic", "/feeds/news"), ("data", "relative")]).await;
-    let host = app.address.trim_start_matches("http://");
-    let absolute = format!("http://{host}/feeds/sport");
-    publish(&app, &[("topic", &absolute), ("data", "absolute")]).await;
-    publish(&app, &[("topic", "urn:legacy"), ("data", "legacy")]).await;
-
-    assert_eq!(exact.next_event().await.data, "literal");
-    // The literal template is a URL too (`{id}` is `%7Bid%7D`, one segment).
-    assert_eq!(pattern.next_event().await.data, "book");
-    assert_eq!(pattern.next_event().await.data, "literal");
-    for data in ["book", "literal", "relative", "absolute", "legacy"] {
-        assert_eq!(all.next_event().await.data, data);
-    }
-    for data in ["relative", "absolute", "legacy"] {
-        assert_eq!(relative.next_event().await.data, data);
-    }
-    // Neither got anything else: the next update each sees is the next match.
-    publish(
-        &app,
-        &[("topic", "https://example.com/books/2"), ("data", "two")],
-    )
-    .await;
-    publish(&app, &[("topic", template), ("data", "again")]).await;
-    assert_eq!(exact.next_event().await.data, "again");
-    assert_eq!(pattern.next_event().await.data, "two");
-}
-
-/// Unknown names in the reserved `match` namespace, URL patterns that do
-/// not parse, and a request without any selector are 400 problems.
-#[actix_web::test]
-async fn match_parameter_errors() {
-    let app = spawn_app().await;
-    for fields in [
-        vec![("matchRegexp", "a.*")],
-        vec![("topic", "a"), ("Match", "b")],
-        vec![("match", "a"), ("matchurlpattern", "b")],
-        vec![("matcher", "a"), ("topic", "b")],
-        vec![("matchURLPattern", "https://example.com/(")],
-        vec![("lastEventID", "earliest")],
-    ] {
-        let res = app
-            .client
-            .get(app.url(&hub_path(&fields)))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = problem(res).await;
-        assert_eq!(status, 400, "{fields:?}: {body}");
-    }
-}
-
-/// draft-08 `authorization_details`: publish rights by URL pattern (403
-/// outside them), private updates for exactly the granted topics, with
-/// the token in `access_token` or the `mercureAccessToken` cookie.
-#[actix_web::test]
-async fn authorization_details_tokens() {
-    let app = spawn_app().await;
-    let books_publisher = token(json!({"authorization_details": [
-        {"type": "mercure", "actions": ["publish"],
-         "topics": [{"match": "https://example.com/books/:id", "matchType": "URLPattern"}]}
-    ]}));
-    let reader = token(json!({"authorization_details": [
-        {"type": "mercure", "actions": ["subscribe"],
-         "topics": [{"match": "https://example.com/books/1", "matchType": "Exact"}]}
-    ]}));
-    let routing = [("matchURLPattern", "https://example.com/books/:id")];
-    let mut by_query = open(
-        &app,
-        &hub_path(&[routing[0], ("access_token", &reader)]),
-        &[],
-    )
-    .await;
-    let mut by_cookie = open(
-        &app,
-        &hub_path(&routing),
-        &[("cookie", &format!("mercureAccessToken={reader}"))],
-    )
-    .await;
-    let mut anonymous = open(&app, &hub_path(&routing), &[]).await;
-
-    let send = |topic: &'static str, data: &'static str| {
-        let (app, token) = (&app, &books_publisher);
-        async move {
-            post(
-                app,
-                &[("topic", topic), ("data", data), ("private", "on")],
-                Some(token),
-            )
-            .await
-            .0
-        }
-    };
-    assert_eq!(
-        send("https://example.com/books/2", "not granted").await,
-        200
-    );
-    assert_eq!(send("https://example.com/books/1", "granted").await, 200);
-    assert_eq!(
-        send("https://example.com/authors/1", "elsewhere").await,
-        403
-    );
-    publish(
-        &app,
-        &[("topic", "https://example.com/books/3"), ("data", "public")],
-    )
-    .await;
-
-    for sub in [&mut by_query, &mut by_cookie] {
-        assert_eq!(sub.next_event().await.data, "granted");
-        assert_eq!(sub.next_event().await.data, "public");
-    }
-    assert_eq!(anonymous.next_event().await.data, "public");
-
-    // A malformed mercure detail makes the whole token invalid: 401.
-    let broken = token(json!({"authorization_details": [
-        {"type": "mercure", "actions": ["publish"], "topics": [{"match": "*"}]},
-        {"type": "mercure", "actions": ["publish"], "topics": [{"match": "x", "matchType": "Regexp"}]}
-    ]}));
-    let (status, _) = post(&app, &[("topic", "urn:a"), ("data", "x")], Some(&broken)).await;
-    assert_eq!(status, 401);
-}
-
-/// A publish authorized by cookie is accepted from the hub's own origin
-/// (Origin, or the Referer's origin), refused from another one.
-#[actix_web::test]
-async fn cookie_publish_from_the_same_origin() {
-    let app = spawn_app().await;
-    let cookie = format!("mercureAuthorization={}", publisher());
-    let send = |header: (&'static str, String)| {
-        let (app, cookie) = (&app, &cookie);
-        async move {
-            app.client
-                .post(app.url(HUB))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("cookie", cookie)
-                .header(header.0, header.1)
-                .body(encode_form(&[("topic", "urn:cookie"), ("data", "x")]))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(send(("origin", app.address.clone())).await.status(), 200);
-    let referer = app.url("/some/page?x=1");
-    assert_eq!(send(("referer", referer)).await.status(), 200);
-    let res = send(("origin", "https://evil.example".into())).await;
-    let (status, _) = problem(res).await;
-    assert_eq!(status, 401);
-}
-
-/// `retry` takes ASCII digits only and a publisher's id must not start
-/// with `#` (draft-08); the `Bearer` scheme is case-insensitive.
-#[actix_web::test]
-async fn publish_field_rules() {
-    let app = spawn_app().await;
-    let publisher = publisher();
-    for fields in [
-        [("topic", "urn:a"), ("retry", "+5")],
-        [("topic", "urn:a"), ("retry", " 5")],
-        [("topic", "urn:a"), ("id", "#1")],
-    ] {
-        let res = app
-            .client
-            .post(app.url(HUB))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .bearer_auth(&publisher)
-            .body(encode_form(&fields))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = problem(res).await;
-        assert_eq!(status, 400, "{fields:?}: {body}");
-    }
-    let res = app
-        .client
-        .post(app.url(HUB))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("authorization", format!("bEaReR {publisher}"))
-        .body(encode_form(&[
-            ("topic", "urn:a"),
-            ("id", "a#1"),
-            ("retry", "5"),
-        ]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.text().await.unwrap(), "a#1");
-}
-
 /// The subscribe answer has no `Content-Encoding`; `HEAD` answers the same
 /// headers with no body, and the same errors.
 #[actix_web::test]
 async fn subscribe_headers_and_head() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(compat).await;
     let sub = open(&app, &subscribe_path(&["urn:a"], &[]), &[]).await;
     assert!(
         !sub.headers.contains_key("content-encoding"),
@@ -881,112 +649,11 @@ async fn subscribe_headers_and_head() {
     assert!(res.bytes().await.unwrap().is_empty());
     let res = app
         .client
-        .head(app.url(&hub_path(&[("matchNothing", "urn:a")])))
+        .head(app.url(&hub_path(&[("match_nothing", "urn:a")])))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
-}
-
-/// `match*` subscriptions have draft-08 subscription events and API
-/// resources (`…/subscriptions/{matchType}/{match}/{subscriber}`, with
-/// `matchType` and `match`), which relative URL patterns can select; the
-/// API decodes `+` in a path segment as a space, as ids encode it.
-#[actix_web::test]
-async fn draft08_subscription_events_and_api() {
-    let app = spawn_app_with(|s| s.mercure.subscriptions = true).await;
-    let watcher_token = token(json!({"authorization_details": [
-        {"type": "mercure", "actions": ["subscribe"],
-         "topics": [{"match": "/.well-known/mercure/subscriptions/*", "matchType": "URLPattern"}],
-         "payload": {"role": "watcher"}}
-    ]}));
-    let auth = format!("Bearer {watcher_token}");
-    let mut watcher = open(
-        &app,
-        &hub_path(&[
-            (
-                "matchURLPattern",
-                "/.well-known/mercure/subscriptions/:type/:match/:subscriber",
-            ),
-            // `topic` subscriptions' events have two segments.
-            (
-                "matchURLPattern",
-                "/.well-known/mercure/subscriptions/:topic/:subscriber",
-            ),
-        ]),
-        &[("authorization", &auth)],
-    )
-    .await;
-
-    let pattern = "https://example.com/books/:id";
-    let member = open(&app, &hub_path(&[("matchURLPattern", pattern)]), &[]).await;
-    let joined: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
-    assert_eq!(joined["type"], "Subscription");
-    assert_eq!(joined["matchType"], "URLPattern");
-    assert_eq!(joined["match"], pattern);
-    assert!(joined.get("topic").is_none(), "{joined}");
-    let subscriber = joined["subscriber"].as_str().unwrap().to_owned();
-    let id = format!(
-        "/.well-known/mercure/subscriptions/URLPattern/{}/{}",
-        "https%3A%2F%2Fexample.com%2Fbooks%2F%3Aid",
-        subscriber.replace(':', "%3A")
-    );
-    assert_eq!(joined["id"], id.as_str());
-
-    let get = |path: String| {
-        let (app, auth) = (&app, &auth);
-        async move {
-            let res = app
-                .client
-                .get(app.url(&path))
-                .header("authorization", auth)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200, "{path}");
-            res.json::<Value>().await.unwrap()
-        }
-    };
-    let one = get(id.clone()).await;
-    assert_eq!(
-        (one["subscriber"].as_str(), one["matchType"].as_str()),
-        (Some(subscriber.as_str()), Some("URLPattern"))
-    );
-    let by_matcher = get(id[..id.rfind('/').unwrap()].to_owned()).await;
-    assert_eq!(by_matcher["type"], "Subscriptions");
-    assert_eq!(by_matcher["subscriptions"].as_array().unwrap().len(), 1);
-    // The watcher's own subscription carries its token's payload.
-    let own = get(format!(
-        "/.well-known/mercure/subscriptions/URLPattern/{}",
-        "%2F.well-known%2Fmercure%2Fsubscriptions%2F%3Atype%2F%3Amatch%2F%3Asubscriber"
-    ))
-    .await;
-    assert_eq!(own["subscriptions"][0]["payload"]["role"], "watcher");
-
-    // A `topic` subscription whose selector has a space: its id has `+`.
-    let spaced = open(&app, &subscribe_path(&["urn:a b"], &[]), &[]).await;
-    let joined: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
-    assert_eq!(joined["topic"], "urn:a b");
-    let spaced_id = format!(
-        "/.well-known/mercure/subscriptions/urn%3Aa+b/{}",
-        joined["subscriber"].as_str().unwrap().replace(':', "%3A")
-    );
-    let watcher_api = token(json!({"mercure": {"subscribe": ["*"]}}));
-    let res = app
-        .client
-        .get(app.url(&spaced_id))
-        .bearer_auth(&watcher_api)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let one: Value = res.json().await.unwrap();
-    assert_eq!(one["topic"], "urn:a b");
-
-    drop(member);
-    drop(spaced);
-    let left: Value = serde_json::from_str(&watcher.next_event().await.data).unwrap();
-    assert_eq!(left["active"], false);
 }
 
 /// The broker's limits apply to the hub as to channels: streams per client
@@ -995,6 +662,7 @@ async fn draft08_subscription_events_and_api() {
 #[actix_web::test]
 async fn broker_limits_apply_to_the_hub() {
     let app = spawn_app_with(|s| {
+        compat(s);
         s.limits.max_streams_per_ip = 2;
         s.limits.publish_rate = 1;
         s.limits.publish_burst = 1;
@@ -1044,7 +712,11 @@ async fn broker_limits_apply_to_the_hub() {
     assert_eq!(named_post().await.0, 200);
     assert_eq!(named_post().await.0, 429);
 
-    let total = spawn_app_with(|s| s.limits.max_subscribers = 1).await;
+    let total = spawn_app_with(|s| {
+        compat(s);
+        s.limits.max_subscribers = 1;
+    })
+    .await;
     let held = open(&total, &path, &[]).await;
     let res = total
         .client
@@ -1068,4 +740,102 @@ async fn wait_until_it_opens(app: &TestApp, path: &str) {
         res.is_ok_and(|res| res.status() == 200)
     })
     .await;
+}
+
+/// One hub, both generations: a Symfony-style publisher (a form POST with
+/// an RFC 9068 access token) and a 0.x publisher (the `mercure` claim)
+/// reach a 1.0 subscriber (`match_urlpattern`, the
+/// `__Secure-mercure_access_token` cookie) and a 0.x subscriber (a `topic`
+/// URI template, the token in the `authorization` query parameter), private
+/// updates included; each gets its own generation's cursor header.
+#[actix_web::test]
+async fn both_generations_share_one_hub() {
+    let app = spawn_app_with(compat).await;
+    let symfony_token = access_token(
+        &app,
+        json!([detail(
+            &["publish"],
+            &[("https://example.com/books/:id", "urlpattern")]
+        )]),
+    );
+    let legacy_publisher =
+        token(json!({"mercure": {"publish": ["https://example.com/books/{id}"]}}));
+    let earlier = publish(
+        &app,
+        &[
+            ("topic", "https://example.com/books/0"),
+            ("data", "earlier"),
+        ],
+    )
+    .await;
+
+    let modern_reader = access_token(
+        &app,
+        json!([detail(
+            &["subscribe"],
+            &[("https://example.com/books/:id", "urlpattern")]
+        )]),
+    );
+    let mut modern = open(
+        &app,
+        &hub_path(&[
+            ("match_urlpattern", "https://example.com/books/:id"),
+            ("last_event_id", &earlier),
+        ]),
+        &[(
+            "cookie",
+            &format!("__Secure-mercure_access_token={modern_reader}"),
+        )],
+    )
+    .await;
+    assert_eq!(modern.headers["mercure-last-event-id"], earlier.as_str());
+    let legacy_reader =
+        token(json!({"mercure": {"subscribe": ["https://example.com/books/{id}"]}}));
+    let mut legacy = open(
+        &app,
+        &subscribe_path(
+            &["https://example.com/books/{id}"],
+            &[("authorization", &legacy_reader), ("lastEventID", &earlier)],
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(legacy.headers["last-event-id"], earlier.as_str());
+
+    // Symfony's Mercure component: a form body, the token as a bearer.
+    let res = app
+        .client
+        .post(app.url(HUB))
+        .bearer_auth(&symfony_token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("topic=https%3A%2F%2Fexample.com%2Fbooks%2F1&data=%7B%22title%22%3A%22Dune%22%7D&private=on&type=book")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+    let symfony_id = res.text().await.unwrap();
+    let (status, legacy_id) = post(
+        &app,
+        &[
+            ("topic", "https://example.com/books/2"),
+            ("data", "from 0.x"),
+        ],
+        Some(&legacy_publisher),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    for sub in [&mut modern, &mut legacy] {
+        let event = sub.next_event().await;
+        assert_eq!(
+            (event.id.as_str(), event.event.as_str(), event.data.as_str()),
+            (symfony_id.as_str(), "book", r#"{"title":"Dune"}"#)
+        );
+        let event = sub.next_event().await;
+        assert_eq!(
+            (event.id.as_str(), event.data.as_str()),
+            (legacy_id.as_str(), "from 0.x")
+        );
+    }
 }
