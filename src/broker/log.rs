@@ -102,6 +102,11 @@ pub enum FetchFrom {
     /// The retained events after this position (all of them when it is of
     /// another epoch or beyond the head).
     After(EventId),
+    /// As `After`, from a position this node had from the log itself (never
+    /// a client's): a log whose head is behind it went back in time (a
+    /// Redis restarted from an older snapshot) and moves its numbering past
+    /// it, so that no id this node delivered is given again.
+    Since(EventId),
 }
 
 /// A backend's failure, said in words a publisher may read (503).
@@ -150,11 +155,14 @@ pub trait DurableStore: Send + Sync {
 pub trait SharedLog: Send + Sync {
     /// Stores (and broadcasts) events of one channel, in the order given;
     /// the id of the first once the log has them all (the others follow it:
-    /// same epoch, consecutive seqs).
+    /// same epoch, consecutive seqs). `seen` is the newest event of the
+    /// channel this node delivered, if any: the log never numbers at or
+    /// below it again, even when it lost it.
     fn append(
         &self,
         channel: &ChannelName,
         records: Vec<Record>,
+        seen: Option<EventId>,
     ) -> BoxFuture<'static, Result<EventId, LogError>>;
 
     /// Reads the channel's epoch, head and retained events.

@@ -30,7 +30,19 @@
 //! off, so only the server that wrote it has it. A primary whose fence does
 //! not match the seq did not write the channel last; it moves the seq ahead
 //! by [`FAILOVER_SEQ_JUMP`] before numbering, and the nodes see a hole they
-//! read from the log and report as a `history-trimmed` gap.
+//! read from the log and report as a `history-trimmed` gap. The fence goes
+//! to the append-only file but not to replicas, so a Redis restarted from
+//! its fsynced file goes on without a jump.
+//!
+//! A Redis restarted from an *older* state (an RDB snapshot, or the last
+//! second an `appendfsync everysec` file had not written) has fence and seq
+//! from the same moment, so the fence cannot tell. The nodes can: a channel
+//! actor knows the newest seq it delivered, and passes it with its appends
+//! and its catch-up reads (`FetchFrom::Since`); a log behind it jumps the
+//! same way. So ids are not given twice once any node that delivered the
+//! lost events publishes or reconnects (it reads what it missed as soon as
+//! the bus is back); a publish through a node that never saw them may
+//! still reuse one in between, which only those nodes' catch-up ends.
 
 use std::time::Duration;
 
@@ -54,8 +66,9 @@ use crate::{
 pub const FAILOVER_SEQ_JUMP: u64 = 1 << 32;
 
 /// KEYS: epoch, seq, stream, fence. ARGV: publish command, bus channel,
-/// channel, max events, max age ms, failover jump, then the type ('' for
-/// none) and data of each event. Returns {epoch, first seq}.
+/// channel, max events, max age ms, failover jump, the epoch and seq the
+/// publishing node delivered last ('' and 0 for none), then the type (''
+/// for none) and data of each event. Returns {epoch, first seq}.
 const PUBLISH: &str = r#"
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -69,17 +82,19 @@ if not epoch then
   redis.call('DEL', KEYS[2], KEYS[3])
 else
   local seq = redis.call('GET', KEYS[2])
-  if seq and redis.call('GET', KEYS[4]) ~= seq then
-    -- Another server wrote this channel last: do not reuse its seqs.
+  if (seq and redis.call('GET', KEYS[4]) ~= seq)
+    or (ARGV[7] == epoch and tonumber(seq or '0') < tonumber(ARGV[8])) then
+    -- Another server wrote this channel last, or this one lost events a
+    -- node delivered: do not reuse their seqs.
     redis.call('INCRBY', KEYS[2], ARGV[6])
   end
 end
-local count = (#ARGV - 6) / 2
+local count = (#ARGV - 8) / 2
 local last = redis.call('INCRBY', KEYS[2], count)
 local first = last - count + 1
 local message = {ARGV[3], epoch, string.format('%d', first), now_ms, count}
 for i = 0, count - 1 do
-  local event_type, data = ARGV[7 + 2 * i], ARGV[8 + 2 * i]
+  local event_type, data = ARGV[9 + 2 * i], ARGV[10 + 2 * i]
   if max_events > 0 then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_events,
       string.format('%d', first + i) .. '-0', 't', now_ms, 'e', event_type, 'd', data)
@@ -105,17 +120,20 @@ end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
-redis.set_repl(redis.REPL_NONE)
+redis.set_repl(redis.REPL_AOF)
 redis.call('SET', KEYS[4], string.format('%d', last), 'PX', ttl)
 redis.set_repl(redis.REPL_ALL)
 redis.call(ARGV[1], ARGV[2], table.concat(message, '\n'))
 return {epoch, first}
 "#;
 
-/// KEYS: epoch, seq, stream. ARGV: mode ('head', 'all' or 'after'), epoch
-/// and seq of the position, max age ms. Returns {epoch, head, then seq, time
-/// ms, type, data per retained event after the position}. With 'after' and a
-/// position of another epoch or beyond the head, every retained event.
+/// KEYS: epoch, seq, stream, fence. ARGV: mode ('head', 'all', 'after' or
+/// 'since'), epoch and seq of the position, max age ms, failover jump.
+/// Returns {epoch, head, then seq, time ms, type, data per retained event
+/// after the position}. With 'after' and a position of another epoch or
+/// beyond the head, every retained event. 'since' is 'after' from a node's
+/// own position: one beyond the head (same epoch) moves the seq ahead by the
+/// jump first.
 const FETCH: &str = r#"
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -127,10 +145,21 @@ if not epoch then
   redis.call('DEL', KEYS[2], KEYS[3])
 end
 local head = redis.call('GET', KEYS[2]) or '0'
+if ARGV[1] == 'since' and ARGV[2] == epoch and tonumber(ARGV[3]) > tonumber(head) then
+  -- A node delivered more than this log has: it went back in time. Number
+  -- past it (and say so in the fence), so no delivered id is given again.
+  local ttl = math.max(max_age, 1000)
+  head = string.format('%d', redis.call('INCRBY', KEYS[2], ARGV[5]))
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.set_repl(redis.REPL_AOF)
+  redis.call('SET', KEYS[4], head, 'PX', ttl)
+  redis.set_repl(redis.REPL_ALL)
+end
 local out = {epoch, head}
 if ARGV[1] == 'head' then return out end
 local start = '-'
-if ARGV[1] == 'after' and ARGV[2] == epoch and tonumber(ARGV[3]) <= tonumber(head) then
+if (ARGV[1] == 'after' or ARGV[1] == 'since') and ARGV[2] == epoch
+  and tonumber(ARGV[3]) <= tonumber(head) then
   start = '(' .. ARGV[3] .. '-0'
 end
 local cutoff = now_ms - max_age
@@ -181,6 +210,7 @@ impl Cluster {
         &self,
         channel: &ChannelName,
         records: &[Record],
+        seen: Option<EventId>,
     ) -> Result<EventId, ClusterError> {
         let keys = self.keys();
         let history = &self.inner.history;
@@ -200,7 +230,9 @@ impl Cluster {
             .arg(channel.as_str())
             .arg(history.max_events)
             .arg(millis(history.max_age))
-            .arg(FAILOVER_SEQ_JUMP);
+            .arg(FAILOVER_SEQ_JUMP)
+            .arg(seen.map_or(String::new(), |id| id.epoch.raw().to_string()))
+            .arg(seen.map_or(0, |id| id.seq));
         for record in records {
             invocation
                 .arg(record.event_type.as_ref().map_or("", EventType::as_str))
@@ -241,16 +273,19 @@ impl Cluster {
             FetchFrom::Head => ("head", String::new(), 0),
             FetchFrom::All => ("all", String::new(), 0),
             FetchFrom::After(id) => ("after", id.epoch.raw().to_string(), id.seq),
+            FetchFrom::Since(id) => ("since", id.epoch.raw().to_string(), id.seq),
         };
         let mut invocation = scripts().fetch.prepare_invoke();
         invocation
             .key(keys.epoch(channel))
             .key(keys.seq(channel))
             .key(keys.stream(channel))
+            .key(keys.fence(channel))
             .arg(mode)
             .arg(epoch)
             .arg(seq)
-            .arg(millis(self.inner.history.max_age));
+            .arg(millis(self.inner.history.max_age))
+            .arg(FAILOVER_SEQ_JUMP);
         let mut conn = self.conn();
         let fields: Vec<String> = self.run(invocation.invoke_async(&mut conn)).await?;
         parse_fetched(fields)
@@ -334,9 +369,10 @@ impl SharedLog for Cluster {
         &self,
         channel: &ChannelName,
         records: Vec<Record>,
+        seen: Option<EventId>,
     ) -> BoxFuture<'static, Result<EventId, LogError>> {
         let (cluster, channel) = (self.clone(), channel.clone());
-        Box::pin(async move { Ok(cluster.publish(&channel, &records).await?) })
+        Box::pin(async move { Ok(cluster.publish(&channel, &records, seen).await?) })
     }
 
     fn fetch(

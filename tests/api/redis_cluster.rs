@@ -319,11 +319,19 @@ async fn client_resumes_on_another_node_after_sigkill() {
         .await
         .unwrap();
     let answer: serde_json::Value = res.json().await.unwrap();
-    acked.push((answer["id"].as_str().unwrap().to_owned(), "\"after\"".into()));
+    acked.push((
+        answer["id"].as_str().unwrap().to_owned(),
+        "\"after\"".into(),
+    ));
 
     // EventSource reconnects through the load balancer, here to node B.
     let last_id = on_a.last_id().to_owned();
-    let mut on_b = stream_at(&client, &b.url("/stream/crash"), &[("Last-Event-ID", &last_id)]).await;
+    let mut on_b = stream_at(
+        &client,
+        &b.url("/stream/crash"),
+        &[("Last-Event-ID", &last_id)],
+    )
+    .await;
     let before: Vec<(String, String)> = seen_on_a
         .into_iter()
         .filter(|e| e.event == "message")
@@ -335,7 +343,10 @@ async fn client_resumes_on_another_node_after_sigkill() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let resumed: HashSet<(String, String)> = resumed.into_iter().collect();
     for event in &acked {
-        assert!(resumed.contains(event), "acknowledged {event:?} was delivered");
+        assert!(
+            resumed.contains(event),
+            "acknowledged {event:?} was delivered"
+        );
     }
     // A subscriber on a third node saw every event live.
     delivered_all(&mut on_c, &acked, false).await;

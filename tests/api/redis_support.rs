@@ -59,10 +59,12 @@ impl RedisServer {
     /// snapshot) go to the temporary directory, not the working tree.
     fn launch(port: u16, dir: Option<std::path::PathBuf>, args: &[&str]) -> Self {
         let mut command = Command::new("redis-server");
-        command
-            .current_dir(std::env::temp_dir())
-            .args(args)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+        command.current_dir(std::env::temp_dir()).args(args).args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ]);
         if args.is_empty() {
             command.args(["--save", ""]);
             match &dir {

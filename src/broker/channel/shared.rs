@@ -159,7 +159,7 @@ impl ChannelActor {
             return;
         }
         cursor.appending = true;
-        let stored = cursor.log.append(&name, records);
+        let stored = cursor.log.append(&name, records, cursor.position);
         ctx.spawn(stored.into_actor(self).map(move |stored, actor, ctx| {
             actor.appended(stored, waiting);
             if let Some(cursor) = actor.cursor() {
@@ -423,7 +423,7 @@ impl ChannelActor {
         cursor.behind = false;
         let log = Arc::clone(&cursor.log);
         ctx.wait(
-            log.fetch(&name, FetchFrom::After(position))
+            log.fetch(&name, FetchFrom::Since(position))
                 .into_actor(self)
                 .map(move |fetched, actor, ctx| match fetched {
                     Ok(fetched) => actor.apply_catch_up(fetched),

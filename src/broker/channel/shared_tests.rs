@@ -62,6 +62,7 @@ impl SharedLog for Arc<MemoryLog> {
         &self,
         channel: &ChannelName,
         records: Vec<Record>,
+        _seen: Option<EventId>,
     ) -> BoxFuture<'static, Result<EventId, LogError>> {
         let (log, channel) = (Arc::clone(self), channel.clone());
         Box::pin(async move {
@@ -107,7 +108,7 @@ impl SharedLog for Arc<MemoryLog> {
         let after = match from {
             FetchFrom::Head => head,
             FetchFrom::All => 0,
-            FetchFrom::After(id) => id.seq,
+            FetchFrom::After(id) | FetchFrom::Since(id) => id.seq,
         };
         let entries = entries.into_iter().filter(|e| e.seq > after).collect();
         Box::pin(std::future::ready(Ok(Fetched {
