@@ -54,8 +54,9 @@ install_tools() {
     python3 -m pip install --quiet --disable-pip-version-check \
       'httpx>=0.27' 'httpx-sse==0.4.*' 'requests>=2.31' 'sseclient-py==1.8.*' || return 1
   fi
-  # The cluster tests (tests/api/cluster.rs) start their own redis-server.
-  apt_install redis-server || return 1
+  # The cluster tests (tests/api/cluster.rs, redis_cluster.rs) start their own
+  # redis-server, Redis Cluster (redis-cli --cluster create) and sentinel.
+  apt_install redis-server redis-tools || return 1
   # The Mercure JWK Set test (tests/api/mercure_issuers.rs) and the HTTPS
   # browser test make their certificates with the openssl command; the ACME
   # test (tests/api/acme.rs) runs Let's Encrypt's test authority, pebble.

@@ -244,10 +244,16 @@ pub struct LimitsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
-    /// Redis URL (`redis://[:password@]host:port[/db]`) that makes this node
-    /// part of a cluster; empty runs the broker alone, in memory.
+    /// Where Redis is: one URL (`redis://[:password@]host:port[/db]`), or a
+    /// comma-separated list of seeds (Redis Cluster nodes, or the sentinels
+    /// with `redis_mode = "sentinel"`). Empty runs the broker alone, in memory.
     pub redis_url: String,
-    /// Prefix of every Redis key and of the bus channel, so several
+    /// What `redis_url` names: one `redis-server`, a Redis Cluster, or the
+    /// sentinels watching a primary.
+    pub redis_mode: RedisMode,
+    /// The name the sentinels know the primary by (`redis_mode = "sentinel"`).
+    pub sentinel_master: String,
+    /// Prefix of every Redis key and pub/sub channel, so several
     /// independent brokers can share one Redis.
     pub key_prefix: String,
     /// Longest a Redis command may take before it counts as failed (a
@@ -262,12 +268,79 @@ pub struct ClusterSettings {
     /// bus; counts of a node silent for three intervals are ignored.
     #[serde(with = "humantime_serde")]
     pub presence_interval: Duration,
+    /// Replicas that must have a publish before it is acknowledged (Redis
+    /// `WAIT`); 0 acknowledges once the primary has it. Trades publish
+    /// latency for not losing acknowledged events in a failover.
+    pub publish_wait_replicas: u32,
+    /// Longest a publish waits for those replicas; it answers 503 after.
+    #[serde(with = "humantime_serde")]
+    pub publish_wait_timeout: Duration,
+}
+
+/// What kind of Redis `cluster.redis_url` names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One `redis-server`.
+    #[default]
+    Standalone,
+    /// A Redis Cluster (≥ 7): the URLs are seed nodes; each channel lives in
+    /// one slot and its events travel by sharded pub/sub.
+    Cluster,
+    /// A primary with replicas, failed over by Redis Sentinel: the URLs are
+    /// the sentinels'.
+    Sentinel,
 }
 
 impl ClusterSettings {
     /// Whether a Redis URL was given.
     pub fn enabled(&self) -> bool {
-        !self.redis_url.trim().is_empty()
+        !self.redis_urls().is_empty()
+    }
+
+    /// The URLs of `redis_url`, split at commas.
+    pub fn redis_urls(&self) -> Vec<&str> {
+        self.redis_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
+    /// The rules of the `[cluster]` section (when it is enabled).
+    fn validate(&self) -> Result<(), String> {
+        if self.command_timeout.is_zero() {
+            return Err("cluster.command_timeout must be greater than 0".into());
+        }
+        if self.presence_interval.is_zero() {
+            return Err("cluster.presence_interval must be greater than 0".into());
+        }
+        if self.redis_mode == RedisMode::Standalone && self.redis_urls().len() > 1 {
+            return Err(
+                "cluster.redis_url lists several URLs: set cluster.redis_mode to \
+                 \"cluster\" (Redis Cluster seeds) or \"sentinel\" (sentinels)"
+                    .into(),
+            );
+        }
+        if self.redis_mode == RedisMode::Sentinel && self.sentinel_master.trim().is_empty() {
+            return Err("cluster.redis_mode = \"sentinel\" needs cluster.sentinel_master".into());
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(
+                "cluster.key_prefix must not contain { or } (they make Redis hash tags)".into(),
+            );
+        }
+        if self.publish_wait_replicas > 0
+            && (self.publish_wait_timeout.is_zero()
+                || self.publish_wait_timeout >= self.command_timeout)
+        {
+            return Err(
+                "cluster.publish_wait_timeout must be greater than 0 and shorter than \
+                 cluster.command_timeout"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -398,12 +471,7 @@ impl Settings {
             return bad("history.sync_interval must be greater than 0 with sync = \"interval\"");
         }
         if self.cluster.enabled() {
-            if self.cluster.command_timeout.is_zero() {
-                return bad("cluster.command_timeout must be greater than 0");
-            }
-            if self.cluster.presence_interval.is_zero() {
-                return bad("cluster.presence_interval must be greater than 0");
-            }
+            self.cluster.validate().map_err(ConfigError::Inconsistent)?;
         }
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
         if any_origin && self.cors.allow_credentials {
@@ -605,6 +673,35 @@ mod tests {
         settings.cluster.redis_url = "redis://127.0.0.1:6379".into();
         let err = settings.validate().expect_err("both at once are refused");
         assert!(err.to_string().contains("cannot be combined"), "{err}");
+    }
+
+    /// Several Redis URLs need a mode that takes seeds; the mode reads from the environment's lowercase words.
+    #[test]
+    fn several_redis_urls_need_cluster_or_sentinel_mode() {
+        let mut settings = Settings::defaults();
+        settings.cluster.redis_url = "redis://10.0.0.1:7000, redis://10.0.0.2:7000".into();
+        let err = settings.validate().expect_err("standalone takes one URL");
+        assert!(err.to_string().contains("redis_mode"), "{err}");
+        settings.cluster.redis_mode = RedisMode::Cluster;
+        settings.validate().expect("a cluster takes seeds");
+        assert_eq!(settings.cluster.redis_urls().len(), 2);
+        let mode: ClusterSettings = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[cluster]\nredis_mode = \"sentinel\""))
+            .extract_inner("cluster")
+            .expect("sentinel is a mode");
+        assert_eq!(mode.redis_mode, RedisMode::Sentinel);
+    }
+
+    /// Waiting for replicas needs a timeout shorter than a command's.
+    #[test]
+    fn publish_wait_timeout_is_bounded() {
+        let mut settings = Settings::defaults();
+        settings.cluster.redis_url = "redis://127.0.0.1:6379".into();
+        settings.cluster.publish_wait_replicas = 1;
+        settings.cluster.publish_wait_timeout = settings.cluster.command_timeout;
+        assert!(settings.validate().is_err());
+        settings.cluster.publish_wait_timeout = Duration::from_millis(500);
+        settings.validate().expect("valid with a shorter timeout");
     }
 
     /// A wildcard origin together with credentials is refused.

@@ -20,9 +20,10 @@
 //!   mirror, a codec). No HTTP, Redis or database code.
 //! - [`store`]: durable history on an embedded database (redb): the
 //!   broker's `DurableStore`.
-//! - [`cluster`]: cluster mode on Redis: the broker's `SharedLog` (ids,
-//!   history and the bus between nodes) and `Peers` (the cluster-wide
-//!   directory of subscriber counts and pulses).
+//! - [`cluster`]: cluster mode on Redis (one server, a Redis Cluster or
+//!   Sentinel): the broker's `SharedLog` (ids, history, and the bus that
+//!   carries each channel's events to the nodes with subscribers on it) and
+//!   `Peers` (the cluster-wide directory of subscriber counts and pulses).
 //! - [`http`]: thin handlers, one file per resource, and the event-stream
 //!   machinery every protocol uses: opening a stream, the subscriber's
 //!   outbox, and the two stream writers.

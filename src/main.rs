@@ -24,7 +24,8 @@ struct Cli {
     /// Turn the demo publisher on or off.
     #[arg(long, value_name = "BOOL")]
     demo: Option<bool>,
-    /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379.
+    /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379 (a comma-separated
+    /// list of seeds with cluster.redis_mode = "cluster" or "sentinel").
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// Keep history on disk in this folder (durable history), e.g. /var/lib/sse-broker.

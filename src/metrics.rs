@@ -13,7 +13,7 @@
 //! pulses and, when `/metrics` is scraped, samples the gauges it owns
 //! (channels, subscribers, mailbox depths, opted-in per-channel series); the
 //! stream handler counts open streams; the publish handlers count refusals by
-//! HTTP status.
+//! HTTP status; the broker handle counts the events the cluster bus brings.
 //!
 //! Label cardinality is bounded: the only labels are the HTTP status of a
 //! refused publish and, for channels an operator lists in
@@ -84,6 +84,10 @@ pub struct Metrics {
     pub store_events: Gauge,
     /// Durable history: size of the store file in bytes, sampled every second.
     pub store_bytes: Gauge,
+    /// Cluster mode: events that reached this node from the bus. Only
+    /// channels with subscribers here are routed to a node, so this follows
+    /// the share of the traffic the node serves, not the cluster's total.
+    pub bus_received: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -175,6 +179,10 @@ impl Metrics {
             "history_store_bytes",
             "Durable history: size of the store file in bytes.",
         );
+        describe(
+            "bus_events_received_total",
+            "Cluster mode: events this node received from the bus (only channels it has subscribers on).",
+        );
         let counter = |name: &str| recorder.register_counter(&key(name, vec![]), &METADATA);
         let gauge = |name: &str| recorder.register_gauge(&key(name, vec![]), &METADATA);
         let metrics = Self {
@@ -195,6 +203,7 @@ impl Metrics {
             history_trimmed: counter("history_budget_trimmed_total"),
             store_events: gauge("history_store_events"),
             store_bytes: gauge("history_store_bytes"),
+            bus_received: counter("bus_events_received_total"),
             recorder,
             handle,
         };

@@ -158,8 +158,9 @@ impl Application {
             cluster.start(broker.clone());
             readiness = readiness.with(cluster.clone());
             info!(
-                "cluster mode node={} redis={}",
+                "cluster mode node={} redis_mode={:?} redis={}",
                 cluster.node_id(),
+                settings.cluster.redis_mode,
                 cluster::redacted(&settings.cluster.redis_url)
             );
         }

@@ -21,12 +21,12 @@ use super::{
     peers::Peers,
     pulse::PulseRecord,
     registry::{
-        BusResumed, ChannelSummary, CheckReady, KnownClients, ListChannels, ListPulses, Pulse,
-        RegistryActor, SampleMetrics, Shutdown, ToChannel,
+        ChannelSummary, CheckReady, KnownClients, ListChannels, ListPulses, Pulse, RegistryActor,
+        SampleMetrics, Shutdown, ToChannel,
     },
     subscriber::Subscriber,
 };
-use crate::{names::ChannelName, readiness::ReadinessCheck};
+use crate::{metrics::Metrics, names::ChannelName, readiness::ReadinessCheck};
 
 /// The broker as its callers see it; cheap to clone.
 #[derive(Clone)]
@@ -35,16 +35,19 @@ pub struct Broker {
     directory: super::directory::Directory,
     /// The other nodes, in cluster mode.
     peers: Option<Arc<dyn Peers>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Broker {
     /// Starts `registry` (on the current arbiter) and returns its handle.
     pub fn start(registry: RegistryActor, peers: Option<Arc<dyn Peers>>) -> Self {
         let directory = registry.directory();
+        let metrics = registry.metrics();
         Self {
             registry: registry.start(),
             directory,
             peers,
+            metrics,
         }
     }
 
@@ -214,14 +217,17 @@ impl Broker {
             .map_err(|_| BrokerError::Unavailable)
     }
 
-    /// Cluster mode: an event from the bus, for `channel` if it runs here.
-    pub fn deliver(&self, channel: &ChannelName, epoch: Epoch, entry: LogEntry) {
-        self.send(channel, ChannelMessage::Delivered { epoch, entry });
+    /// Cluster mode: events from the bus (one append's, in seq order), for
+    /// `channel` if it runs here; counted as received either way.
+    pub fn deliver(&self, channel: &ChannelName, epoch: Epoch, entries: Vec<LogEntry>) {
+        self.metrics.bus_received.increment(entries.len() as u64);
+        self.send(channel, ChannelMessage::Delivered { epoch, entries });
     }
 
-    /// Cluster mode: the bus (re)subscribed; every channel reads what it missed.
-    pub fn bus_resumed(&self) {
-        self.registry.do_send(BusResumed);
+    /// Cluster mode: the bus (re)started carrying `channel` here without
+    /// anyone waiting for it; the channel reads what it missed.
+    pub fn catch_up(&self, channel: &ChannelName) {
+        self.send(channel, ChannelMessage::CatchUp);
     }
 
     /// Refuses new work and ends every open stream; answers how many

@@ -6,8 +6,8 @@
 //!   its events itself and the store keeps them on disk; an event is
 //!   delivered and acknowledged only once the store has it.
 //! - [`SharedLog`] (implemented by `crate::cluster`): several broker nodes
-//!   share one log that numbers the events and carries each to every node
-//!   (the bus), so a client can resume on any node.
+//!   share one log that numbers the events and carries each to the nodes
+//!   that follow its channel (the bus), so a client can resume on any node.
 //!
 //! The core owns no database or network code: the traits say what it needs,
 //! and `startup` hands the backends in.
@@ -102,6 +102,11 @@ pub enum FetchFrom {
     /// The retained events after this position (all of them when it is of
     /// another epoch or beyond the head).
     After(EventId),
+    /// As `After`, from a position this node had from the log itself (never
+    /// a client's): a log whose head is behind it went back in time (a
+    /// Redis restarted from an older snapshot) and moves its numbering past
+    /// it, so that no id this node delivered is given again.
+    Since(EventId),
 }
 
 /// A backend's failure, said in words a publisher may read (503).
@@ -138,14 +143,26 @@ pub trait DurableStore: Send + Sync {
 }
 
 /// A log shared by the nodes of a cluster: it numbers the events, keeps
-/// the retained ones and carries each to every node, in seq order per
-/// channel, as [`Delivered`](super::message::ChannelMessage::Delivered).
+/// the retained ones and carries them to the nodes that follow the channel,
+/// in seq order per channel, as
+/// [`Delivered`](super::message::ChannelMessage::Delivered).
+///
+/// A node follows a channel while it has subscribers on it. When carrying
+/// (re)starts without a [`follow`](Self::follow) waiting for it (the log's
+/// connection came back, or the channel moved), the log sends the channel
+/// a [`CatchUp`](super::message::ChannelMessage::CatchUp), so it reads what
+/// it may have missed: no event is lost in a hand-over.
 pub trait SharedLog: Send + Sync {
-    /// Stores (and broadcasts) one event; its id once the log has it.
+    /// Stores (and broadcasts) events of one channel, in the order given;
+    /// the id of the first once the log has them all (the others follow it:
+    /// same epoch, consecutive seqs). `seen` is the newest event of the
+    /// channel this node delivered, if any: the log never numbers at or
+    /// below it again, even when it lost it.
     fn append(
         &self,
         channel: &ChannelName,
-        record: Record,
+        records: Vec<Record>,
+        seen: Option<EventId>,
     ) -> BoxFuture<'static, Result<EventId, LogError>>;
 
     /// Reads the channel's epoch, head and retained events.
@@ -155,8 +172,18 @@ pub trait SharedLog: Send + Sync {
         from: FetchFrom,
     ) -> BoxFuture<'static, Result<Fetched, LogError>>;
 
+    /// Carry `channel`'s events to this node from now on. Resolves once they
+    /// are carried, so that a read of the log made after it misses nothing;
+    /// fails when that is not so in time (the wish stands anyway, until
+    /// [`unfollow`](Self::unfollow)).
+    fn follow(&self, channel: &ChannelName) -> BoxFuture<'static, Result<(), LogError>>;
+
+    /// Undoes one [`follow`](Self::follow): the channel's events stop coming
+    /// once nobody here follows it.
+    fn unfollow(&self, channel: &ChannelName);
+
     /// Whether events are arriving from the bus now. When they are not, the
-    /// bus's return makes every channel read what it missed; when they are,
-    /// a channel that failed to read retries on its own.
+    /// bus's return makes every followed channel read what it missed; when
+    /// they are, a channel that failed to read retries on its own.
     fn receiving(&self) -> bool;
 }

@@ -32,12 +32,14 @@ pub enum ChannelMessage {
     Unsubscribe {
         subscriber_id: u64,
     },
-    /// Cluster mode: an event of the shared log, from the bus.
+    /// Cluster mode: events of the shared log, from the bus (those of one
+    /// append, in seq order).
     Delivered {
         epoch: Epoch,
-        entry: LogEntry,
+        entries: Vec<LogEntry>,
     },
-    /// Cluster mode: the bus was (re)subscribed; read what it may have missed.
+    /// Cluster mode: the log (re)started carrying this channel's events
+    /// here; read what may have been missed meanwhile.
     CatchUp,
     /// Count a client's pulse on this channel.
     CountPulse {

@@ -107,6 +107,11 @@ impl RegistryActor {
         self.directory.clone()
     }
 
+    /// Where the broker counts what it does.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Counts into `metrics` (the application's) instead of a detached set.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.config.metrics = Arc::clone(&metrics);
@@ -279,21 +284,6 @@ fn answer_without_channel(channel: &ChannelName, message: ChannelMessage, err: B
         | ChannelMessage::CatchUp
         | ChannelMessage::CountPulse { .. }
         | ChannelMessage::CloseSubscribers => {}
-    }
-}
-
-/// From the bus: it (re)subscribed, so every channel reads what it missed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct BusResumed;
-
-impl Handler<BusResumed> for RegistryActor {
-    type Result = ();
-
-    fn handle(&mut self, _: BusResumed, _: &mut Self::Context) {
-        for entry in self.channels.values() {
-            entry.handle.send(ChannelMessage::CatchUp);
-        }
     }
 }
 

@@ -1,11 +1,15 @@
 //! The shared event log in Redis: per channel an epoch, a seq counter and a
-//! Redis Stream of the retained events. Two Lua scripts, each atomic:
+//! Redis Stream of the retained events. Two Lua scripts, each atomic and in
+//! one slot (the channel's keys share a hash tag, see `keys`):
 //!
-//! - **publish** assigns the next id (`INCR`), appends the event to the
-//!   stream (trimmed to `history.max_events` and by age), and `PUBLISH`es it
-//!   on the bus, in that order and all or nothing. The publisher's 202 waits
-//!   for the script; an event that was acknowledged is therefore in the
-//!   stream, and every node sees it on the bus in seq order.
+//! - **publish** assigns the next ids (`INCRBY`), appends the events to the
+//!   stream (trimmed to `history.max_events` and by age), and publishes them
+//!   as one message on the channel's bus (`SPUBLISH` on a Redis Cluster, so
+//!   only the channel's shard carries it; `PUBLISH` otherwise), in that
+//!   order and all or nothing. The publishers' 202 waits for the script
+//!   (and, with `cluster.publish_wait_replicas`, for `WAIT`); an event that
+//!   was acknowledged is therefore in the stream, and every following node
+//!   sees it on the bus in seq order.
 //! - **fetch** reads the channel's epoch, head seq and retained events after
 //!   a position: the replay for a resuming client, or the hole a channel
 //!   actor found in what the bus brought.
@@ -17,13 +21,35 @@
 //! one are answered with an `unknown-epoch` gap, exactly like the
 //! standalone broker after a restart. Stream entry ids are `<seq>-0`, so a
 //! position is found without a lookup.
+//!
+//! Failover: replication is asynchronous, so a replica promoted to primary
+//! may lack the newest events its old primary acknowledged (and the nodes
+//! delivered). Reusing their seqs would make nodes that saw them drop the
+//! new events as duplicates. The publish script therefore keeps a *fence*
+//! beside the seq: the seq this server wrote last, written with replication
+//! off, so only the server that wrote it has it. A primary whose fence does
+//! not match the seq did not write the channel last; it moves the seq ahead
+//! by [`FAILOVER_SEQ_JUMP`] before numbering, and the nodes see a hole they
+//! read from the log and report as a `history-trimmed` gap. The fence goes
+//! to the append-only file but not to replicas, so a Redis restarted from
+//! its fsynced file goes on without a jump.
+//!
+//! A Redis restarted from an *older* state (an RDB snapshot, or the last
+//! second an `appendfsync everysec` file had not written) has fence and seq
+//! from the same moment, so the fence cannot tell. The nodes can: a channel
+//! actor knows the newest seq it delivered, and passes it with its appends
+//! and its catch-up reads (`FetchFrom::Since`); a log behind it jumps the
+//! same way. So ids are not given twice once any node that delivered the
+//! lost events publishes or reconnects (it reads what it missed as soon as
+//! the bus is back); a publish through a node that never saw them may
+//! still reuse one in between, which only those nodes' catch-up ends.
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::Script;
+use redis::{ErrorKind, Script, ScriptInvocation, ServerErrorKind};
 
-use super::{Cluster, ClusterError};
+use super::{Cluster, ClusterError, link::Commands};
 use crate::{
     broker::{
         EventId,
@@ -33,23 +59,51 @@ use crate::{
     names::{ChannelName, EventType},
 };
 
-/// KEYS: epoch, seq, stream. ARGV: channel, event type ('' for none), data,
-/// max events, max age ms, bus channel. Returns {epoch, seq}.
+/// How far a channel's seq moves ahead when its primary changed (see the
+/// module docs): more events than an old primary can acknowledge before its
+/// replica takes over, and far below 2^53 (Lua numbers) after many
+/// failovers.
+pub const FAILOVER_SEQ_JUMP: u64 = 1 << 32;
+
+/// KEYS: epoch, seq, stream, fence. ARGV: publish command, bus channel,
+/// channel, max events, max age ms, failover jump, the epoch and seq the
+/// publishing node delivered last ('' and 0 for none), then the type (''
+/// for none) and data of each event. Returns {epoch, first seq}.
 const PUBLISH: &str = r#"
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local max_events = tonumber(ARGV[4])
+local max_age = tonumber(ARGV[5])
+local ttl = math.max(max_age, 1000)
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = time[1] .. string.format('%06d', tonumber(time[2]))
   redis.call('SET', KEYS[1], epoch)
   redis.call('DEL', KEYS[2], KEYS[3])
+else
+  local seq = redis.call('GET', KEYS[2])
+  if (seq and redis.call('GET', KEYS[4]) ~= seq)
+    or (ARGV[7] == epoch and tonumber(seq or '0') < tonumber(ARGV[8])) then
+    -- Another server wrote this channel last, or this one lost events a
+    -- node delivered: do not reuse their seqs.
+    redis.call('INCRBY', KEYS[2], ARGV[6])
+  end
 end
-local seq = redis.call('INCR', KEYS[2])
-local max_events = tonumber(ARGV[4])
-local max_age = tonumber(ARGV[5])
+local count = (#ARGV - 8) / 2
+local last = redis.call('INCRBY', KEYS[2], count)
+local first = last - count + 1
+local message = {ARGV[3], epoch, string.format('%d', first), now_ms, count}
+for i = 0, count - 1 do
+  local event_type, data = ARGV[9 + 2 * i], ARGV[10 + 2 * i]
+  if max_events > 0 then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_events,
+      string.format('%d', first + i) .. '-0', 't', now_ms, 'e', event_type, 'd', data)
+  end
+  message[#message + 1] = event_type
+  message[#message + 1] = #data
+  message[#message + 1] = data
+end
 if max_events > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_events, seq .. '-0',
-    't', now_ms, 'e', ARGV[2], 'd', ARGV[3])
   -- Age retention: the oldest entry decides whether a bounded trim is due.
   local cutoff = now_ms - max_age
   local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
@@ -63,19 +117,23 @@ if max_events > 0 then
   end
 end
 -- Keys of a channel silent for longer than its history age go away.
-local ttl = math.max(max_age, 1000)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('PUBLISH', ARGV[6], ARGV[1] .. '\n' .. epoch .. '\n' .. seq .. '\n' .. now_ms
-  .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
-return {epoch, seq}
+redis.set_repl(redis.REPL_AOF)
+redis.call('SET', KEYS[4], string.format('%d', last), 'PX', ttl)
+redis.set_repl(redis.REPL_ALL)
+redis.call(ARGV[1], ARGV[2], table.concat(message, '\n'))
+return {epoch, first}
 "#;
 
-/// KEYS: epoch, seq, stream. ARGV: mode ('head', 'all' or 'after'), epoch
-/// and seq of the position, max age ms. Returns {epoch, head, then seq, time
-/// ms, type, data per retained event after the position}. With 'after' and a
-/// position of another epoch or beyond the head, every retained event.
+/// KEYS: epoch, seq, stream, fence. ARGV: mode ('head', 'all', 'after' or
+/// 'since'), epoch and seq of the position, max age ms, failover jump.
+/// Returns {epoch, head, then seq, time ms, type, data per retained event
+/// after the position}. With 'after' and a position of another epoch or
+/// beyond the head, every retained event. 'since' is 'after' from a node's
+/// own position: one beyond the head (same epoch) moves the seq ahead by the
+/// jump first.
 const FETCH: &str = r#"
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -87,10 +145,21 @@ if not epoch then
   redis.call('DEL', KEYS[2], KEYS[3])
 end
 local head = redis.call('GET', KEYS[2]) or '0'
+if ARGV[1] == 'since' and ARGV[2] == epoch and tonumber(ARGV[3]) > tonumber(head) then
+  -- A node delivered more than this log has: it went back in time. Number
+  -- past it (and say so in the fence), so no delivered id is given again.
+  local ttl = math.max(max_age, 1000)
+  head = string.format('%d', redis.call('INCRBY', KEYS[2], ARGV[5]))
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.set_repl(redis.REPL_AOF)
+  redis.call('SET', KEYS[4], head, 'PX', ttl)
+  redis.set_repl(redis.REPL_ALL)
+end
 local out = {epoch, head}
 if ARGV[1] == 'head' then return out end
 local start = '-'
-if ARGV[1] == 'after' and ARGV[2] == epoch and tonumber(ARGV[3]) <= tonumber(head) then
+if (ARGV[1] == 'after' or ARGV[1] == 'since') and ARGV[2] == epoch
+  and tonumber(ARGV[3]) <= tonumber(head) then
   start = '(' .. ARGV[3] .. '-0'
 end
 local cutoff = now_ms - max_age
@@ -134,28 +203,59 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Cluster {
-    /// Stores and broadcasts one event; its id once Redis has it.
+    /// Stores and broadcasts events of one channel; the id of the first
+    /// once Redis has them all (and, with `publish_wait_replicas`, as many
+    /// replicas).
     pub async fn publish(
         &self,
         channel: &ChannelName,
-        event_type: Option<&EventType>,
-        data: &str,
+        records: &[Record],
+        seen: Option<EventId>,
     ) -> Result<EventId, ClusterError> {
         let keys = self.keys();
         let history = &self.inner.history;
+        let publish = if self.inner.commands.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
         let mut invocation = scripts().publish.prepare_invoke();
         invocation
             .key(keys.epoch(channel))
             .key(keys.seq(channel))
             .key(keys.stream(channel))
+            .key(keys.fence(channel))
+            .arg(publish)
+            .arg(keys.bus(channel))
             .arg(channel.as_str())
-            .arg(event_type.map_or("", EventType::as_str))
-            .arg(data)
             .arg(history.max_events)
             .arg(millis(history.max_age))
-            .arg(keys.bus());
+            .arg(FAILOVER_SEQ_JUMP)
+            .arg(seen.map_or(String::new(), |id| id.epoch.raw().to_string()))
+            .arg(seen.map_or(0, |id| id.seq));
+        for record in records {
+            invocation
+                .arg(record.event_type.as_ref().map_or("", EventType::as_str))
+                .arg(&record.data);
+        }
         let mut conn = self.conn();
-        let (epoch, seq): (String, u64) = self.run(invocation.invoke_async(&mut conn)).await?;
+        let replicas = self.inner.publish_wait_replicas;
+        let (epoch, seq): (String, u64) = if replicas == 0 {
+            self.run(invocation.invoke_async(&mut conn)).await?
+        } else {
+            let wait = millis(self.inner.publish_wait_timeout);
+            let (stored, acknowledged): ((String, u64), u32) = self
+                .run(replicated(&invocation, replicas, wait, &mut conn))
+                .await?;
+            if acknowledged < replicas {
+                return Err(ClusterError::NotReplicated(format!(
+                    "the primary stored the events but {acknowledged} of {replicas} replicas \
+                     confirmed them within {wait} ms: a failover could lose them (subscribers \
+                     may have them already; a retry may store them twice)"
+                )));
+            }
+            stored
+        };
         Ok(EventId {
             epoch: parse_epoch(&epoch)?,
             seq,
@@ -173,16 +273,19 @@ impl Cluster {
             FetchFrom::Head => ("head", String::new(), 0),
             FetchFrom::All => ("all", String::new(), 0),
             FetchFrom::After(id) => ("after", id.epoch.raw().to_string(), id.seq),
+            FetchFrom::Since(id) => ("since", id.epoch.raw().to_string(), id.seq),
         };
         let mut invocation = scripts().fetch.prepare_invoke();
         invocation
             .key(keys.epoch(channel))
             .key(keys.seq(channel))
             .key(keys.stream(channel))
+            .key(keys.fence(channel))
             .arg(mode)
             .arg(epoch)
             .arg(seq)
-            .arg(millis(self.inner.history.max_age));
+            .arg(millis(self.inner.history.max_age))
+            .arg(FAILOVER_SEQ_JUMP);
         let mut conn = self.conn();
         let fields: Vec<String> = self.run(invocation.invoke_async(&mut conn)).await?;
         parse_fetched(fields)
@@ -237,18 +340,39 @@ fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
     })
 }
 
+/// The publish script and `WAIT` in one pipeline (so `WAIT` runs on the
+/// server, and connection, that ran the script); loads the script first
+/// when the server does not have it.
+async fn replicated(
+    invocation: &ScriptInvocation<'_>,
+    replicas: u32,
+    wait_ms: u64,
+    conn: &mut Commands,
+) -> redis::RedisResult<((String, u64), u32)> {
+    let mut pipe = redis::pipe();
+    pipe.invoke_script(invocation)
+        .cmd("WAIT")
+        .arg(replicas)
+        .arg(wait_ms);
+    match pipe.query_async(conn).await {
+        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            invocation.load_async(conn).await?;
+            pipe.query_async(conn).await
+        }
+        outcome => outcome,
+    }
+}
+
 /// The broker's shared log (cluster mode) is this Redis.
 impl SharedLog for Cluster {
     fn append(
         &self,
         channel: &ChannelName,
-        record: Record,
+        records: Vec<Record>,
+        seen: Option<EventId>,
     ) -> BoxFuture<'static, Result<EventId, LogError>> {
         let (cluster, channel) = (self.clone(), channel.clone());
-        Box::pin(async move {
-            let event_type = record.event_type.as_ref();
-            Ok(cluster.publish(&channel, event_type, &record.data).await?)
-        })
+        Box::pin(async move { Ok(cluster.publish(&channel, &records, seen).await?) })
     }
 
     fn fetch(
@@ -260,8 +384,17 @@ impl SharedLog for Cluster {
         Box::pin(async move { Ok(Cluster::fetch(&cluster, &channel, from).await?) })
     }
 
+    fn follow(&self, channel: &ChannelName) -> BoxFuture<'static, Result<(), LogError>> {
+        let confirmed = self.bus().follow(channel);
+        Box::pin(async move { Ok(confirmed.await?) })
+    }
+
+    fn unfollow(&self, channel: &ChannelName) {
+        self.bus().unfollow(channel);
+    }
+
     fn receiving(&self) -> bool {
-        self.bus_is_up()
+        self.bus().is_up()
     }
 }
 

@@ -2,12 +2,16 @@
 //!
 //! A node started with a Redis URL hands three jobs to Redis and keeps the
 //! rest. Redis is the *log* (per channel an epoch, a seq counter and a Redis
-//! Stream with the retained events: [`log`]), the *bus* (one pub/sub
-//! connection per node carries every event to every node: [`bus`]) and the
+//! Stream with the retained events: [`log`]), the *bus* (each channel's
+//! events reach the nodes that have subscribers on it: [`bus`]) and the
 //! *directory* (subscriber counts per node and the pulse book: [`presence`]).
 //! The channel actors stay the local fan-out point: they receive bus events
 //! through the broker, deliver them in seq order, and read the log to
 //! replay and to fill any hole in what the bus brought.
+//!
+//! Redis is one `redis-server`, a Redis Cluster or a primary watched by
+//! Sentinel (`cluster.redis_mode`; [`link`] makes the connections, [`keys`]
+//! names the keys so that each channel stays in one slot).
 //!
 //! [`Cluster`] is the node's handle on all of this, cheap to clone. The
 //! broker core sees it only through the traits it defines: the shared log
@@ -16,6 +20,8 @@
 //! [`ReadinessCheck`] is the node's readiness.
 
 pub mod bus;
+pub mod keys;
+pub mod link;
 pub mod log;
 pub mod presence;
 
@@ -27,13 +33,16 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::AbortHandle;
 
+use self::{
+    bus::{Bus, single::Server},
+    keys::Keys,
+    link::{BusSource, Commands},
+};
 use crate::{
     broker::{Broker, BrokerError, log::LogError},
     config::{ClusterSettings, HistorySettings, PulseSettings},
-    names::ChannelName,
     readiness::ReadinessCheck,
 };
 
@@ -48,6 +57,10 @@ pub enum ClusterError {
     Protocol(String),
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(String),
+    #[error("cluster bus: {0}")]
+    Bus(String),
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
 }
 
 impl From<ClusterError> for LogError {
@@ -79,71 +92,31 @@ impl std::fmt::Debug for Cluster {
 }
 
 struct Inner {
-    client: redis::Client,
-    /// One multiplexed connection for every command of this node; it
-    /// reconnects by itself after a failure.
-    conn: ConnectionManager,
+    /// The connection every command goes through; clones share it.
+    commands: Commands,
+    /// Where the bus connects; taken by [`Cluster::start`].
+    bus_source: Mutex<Option<BusSource>>,
+    /// This node's subscriptions (see [`bus`]).
+    bus: Bus,
     keys: Keys,
     /// Names this node in the presence directory.
     node_id: String,
     command_timeout: Duration,
     max_reconnect_delay: Duration,
     presence_interval: Duration,
+    /// Replicas a publish waits for (`WAIT`), and how long.
+    publish_wait_replicas: u32,
+    publish_wait_timeout: Duration,
     history: HistorySettings,
     pulses: PulseSettings,
-    /// The bus connection is subscribed (set and cleared by [`bus`]).
-    bus_up: AtomicBool,
     /// The last command failed (cleared by the next one that succeeds).
     commands_failing: AtomicBool,
     /// The bus and presence tasks, stopped by [`Cluster::shutdown`].
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
-/// Redis key names. A channel's keys share the hash tag `{<channel>}`, so
-/// the publish script's keys stay in one slot.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    pub fn epoch(&self, channel: &ChannelName) -> String {
-        format!("{}{{{channel}}}:epoch", self.prefix)
-    }
-    pub fn seq(&self, channel: &ChannelName) -> String {
-        format!("{}{{{channel}}}:seq", self.prefix)
-    }
-    pub fn stream(&self, channel: &ChannelName) -> String {
-        format!("{}{{{channel}}}:events", self.prefix)
-    }
-    /// The one pub/sub channel that carries every event.
-    pub fn bus(&self) -> String {
-        format!("{}bus", self.prefix)
-    }
-    /// Sorted set of nodes by the time their presence entry expires.
-    pub fn nodes(&self) -> String {
-        format!("{}nodes", self.prefix)
-    }
-    /// Hash channel → local subscriber count of one node.
-    pub fn node_subscribers(&self, node: &str) -> String {
-        format!("{}node:{node}:subscribers", self.prefix)
-    }
-    /// Sorted set of pulse clients by last pulse (ms since the Unix epoch).
-    pub fn pulse_clients(&self) -> String {
-        format!("{}pulse:clients", self.prefix)
-    }
-    /// List of one client's pulse times, newest first.
-    pub fn pulse_times(&self, client: &str) -> String {
-        format!("{}pulse:{client}:times", self.prefix)
-    }
-    /// One client's pulse count.
-    pub fn pulse_count(&self, client: &str) -> String {
-        format!("{}pulse:{client}:count", self.prefix)
-    }
-}
-
 impl Cluster {
-    /// Prepares the connection to Redis without waiting for it: a node
+    /// Prepares the connections to Redis without waiting for them: a node
     /// whose Redis is down still starts, reports not ready, and connects
     /// once Redis answers.
     pub fn new(
@@ -151,36 +124,22 @@ impl Cluster {
         history: &HistorySettings,
         pulses: &PulseSettings,
     ) -> Result<Self, ClusterError> {
-        let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.trim())
-            .map_err(|err| ClusterError::InvalidUrl(err.to_string()))?;
-        // Commands are pipelined on one socket: without TCP_NODELAY, Nagle
-        // holds small writes back until an ACK (tens of ms of tail latency).
-        let tcp = info.tcp_settings().clone().set_nodelay(true);
-        let client = redis::Client::open(info.set_tcp_settings(tcp))
-            .map_err(|err| ClusterError::InvalidUrl(err.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.command_timeout))
-            .set_response_timeout(Some(settings.command_timeout))
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(settings.max_reconnect_delay)
-            // Each failed command triggers a new attempt; a request must not
-            // wait through a long series of retries before it can answer 503.
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let link = link::connect(settings)?;
+        let keys = Keys::new(&settings.key_prefix);
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
-                conn,
-                keys: Keys {
-                    prefix: settings.key_prefix.clone(),
-                },
+                commands: link.commands,
+                bus_source: Mutex::new(Some(link.bus)),
+                bus: Bus::new(keys.clone(), settings.command_timeout),
+                keys,
                 node_id: node_id(),
                 command_timeout: settings.command_timeout,
                 max_reconnect_delay: settings.max_reconnect_delay,
                 presence_interval: settings.presence_interval,
+                publish_wait_replicas: settings.publish_wait_replicas,
+                publish_wait_timeout: settings.publish_wait_timeout,
                 history: history.clone(),
                 pulses: pulses.clone(),
-                bus_up: AtomicBool::new(false),
                 commands_failing: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -188,13 +147,40 @@ impl Cluster {
     }
 
     /// Starts the bus (events from Redis to the `broker`) and the presence
-    /// refresh. Must run inside the actix system.
+    /// refresh. Must run inside the actix system, once.
     pub fn start(&self, broker: Broker) {
-        let bus = actix::spawn(bus::run(self.clone(), broker.clone()));
-        let presence = actix::spawn(presence::run(self.clone(), broker));
-        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.push(bus.abort_handle());
-        tasks.push(presence.abort_handle());
+        let source = self
+            .inner
+            .bus_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut tasks = Vec::new();
+        if let Some(source) = source {
+            let (cluster, bus_broker) = (self.clone(), broker.clone());
+            let bus = match source {
+                BusSource::Direct(client) => actix::spawn(bus::single::run(
+                    cluster,
+                    bus_broker,
+                    Server::Direct(client),
+                )),
+                BusSource::Sentinel(link) => actix::spawn(bus::single::run(
+                    cluster,
+                    bus_broker,
+                    Server::Sentinel(link),
+                )),
+                BusSource::Cluster(client) => {
+                    actix::spawn(bus::sharded::run(cluster, bus_broker, *client))
+                }
+            };
+            tasks.push(bus.abort_handle());
+        }
+        tasks.push(actix::spawn(presence::run(self.clone(), broker)).abort_handle());
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tasks);
     }
 
     /// Stops the bus and presence tasks (the node leaves the cluster).
@@ -204,20 +190,24 @@ impl Cluster {
         for task in tasks {
             task.abort();
         }
-        self.inner.bus_up.store(false, Ordering::Release);
+        self.inner.bus.down();
     }
 
     /// Readiness: the bus is subscribed and the last command succeeded. A
     /// node that is not connected answers publishes with 503 and does not
     /// receive events; its open streams stay open and catch up afterwards.
     pub fn is_connected(&self) -> bool {
-        self.inner.bus_up.load(Ordering::Acquire)
-            && !self.inner.commands_failing.load(Ordering::Acquire)
+        self.bus_is_up() && !self.inner.commands_failing.load(Ordering::Acquire)
     }
 
-    /// Whether the bus connection is subscribed (events are arriving).
+    /// Whether the bus is connected (events are arriving).
     pub fn bus_is_up(&self) -> bool {
-        self.inner.bus_up.load(Ordering::Acquire)
+        self.inner.bus.is_up()
+    }
+
+    /// This node's subscriptions.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
     }
 
     pub fn node_id(&self) -> &str {
@@ -237,7 +227,10 @@ impl Cluster {
         let outcome = match tokio::time::timeout(self.inner.command_timeout, command).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(ClusterError::Redis(err)),
-            Err(_) => Err(ClusterError::Timeout(self.inner.command_timeout)),
+            Err(_) => {
+                self.inner.commands.timed_out();
+                Err(ClusterError::Timeout(self.inner.command_timeout))
+            }
         };
         self.inner
             .commands_failing
@@ -245,9 +238,9 @@ impl Cluster {
         outcome
     }
 
-    /// A connection for one command (clones share the multiplexed socket).
-    fn conn(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+    /// A connection for one command (clones share the connections).
+    fn conn(&self) -> Commands {
+        self.inner.commands.clone()
     }
 }
 
@@ -261,7 +254,7 @@ impl ReadinessCheck for Cluster {
     fn check(&self) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
         let outcome = match (self.bus_is_up(), self.is_connected()) {
             (_, true) => Ok(()),
-            (false, _) => Err("the bus connection to Redis is down".into()),
+            (false, _) => Err("the bus connection to Redis (or to a shard) is down".into()),
             (true, false) => Err("the last Redis command failed".into()),
         };
         Box::pin(std::future::ready(outcome))
@@ -277,14 +270,18 @@ fn node_id() -> String {
     format!("{:x}-{:x}", std::process::id(), micros)
 }
 
-/// The URL without its password, for logs.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+/// The URLs without their passwords, for logs.
+pub fn redacted(urls: &str) -> String {
+    let redact = |url: &str| match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_owned(),
-    }
+    };
+    urls.split(',')
+        .map(|url| redact(url.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Milliseconds since the Unix epoch.
@@ -307,5 +304,9 @@ mod tests {
             "redis://***@host:6379/0"
         );
         assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redacted("redis://:a@h1:7000, redis://:b@h2:7000"),
+            "redis://***@h1:7000,redis://***@h2:7000"
+        );
     }
 }

@@ -20,7 +20,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures_util::future::BoxFuture;
-use redis::Script;
+use redis::{Script, cluster_routing::Slot};
 
 use super::{Cluster, ClusterError, now_ms};
 use crate::{
@@ -78,27 +78,47 @@ impl Cluster {
         let hash = keys.node_subscribers(self.node_id());
         let valid_for = millis(self.inner.presence_interval * 3).max(1000);
         let now = now_ms();
+        // The node's hash and the node set share a slot: one transaction.
         let mut pipe = redis::pipe();
         pipe.atomic().del(&hash).ignore();
         if !counts.is_empty() {
             pipe.hset_multiple(&hash, counts).ignore();
             pipe.pexpire(&hash, valid_for as i64).ignore();
         }
-        let log_ttl = millis(self.inner.history.max_age).max(1000) as i64;
-        for channel in counts
-            .iter()
-            .filter_map(|(name, _)| ChannelName::parse(name).ok())
-        {
-            pipe.pexpire(keys.epoch(&channel), log_ttl).ignore();
-            pipe.pexpire(keys.seq(&channel), log_ttl).ignore();
-            pipe.pexpire(keys.stream(&channel), log_ttl).ignore();
-        }
         pipe.zadd(keys.nodes(), self.node_id(), now + valid_for)
             .ignore()
             .zrembyscore(keys.nodes(), "-inf", now as f64)
             .ignore();
         let mut conn = self.conn();
-        self.run(pipe.query_async::<()>(&mut conn)).await
+        self.run(pipe.query_async::<()>(&mut conn)).await?;
+        // Each channel's keys are in the channel's own slot: one pipeline
+        // per slot on a Redis Cluster, one in all otherwise.
+        let log_ttl = millis(self.inner.history.max_age).max(1000) as i64;
+        let mut pipes: HashMap<Option<Slot>, redis::Pipeline> = HashMap::new();
+        for channel in counts
+            .iter()
+            .filter_map(|(name, _)| ChannelName::parse_recorded(name).ok())
+        {
+            let epoch = keys.epoch(&channel);
+            let slot = conn.is_cluster().then(|| Slot::for_key(&epoch));
+            let pipe = pipes.entry(slot).or_default();
+            for key in [
+                epoch,
+                keys.seq(&channel),
+                keys.stream(&channel),
+                keys.fence(&channel),
+            ] {
+                pipe.pexpire(key, log_ttl).ignore();
+            }
+        }
+        let refreshed = futures_util::future::join_all(pipes.into_values().map(|pipe| {
+            let mut conn = conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        }));
+        for outcome in self.run(async { Ok(refreshed.await) }).await? {
+            outcome?;
+        }
+        Ok(())
     }
 
     /// Subscriber counts per channel on every *other* live node, summed.

@@ -1,6 +1,7 @@
 //! Cluster mode: several broker nodes on one real `redis-server` behave as
 //! one broker, and survive Redis outages, Redis killed under load, a Redis
-//! restarted empty and a node killed with SIGKILL.
+//! restarted empty or from an older snapshot, and a node killed with
+//! SIGKILL.
 
 use std::{
     cell::{Cell, RefCell},
@@ -240,6 +241,55 @@ async fn redis_restarted_empty_gives_gap_notice() {
     assert_eq!(resumed.next_messages(1).await[0].data, "2");
 }
 
+/// Redis restarted from an older snapshot: the ids it lost are not given again; live clients get a gap notice, then the new events.
+#[actix_web::test]
+async fn redis_restarted_from_an_older_snapshot_gives_no_id_twice() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let dir_arg = dir.path().to_str().expect("a UTF-8 path").to_owned();
+    let snapshots = ["--save", "", "--appendonly", "no", "--dir", &dir_arg];
+    let port = free_port();
+    let mut redis = RedisServer::start_with(port, &snapshots);
+    let a = spawn_node(&redis.url()).await;
+    let mut live = a.stream("/stream/snap", &[]).await;
+    live.wait_open().await;
+    for n in 1..=3 {
+        a.publish("snap", &n.to_string()).await;
+    }
+    let _: String = crate::redis_cluster_support::query(port, &["SAVE"]);
+    let mut lost = String::new();
+    for n in 4..=6 {
+        lost = a.publish("snap", &n.to_string()).await;
+    }
+    let before: Vec<String> = live
+        .next_messages(6)
+        .await
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(before, ["1", "2", "3", "4", "5", "6"]);
+
+    redis.kill();
+    let _redis = RedisServer::start_with(port, &snapshots);
+
+    let new = publish_once_reconnected(&a, "snap", "7").await;
+    assert_eq!(
+        epoch_of(&new),
+        epoch_of(&lost),
+        "the snapshot kept the epoch"
+    );
+    assert!(
+        seq_of(&new) > seq_of(&lost),
+        "{new} would give an id the clients saw ({lost}) again"
+    );
+    let gap = live.next_event().await;
+    assert_eq!(gap.event, "broker.gap");
+    let notice: serde_json::Value = serde_json::from_str(&gap.data).unwrap();
+    assert_eq!(notice["reason"], "history-trimmed");
+    assert_eq!(notice["lastEventId"], lost.as_str());
+    let next = live.next_event().await;
+    assert_eq!((next.id.as_str(), next.data.as_str()), (new.as_str(), "7"));
+}
+
 /// Subscriber counts, pulses and kill-session span every node.
 #[actix_web::test]
 async fn counts_pulses_and_kills_are_cluster_wide() {
@@ -339,7 +389,10 @@ fn now_ms_text() -> String {
 #[actix_web::test]
 async fn bus_connection_survives_its_pings() {
     let redis = RedisServer::start();
-    let _a = spawn_node(&redis.url()).await;
+    let a = spawn_node(&redis.url()).await;
+    // The bus subscribes to the channels the node has subscribers on.
+    let mut sse = a.stream("/stream/pinged", &[]).await;
+    sse.wait_open().await;
     let client = redis::Client::open(redis.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     // Ids of the connections subscribed to a pub/sub channel (the bus).

@@ -19,6 +19,8 @@ mod openapi;
 mod operations;
 mod proxy;
 mod pulses;
+mod redis_cluster;
+mod redis_cluster_support;
 mod redis_support;
 mod resume;
 mod shutdown;

@@ -33,37 +33,47 @@ impl RedisServer {
 
     /// Starts an empty Redis on `port` and waits until it answers PING.
     pub fn start_on(port: u16) -> Self {
-        Self::launch(port, None)
+        Self::launch(port, None, &[])
+    }
+
+    /// Starts `redis-server` with `args` (a config file first, if any) on
+    /// `port` and waits until it answers PING.
+    pub fn start_with(port: u16, args: &[&str]) -> Self {
+        Self::launch(port, None, args)
     }
 
     /// Starts a Redis that persists every write to `dir` before answering
     /// it (`appendfsync always`), so a kill loses nothing it acknowledged.
     pub fn start_persistent(dir: &std::path::Path) -> Self {
-        Self::launch(free_port(), Some(dir.to_owned()))
+        Self::launch(free_port(), Some(dir.to_owned()), &[])
     }
 
     /// Starts it again on the same port (and the same files).
     pub fn restart(&mut self) {
         self.kill();
-        *self = Self::launch(self.port, self.dir.take());
+        *self = Self::launch(self.port, self.dir.take(), &[]);
     }
 
-    fn launch(port: u16, dir: Option<std::path::PathBuf>) -> Self {
+    /// Without `args`: no snapshots, and an append-only file in `dir` only
+    /// when one is given. Files Redis writes on its own (a replica's
+    /// snapshot) go to the temporary directory, not the working tree.
+    fn launch(port: u16, dir: Option<std::path::PathBuf>, args: &[&str]) -> Self {
         let mut command = Command::new("redis-server");
-        command.args([
+        command.current_dir(std::env::temp_dir()).args(args).args([
             "--port",
             &port.to_string(),
             "--bind",
             "127.0.0.1",
-            "--save",
-            "",
         ]);
-        match &dir {
-            Some(dir) => command
-                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-                .arg(dir),
-            None => command.args(["--appendonly", "no"]),
-        };
+        if args.is_empty() {
+            command.args(["--save", ""]);
+            match &dir {
+                Some(dir) => command
+                    .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir),
+                None => command.args(["--appendonly", "no"]),
+            };
+        }
         let child = command.stdout(Stdio::null()).spawn().unwrap_or_else(|err| {
             panic!(
                 "cannot start redis-server ({err}): the cluster tests need Debian's \
@@ -271,6 +281,11 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(redis_url: &str) -> Self {
+        Self::start_with(redis_url, &[])
+    }
+
+    /// A node with these extra environment variables (settings).
+    pub fn start_with(redis_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sse-broker"))
             .args([
                 "--bind",
@@ -282,6 +297,7 @@ impl NodeProcess {
             ])
             .env("RUST_LOG", "info")
             .env("SSE_BROKER__CLUSTER__MAX_RECONNECT_DELAY", "400ms")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the broker starts");

@@ -12,14 +12,17 @@
 //!   actor numbers events; with a store an event is fanned out and
 //!   acknowledged only once the store has it on disk.
 //! - **shared** (`shared`): a log several nodes share (cluster mode). The log
-//!   numbers events and carries them back to every node; the actor delivers
-//!   them in seq order and reads any hole from the log.
+//!   numbers events and carries them to every node that follows the channel
+//!   (it does while it has subscribers); the actor delivers them in seq order
+//!   and reads any hole from the log.
 //!
 //! Either way the fan-out is the same ([`Members`]) and never waits for a
 //! subscriber.
 
 mod owned;
 mod shared;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;
 
@@ -393,10 +396,14 @@ impl ChannelActor {
                 idle
             }
             ChannelLog::Shared(cursor) => {
-                if cursor.behind && !self.members.is_empty() {
+                let idle = cursor.is_idle();
+                if self.members.is_empty() {
+                    // Nobody here listens: the bus stops bringing its events.
+                    cursor.stop_following(&self.name);
+                } else if cursor.behind {
                     self.catch_up(ctx);
                 }
-                true
+                idle
             }
         };
         if self.members.is_empty() && nothing_kept {
@@ -482,6 +489,9 @@ impl Actor for ChannelActor {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.members.clear();
         self.settle();
+        if let ChannelLog::Shared(cursor) = &mut self.log {
+            cursor.stop_following(&self.name);
+        }
         info!(
             "channel stopped channel={} published={}",
             self.name,
@@ -504,8 +514,8 @@ impl Handler<ChannelMessage> for ChannelActor {
                 self.members.remove(subscriber_id);
                 self.settle();
             }
-            ChannelMessage::Delivered { epoch, entry } => self.delivered(epoch, entry, ctx),
-            ChannelMessage::CatchUp => self.bus_resumed(ctx),
+            ChannelMessage::Delivered { epoch, entries } => self.delivered(epoch, entries, ctx),
+            ChannelMessage::CatchUp => self.resumed(ctx),
             ChannelMessage::CountPulse { client_id } => self.count_pulse(client_id),
             ChannelMessage::Inspect { reply } => {
                 let _ = reply.send(Ok(self.inspect()));

@@ -2,31 +2,50 @@
 //! ([`SharedLog`], cluster mode).
 //!
 //! A publish goes to the log, which answers with the event's id; the event
-//! comes back to every node's channel actor through the bus, in seq order
-//! ([`ChannelMessage::Delivered`](crate::broker::message::ChannelMessage)).
-//! The actor remembers how far it delivered; an event it already has is
-//! dropped, and an event that skips ahead makes it read the hole from the
-//! log first (`ctx.wait`: nothing else is handled meanwhile, so order
-//! holds). Each member also remembers the seq it has, so a client whose
-//! replay already reached further than the actor is not sent an event twice.
+//! comes back through the bus to every node that follows the channel, in
+//! seq order ([`ChannelMessage::Delivered`](crate::broker::message::ChannelMessage)).
+//! Publishes that arrive while an append is in flight wait and go together
+//! as the next one (one round trip, one bus message), in arrival order.
+//!
+//! The channel follows the log (its events are carried here) from its first
+//! subscriber until a tick finds it without one; it asks to follow before
+//! it reads the log, so every event after the read arrives on the bus (or,
+//! when carrying starts later, through a catch-up). The actor remembers how
+//! far it delivered; an event it already has is dropped, and an event that
+//! skips ahead makes it read the hole from the log first (`ctx.wait`:
+//! nothing else is handled meanwhile, so order holds). Each member also
+//! remembers the seq it has, so a client whose replay already reached
+//! further than the actor is not sent an event twice.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use log::warn;
 
-use super::{ChannelActor, ChannelLog};
-use crate::broker::{
-    error::BrokerError,
-    event::{Epoch, EventId, ResumeFrom},
-    history::{GapReason, replay_from_log},
-    log::{FetchFrom, Fetched, LogEntry, LogError, Origin, SharedLog},
-    message::{Publish, Subscribe},
-    subscriber::Delivery,
+use super::{Accepted, ChannelActor, ChannelLog};
+use crate::{
+    broker::{
+        error::BrokerError,
+        event::{Epoch, EventId, ResumeFrom},
+        history::{GapReason, replay_from_log},
+        log::{FetchFrom, Fetched, LogEntry, LogError, Origin, Record, SharedLog},
+        message::{Publish, Published, Subscribe},
+        subscriber::Delivery,
+    },
+    names::ChannelName,
 };
 
 /// Wait before reading the log again after a failed read.
 const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
+
+/// Most events in one append. Each append is one script run in Redis, which
+/// runs one script at a time: a bound keeps every other channel's publishes
+/// from waiting long behind a burst on one channel.
+const MAX_APPEND_EVENTS: usize = 256;
+
+/// Most payload bytes in one append (a single larger event still goes,
+/// alone): one bus message carries them all, to every following node.
+const MAX_APPEND_BYTES: usize = 1 << 20;
 
 pub(super) struct SharedCursor {
     log: Arc<dyn SharedLog>,
@@ -39,6 +58,14 @@ pub(super) struct SharedCursor {
     /// The [`name`](crate::broker::event::Tags::name) of the newest event
     /// delivered here.
     pub newest_name: Option<Arc<str>>,
+    /// This channel asked the log to carry its events here
+    /// ([`SharedLog::follow`]); undone by [`Self::stop_following`].
+    following: bool,
+    /// Publishes that came while an append was in flight, in arrival order.
+    /// Bounded by the publishers waiting for their answer.
+    queued: VecDeque<(Record, Accepted)>,
+    /// An append is in flight.
+    appending: bool,
 }
 
 impl SharedCursor {
@@ -48,6 +75,9 @@ impl SharedCursor {
             position: None,
             behind: false,
             newest_name: None,
+            following: false,
+            queued: VecDeque::new(),
+            appending: false,
         }
     }
 
@@ -56,6 +86,40 @@ impl SharedCursor {
             epoch: Epoch::from_raw(0),
             seq: 0,
         })
+    }
+
+    /// The channel has no subscriber here: its events need not come. The
+    /// next subscriber follows again and reads the log afresh.
+    pub fn stop_following(&mut self, channel: &ChannelName) {
+        if std::mem::take(&mut self.following) {
+            self.log.unfollow(channel);
+        }
+        self.position = None;
+        self.behind = false;
+    }
+
+    /// No publish is waiting for the log (so the channel may retire).
+    pub fn is_idle(&self) -> bool {
+        !self.appending && self.queued.is_empty()
+    }
+
+    /// The next append: the oldest queued publishes, within the bounds.
+    fn next_batch(&mut self) -> (Vec<Record>, Vec<Accepted>) {
+        let (mut records, mut waiting, mut bytes) = (Vec::new(), Vec::new(), 0);
+        while let Some((record, _)) = self.queued.front() {
+            let size = record.data.len();
+            let full = records.len() == MAX_APPEND_EVENTS || bytes + size > MAX_APPEND_BYTES;
+            if !records.is_empty() && full {
+                break;
+            }
+            let Some((record, accepted)) = self.queued.pop_front() else {
+                break;
+            };
+            bytes += size;
+            records.push(record);
+            waiting.push(accepted);
+        }
+        (records, waiting)
     }
 }
 
@@ -69,39 +133,78 @@ impl ChannelActor {
 
     /// The log numbers and stores the event; the answer waits until it did
     /// (503 otherwise, never 202). The event reaches subscribers, here too,
-    /// through the bus.
+    /// through the bus. While an append is in flight the event waits for
+    /// the next one.
     pub(super) fn publish_shared(&mut self, mut msg: Publish, ctx: &mut Context<Self>) {
         let accepted = self.accepting(&mut msg);
-        let subscribers = self.members.len();
-        let name = self.name.clone();
         let record = self.codec.logged(msg.record);
         let Some(cursor) = self.cursor() else {
             return;
         };
-        let stored = cursor.log.append(&name, record);
-        ctx.spawn(stored.into_actor(self).map(move |stored, actor, _| {
-            let mut accepted = accepted;
-            let answer = match stored {
-                Ok(id) => {
-                    actor.count_published(&accepted);
-                    if let (Some(mirror), Some(record)) = (&actor.mirror, accepted.mirror.take()) {
-                        let origin = Origin {
-                            channel: actor.name.clone(),
-                            id,
-                        };
-                        mirror.accepted(origin, record);
-                    }
-                    Ok(crate::broker::message::Published { id, subscribers })
-                }
-                Err(err) => {
-                    warn!("publish refused channel={} reason={err}", actor.name);
-                    Err(BrokerError::from(err))
-                }
-            };
-            if let Some(reply) = accepted.reply {
-                let _ = reply.send(answer);
+        cursor.queued.push_back((record, accepted));
+        if !cursor.appending {
+            self.append_queued(ctx);
+        }
+    }
+
+    /// Sends the queued publishes to the log as one append; when it
+    /// answers, the next queued ones go.
+    fn append_queued(&mut self, ctx: &mut Context<Self>) {
+        let name = self.name.clone();
+        let Some(cursor) = self.cursor() else {
+            return;
+        };
+        let (records, waiting) = cursor.next_batch();
+        if records.is_empty() {
+            return;
+        }
+        cursor.appending = true;
+        let stored = cursor.log.append(&name, records, cursor.position);
+        ctx.spawn(stored.into_actor(self).map(move |stored, actor, ctx| {
+            actor.appended(stored, waiting);
+            if let Some(cursor) = actor.cursor() {
+                cursor.appending = false;
             }
+            actor.append_queued(ctx);
         }));
+    }
+
+    /// Answers the publishers of one append, in order.
+    fn appended(&mut self, stored: Result<EventId, LogError>, waiting: Vec<Accepted>) {
+        let subscribers = self.members.len();
+        let first = match stored {
+            Ok(first) => first,
+            Err(err) => {
+                warn!(
+                    "publish refused channel={} events={} reason={err}",
+                    self.name,
+                    waiting.len()
+                );
+                for accepted in waiting {
+                    if let Some(reply) = accepted.reply {
+                        let _ = reply.send(Err(BrokerError::from(err.clone())));
+                    }
+                }
+                return;
+            }
+        };
+        for (seq, mut accepted) in (first.seq..).zip(waiting) {
+            let id = EventId {
+                epoch: first.epoch,
+                seq,
+            };
+            self.count_published(&accepted);
+            if let (Some(mirror), Some(record)) = (&self.mirror, accepted.mirror.take()) {
+                let origin = Origin {
+                    channel: self.name.clone(),
+                    id,
+                };
+                mirror.accepted(origin, record);
+            }
+            if let Some(reply) = accepted.reply {
+                let _ = reply.send(Ok(Published { id, subscribers }));
+            }
+        }
     }
 
     /// Reads what the new subscriber missed from the log (or only the head,
@@ -123,11 +226,20 @@ impl ChannelActor {
             }
         };
         let log = Arc::clone(&cursor.log);
+        // The first subscriber here: the log carries the channel's events
+        // to this node before it is read, so nothing falls between the two.
+        let follow = (!cursor.following).then(|| log.follow(&name));
+        cursor.following = true;
+        let read = async move {
+            if let Some(follow) = follow {
+                follow.await?;
+            }
+            log.fetch(&name, from).await
+        };
         // `wait`: no bus event is handled until the replay is read, so the
         // new subscriber's position and the channel's stay consistent.
         ctx.wait(
-            log.fetch(&name, from)
-                .into_actor(self)
+            read.into_actor(self)
                 .map(move |fetched, actor, ctx| actor.subscribe_from_log(msg, fetched, ctx)),
         );
     }
@@ -233,19 +345,34 @@ impl ChannelActor {
         self.notify_gap(GapReason::UnknownEpoch, last, start);
     }
 
-    /// An event from the bus: delivered when it is the next one, dropped
-    /// when it is already here, and a hole is read first.
-    pub(super) fn delivered(&mut self, epoch: Epoch, entry: LogEntry, ctx: &mut Context<Self>) {
+    /// Events from the bus: each delivered when it is the next one, dropped
+    /// when it is already here; at a hole the log is read (it has the rest).
+    pub(super) fn delivered(
+        &mut self,
+        epoch: Epoch,
+        entries: Vec<LogEntry>,
+        ctx: &mut Context<Self>,
+    ) {
+        for entry in entries {
+            if !self.delivered_one(epoch, &entry, ctx) {
+                return;
+            }
+        }
+    }
+
+    /// One event from the bus; false when the rest is left to a read of
+    /// the log.
+    fn delivered_one(&mut self, epoch: Epoch, entry: &LogEntry, ctx: &mut Context<Self>) -> bool {
         let Some(cursor) = self.cursor() else {
-            return;
+            return false;
         };
         let Some(position) = cursor.position else {
             // No subscriber yet: the first one reads the log anyway.
-            return;
+            return false;
         };
         if cursor.behind {
             // The next tick reads this event with the hole before it.
-            return;
+            return false;
         }
         let position = if position.epoch == epoch {
             position
@@ -255,18 +382,21 @@ impl ChannelActor {
         };
         if entry.seq <= position.seq {
             // Already delivered from the log.
-            return;
+            return true;
         }
         if entry.seq == position.seq + 1 {
-            self.deliver(epoch, &entry);
+            self.deliver(epoch, entry);
+            true
         } else {
             // Bus messages were missed: read the hole, this event included.
             self.catch_up(ctx);
+            false
         }
     }
 
-    /// The bus was (re)subscribed: read what it may have missed.
-    pub(super) fn bus_resumed(&mut self, ctx: &mut Context<Self>) {
+    /// The bus (re)started carrying this channel: read what it may have
+    /// missed.
+    pub(super) fn resumed(&mut self, ctx: &mut Context<Self>) {
         let nobody = self.members.is_empty();
         let Some(cursor) = self.cursor() else {
             return;
@@ -293,7 +423,7 @@ impl ChannelActor {
         cursor.behind = false;
         let log = Arc::clone(&cursor.log);
         ctx.wait(
-            log.fetch(&name, FetchFrom::After(position))
+            log.fetch(&name, FetchFrom::Since(position))
                 .into_actor(self)
                 .map(move |fetched, actor, ctx| match fetched {
                     Ok(fetched) => actor.apply_catch_up(fetched),

@@ -1,0 +1,110 @@
+//! Redis key names. Every key of one channel, and the pub/sub channel its
+//! events travel on, share the hash tag `{<channel>}`: in a Redis Cluster
+//! they live in one slot, so the channel's scripts run on one shard and its
+//! events are published (sharded pub/sub) where its subscribers' nodes
+//! listen. The directory's keys share `{nodes}` and the pulse book's
+//! `{pulse}`, so each of those is read and written in one round trip too.
+//! Channel names cannot hold braces, and `cluster.key_prefix` may not
+//! either, so the first `{…}` of a key is always the tag.
+
+use crate::names::ChannelName;
+
+/// The names of this broker's keys (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn epoch(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:epoch", self.prefix)
+    }
+
+    pub fn seq(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:seq", self.prefix)
+    }
+
+    pub fn stream(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:events", self.prefix)
+    }
+
+    /// The seq this Redis process last wrote for the channel, kept on the
+    /// primary only (never replicated): a promoted replica lacks it, which
+    /// is how the publish script notices a failover (see `log`).
+    pub fn fence(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:fence", self.prefix)
+    }
+
+    /// The pub/sub channel that carries the channel's events.
+    pub fn bus(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:bus", self.prefix)
+    }
+
+    /// The channel a [`Self::bus`] name carries.
+    pub fn channel_of_bus(&self, bus: &str) -> Option<ChannelName> {
+        let name = bus
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('{')?
+            .strip_suffix("}:bus")?;
+        ChannelName::parse_recorded(name).ok()
+    }
+
+    /// Sorted set of nodes by the time their presence entry expires.
+    pub fn nodes(&self) -> String {
+        format!("{}{{nodes}}", self.prefix)
+    }
+
+    /// Hash channel → local subscriber count of one node.
+    pub fn node_subscribers(&self, node: &str) -> String {
+        format!("{}{{nodes}}:{node}:subscribers", self.prefix)
+    }
+
+    /// Sorted set of pulse clients by last pulse (ms since the Unix epoch).
+    pub fn pulse_clients(&self) -> String {
+        format!("{}{{pulse}}:clients", self.prefix)
+    }
+
+    /// List of one client's pulse times, newest first.
+    pub fn pulse_times(&self, client: &str) -> String {
+        format!("{}{{pulse}}:{client}:times", self.prefix)
+    }
+
+    /// One client's pulse count.
+    pub fn pulse_count(&self, client: &str) -> String {
+        format!("{}{{pulse}}:{client}:count", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel's keys and its bus share one hash tag; the bus name leads back to the channel.
+    #[test]
+    fn channel_keys_share_a_slot() {
+        let keys = Keys::new("sse:");
+        let orders = ChannelName::parse("orders").unwrap();
+        let slot = |key: &str| redis::cluster_routing::Slot::for_key(key);
+        let bus = keys.bus(&orders);
+        for key in [
+            keys.epoch(&orders),
+            keys.seq(&orders),
+            keys.stream(&orders),
+            keys.fence(&orders),
+        ] {
+            assert_eq!(slot(&key), slot(&bus), "{key}");
+        }
+        assert_eq!(keys.channel_of_bus(&bus), Some(orders));
+        let hub = ChannelName::internal("mercure");
+        assert_eq!(keys.channel_of_bus(&keys.bus(&hub)), Some(hub));
+        assert_eq!(keys.channel_of_bus("other:{orders}:bus"), None);
+        assert_eq!(slot(&keys.nodes()), slot(&keys.node_subscribers("n1")));
+        assert_eq!(slot(&keys.pulse_clients()), slot(&keys.pulse_times("tab")));
+    }
+}
