@@ -3,7 +3,8 @@
 //! one slot (the channel's keys share a hash tag, see `keys`):
 //!
 //! - **publish** assigns the next ids (`INCRBY`), appends the events to the
-//!   stream (trimmed to `history.max_events` and by age), and publishes them
+//!   stream (trimmed to `history.max_events`, and by age every 16th seq:
+//!   reads skip older entries anyway), and publishes them
 //!   as one message on the channel's bus (`SPUBLISH` on a Redis Cluster, so
 //!   only the channel's shard carries it; `PUBLISH` otherwise), in that
 //!   order and all or nothing. The publishers' 202 waits for the script
@@ -103,8 +104,9 @@ for i = 0, count - 1 do
   message[#message + 1] = #data
   message[#message + 1] = data
 end
-if max_events > 0 then
-  -- Age retention: the oldest entry decides whether a bounded trim is due.
+if max_events > 0 and math.floor(last / 16) ~= math.floor((first - 1) / 16) then
+  -- Age retention, every 16th seq (each redis.call costs; reads skip stale
+  -- entries anyway): the oldest entry decides whether a bounded trim is due.
   local cutoff = now_ms - max_age
   local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
   if #oldest > 0 and tonumber(oldest[1][2][2]) < cutoff then
