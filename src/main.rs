@@ -101,8 +101,16 @@ async fn serve(
     // Flags can combine what the files alone could not (e.g. --redis with
     // a data_dir): check again.
     settings.validate()?;
-    Application::build(settings)?
-        .run_until_stopped(true)
-        .await?;
+    let app = match Application::build(settings) {
+        Ok(app) => app,
+        Err(err) => {
+            // Actors started before the failure (e.g. a port in use) get
+            // their first poll, which sets up their timers, while the runtime
+            // still runs, and not during its teardown (a panic there).
+            actix_web::rt::task::yield_now().await;
+            return Err(err);
+        }
+    };
+    app.run_until_stopped(true).await?;
     Ok(())
 }

@@ -178,3 +178,22 @@ async fn health_and_readiness_answer_json() {
     assert_eq!(body["checks"][0]["name"], "registry");
     assert_eq!(body["checks"][0]["ok"], true);
 }
+
+/// A port already in use stops the real binary with one clear error line and no panic.
+#[test]
+fn taken_port_stops_the_start_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-broker"))
+        .args(["--bind", &addr, "--demo", "false"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the broker runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
