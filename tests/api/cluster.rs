@@ -565,6 +565,30 @@ struct Seen {
     cut: bool,
 }
 
+/// Opens a stream; while the node's first subscription to the channel's bus
+/// is not confirmed in time (a node just started on a busy machine) the
+/// documented answer is 503 with Retry-After, so ask again.
+async fn stream_once_followed(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> SseClient {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut req = client.get(url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = req.send().await.expect("stream request");
+        if res.status() == 503 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(res.status(), 200, "stream {url}");
+        return SseClient::new(res);
+    }
+}
+
 /// Opens `url` (resuming after `last_id`) and, once it is open, reads it
 /// in the background.
 async fn read_stream(
@@ -576,7 +600,7 @@ async fn read_stream(
         .as_deref()
         .map(|id| vec![("Last-Event-ID", id)])
         .unwrap_or_default();
-    let mut sse = stream_at(&client, &url, &headers).await;
+    let mut sse = stream_once_followed(&client, &url, &headers).await;
     sse.wait_open().await;
     actix_web::rt::spawn(async move {
         let mut seen = Seen::default();

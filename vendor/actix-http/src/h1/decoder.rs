@@ -258,9 +258,9 @@ impl MessageType for Request {
     }
 
     fn decode(src: &mut BytesMut) -> Result<Option<(Self, PayloadType)>, ParseError> {
-        // initialized (3 KiB) only once a complete head was parsed: the dispatcher also calls
-        // this when nothing, or only part of a head, has arrived
-        let mut headers: [HeaderIndex; MAX_HEADERS];
+        // only the entries of the parsed headers are written (and read): the 3 KiB array is
+        // never zeroed as a whole
+        let mut headers = [const { MaybeUninit::<HeaderIndex>::uninit() }; MAX_HEADERS];
 
         let (len, method, uri, ver, h_len) = {
             // SAFETY:
@@ -284,8 +284,7 @@ impl MessageType for Request {
                     } else {
                         Version::HTTP_10
                     };
-                    headers = EMPTY_HEADER_INDEX_ARRAY;
-                    HeaderIndex::record(src, req.headers, &mut headers);
+                    HeaderIndex::record_uninit(src, req.headers, &mut headers);
 
                     (len, method, uri, version, req.headers.len())
                 }
@@ -304,8 +303,13 @@ impl MessageType for Request {
 
         let mut msg = Request::new();
 
+        // SAFETY: `record_uninit` wrote the first `h_len` entries (`req.headers` is a prefix of
+        // `parsed`, so `h_len <= MAX_HEADERS`), and `MaybeUninit<T>` has the layout of `T`
+        let headers =
+            unsafe { std::slice::from_raw_parts(headers.as_ptr().cast::<HeaderIndex>(), h_len) };
+
         // convert headers
-        let mut length = msg.set_headers(&src.split_to(len).freeze(), &headers[..h_len], ver)?;
+        let mut length = msg.set_headers(&src.split_to(len).freeze(), headers, ver)?;
 
         // disallow HTTP/1.1 requests that do not contain a Host header
         // see https://datatracker.ietf.org/doc/html/rfc9112#section-3.2
@@ -475,6 +479,27 @@ pub(crate) const EMPTY_HEADER_INDEX_ARRAY: [HeaderIndex; MAX_HEADERS] =
     [EMPTY_HEADER_INDEX; MAX_HEADERS];
 
 impl HeaderIndex {
+    fn of(bytes_ptr: usize, header: &httparse::Header<'_>) -> HeaderIndex {
+        let name_start = header.name.as_ptr() as usize - bytes_ptr;
+        let value_start = header.value.as_ptr() as usize - bytes_ptr;
+        HeaderIndex {
+            name: (name_start, name_start + header.name.len()),
+            value: (value_start, value_start + header.value.len()),
+        }
+    }
+
+    /// Writes the index of each header into the first `headers.len()` entries of `indices`.
+    pub(crate) fn record_uninit(
+        bytes: &[u8],
+        headers: &[httparse::Header<'_>],
+        indices: &mut [MaybeUninit<HeaderIndex>],
+    ) {
+        let bytes_ptr = bytes.as_ptr() as usize;
+        for (header, index) in headers.iter().zip(indices.iter_mut()) {
+            index.write(HeaderIndex::of(bytes_ptr, header));
+        }
+    }
+
     pub(crate) fn record(
         bytes: &[u8],
         headers: &[httparse::Header<'_>],
