@@ -575,11 +575,7 @@ async fn stream_once_followed(
 ) -> SseClient {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let mut req = client.get(url);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let res = req.send().await.expect("stream request");
+        let res = stream_request(client, url, headers).await;
         if res.status() == 503 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;

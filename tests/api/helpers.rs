@@ -144,16 +144,25 @@ impl TestApp {
 
 /// Opens an SSE stream at a full URL, with headers; insists on a 200.
 pub async fn stream_at(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> SseClient {
+    let res = stream_request(client, url, headers).await;
+    assert_eq!(res.status(), 200, "stream {url}");
+    SseClient::new(res)
+}
+
+/// Sends a stream request at a full URL, with headers; whatever the answer.
+pub async fn stream_request(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = client.get(url);
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let res = tokio::time::timeout(PATIENCE, req.send())
+    tokio::time::timeout(PATIENCE, req.send())
         .await
         .expect("stream answered in time")
-        .expect("stream request");
-    assert_eq!(res.status(), 200, "stream {url}");
-    SseClient::new(res)
+        .expect("stream request")
 }
 
 /// Polls `check` until it holds, failing after [`PATIENCE`].
