@@ -15,6 +15,7 @@ use figment::{
 use serde::Deserialize;
 
 mod mercure;
+pub mod secrets;
 
 pub use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::{auth::Pattern, names::ChannelName};
@@ -434,6 +435,9 @@ impl Settings {
             return bad(
                 "auth.private_channels and auth.anonymous_subscribe = false need auth.enabled = true",
             );
+        }
+        if self.auth.leeway > crate::auth::token::MAX_LEEWAY {
+            return bad("auth.leeway must be at most 1 day (it is clock skew, not a lifetime)");
         }
         if !self.auth.secret.is_empty() && self.auth.secret.len() < 32 {
             return bad("auth.secret must be at least 32 bytes");

@@ -36,7 +36,9 @@
 //! - [`config`]: the `Settings` tree, loaded from compiled-in defaults, an
 //!   overlay file, environment variables and flags (the `[mercure]` section
 //!   in `config/mercure.rs`).
-//! - [`auth`]: tokens for our channels (and the `[auth]` settings).
+//! - [`auth`]: the one access policy every way in asks (may this caller
+//!   subscribe to, publish to or inspect this channel), and our tokens (and
+//!   the `[auth]` settings).
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).

@@ -27,7 +27,7 @@ use crate::{
         peers::Peers,
     },
     cluster::{self, Cluster},
-    config::{CorsSettings, LogSettings, Settings, StreamWriter},
+    config::{CorsSettings, LogSettings, Settings, StreamWriter, secrets},
     error::problem_for_framework_errors,
     http::{self, AppState, guard::Limits},
     mercure::{
@@ -66,6 +66,10 @@ impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         // Keys first: a broken auth setup or certificate must not start anything.
         let auth = Auth::from_settings(&settings.auth)?;
+        let access = Arc::new(settings.auth.policy()?);
+        for warning in secrets::warnings(&settings) {
+            warn!("{warning}");
+        }
         let tls = Tls::build(&settings.server.tls)
             .map_err(|err| anyhow::anyhow!("invalid configuration: server.tls: {err}"))?;
         let settings = Arc::new(settings);
@@ -97,7 +101,9 @@ impl Application {
         // bridge that makes channel events updates, go in before the start.
         if settings.mercure.enabled
             && settings.mercure.resource_identifier.is_empty()
-            && !settings.mercure.allow_development_key
+            && !settings
+                .mercure
+                .accepts_development_key(settings.auth.enabled)
         {
             warn!(
                 "mercure.resource_identifier is not set: the audience tokens must carry is \
@@ -107,8 +113,13 @@ impl Application {
         }
         let tokens = match settings.mercure.enabled {
             true => Some(
-                TokenChecker::from_settings(&settings.mercure)
-                    .map_err(|err| anyhow::anyhow!("invalid configuration: mercure: {err}"))?,
+                TokenChecker::from_settings(
+                    &settings.mercure,
+                    settings
+                        .mercure
+                        .accepts_development_key(settings.auth.enabled),
+                )
+                .map_err(|err| anyhow::anyhow!("invalid configuration: mercure: {err}"))?,
             ),
             false => None,
         };
@@ -116,9 +127,12 @@ impl Application {
             .with_homes(homes.clone())
             .with_metrics(Arc::clone(&metrics));
         let bridge = (settings.mercure.enabled && settings.mercure.channel_updates)
-            .then(|| Arc::new(ChannelBridge::default()));
+            .then(|| Arc::new(ChannelBridge::new(Arc::clone(&access))));
         if settings.mercure.enabled {
-            registry = registry.with_codec(hub_channel(), Arc::new(HubCodec));
+            let codec = HubCodec {
+                access: Arc::clone(&access),
+            };
+            registry = registry.with_codec(hub_channel(), Arc::new(codec));
         }
         if let Some(bridge) = &bridge {
             registry = registry.with_mirror(bridge.clone());
@@ -139,6 +153,7 @@ impl Application {
         let mercure = tokens.map(|tokens| {
             web::Data::new(MercureState {
                 tokens,
+                access: Arc::clone(&access),
                 settings: Arc::clone(&settings),
                 metrics: Arc::clone(&metrics),
                 subscriptions: Arc::default(),
@@ -187,6 +202,7 @@ impl Application {
             metrics,
             readiness,
             auth,
+            access,
             limits: Limits::new(&settings.limits),
         });
         let app_settings = Arc::clone(&settings);

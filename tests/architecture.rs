@@ -61,7 +61,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "mercure",
         &[
-            "http", "broker", "names", "sse", "config", "error", "metrics",
+            "http", "broker", "names", "sse", "config", "auth", "error", "metrics",
         ],
     ),
     // The wiring: knows everything.

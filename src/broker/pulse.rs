@@ -107,11 +107,12 @@ impl PulseBook {
         ids.into_iter().map(|(k, _)| Arc::clone(k)).collect()
     }
 
-    /// The listing, most recently seen first.
-    pub fn records(&self, now: Instant) -> Vec<PulseRecord> {
+    /// The listing of the `limit` most recently seen clients, newest first.
+    pub fn records(&self, now: Instant, limit: usize) -> Vec<PulseRecord> {
         let stale_after: Duration = self.settings.stale_after;
         self.client_ids()
             .into_iter()
+            .take(limit)
             .filter_map(|id| {
                 let c = self.clients.get(&id)?;
                 Some(PulseRecord {
@@ -158,14 +159,14 @@ mod tests {
         for n in 0..5 {
             book.record(&tab, start, wall + Duration::from_secs(n));
         }
-        let records = book.records(start);
+        let records = book.records(start, usize::MAX);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].count, 5);
         assert_eq!(records[0].timestamps.len(), 3);
         assert_eq!(records[0].timestamps[0], "2023-11-14T22:13:24.000Z");
         assert_eq!(records[0].last_seen, records[0].timestamps[0]);
         assert!(records[0].alive);
-        assert!(!book.records(start + Duration::from_secs(31))[0].alive);
+        assert!(!book.records(start + Duration::from_secs(31), 1)[0].alive);
     }
 
     /// The least recently seen client makes room for a new one.

@@ -358,16 +358,19 @@ impl Handler<ListChannels> for RegistryActor {
     }
 }
 
-/// The pulse book as `GET /pulses` shows it.
+/// The pulse book as `GET /pulses` shows it: the `limit` most recently
+/// seen clients.
 #[derive(Message)]
 #[rtype(result = "Vec<PulseRecord>")]
-pub struct ListPulses;
+pub struct ListPulses {
+    pub limit: usize,
+}
 
 impl Handler<ListPulses> for RegistryActor {
     type Result = MessageResult<ListPulses>;
 
-    fn handle(&mut self, _: ListPulses, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.pulses.records(Instant::now()))
+    fn handle(&mut self, msg: ListPulses, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.pulses.records(Instant::now(), msg.limit))
     }
 }
 

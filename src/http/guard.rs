@@ -1,6 +1,8 @@
-//! Who may do what, applied to requests: the [`Publisher`] extractor (token
-//! and publish rate), the subscriber check for streams, and the per-IP
-//! stream count. Handlers only ask; every refusal is an [`ApiError`].
+//! The access policy applied to our routes' requests: the [`Publisher`]
+//! extractor (token and publish rate), the [`Caller`] of every other route
+//! (the token it presents, if any), and the per-IP stream count. The rules
+//! themselves are [`AccessPolicy`]'s; handlers only ask, and every refusal
+//! is an [`ApiError`].
 
 use std::{
     collections::HashMap,
@@ -19,7 +21,7 @@ use governor::{
 
 use super::AppState;
 use crate::{
-    auth::{Auth, Grant},
+    auth::{AccessPolicy, Action, Auth, Denied, Grant, Rights},
     config::LimitsSettings,
     error::ApiError,
     names::ChannelName,
@@ -92,17 +94,16 @@ fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> ClientKey {
 pub struct Publisher {
     /// `None` when auth is off.
     grant: Option<Grant>,
+    access: Arc<AccessPolicy>,
 }
 
 impl Publisher {
-    /// 403 unless the token covers `channel` (always fine with auth off).
+    /// 403 unless the policy lets this publisher publish to `channel`.
     pub fn check(&self, channel: &ChannelName) -> Result<(), ApiError> {
-        match &self.grant {
-            Some(grant) if !grant.may_publish(channel) => Err(ApiError::Forbidden(format!(
-                "the token does not allow publishing to {channel:?}"
-            ))),
-            _ => Ok(()),
-        }
+        let rights = self.grant.as_ref().map(|g| g as &dyn Rights);
+        self.access
+            .decide(rights, Action::Publish, channel)
+            .map_err(|denied| refusal(denied, Action::Publish, channel))
     }
 
     fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
@@ -127,7 +128,10 @@ impl Publisher {
         state
             .limits
             .check_publish(req, grant.as_ref().and_then(|g| g.subject.as_deref()))?;
-        Ok(Self { grant })
+        Ok(Self {
+            grant,
+            access: Arc::clone(&state.access),
+        })
     }
 }
 
@@ -140,48 +144,133 @@ impl FromRequest for Publisher {
     }
 }
 
+/// The caller of a route that reads (a stream, a listing, pulses): the
+/// token it presents, verified, if it presents one. The token comes from
+/// the Authorization header, the configured cookie, or the `token` query
+/// parameter, in that order; with auth off none is read.
+#[derive(Debug)]
+pub struct Caller {
+    grant: Option<Grant>,
+    /// The cookie the token would be in, for refusals that say how to send one.
+    cookie_name: String,
+}
+
+impl Caller {
+    /// Reads and verifies the request's token; an invalid one is a 401
+    /// (never silently anonymous).
+    pub fn of(auth: &Auth, req: &HttpRequest, query_token: Option<&str>) -> Result<Self, ApiError> {
+        let cookie_name = auth.cookie_name.clone();
+        let Some(verifier) = &auth.verifier else {
+            return Ok(Self {
+                grant: None,
+                cookie_name,
+            });
+        };
+        let token = match bearer(req)? {
+            Some(token) => Some(token),
+            None => req
+                .cookie(&auth.cookie_name)
+                .map(|c| c.value().to_owned())
+                .filter(|t| !t.is_empty())
+                .or_else(|| query_token.filter(|t| !t.is_empty()).map(str::to_owned)),
+        };
+        let grant = token
+            .map(|token| verifier.verify(&token))
+            .transpose()
+            .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+        Ok(Self { grant, cookie_name })
+    }
+
+    /// The caller's rights, for the policy (`None`: anonymous).
+    pub fn rights(&self) -> Option<&dyn Rights> {
+        self.grant.as_ref().map(|g| g as &dyn Rights)
+    }
+
+    /// When the caller's token expires (`None`: no token).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.grant.as_ref().map(|g| g.expires_at)
+    }
+
+    /// 401/403 unless the policy lets this caller do `action` on `channel`.
+    pub fn check(
+        &self,
+        access: &AccessPolicy,
+        action: Action,
+        channel: &ChannelName,
+    ) -> Result<(), ApiError> {
+        access
+            .decide(self.rights(), action, channel)
+            .map_err(|denied| match denied {
+                Denied::CredentialRequired => ApiError::MissingToken(format!(
+                    "channel {channel:?} needs a token: send it as Authorization: Bearer, the \
+                     {:?} cookie or the token query parameter",
+                    self.cookie_name
+                )),
+                denied => refusal(denied, action, channel),
+            })
+    }
+
+    /// 401/403 unless the policy lets this caller read the pulse book.
+    pub fn check_pulse_book(&self, access: &AccessPolicy) -> Result<(), ApiError> {
+        access
+            .decide_pulse_book(self.rights())
+            .map_err(|denied| match denied {
+                Denied::CredentialRequired => ApiError::MissingToken(
+                    "the pulse book needs a token with the monitor grant".into(),
+                ),
+                Denied::NotGranted => {
+                    ApiError::Forbidden("the token does not carry the monitor grant".into())
+                }
+            })
+    }
+
+    /// 401 when a pulse naming no channel needs a token and none was given.
+    pub fn check_unscoped_pulse(&self, access: &AccessPolicy) -> Result<(), ApiError> {
+        access.decide_unscoped_pulse(self.rights()).map_err(|_| {
+            ApiError::MissingToken("pulses need a token (auth.anonymous_subscribe = false)".into())
+        })
+    }
+}
+
+/// The problem a policy refusal becomes.
+fn refusal(denied: Denied, action: Action, channel: &ChannelName) -> ApiError {
+    let verb = match action {
+        Action::Publish => "publishing to",
+        Action::Subscribe => "subscribing to",
+        Action::Inspect => "seeing",
+    };
+    match denied {
+        Denied::CredentialRequired => {
+            ApiError::MissingToken(format!("{verb} {channel:?} needs a token"))
+        }
+        Denied::NotGranted => {
+            ApiError::Forbidden(format!("the token does not allow {verb} {channel:?}"))
+        }
+    }
+}
+
 /// Checks a subscriber's token for the channels of one stream. Returns when
 /// the stream must end (the token's expiry), or `None` when no token was
-/// needed. The token comes from the Authorization header, the configured
-/// cookie, or the `token` query parameter, in that order.
+/// presented.
 pub fn check_subscriber(
-    auth: &Auth,
+    state: &AppState,
     req: &HttpRequest,
     query_token: Option<&str>,
     channels: &[ChannelName],
 ) -> Result<Option<SystemTime>, ApiError> {
-    let Some(verifier) = &auth.verifier else {
+    // The token is read only when some channel needs one: a public stream
+    // with a stale cookie still opens.
+    if channels
+        .iter()
+        .all(|c| state.access.allows_anyone(Action::Subscribe, c))
+    {
         return Ok(None);
-    };
-    let Some(first) = channels.iter().find(|c| auth.needs_subscriber_token(c)) else {
-        return Ok(None);
-    };
-    let token = match bearer(req)? {
-        Some(token) => Some(token),
-        None => req
-            .cookie(&auth.cookie_name)
-            .map(|c| c.value().to_owned())
-            .filter(|t| !t.is_empty())
-            .or_else(|| query_token.filter(|t| !t.is_empty()).map(str::to_owned)),
-    };
-    let Some(token) = token else {
-        return Err(ApiError::MissingToken(format!(
-            "channel {first:?} needs a subscriber token: send it as Authorization: Bearer, \
-             the {:?} cookie or the token query parameter",
-            auth.cookie_name
-        )));
-    };
-    let grant = verifier
-        .verify(&token)
-        .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
-    for channel in channels.iter().filter(|c| auth.needs_subscriber_token(c)) {
-        if !grant.may_subscribe(channel) {
-            return Err(ApiError::Forbidden(format!(
-                "the token does not allow subscribing to {channel:?}"
-            )));
-        }
     }
-    Ok(Some(grant.expires_at))
+    let caller = Caller::of(&state.auth, req, query_token)?;
+    for channel in channels {
+        caller.check(&state.access, Action::Subscribe, channel)?;
+    }
+    Ok(caller.expires_at())
 }
 
 /// The request limits that live in the HTTP layer.

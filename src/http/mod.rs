@@ -25,7 +25,7 @@ use std::{sync::Arc, time::Instant};
 use actix_web::{HttpRequest, web};
 
 use crate::{
-    auth::Auth,
+    auth::{AccessPolicy, Auth},
     broker::{Broker, BrokerError, log::Record, message::Published},
     config::Settings,
     error::ApiError,
@@ -40,7 +40,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    /// How our tokens are read and verified.
     pub auth: Auth,
+    /// The one access policy (shared with the Mercure hub).
+    pub access: Arc<AccessPolicy>,
     pub limits: guard::Limits,
 }
 

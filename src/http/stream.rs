@@ -125,7 +125,7 @@ async fn open(
 ) -> Result<HttpResponse, ApiError> {
     // Every private channel of the stream is checked; the stream ends when
     // the token that opened it expires.
-    let expires_at = guard::check_subscriber(&state.auth, req, token.as_deref(), &channels)?;
+    let expires_at = guard::check_subscriber(state, req, token.as_deref(), &channels)?;
     let resume = match &last_id {
         Some(text) => parse_cursor(text, &channels),
         None => vec![None; channels.len()],

@@ -78,7 +78,12 @@ pub fn subscriber_claims(
     hub: &HubIdentity,
 ) -> Result<Option<Claims>, MercureError> {
     if !state.tokens.verifies(Role::Subscriber) {
-        return Ok(None);
+        // No key to check a token with (none configured, or only the
+        // development key, left out with auth on): everyone is anonymous.
+        return match state.settings.mercure.anonymous {
+            true => Ok(None),
+            false => Err(MercureError::token_required(hub)),
+        };
     }
     let claims = state
         .tokens

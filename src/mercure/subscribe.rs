@@ -128,6 +128,7 @@ async fn open_stream(
     let filter = SelectorFilter {
         selectors: subscriptions.iter().map(|s| s.selector.clone()).collect(),
         private: claims.subscribe,
+        access: Arc::clone(&state.access),
     };
     let plan = StreamPlan {
         channels: vec![hub_channel()],
