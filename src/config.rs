@@ -6,12 +6,17 @@
 //! `main`). Every key is documented in `config/default.toml`; this module only
 //! gives them types and checks that they make sense together.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
+use ipnet::IpNet;
 use serde::Deserialize;
 
 mod mercure;
@@ -237,9 +242,100 @@ pub struct LimitsSettings {
     pub publish_rate: u32,
     /// Publish requests allowed in a burst above the rate.
     pub publish_burst: u32,
-    /// Take the client IP from Forwarded / X-Forwarded-For (only behind a
-    /// proxy that sets them).
-    pub trust_forwarded_for: bool,
+    /// The reverse proxies whose forwarding headers count (addresses and
+    /// CIDRs): the client IP is the right-most address of
+    /// `forwarded_header` that is not one of them, and the hub's URL may
+    /// come from their scheme and host headers. Empty: the socket's peer is
+    /// the client and no forwarding header is read.
+    #[serde(deserialize_with = "proxy_list")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Which header the trusted proxies write the addresses they forward
+    /// for into.
+    pub forwarded_header: ForwardedHeader,
+    /// Obsolete: replaced by `trusted_proxies`. Kept only to refuse `true`
+    /// with a migration message (it trusted any peer's headers, so a client
+    /// could pick its own IP); `false` said what the default now says.
+    #[serde(default)]
+    pub trust_forwarded_for: Option<bool>,
+}
+
+/// The header a trusted proxy lists the client in (`limits.forwarded_header`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, …`; the scheme and host the client
+    /// used in `X-Forwarded-Proto` / `X-Forwarded-Host`. What nginx,
+    /// HAProxy and most load balancers write.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client;proto=https;host=…, for=proxy1`. Read
+    /// only when configured: a proxy that does not write it usually passes a
+    /// client's own through.
+    Forwarded,
+}
+
+impl LimitsSettings {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The rules of the `[limits]` section.
+    fn validate(&self) -> Result<(), String> {
+        if self.publish_rate > 0 && self.publish_burst == 0 {
+            return Err(
+                "limits.publish_burst must be at least 1 when limits.publish_rate is set".into(),
+            );
+        }
+        if self.trust_forwarded_for == Some(true) {
+            return Err(
+                "limits.trust_forwarded_for is gone: it trusted the forwarding headers of \
+                 every peer, so a client could pick its own IP. List your reverse proxies \
+                 instead, e.g. limits.trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"] for \
+                 nginx on the same host, and remove trust_forwarded_for \
+                 (docs/operations.md, \"Behind nginx\")"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Reads `limits.trusted_proxies`: each entry a CIDR (`10.0.0.0/8`,
+/// `fd00::/8`) or a bare address (one host); a bad entry fails the load,
+/// named.
+fn proxy_list<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(input)?
+        .iter()
+        .map(|entry| parse_proxy(entry).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// One entry of `limits.trusted_proxies`. IPv4-mapped IPv6 networks
+/// (`::ffff:10.0.0.0/104`) become their IPv4 network, as peer addresses do.
+pub fn parse_proxy(entry: &str) -> Result<IpNet, String> {
+    let text = entry.trim();
+    let net = text
+        .parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!(
+                "limits.trusted_proxies: {entry:?} is neither an IP address nor a CIDR \
+                 (e.g. \"10.0.0.0/8\", \"::1\")"
+            )
+        })?;
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(
+                ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .expect("a prefix of at most 128 - 96 = 32 bits is a valid IPv4 prefix"),
+            ),
+            None => net,
+        },
+        _ => net,
+    }
+    .trunc())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -450,9 +546,7 @@ impl Settings {
         if self.auth.cookie_name.is_empty() || !self.auth.cookie_name.chars().all(plain) {
             return bad("auth.cookie_name must be a plain token (letters, digits, _ - .)");
         }
-        if self.limits.publish_rate > 0 && self.limits.publish_burst == 0 {
-            return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
-        }
+        self.limits.validate().map_err(ConfigError::Inconsistent)?;
         self.mercure.validate()?;
         self.server.tls.validate()?;
         if self.history.durable() && self.cluster.enabled() {
@@ -706,6 +800,60 @@ mod tests {
         assert!(settings.validate().is_err());
         settings.cluster.publish_wait_timeout = Duration::from_millis(500);
         settings.validate().expect("valid with a shorter timeout");
+    }
+
+    /// The defaults with `toml` merged over them, or the load's error.
+    fn limits_with(toml: &str) -> Result<Settings, String> {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|err| err.to_string())
+    }
+
+    /// Trusted proxies: CIDRs and bare addresses (IPv4-mapped ones as IPv4);
+    /// a bad entry fails the load and is named; none by default.
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        assert!(Settings::defaults().limits.trusted_proxies.is_empty());
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let settings = limits_with(
+            "[limits]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\", \
+             \"::ffff:172.16.0.0/112\"]\nforwarded_header = \"forwarded\"",
+        )
+        .expect("valid entries");
+        let limits = &settings.limits;
+        assert_eq!(limits.forwarded_header, ForwardedHeader::Forwarded);
+        for (peer, trusted) in [
+            ("10.200.3.4", true),
+            ("11.0.0.1", false),
+            ("192.168.1.7", true),
+            ("192.168.1.8", false),
+            ("fd12::1", true),
+            ("fe80::1", false),
+            ("::ffff:10.1.1.1", true),
+            ("172.16.9.9", true),
+            ("172.17.0.1", false),
+        ] {
+            assert_eq!(limits.is_trusted_proxy(ip(peer)), trusted, "{peer}");
+        }
+        for bad in ["10.0.0.300/8", "10.0.0.0/33", "nginx.local", ""] {
+            let err = limits_with(&format!("[limits]\ntrusted_proxies = [{bad:?}]"))
+                .expect_err("a bad entry is refused");
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(limits_with("[limits]\nforwarded_header = \"x-real-ip\"").is_err());
+    }
+
+    /// The old boolean: `true` is refused with the way to migrate, `false`
+    /// (what the default says) loads.
+    #[test]
+    fn trust_forwarded_for_true_is_refused() {
+        let old = limits_with("[limits]\ntrust_forwarded_for = true").expect("it parses");
+        let err = old.validate().expect_err("true no longer loads");
+        assert!(err.to_string().contains("trusted_proxies"), "{err}");
+        let off = limits_with("[limits]\ntrust_forwarded_for = false").expect("it parses");
+        off.validate().expect("false is a no-op");
+        assert!(off.limits.trusted_proxies.is_empty());
     }
 
     /// A wildcard origin together with credentials is refused.

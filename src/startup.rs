@@ -27,9 +27,9 @@ use crate::{
         peers::Peers,
     },
     cluster::{self, Cluster},
-    config::{CorsSettings, LogSettings, Settings, StreamWriter, secrets},
+    config::{CorsSettings, LimitsSettings, LogSettings, Settings, StreamWriter, secrets},
     error::problem_for_framework_errors,
-    http::{self, AppState, guard::Limits},
+    http::{self, AppState, client_ip::client_ip, guard::Limits},
     mercure::{
         self, MercureState,
         auth::TokenChecker,
@@ -107,8 +107,15 @@ impl Application {
         {
             warn!(
                 "mercure.resource_identifier is not set: the audience tokens must carry is \
-                 derived from each request (Host, or the proxy's headers with \
-                 limits.trust_forwarded_for); pin it to your hub's public URL"
+                 derived from each request (Host, or what a proxy of \
+                 limits.trusted_proxies forwards); pin it to your hub's public URL"
+            );
+        }
+        // `true` is refused by validation; `false` said what the default says.
+        if settings.limits.trust_forwarded_for.is_some() {
+            warn!(
+                "limits.trust_forwarded_for is obsolete and ignored: remove it \
+                 (limits.trusted_proxies lists the proxies whose headers count)"
             );
         }
         let tokens = match settings.mercure.enabled {
@@ -222,7 +229,10 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(cors(&app_settings.cors))
                 .wrap(ErrorHandlers::new().default_handler(problem_for_framework_errors))
-                .wrap(Condition::new(access_log_on, access_log(&app_settings.log)))
+                .wrap(Condition::new(
+                    access_log_on,
+                    access_log(&app_settings.log, &app_settings.limits),
+                ))
                 .configure(http::configure)
                 .configure(|cfg| http::configure_operations(cfg, &app_settings))
                 .configure(|cfg| {
@@ -379,11 +389,18 @@ impl Stopper {
     }
 }
 
-/// The access log middleware: one `access …` line per request; event streams
-/// only when `access_log_streams` is set (the line is written once the
-/// response head is out: the connection then belongs to the stream's writer).
-fn access_log(settings: &LogSettings) -> Logger {
-    let logger = Logger::new("access remote=%a request=\"%r\" status=%s bytes=%b ms=%D");
+/// The access log middleware: one `access …` line per request, `remote`
+/// the client IP the limits count (behind trusted proxies, the client's, not
+/// the proxy's) and `peer` the socket's address; event streams only when
+/// `access_log_streams` is set (the line is written once the response head
+/// is out: the connection then belongs to the stream's writer).
+fn access_log(settings: &LogSettings, limits: &LimitsSettings) -> Logger {
+    let limits = limits.clone();
+    let logger =
+        Logger::new("access remote=%{client}xi peer=%a request=\"%r\" status=%s bytes=%b ms=%D")
+            .custom_request_replace("client", move |req| {
+                client_ip(req.request(), &limits).to_string()
+            });
     if settings.access_log_streams {
         logger
     } else {

@@ -7,7 +7,6 @@
 use std::{
     collections::HashMap,
     future::{Ready, ready},
-    net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     sync::{Arc, Mutex},
     time::SystemTime,
@@ -19,7 +18,10 @@ use governor::{
     clock::{Clock, DefaultClock},
 };
 
-use super::AppState;
+use super::{
+    AppState,
+    client_ip::{ClientKey, client_ip},
+};
 use crate::{
     auth::{AccessPolicy, Action, Auth, Denied, Grant, Rights},
     config::LimitsSettings,
@@ -44,47 +46,6 @@ fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         _ => Err(ApiError::InvalidToken(
             "the Authorization header must be \"Bearer <token>\"".into(),
         )),
-    }
-}
-
-/// Who a client is, for the per-client limits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ClientKey {
-    /// Its IP address.
-    Ip(IpAddr),
-    /// What the proxy called it when that is no IP (an obfuscated
-    /// `Forwarded` identifier), or `unknown`.
-    Other(String),
-}
-
-impl std::fmt::Display for ClientKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Ip(ip) => ip.fmt(f),
-            Self::Other(text) => f.write_str(text),
-        }
-    }
-}
-
-/// The client's IP: the peer address, or with `trust_forwarded_for` what the
-/// proxy says in Forwarded / X-Forwarded-For.
-fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> ClientKey {
-    let unknown = || ClientKey::Other("unknown".into());
-    if !trust_forwarded_for {
-        return req
-            .peer_addr()
-            .map_or_else(unknown, |addr| ClientKey::Ip(addr.ip()));
-    }
-    let info = req.connection_info();
-    let Some(text) = info.realip_remote_addr() else {
-        return unknown();
-    };
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return ClientKey::Ip(addr.ip());
-    }
-    match text.trim_matches(['[', ']']).parse::<IpAddr>() {
-        Ok(ip) => ClientKey::Ip(ip),
-        Err(_) => ClientKey::Other(text.to_owned()),
     }
 }
 
@@ -277,8 +238,9 @@ pub fn check_subscriber(
 pub struct Limits {
     publish: Option<DefaultKeyedRateLimiter<String>>,
     streams: Arc<StreamSlots>,
-    /// Whose IP a request is: see [`client_ip`].
-    trust_forwarded_for: bool,
+    /// The trusted proxies, which say whose IP a request is: see
+    /// [`client_ip`].
+    settings: LimitsSettings,
 }
 
 /// Distinct keys the publish limiter remembers before it forgets the idle ones.
@@ -296,7 +258,7 @@ impl Limits {
                 max: settings.max_streams_per_ip,
                 open: Mutex::new(HashMap::new()),
             }),
-            trust_forwarded_for: settings.trust_forwarded_for,
+            settings: settings.clone(),
         }
     }
 
@@ -315,7 +277,7 @@ impl Limits {
         }
         let key = match subject {
             Some(subject) => format!("sub:{subject}"),
-            None => format!("ip:{}", client_ip(req, self.trust_forwarded_for)),
+            None => format!("ip:{}", client_ip(req, &self.settings)),
         };
         limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -333,7 +295,7 @@ impl Limits {
         if self.streams.max == 0 {
             return Ok(StreamSlot(None));
         }
-        StreamSlots::acquire(&self.streams, client_ip(req, self.trust_forwarded_for))
+        StreamSlots::acquire(&self.streams, client_ip(req, &self.settings))
     }
 }
 

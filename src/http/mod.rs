@@ -3,11 +3,13 @@
 //!
 //! Event streams of every protocol are opened by [`opening`] and written by
 //! one of the two [`writer`]s from a subscriber's [`outbox`]; [`guard`]
-//! holds the token checks and request limits, [`body`] request bodies. The
+//! holds the token checks and request limits (keyed by [`client_ip`]),
+//! [`body`] request bodies. The
 //! broker's errors become [`ApiError`]s here, in one place.
 
 pub mod body;
 pub mod channels;
+pub mod client_ip;
 pub mod guard;
 pub mod health;
 pub mod metrics;

@@ -87,7 +87,7 @@ impl MercureState {
         identity::HubIdentity::of(
             req,
             &self.settings.mercure.resource_identifier,
-            self.settings.limits.trust_forwarded_for,
+            &self.settings.limits,
         )
     }
 }

@@ -207,7 +207,7 @@ mod tests {
         let req = TestRequest::default()
             .insert_header(("host", "hub.test"))
             .to_http_request();
-        HubIdentity::of(&req, "", false)
+        HubIdentity::of(&req, "", &crate::config::Settings::defaults().limits)
     }
 
     fn read(query: &str, compatibility: bool) -> Result<Vec<Subscription>, MercureError> {

@@ -236,7 +236,7 @@ mod tests {
         let req = TestRequest::default()
             .insert_header(("host", "hub.test"))
             .to_http_request();
-        HubIdentity::of(&req, "", false)
+        HubIdentity::of(&req, "", &crate::config::Settings::defaults().limits)
     }
 
     /// A 1.0 access token from the development issuer for `hub()`.
