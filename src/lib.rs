@@ -7,8 +7,9 @@
 //!
 //! ## Layout
 //! Imports run one way (`tests/architecture.rs` checks it):
-//! `startup → http, mercure → broker ← store, cluster`, and every module may
-//! use the leaves.
+//! `startup → http, mercure → broker ← store, cluster`, with `mercure → http`
+//! (the hub's streams are opened and written by the stream machinery), and
+//! every module may use the leaves.
 //!
 //! - [`startup`]: `Application` binds the listener, builds the backends and
 //!   the broker, starts the HTTP server, and stops everything cleanly. The

@@ -1,4 +1,4 @@
-//! The cluster-wide directory in Redis: how many subscribers each node has
+//! Presence, cluster-wide in Redis: how many subscribers each node has
 //! per channel (summed by `GET /channels`), and the pulse book (`POST /pulse`,
 //! `GET /pulses`, `DELETE /killall`).
 //!
