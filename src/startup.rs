@@ -33,7 +33,8 @@ use crate::{
     mercure::{
         self, MercureState,
         auth::TokenChecker,
-        hub::{ChannelBridge, HubCodec, hub_channel},
+        bridge::ChannelBridge,
+        hub::{HubCodec, hub_channel},
     },
     metrics::Metrics,
     names::ChannelName,

@@ -1,5 +1,6 @@
-//! Who may do what: the access policy every way in asks ([`policy`]), and
-//! our tokens, which carry a caller's rights on channels ([`token`]).
+//! Who may do what: the access policy every way in asks ([`policy`]), our
+//! tokens, which carry a caller's rights on channels ([`token`]), and the
+//! channel patterns both name channels with ([`pattern`]).
 //!
 //! This module only decides; the protocols find the credential in a
 //! request and apply the decisions (`http::guard`, the Mercure hub), and
@@ -7,6 +8,7 @@
 //! settings ([`AuthSettings`], the `[auth]` section): a leaf that the
 //! configuration embeds, importing nothing but `crate::names`.
 
+pub mod pattern;
 pub mod policy;
 pub mod token;
 
@@ -14,10 +16,11 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+pub use pattern::Pattern;
 pub use policy::{AccessPolicy, Action, Denied, Rights};
 pub use token::{
-    Auth, AuthSetupError, CLAIM, Claims, Grant, Pattern, Permissions, TokenError, Verifier,
-    load_secret, mint,
+    Auth, AuthSetupError, CLAIM, Claims, Grant, Permissions, TokenError, Verifier, load_secret,
+    mint,
 };
 
 /// Signature algorithms the broker verifies (one per deployment).

@@ -25,7 +25,7 @@
 
 use crate::names::ChannelName;
 
-use super::token::Pattern;
+use super::pattern::Pattern;
 
 /// What a caller wants to do to a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

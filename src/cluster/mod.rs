@@ -37,8 +37,8 @@ use tokio::task::AbortHandle;
 
 use self::{
     bus::{Bus, single::Server},
-    keys::Keys,
     connections::{BusSource, Commands},
+    keys::Keys,
 };
 use crate::{
     broker::{Broker, BrokerError, log::LogError},

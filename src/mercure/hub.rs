@@ -9,21 +9,16 @@
 //!   id as the event's name (so `Last-Event-ID` finds it), and its topics and
 //!   privacy as the event's tags;
 //! - [`SelectorFilter`]: a subscriber's topic selectors and its right to
-//!   private updates, applied to live updates and to replays alike;
-//! - [`ChannelBridge`]: the core's [`Mirror`]: an event accepted on one of
-//!   our channels becomes an update on the channel's name
-//!   (`mercure.channel_updates`, [`copy_of`]), published on the hub's
-//!   channel as a copy.
+//!   private updates, applied to live updates and to replays alike.
 //!
-//! A copy is the channel's event, so the channel's access rules
-//! ([`AccessPolicy`]) decide who receives it, not the update's `private`
-//! flag: a subscriber gets a copy of a protected channel's event only when
-//! its token's `subscribe` matchers cover the channel's name, exactly as
-//! `/stream` would ask of our token. The filter asks the policy for every
-//! copy it sees, live or replayed, so a copy logged before a channel became
-//! private (durable history, Redis) does not leak either. The copy is
-//! marked private when its channel is protected, for anything else that
-//! reads the log.
+//! Our channels' events reach the hub as copies (`super::bridge`). A copy is
+//! the channel's event, so the channel's access rules ([`AccessPolicy`])
+//! decide who receives it, not the update's `private` flag: a subscriber
+//! gets a copy of a protected channel's event only when its token's
+//! `subscribe` matchers cover the channel's name, exactly as `/stream` would
+//! ask of our token. The filter asks the policy for every copy it sees,
+//! live or replayed, so a copy logged before a channel became private
+//! (durable history, Redis) does not leak either.
 //!
 //! Because the hub is a channel, cluster mode (the log in Redis, every node
 //! delivering the same updates with the same ids) and durable history work
@@ -37,25 +32,21 @@
 //! the hub's log carries the update, in the hub's order, to every node with
 //! Mercure subscribers, which need not follow every channel's traffic.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use log::warn;
 
 use super::{
     topic::{self, TopicSelector},
-    update::{PreparedUpdate, UpdateDraft, UpdateTags, copy_id, encode},
+    update::{PreparedUpdate, UpdateDraft, UpdateTags, copy_of, encode},
 };
 use crate::{
     auth::{AccessPolicy, Action, Rights},
     broker::{
-        Broker, EventId,
+        EventId,
         codec::Codec,
-        event::{EVENT_ID_MAX_LEN, Event, Tags},
-        log::{Origin, Record},
-        mirror::Mirror,
+        event::{Event, Tags},
+        log::Record,
         subscriber::Filter,
     },
     names::ChannelName,
@@ -201,62 +192,10 @@ impl Filter for SelectorFilter {
     }
 }
 
-/// Channel events as updates on the channel's name (see the module docs).
-/// Connected to the broker once it runs: the broker is built with its
-/// mirror.
-pub struct ChannelBridge {
-    broker: OnceLock<Broker>,
-    access: Arc<AccessPolicy>,
-}
-
-impl ChannelBridge {
-    pub fn new(access: Arc<AccessPolicy>) -> Self {
-        Self {
-            broker: OnceLock::new(),
-            access,
-        }
-    }
-
-    /// From now on accepted channel events reach the hub through `broker`.
-    pub fn connect(&self, broker: Broker) {
-        let _ = self.broker.set(broker);
-    }
-}
-
-impl Mirror for ChannelBridge {
-    fn accepted(&self, origin: Origin, record: Record) {
-        let Some(broker) = self.broker.get() else {
-            return;
-        };
-        let mut copy = record_of(copy_of(&origin, record, &self.access));
-        copy.origin = Some(Box::new(origin));
-        broker.publish_nowait(&hub_channel(), copy, true);
-    }
-}
-
-/// The update a channel event becomes: on the channel's name, with its type
-/// and data, private when the channel is protected, and an id made from the
-/// channel and the event's id ([`copy_id`]), so it is the same when made
-/// again from the original.
-pub fn copy_of(origin: &Origin, record: Record, access: &AccessPolicy) -> PreparedUpdate {
-    let mut buf = [0; EVENT_ID_MAX_LEN];
-    let event_id = origin.id.encode(&mut buf);
-    PreparedUpdate {
-        id: copy_id(origin.channel.as_str(), event_id).into(),
-        tags: Arc::new(UpdateTags {
-            topics: vec![origin.channel.to_string()],
-            private: access.protects(&origin.channel),
-            channel: Some(origin.channel.clone()),
-        }),
-        event_type: record.event_type.map(|t| t.as_str().to_owned()),
-        retry: None,
-        data: record.data,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::log::Origin;
 
     fn tags(topics: &[&str], private: bool) -> UpdateTags {
         UpdateTags {

@@ -14,8 +14,8 @@
 //! (`crate::http::opening`, `crate::http::writer`).
 //!
 //! ## Parts
-//! - [`hub`]: the hub's channel, its codec, the subscribers' filter and the
-//!   bridge from our channels.
+//! - [`hub`]: the hub's channel, its codec and the subscribers' filter.
+//! - [`bridge`]: the bridge between our channels and the hub, both ways.
 //! - [`subscribe`] (with [`request`]), [`publish`], [`api`], [`metadata`]:
 //!   the HTTP endpoints (subscribe with `GET`, `QUERY` and `HEAD`; publish;
 //!   the subscriptions API; the protected resource metadata).
@@ -46,6 +46,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bridge;
 pub mod error;
 pub mod hub;
 pub mod identity;

@@ -16,11 +16,11 @@
 use std::time::Instant;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use log::debug;
 
 use super::{
     MercureState,
-    auth::{Claims, Role},
+    auth::Role,
+    bridge,
     error::MercureError,
     hub::{hub_channel, record_of},
     identity::HUB_PATH,
@@ -29,12 +29,7 @@ use super::{
     topic,
     update::{COPY_ID_PREFIX, EARLIEST, UpdateDraft, new_id},
 };
-use crate::{
-    auth::{AccessPolicy, Action},
-    broker::log::Record,
-    http::{AppState, body::nests_deeper_than},
-    names::{ChannelName, EventType},
-};
+use crate::http::{AppState, body::nests_deeper_than};
 
 /// Most topics one update may have (as the reference hub).
 pub const MAX_TOPICS: usize = 1000;
@@ -92,47 +87,10 @@ async fn publish_inner(
     app.broker
         .publish(&hub_channel(), record_of(draft.clone()), received_at, false)
         .await?;
-    forward_to_channels(app, &state.access, &claims, &draft);
+    bridge::into_channels(&app.broker, &state.access, &claims, &draft);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(id))
-}
-
-/// A public update on topics that are channel names is published on those
-/// channels too (as a copy: not offered back to the hub), where the access
-/// policy lets this publisher publish.
-fn forward_to_channels(
-    app: &AppState,
-    access: &AccessPolicy,
-    claims: &Claims,
-    draft: &UpdateDraft,
-) {
-    if draft.private {
-        return;
-    }
-    let event_type = draft
-        .event_type
-        .as_deref()
-        .and_then(|t| EventType::parse(t).ok());
-    let mut sent: Vec<&str> = Vec::new();
-    for topic in &draft.topics {
-        if sent.contains(&topic.as_str()) {
-            continue;
-        }
-        let Ok(channel) = ChannelName::parse(topic) else {
-            continue;
-        };
-        sent.push(topic);
-        if access
-            .decide(Some(claims), Action::Publish, &channel)
-            .is_err()
-        {
-            debug!("mercure update not forwarded channel={channel} reason=not-granted");
-            continue;
-        }
-        let record = Record::plain(event_type.clone(), draft.data.clone());
-        app.broker.publish_nowait(&channel, record, true);
-    }
 }
 
 /// The update a publish form describes, with the checks that come before

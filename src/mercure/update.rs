@@ -14,6 +14,11 @@ use bytes::BufMut;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    auth::AccessPolicy,
+    broker::{
+        event::EVENT_ID_MAX_LEN,
+        log::{Origin, Record},
+    },
     names::ChannelName,
     sse::{self, Frame},
 };
@@ -133,6 +138,26 @@ pub fn copy_id(channel: &str, event_id: &str) -> String {
     id.push('/');
     id.push_str(event_id);
     id
+}
+
+/// The update a channel event becomes: on the channel's name, with its type
+/// and data, private when the channel is protected, and an id made from the
+/// channel and the event's id ([`copy_id`]), so it is the same when made
+/// again from the original.
+pub fn copy_of(origin: &Origin, record: Record, access: &AccessPolicy) -> PreparedUpdate {
+    let mut buf = [0; EVENT_ID_MAX_LEN];
+    let event_id = origin.id.encode(&mut buf);
+    PreparedUpdate {
+        id: copy_id(origin.channel.as_str(), event_id).into(),
+        tags: Arc::new(UpdateTags {
+            topics: vec![origin.channel.to_string()],
+            private: access.protects(&origin.channel),
+            channel: Some(origin.channel.clone()),
+        }),
+        event_type: record.event_type.map(|t| t.as_str().to_owned()),
+        retry: None,
+        data: record.data,
+    }
 }
 
 /// The channel a logged copy comes from: its `channel` field, or for a copy
