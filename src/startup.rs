@@ -29,7 +29,7 @@ use crate::{
     cluster::{self, Cluster},
     config::{CorsSettings, LimitsSettings, LogSettings, Settings, StreamWriter, secrets},
     error::problem_for_framework_errors,
-    http::{self, AppState, client_ip::client_ip, guard::Limits},
+    http::{self, AppState, access::Limits, client_ip::client_ip, stream::slots::StreamSlots},
     mercure::{
         self, MercureState,
         auth::TokenChecker,
@@ -288,6 +288,7 @@ fn serve(
         auth,
         access,
         limits: Limits::new(&settings.limits),
+        stream_slots: StreamSlots::new(&settings.limits),
     });
     let app_settings = Arc::clone(settings);
     let worker_homes = core.arbiters.is_empty().then(|| core.homes.clone());
@@ -336,7 +337,7 @@ fn serve(
     if settings.stream.writer == StreamWriter::Body || tls.is_some() || h2c {
         // The body writer (every TLS and HTTP/2 stream) bounds the end
         // of an HTTP/1 stream with the socket.
-        server = server.on_connect(http::writer::remember_socket);
+        server = server.on_connect(http::stream::socket::remember_socket);
     }
     let bind = settings.server.bind;
     let server = match &tls {

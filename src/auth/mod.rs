@@ -3,7 +3,7 @@
 //! channel patterns both name channels with ([`pattern`]).
 //!
 //! This module only decides; the protocols find the credential in a
-//! request and apply the decisions (`http::guard`, the Mercure hub), and
+//! request and apply the decisions (`http::access`, the Mercure hub), and
 //! [`crate::error::ApiError`] turns refusals into 401/403. It owns its
 //! settings ([`AuthSettings`], the `[auth]` section): a leaf that the
 //! configuration embeds, importing nothing but `crate::names`.

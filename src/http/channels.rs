@@ -7,7 +7,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use super::{AppState, guard::Caller};
+use super::{AppState, access::Caller};
 use crate::{auth::Action, broker::ChannelSummary, error::ApiError, names::ChannelName};
 
 /// `GET /channels`

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AppState,
+    access::Caller,
     body::{BodyKind, read_body, utf8},
-    guard::Caller,
 };
 use crate::{auth::Action, broker::pulse::validate_client_id, error::ApiError, names::ChannelName};
 

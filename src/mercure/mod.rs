@@ -11,7 +11,7 @@
 //! hub is one internal channel of the broker, whose log orders every update
 //! and whose members are the Mercure subscribers, each with a filter (see
 //! [`hub`]). Its streams are opened and written like every other stream
-//! (`crate::http::opening`, `crate::http::writer`).
+//! (`crate::http::stream`).
 //!
 //! ## Parts
 //! - [`hub`]: the hub's channel, its codec and the subscribers' filter.

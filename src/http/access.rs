@@ -1,14 +1,15 @@
 //! The access policy applied to our routes' requests: the [`Publisher`]
-//! extractor (token and publish rate), the [`Caller`] of every other route
-//! (the token it presents, if any), and the per-IP stream count. The rules
+//! extractor (token and publish rate, [`Limits`]), the [`Caller`] of every
+//! other route (the token it presents, if any), and a subscriber's check
+//! for the channels of its stream ([`check_subscriber`]). The rules
 //! themselves are [`AccessPolicy`]'s; handlers only ask, and every refusal
-//! is an [`ApiError`].
+//! is an [`ApiError`]. (Named for what it applies: actix-web's own `guard`
+//! module is request matching, which this is not.)
 
 use std::{
-    collections::HashMap,
     future::{Ready, ready},
     num::NonZeroU32,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -18,10 +19,7 @@ use governor::{
     clock::{Clock, DefaultClock},
 };
 
-use super::{
-    AppState,
-    client_ip::{ClientKey, client_ip},
-};
+use super::{AppState, client_ip::client_ip};
 use crate::{
     auth::{AccessPolicy, Action, Auth, Denied, Grant, Rights},
     config::LimitsSettings,
@@ -234,10 +232,12 @@ pub fn check_subscriber(
     Ok(caller.expires_at())
 }
 
-/// The request limits that live in the HTTP layer.
+/// The publish rate limit (`limits.publish_rate`, `limits.publish_burst`):
+/// per token subject, or per client IP without one. (The other limit on
+/// our routes' requests, open streams per client IP, is applied where a
+/// stream opens: `super::stream::slots`.)
 pub struct Limits {
     publish: Option<DefaultKeyedRateLimiter<String>>,
-    streams: Arc<StreamSlots>,
     /// The trusted proxies, which say whose IP a request is: see
     /// [`client_ip`].
     settings: LimitsSettings,
@@ -254,10 +254,6 @@ impl Limits {
         });
         Self {
             publish,
-            streams: Arc::new(StreamSlots {
-                max: settings.max_streams_per_ip,
-                open: Mutex::new(HashMap::new()),
-            }),
             settings: settings.clone(),
         }
     }
@@ -286,55 +282,5 @@ impl Limits {
                 retry_after_secs: wait.as_secs_f64().ceil() as u64,
             }
         })
-    }
-
-    /// Takes one stream place for the client IP of `req`; 429 when it holds
-    /// its maximum. Without a maximum nothing is counted (nor the IP
-    /// worked out): nothing else reads the counts.
-    pub fn open_stream(&self, req: &HttpRequest) -> Result<StreamSlot, ApiError> {
-        if self.streams.max == 0 {
-            return Ok(StreamSlot(None));
-        }
-        StreamSlots::acquire(&self.streams, client_ip(req, &self.settings))
-    }
-}
-
-/// Open streams per client IP.
-pub struct StreamSlots {
-    max: usize,
-    open: Mutex<HashMap<ClientKey, usize>>,
-}
-
-impl StreamSlots {
-    fn acquire(this: &Arc<Self>, ip: ClientKey) -> Result<StreamSlot, ApiError> {
-        let mut open = this.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(ip.clone()).or_insert(0);
-        if this.max > 0 && *count >= this.max {
-            return Err(ApiError::TooManyStreams(format!(
-                "this client already holds its maximum of {} open streams",
-                this.max
-            )));
-        }
-        *count += 1;
-        Ok(StreamSlot(Some((Arc::clone(this), ip))))
-    }
-}
-
-/// One open stream of one IP; gives its place back when the stream is
-/// dropped. Holds nothing when streams per IP are not limited.
-pub struct StreamSlot(Option<(Arc<StreamSlots>, ClientKey)>);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let Some((slots, ip)) = &self.0 else {
-            return;
-        };
-        let mut open = slots.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(ip);
-            }
-        }
     }
 }
