@@ -8,8 +8,8 @@
 //!   request to its channel, through the [`directory`] when the channel runs
 //!   and through the [`registry`] otherwise.
 //! - [`channel`]: [`ChannelActor`], one per live channel; [`members`] its
-//!   subscribers and the fan-out loop; [`history`] its replay buffer;
-//!   [`budget`] the memory all replay buffers share.
+//!   subscribers and the fan-out loop; [`history`] its replay buffer, and
+//!   [`history::budget`] the memory all replay buffers share.
 //! - [`message`]: what is said to a channel ([`ChannelMessage`], counted by
 //!   construction).
 //! - [`event`]: epochs, event ids, resume points and the [`Event`].
@@ -22,7 +22,6 @@
 //!   bridge), and [`codec::Codec`] (Mercure's update encoding).
 //! - [`pulse`]: the pulse book; [`demo`]: the demo publisher.
 
-pub mod budget;
 pub mod channel;
 pub mod codec;
 pub mod demo;

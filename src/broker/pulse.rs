@@ -1,6 +1,6 @@
 //! The pulse book: which clients (browser tabs) reported liveness, when, and
 //! whether they count as alive. Owned by the registry; channel actors count
-//! pulses per channel on top of it.
+//! pulses per channel on top of it ([`ChannelPulses`]).
 //!
 //! Memory stays bounded: at most `keep_timestamps` per client, clients silent
 //! for `retention` are forgotten, and at most `max_clients` are remembered.
@@ -15,6 +15,11 @@ use serde::Serialize;
 
 use crate::config::PulseSettings;
 
+/// Most distinct clients whose pulses one channel counts separately; pulses
+/// of further clients still count in the channel's total. Bounds memory per
+/// channel.
+const MAX_CHANNEL_CLIENTS: usize = 1024;
+
 /// Longest client id accepted.
 pub const MAX_CLIENT_ID_LEN: usize = 128;
 
@@ -27,6 +32,29 @@ pub fn validate_client_id(id: &str) -> Result<(), String> {
         return Err("client id contains a control character".into());
     }
     Ok(())
+}
+
+/// One channel's pulses per client id (at most `MAX_CHANNEL_CLIENTS`
+/// clients), kept by its actor for `GET /channels/{channel}`.
+#[derive(Debug, Default)]
+pub struct ChannelPulses(HashMap<Arc<str>, u64>);
+
+impl ChannelPulses {
+    /// Counts one pulse of `client_id`.
+    pub fn count(&mut self, client_id: Arc<str>) {
+        if let Some(count) = self.0.get_mut(&client_id) {
+            *count += 1;
+        } else if self.0.len() < MAX_CHANNEL_CLIENTS {
+            self.0.insert(client_id, 1);
+        }
+    }
+
+    /// The counts per client, most pulses first (ties by client id).
+    pub fn by_client(&self) -> Vec<(Arc<str>, u64)> {
+        let mut pulses: Vec<_> = self.0.iter().map(|(k, v)| (Arc::clone(k), *v)).collect();
+        pulses.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        pulses
+    }
 }
 
 #[derive(Debug)]

@@ -25,13 +25,12 @@ use log::{info, warn};
 use serde::Serialize;
 
 use super::{
-    budget::HistoryBudget,
     channel::{ChannelActor, ChannelConfig, ChannelHandle, ChannelStats},
     codec::{Codec, PlainCodec},
     directory::{Directory, Homes},
     error::BrokerError,
     event::{Epoch, EventId},
-    history::Retention,
+    history::{Retention, budget::HistoryBudget},
     log::{DurableStore, SharedLog},
     message::{ChannelIdle, ChannelMessage},
     mirror::Mirror,
