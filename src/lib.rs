@@ -18,7 +18,7 @@
 //!   retires them, event ids and history, the fan-out, pulses, the demo
 //!   publisher; and the traits it asks of its surroundings (a subscriber's
 //!   sink and filter, a durable store, a shared log, the cluster's peers, a
-//!   mirror, a codec). No HTTP, Redis or database code.
+//!   bridge, a codec). No HTTP, Redis or database code.
 //! - [`store`]: durable history on an embedded database (redb): the
 //!   broker's `DurableStore`.
 //! - [`cluster`]: cluster mode on Redis (one server, a Redis Cluster or

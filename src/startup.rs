@@ -185,7 +185,7 @@ impl Core {
             registry = registry.with_codec(hub_channel(), Arc::new(codec));
         }
         if let Some(bridge) = &bridge {
-            registry = registry.with_mirror(bridge.clone());
+            registry = registry.with_bridge(bridge.clone());
         }
         if let Some(cluster) = &backends.cluster {
             registry = registry.with_shared(Arc::new(cluster.clone()) as Arc<dyn SharedLog>);

@@ -15,10 +15,10 @@ use crate::{names::ChannelName, sse};
 /// Makes events out of records. Called once per event (on publish, and when
 /// a log's events are read back), never per subscriber. A record with an
 /// [`origin`](Record::origin) and nothing [`prepared`](Record::prepared) is
-/// a mirror's copy read back from a durable store, which keeps only the
+/// a bridged copy read back from a durable store, which keeps only the
 /// reference: it holds the original's type and data, and the codec of a
 /// channel that takes copies makes the same copy again from them (see
-/// `mirror`).
+/// `bridge`).
 pub trait Codec: Send + Sync {
     fn event(
         &self,

@@ -18,10 +18,11 @@
 //!   subscriber's bytes go: the HTTP layer's outbox), [`subscriber::Filter`]
 //!   (which events a subscriber wants: Mercure's selectors),
 //!   [`log::DurableStore`] (`crate::store`), [`log::SharedLog`] and
-//!   [`peers::Peers`] (`crate::cluster`), [`mirror::Mirror`] (the Mercure
+//!   [`peers::Peers`] (`crate::cluster`), [`bridge::Bridge`] (the Mercure
 //!   bridge), and [`codec::Codec`] (Mercure's update encoding).
 //! - [`pulse`]: the pulse book; [`demo`]: the demo publisher.
 
+pub mod bridge;
 pub mod channel;
 pub mod codec;
 pub mod demo;
@@ -33,7 +34,6 @@ pub mod history;
 pub mod log;
 pub mod members;
 pub mod message;
-pub mod mirror;
 pub mod peers;
 pub mod pulse;
 pub mod registry;

@@ -25,6 +25,7 @@ use log::{info, warn};
 use serde::Serialize;
 
 use super::{
+    bridge::Bridge,
     channel::{ChannelActor, ChannelConfig, ChannelHandle, ChannelStats},
     codec::{Codec, PlainCodec},
     directory::{Directory, Homes},
@@ -33,7 +34,6 @@ use super::{
     history::{Retention, budget::HistoryBudget},
     log::{DurableStore, SharedLog},
     message::{ChannelIdle, ChannelMessage},
-    mirror::Mirror,
     pulse::{PulseBook, PulseRecord},
 };
 use crate::{config::Settings, metrics::Metrics, names::ChannelName};
@@ -89,7 +89,7 @@ impl RegistryActor {
                 total_subscribers: Arc::new(AtomicU64::new(0)),
                 durable: None,
                 shared: None,
-                mirror: None,
+                bridge: None,
             },
             codecs: HashMap::new(),
             max_channels: settings.broker.max_channels,
@@ -137,8 +137,8 @@ impl RegistryActor {
     }
 
     /// Every event accepted on a (non-internal) channel is offered here too.
-    pub fn with_mirror(mut self, mirror: Arc<dyn Mirror>) -> Self {
-        self.config.mirror = Some(mirror);
+    pub fn with_bridge(mut self, bridge: Arc<dyn Bridge>) -> Self {
+        self.config.bridge = Some(bridge);
         self
     }
 

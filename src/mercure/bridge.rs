@@ -3,7 +3,7 @@
 //! access policy ([`AccessPolicy`]) whichever way it is reached:
 //!
 //! - **channel → hub** (`mercure.channel_updates`): [`ChannelBridge`] is the
-//!   core's [`Mirror`]; an event accepted on one of our channels becomes an
+//!   core's [`Bridge`]; an event accepted on one of our channels becomes an
 //!   update on the channel's name ([`copy_of`](super::update::copy_of)), published on the hub's
 //!   channel as a copy. The copy carries its channel, and every Mercure
 //!   subscriber's filter (`super::hub::SelectorFilter`) asks the policy
@@ -31,15 +31,15 @@ use crate::{
     auth::{AccessPolicy, Action},
     broker::{
         Broker,
+        bridge::Bridge,
         log::{Origin, Record},
-        mirror::Mirror,
     },
     names::{ChannelName, EventType},
 };
 
 /// Channel events as updates on the channel's name (channel → hub).
 /// Connected to the broker once it runs: the broker is built with its
-/// mirror.
+/// bridge.
 pub struct ChannelBridge {
     broker: OnceLock<Broker>,
     access: Arc<AccessPolicy>,
@@ -59,8 +59,8 @@ impl ChannelBridge {
     }
 }
 
-impl Mirror for ChannelBridge {
-    fn accepted(&self, origin: Origin, record: Record) {
+impl Bridge for ChannelBridge {
+    fn carry(&self, origin: Origin, record: Record) {
         let Some(broker) = self.broker.get() else {
             return;
         };

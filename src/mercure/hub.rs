@@ -24,7 +24,7 @@
 //! delivering the same updates with the same ids) and durable history work
 //! for Mercure exactly as for channels. The hub needs one total order of
 //! everything a subscriber can match, so that `Last-Event-ID` resumes across
-//! all its topics, and the per-channel logs give none: a mirrored channel
+//! all its topics, and the per-channel logs give none: a bridged channel
 //! event takes a place in the hub's log too. With durable history that place
 //! is a reference to the channel's row (the store writes the event once; the
 //! codec makes the update again from the original when the hub's log is read
@@ -55,7 +55,7 @@ use crate::{
 
 /// The hub's channel (see the module docs).
 pub fn hub_channel() -> ChannelName {
-    // Made once: every Mercure publish and every mirrored channel event
+    // Made once: every Mercure publish and every bridged channel event
     // names it, and a clone is one reference count.
     static HUB: std::sync::LazyLock<ChannelName> =
         std::sync::LazyLock::new(|| ChannelName::internal("mercure"));

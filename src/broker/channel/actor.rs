@@ -28,6 +28,7 @@ use super::{
 };
 use crate::{
     broker::{
+        bridge::Bridge,
         codec::Codec,
         error::BrokerError,
         event::{Epoch, Event, EventId},
@@ -38,7 +39,6 @@ use crate::{
             ChannelDetail, ChannelIdle, ChannelMessage, Publish, Published, Retire, Subscribe,
             Subscribed,
         },
-        mirror::Mirror,
         pulse::ChannelPulses,
         subscriber::Delivery,
     },
@@ -75,7 +75,7 @@ pub struct ChannelActor {
     /// shared log delivered here (an owned log's is its history's newest).
     delivered_name: Option<Arc<str>>,
     /// Offered every accepted event; `None` for internal channels.
-    mirror: Option<Arc<dyn Mirror>>,
+    bridge: Option<Arc<dyn Bridge>>,
     tick: Duration,
     metrics: Arc<Metrics>,
     /// This channel's own labelled series, when the operator opted in.
@@ -105,7 +105,7 @@ impl ChannelActor {
                 if internal { 0 } else { config.max_subscribers },
                 config.max_total_subscribers,
             ),
-            mirror: config.mirror.clone().filter(|_| !internal),
+            bridge: config.bridge.clone().filter(|_| !internal),
             name,
             log,
             codec,
@@ -142,7 +142,7 @@ impl ChannelActor {
             }
             return;
         }
-        let (record, answer) = PendingAnswer::split(msg, self.mirror.is_some());
+        let (record, answer) = PendingAnswer::split(msg, self.bridge.is_some());
         match &mut self.log {
             ChannelLog::Owned(log) => {
                 match log.publish(&self.name, self.codec.as_ref(), record, answer) {
@@ -172,7 +172,7 @@ impl ChannelActor {
     }
 
     /// An event is in the log (`retained` events are in memory): fans it
-    /// out, counts it, offers it to the mirror, answers its publisher.
+    /// out, counts it, offers it to the bridge, answers its publisher.
     fn on_accepted(&mut self, event: Arc<Event>, retained: u64, answer: PendingAnswer) {
         let id = event.id;
         let delivered = self.fan_out(&Delivery::Event(event), Some(id.seq));
@@ -184,7 +184,7 @@ impl ChannelActor {
     }
 
     /// Counts an accepted publish (copies were counted where they came
-    /// from), offers it to the mirror, and answers its publisher.
+    /// from), offers it to the bridge, and answers its publisher.
     fn answer(&self, answer: PendingAnswer, id: EventId) {
         if !answer.copy {
             self.metrics
@@ -194,12 +194,12 @@ impl ChannelActor {
                 series.published.increment(1);
             }
         }
-        if let (Some(mirror), Some(record)) = (&self.mirror, answer.mirror) {
+        if let (Some(bridge), Some(record)) = (&self.bridge, answer.bridge) {
             let origin = Origin {
                 channel: self.name.clone(),
                 id,
             };
-            mirror.accepted(origin, record);
+            bridge.carry(origin, record);
         }
         if let Some(reply) = answer.reply {
             let _ = reply.send(Ok(Published {

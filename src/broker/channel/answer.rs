@@ -12,35 +12,35 @@ use crate::broker::{
 };
 
 /// The publisher of an event not yet accepted: whom to answer, and what the
-/// acceptance counts and offers the mirror.
+/// acceptance counts and offers the bridge.
 pub struct PendingAnswer {
     /// `None` for a publish nobody waits on (the demo, a batch's copies).
     pub reply: Option<Reply<Published>>,
     /// When the publish handler started on it (the latency metric).
     pub received_at: Instant,
     /// A copy of an event accepted elsewhere: neither counted as published
-    /// nor offered to the mirror again (see [`Publish::copy`]).
+    /// nor offered to the bridge again (see [`Publish::copy`]).
     pub copy: bool,
-    /// The record to offer the mirror, kept (cloned) only when it will be.
-    pub mirror: Option<Record>,
+    /// The record to offer the bridge, kept (cloned) only when it will be.
+    pub bridge: Option<Record>,
 }
 
 impl PendingAnswer {
     /// Splits a publish into its record (for the log) and what waits for
-    /// the answer; `mirrored`: the channel offers its events to a mirror.
-    pub fn split(msg: Publish, mirrored: bool) -> (Record, Self) {
+    /// the answer; `bridged`: the channel offers its events to a bridge.
+    pub fn split(msg: Publish, bridged: bool) -> (Record, Self) {
         let Publish {
             record,
             reply,
             received_at,
             copy,
         } = msg;
-        let mirror = (mirrored && !copy).then(|| record.clone());
+        let bridge = (bridged && !copy).then(|| record.clone());
         let answer = Self {
             reply,
             received_at,
             copy,
-            mirror,
+            bridge,
         };
         (record, answer)
     }

@@ -10,9 +10,9 @@ use std::{
 
 use crate::{
     broker::{
+        bridge::Bridge,
         history::Retention,
         log::{DurableStore, SharedLog},
-        mirror::Mirror,
     },
     metrics::Metrics,
 };
@@ -38,7 +38,7 @@ pub struct ChannelConfig {
     /// Cluster mode: events are numbered and kept by this shared log.
     pub shared: Option<Arc<dyn SharedLog>>,
     /// Offered every event accepted on a non-internal channel.
-    pub mirror: Option<Arc<dyn Mirror>>,
+    pub bridge: Option<Arc<dyn Bridge>>,
 }
 
 /// Counters the registry reads for listings without asking the actor.

@@ -12,7 +12,7 @@
 //! history: it never sees a pending event, so no id a client saw can be
 //! reused after a crash.
 //!
-//! A mirror's copy (a record with an [`Origin`](crate::broker::log::Origin),
+//! A bridged copy (a record with an [`Origin`](crate::broker::log::Origin),
 //! e.g. a channel event on the Mercure hub's channel) is stored as a
 //! reference to its original, which is on disk already; when the channel is
 //! read back, the store gives the original's record with its origin and the
