@@ -19,11 +19,13 @@ use figment::{
 use ipnet::IpNet;
 use serde::Deserialize;
 
+mod hooks;
 mod mercure;
 pub mod secrets;
 
 pub use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::{auth::Pattern, names::ChannelName};
+pub use hooks::{FailurePolicy, HooksSettings, MAX_FORWARDED_HEADERS};
 pub use mercure::{
     COMPATIBLE_PROTOCOL_VERSION, DEFAULT_JWKS_ALGORITHMS, IssuerSettings, MERCURE_DEVELOPMENT_KEY,
     MercureSettings, VerifierSettings, check_pem_algorithm,
@@ -53,6 +55,7 @@ pub struct Settings {
     pub limits: LimitsSettings,
     pub mercure: MercureSettings,
     pub cluster: ClusterSettings,
+    pub hooks: HooksSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -549,6 +552,7 @@ impl Settings {
         self.limits.validate().map_err(ConfigError::Inconsistent)?;
         self.mercure.validate()?;
         self.server.tls.validate()?;
+        self.hooks.validate()?;
         if self.history.durable() && self.cluster.enabled() {
             return bad(
                 "history.data_dir (durable history) and cluster.redis_url (cluster mode) \

@@ -64,6 +64,13 @@ pub enum ApiError {
     /// A channel or the broker holds its maximum of subscribers (503).
     #[error("{0}")]
     TooManySubscribers(String),
+    /// The application's hook did not answer (`hooks.failure_policy =
+    /// "deny"`): 503 with the wait in Retry-After.
+    #[error("{detail}")]
+    HookUnavailable {
+        detail: String,
+        retry_after_secs: u64,
+    },
 }
 
 impl ApiError {
@@ -87,6 +94,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate-limited",
             Self::TooManyStreams(_) => "too-many-streams",
             Self::TooManySubscribers(_) => "too-many-subscribers",
+            Self::HookUnavailable { .. } => "hook-unavailable",
         }
     }
 
@@ -109,6 +117,7 @@ impl ApiError {
             Self::RateLimited { .. } => "Too many requests",
             Self::TooManyStreams(_) => "Too many streams",
             Self::TooManySubscribers(_) => "Too many subscribers",
+            Self::HookUnavailable { .. } => "Authorization unavailable",
         }
     }
 }
@@ -159,9 +168,10 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::TooManyChannels(_) | Self::Unavailable(_) | Self::TooManySubscribers(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::TooManyChannels(_)
+            | Self::Unavailable(_)
+            | Self::TooManySubscribers(_)
+            | Self::HookUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::MissingToken(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } | Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -194,6 +204,9 @@ impl ResponseError for ApiError {
                 );
             }
             Self::RateLimited {
+                retry_after_secs, ..
+            }
+            | Self::HookUnavailable {
                 retry_after_secs, ..
             } => {
                 headers.insert(header::RETRY_AFTER, (*retry_after_secs).max(1).into());

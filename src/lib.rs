@@ -40,6 +40,9 @@
 //! - [`auth`]: the one access policy every way in asks (may this caller
 //!   subscribe to, publish to or inspect this channel), and our tokens (and
 //!   the `[auth]` settings).
+//! - [`hooks`]: the application's authorization hook (asked before a stream
+//!   opens, with the client's cookies): its HTTP client, answer cache and
+//!   circuit breaker; its answer is a credential `auth`'s policy weighs.
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).
@@ -53,6 +56,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod mercure;
 pub mod metrics;

@@ -49,6 +49,11 @@ enum Command {
         /// (an operator's console); it reads no channel's events.
         #[arg(long)]
         monitor: bool,
+        /// Let the bearer end any user's streams (`POST
+        /// /users/{user}/disconnect`, docs/hooks.md): the application's
+        /// backend.
+        #[arg(long)]
+        users: bool,
         /// Lifetime of the token, e.g. 30s, 1h, 7days.
         #[arg(long, value_name = "DURATION", default_value = "1h")]
         ttl: humantime::Duration,
@@ -66,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             publish,
             subscribe,
             monitor,
+            users,
             ttl,
             sub,
         }) => {
@@ -75,6 +81,8 @@ fn main() -> anyhow::Result<()> {
                     publish,
                     subscribe,
                     monitor,
+                    users,
+                    info: None,
                 },
                 ttl.into(),
                 sub,

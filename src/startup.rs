@@ -29,7 +29,11 @@ use crate::{
     cluster::{self, Cluster},
     config::{CorsSettings, LimitsSettings, LogSettings, Settings, StreamWriter, secrets},
     error::problem_for_framework_errors,
-    http::{self, AppState, access::Limits, client_ip::client_ip, stream::slots::StreamSlots},
+    hooks::Hooks,
+    http::{
+        self, AppState, access::Limits, client_ip::client_ip, stream::slots::StreamSlots,
+        users::ForgetAnswers,
+    },
     mercure::{
         self, MercureState,
         auth::TokenChecker,
@@ -70,6 +74,8 @@ struct Keys {
     tls: Option<Tls>,
     /// The Mercure hub's token checks; `None` when the hub is off.
     mercure: Option<TokenChecker>,
+    /// The application's hook; `None` when it is off.
+    hooks: Option<Arc<Hooks>>,
 }
 
 impl Keys {
@@ -101,6 +107,19 @@ impl Keys {
                  limits.trusted_proxies forwards); pin it to your hub's public URL"
             );
         }
+        // The hook's client speaks rustls (an https:// hook) on the
+        // broker's provider; installing it twice is harmless.
+        let _ = tls::provider().as_ref().clone().install_default();
+        let hooks = Hooks::new(&settings.hooks)
+            .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?
+            .map(Arc::new);
+        if let Some(hooks) = &hooks {
+            info!(
+                "authorization hook url={} failure_policy={:?}",
+                settings.hooks.subscribe_url.trim(),
+                hooks.failure_policy()
+            );
+        }
         // `true` is refused by validation; `false` said what the default says.
         if settings.limits.trust_forwarded_for.is_some() {
             warn!(
@@ -113,6 +132,7 @@ impl Keys {
             access,
             tls,
             mercure,
+            hooks,
         })
     }
 }
@@ -264,7 +284,12 @@ fn serve(
         access,
         tls,
         mercure,
+        hooks,
     } = keys;
+    if let Some(hooks) = &hooks {
+        core.broker
+            .listen_for_revocations(Arc::new(ForgetAnswers(Arc::clone(hooks))));
+    }
     let mercure = mercure.map(|tokens| {
         web::Data::new(MercureState {
             tokens,
@@ -289,6 +314,7 @@ fn serve(
         access,
         limits: Limits::new(&settings.limits),
         stream_slots: StreamSlots::new(&settings.limits),
+        hooks,
     });
     let app_settings = Arc::clone(settings);
     let worker_homes = core.arbiters.is_empty().then(|| core.homes.clone());

@@ -39,6 +39,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("readiness", &[]),
     ("auth", &["names"]),
+    // The application's hook: an HTTP client whose answer is a credential
+    // the access policy weighs (`auth::Rights`); it reads its `[hooks]`
+    // section. Nothing of the broker or the routes.
+    ("hooks", &["names", "config", "auth"]),
     ("config", &["names", "auth"]),
     ("metrics", &["config"]),
     // The HTTPS edge: rustls and certificates, nothing of the broker.
@@ -62,6 +66,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sse",
             "config",
             "auth",
+            "hooks",
             "error",
             "metrics",
             "readiness",
@@ -70,7 +75,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "mercure",
         &[
-            "http", "broker", "names", "sse", "config", "auth", "error", "metrics",
+            "http", "broker", "names", "sse", "config", "auth", "hooks", "error", "metrics",
         ],
     ),
     // The wiring: knows everything.
@@ -86,6 +91,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sse",
             "config",
             "auth",
+            "hooks",
             "error",
             "metrics",
             "readiness",

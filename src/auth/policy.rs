@@ -17,11 +17,14 @@
 //! | [`Action::Subscribe`] on any other channel | nothing |
 //! | [`Action::Inspect`] (see a channel in listings, its details and pulses) | as `Subscribe`, or the `monitor` grant |
 //! | read the pulse book (`GET /pulses`) | the `monitor` grant |
+//! | end a user's streams (`POST /users/{user}/disconnect`) | the `users` grant |
 //!
 //! A credential's [`Rights`] are what its own format grants: our tokens'
-//! channel patterns (`sse.publish`, `sse.subscribe`, `sse.monitor`), a
-//! Mercure token's topic matchers (a channel is the hub topic of the same
-//! name). The decision is the same whichever route or format brought them.
+//! channel patterns (`sse.publish`, `sse.subscribe`, `sse.monitor`,
+//! `sse.users`), a Mercure token's topic matchers (a channel is the hub
+//! topic of the same name), the application hook's answer (the channels it
+//! allowed a stream, `crate::hooks`). The decision is the same whichever
+//! route or format brought them.
 
 use crate::names::ChannelName;
 
@@ -50,6 +53,12 @@ pub trait Rights {
     /// Whether it may see every channel's metadata and the pulse book (an
     /// operator's console), without reading any channel's events.
     fn monitors(&self) -> bool {
+        false
+    }
+
+    /// Whether it may end any user's streams (revocation: the
+    /// application's backend), without reading any channel's events.
+    fn manages_users(&self) -> bool {
         false
     }
 }
@@ -154,6 +163,19 @@ impl AccessPolicy {
         match rights {
             None => Err(Denied::CredentialRequired),
             Some(rights) if rights.monitors() => Ok(()),
+            Some(_) => Err(Denied::NotGranted),
+        }
+    }
+
+    /// May the caller end a user's streams? Anyone with auth off; the
+    /// `users` grant with it on.
+    pub fn decide_revocation(&self, rights: Option<&dyn Rights>) -> Result<(), Denied> {
+        if !self.enabled {
+            return Ok(());
+        }
+        match rights {
+            None => Err(Denied::CredentialRequired),
+            Some(rights) if rights.manages_users() => Ok(()),
             Some(_) => Err(Denied::NotGranted),
         }
     }
@@ -305,5 +327,31 @@ mod tests {
             Err(Denied::NotGranted)
         );
         assert_eq!(policy.decide_pulse_book(Some(&MONITOR)), Ok(()));
+    }
+
+    /// Ending a user's streams needs the users grant with auth on, nothing
+    /// with it off; the monitor grant is not enough.
+    #[test]
+    fn revocation_needs_the_users_grant() {
+        struct Backend;
+        impl Rights for Backend {
+            fn covers(&self, _: Action, _: &ChannelName) -> bool {
+                false
+            }
+            fn manages_users(&self) -> bool {
+                true
+            }
+        }
+        let policy = policy(true);
+        assert_eq!(
+            policy.decide_revocation(None),
+            Err(Denied::CredentialRequired)
+        );
+        assert_eq!(
+            policy.decide_revocation(Some(&MONITOR)),
+            Err(Denied::NotGranted)
+        );
+        assert_eq!(policy.decide_revocation(Some(&Backend)), Ok(()));
+        assert_eq!(AccessPolicy::open().decide_revocation(None), Ok(()));
     }
 }

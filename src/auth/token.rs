@@ -3,20 +3,26 @@
 //! follow Mercure's shape under the claim name [`CLAIM`]:
 //!
 //! ```json
-//! {"sse": {"publish": ["orders.*"], "subscribe": ["orders.*", "news"], "monitor": true},
+//! {"sse": {"publish": ["orders.*"], "subscribe": ["orders.*", "news"], "monitor": true,
+//!          "users": true, "info": {"name": "Ada"}},
 //!  "exp": 1767225600, "sub": "billing-job"}
 //! ```
 //!
 //! `exp` is required. `sub` (or else `jti`) names the bearer for the publish
-//! rate limit. Each entry of `publish`/`subscribe` is a [`Pattern`];
-//! `monitor` lets an operator's console see every channel's metadata and
-//! the pulse book. A verified token is a [`Grant`], whose [`Rights`] the
-//! access policy ([`super::policy`]) weighs.
+//! rate limit; `sub` is also a subscriber's user id (its streams' identity,
+//! which revocation and presence name), with `info` (a JSON object of at
+//! most [`MAX_INFO_BYTES`]) about it. Each entry of `publish`/`subscribe` is
+//! a [`Pattern`]; `monitor` lets an operator's console see every channel's
+//! metadata and the pulse book; `users` lets the application's backend end
+//! any user's streams (revocation). A verified token is a [`Grant`], whose
+//! [`Rights`] the access policy ([`super::policy`]) weighs.
 
 use std::{
     path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+use std::sync::Arc;
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
@@ -43,6 +49,27 @@ pub struct Permissions {
     /// See every channel's metadata and the pulse book (no events).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub monitor: bool,
+    /// End any user's streams (`POST /users/{user}/disconnect`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub users: bool,
+    /// About the bearer as a subscriber (its identity's `info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+}
+
+/// The largest `info` object a token (or the application's hook) may give
+/// a subscriber, serialised: it travels with every stream of the user and
+/// into presence listings.
+pub const MAX_INFO_BYTES: usize = 1024;
+
+/// `info` as a subscriber's identity carries it: a JSON object of at most
+/// [`MAX_INFO_BYTES`], else nothing.
+pub fn identity_info(info: &serde_json::Value) -> Option<Arc<serde_json::value::RawValue>> {
+    if !info.is_object() {
+        return None;
+    }
+    let raw = serde_json::value::to_raw_value(info).ok()?;
+    (raw.get().len() <= MAX_INFO_BYTES).then(|| Arc::from(raw))
 }
 
 /// The claims the broker reads (others are ignored).
@@ -68,10 +95,15 @@ pub struct Grant {
     publish: Vec<Pattern>,
     subscribe: Vec<Pattern>,
     monitor: bool,
+    users: bool,
     /// When the token stops being accepted (its `exp` plus the leeway).
     pub expires_at: SystemTime,
     /// `sub`, else `jti`: who the bearer is, for rate limits and logs.
     pub subject: Option<String>,
+    /// `sub`: the subscriber's user id.
+    pub user: Option<Arc<str>>,
+    /// `sse.info`, when it is an object of at most [`MAX_INFO_BYTES`].
+    pub info: Option<Arc<serde_json::value::RawValue>>,
 }
 
 impl Rights for Grant {
@@ -86,6 +118,10 @@ impl Rights for Grant {
 
     fn monitors(&self) -> bool {
         self.monitor
+    }
+
+    fn manages_users(&self) -> bool {
+        self.users
     }
 }
 
@@ -255,7 +291,14 @@ impl Verifier {
             publish: patterns(&claims.sse.publish),
             subscribe: patterns(&claims.sse.subscribe),
             monitor: claims.sse.monitor,
+            users: claims.sse.users,
             expires_at: expiry(claims.exp, self.leeway),
+            user: claims
+                .sub
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(Arc::from),
+            info: claims.sse.info.as_ref().and_then(identity_info),
             subject: claims.sub.or(claims.jti),
         })
     }
@@ -355,6 +398,8 @@ mod tests {
                 publish: vec!["orders.*".into()],
                 subscribe: vec!["news".into()],
                 monitor: false,
+                users: false,
+                info: Some(serde_json::json!({"name": "Ada"})),
             },
             Duration::from_secs(60),
             Some("job".into()),
@@ -367,6 +412,12 @@ mod tests {
         assert!(grant.covers(Action::Subscribe, &channel("news")));
         assert!(!grant.monitors());
         assert_eq!(grant.subject.as_deref(), Some("job"));
+        assert_eq!(grant.user.as_deref(), Some("job"));
+        assert_eq!(
+            grant.info.as_ref().map(|i| i.get()),
+            Some(r#"{"name":"Ada"}"#)
+        );
+        assert!(!grant.manages_users());
     }
 
     #[test]

@@ -21,9 +21,10 @@ use super::{
     peers::Peers,
     pulse::PulseRecord,
     registry::{
-        ChannelSummary, CheckReady, KnownClients, ListChannels, ListPulses, Pulse, RegistryActor,
-        SampleMetrics, Shutdown, ToChannel,
+        ChannelSummary, CheckReady, DisconnectUser, KnownClients, ListChannels, ListPulses, Pulse,
+        RegistryActor, SampleMetrics, Shutdown, ToChannel,
     },
+    revocation::{Listener, Revocation, Revoked},
     subscriber::Subscriber,
 };
 use crate::{metrics::Metrics, names::ChannelName, readiness::ReadinessCheck};
@@ -36,6 +37,8 @@ pub struct Broker {
     /// The other nodes, in cluster mode.
     peers: Option<Arc<dyn Peers>>,
     metrics: Arc<Metrics>,
+    /// Told of every revocation carried out here.
+    listeners: Arc<std::sync::RwLock<Vec<Arc<dyn Listener>>>>,
 }
 
 impl Broker {
@@ -48,7 +51,56 @@ impl Broker {
             directory,
             peers,
             metrics,
+            listeners: Arc::default(),
         }
+    }
+
+    /// `listener` hears of every revocation carried out on this node.
+    pub fn listen_for_revocations(&self, listener: Arc<dyn Listener>) {
+        if let Ok(mut listeners) = self.listeners.write() {
+            listeners.push(listener);
+        }
+    }
+
+    /// Ends `revocation`'s streams on every node: this one's, and (cluster
+    /// mode) the other nodes', which report what they ended (see
+    /// [`Revoked`]). A cluster that cannot be told is an error, after this
+    /// node's streams ended.
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<Revoked, BrokerError> {
+        let here = self.revoke_here(revocation).await?;
+        let others = match &self.peers {
+            Some(peers) => peers.revoke(revocation).await?,
+            None => Revoked::default(),
+        };
+        Ok(Revoked {
+            streams: here + others.streams,
+            nodes: 1 + others.nodes,
+            unanswered: others.unanswered,
+        })
+    }
+
+    /// Ends `revocation`'s streams on this node; answers how many streams
+    /// ended (a multi-channel stream counts once).
+    pub async fn revoke_here(&self, revocation: &Revocation) -> Result<usize, BrokerError> {
+        if let Ok(listeners) = self.listeners.read() {
+            for listener in listeners.iter() {
+                listener.revoked(revocation);
+            }
+        }
+        let answers = self
+            .registry
+            .send(DisconnectUser {
+                user: Arc::clone(&revocation.user),
+                channels: revocation.channels.clone(),
+            })
+            .await
+            .map_err(|_| BrokerError::Unavailable)?;
+        let mut ended = std::collections::HashSet::new();
+        for answer in futures_util::future::join_all(answers.into_iter().map(await_reply)).await {
+            // A channel that stopped meanwhile had none of its streams left.
+            ended.extend(answer.unwrap_or_default());
+        }
+        Ok(ended.len())
     }
 
     /// Sends one message to `channel` (see the module docs).

@@ -114,6 +114,22 @@ impl Members {
             .retain(|member| member.subscriber.id != subscriber_id);
     }
 
+    /// Removes every member of `user` and ends its stream
+    /// ([`Sink::revoked`](super::subscriber::Sink::revoked)); returns their
+    /// subscriber ids.
+    pub fn revoke(&mut self, user: &str) -> Vec<u64> {
+        let mut ended = Vec::new();
+        self.list.retain(|member| {
+            if !member.subscriber.is_user(user) {
+                return true;
+            }
+            member.subscriber.sink.revoked();
+            ended.push(member.subscriber.id);
+            false
+        });
+        ended
+    }
+
     /// Lets go of every member (each sink hears of it).
     pub fn clear(&mut self) {
         for member in self.list.drain(..) {

@@ -32,6 +32,12 @@ pub enum ChannelMessage {
     Unsubscribe {
         subscriber_id: u64,
     },
+    /// Revocation: end the streams of `user` on this channel (each ends
+    /// whole, on every channel it holds); answers their subscriber ids.
+    Disconnect {
+        user: Arc<str>,
+        reply: Reply<Vec<u64>>,
+    },
     /// Cluster mode: events of the shared log, from the bus (those of one
     /// append, in seq order).
     Delivered {

@@ -20,6 +20,8 @@
 //!   [`log::DurableStore`] (`crate::store`), [`log::SharedLog`] and
 //!   [`peers::Peers`] (`crate::cluster`), [`bridge::Bridge`] (the Mercure
 //!   bridge), and [`codec::Codec`] (Mercure's update encoding).
+//! - [`identity`]: who a subscriber is; [`revocation`]: ending one user's
+//!   streams on every node.
 //! - [`pulse`]: the pulse book; [`demo`]: the demo publisher.
 
 pub mod bridge;
@@ -31,12 +33,14 @@ pub mod error;
 pub mod event;
 pub mod handle;
 pub mod history;
+pub mod identity;
 pub mod log;
 pub mod members;
 pub mod message;
 pub mod peers;
 pub mod pulse;
 pub mod registry;
+pub mod revocation;
 pub mod subscriber;
 #[cfg(test)]
 pub(crate) mod testing;

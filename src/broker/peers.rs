@@ -1,13 +1,18 @@
 //! `Peers`: what the other nodes of a cluster know, as the broker core asks
 //! it (implemented by `crate::cluster`): their subscriber counts, summed into
 //! `GET /channels`, and the cluster-wide pulse book behind `POST /pulse`,
-//! `GET /pulses` and `DELETE /killall`. A broker alone has none.
+//! `GET /pulses` and `DELETE /killall`, and revocation on every node
+//! (`POST /users/{user}/disconnect`). A broker alone has none.
 
 use std::collections::HashMap;
 
 use futures_util::future::BoxFuture;
 
-use super::{error::BrokerError, pulse::PulseRecord};
+use super::{
+    error::BrokerError,
+    pulse::PulseRecord,
+    revocation::{Revocation, Revoked},
+};
 
 /// What the other nodes of a cluster know (implemented by `crate::cluster`):
 /// their subscriber counts and the cluster-wide pulse book.
@@ -24,4 +29,8 @@ pub trait Peers: Send + Sync {
     ) -> BoxFuture<'static, Result<Vec<PulseRecord>, BrokerError>>;
     /// Every remembered client id, most recently seen first.
     fn pulse_clients(&self) -> BoxFuture<'static, Result<Vec<String>, BrokerError>>;
+    /// Has every other node carry out `revocation`; answers what those that
+    /// reported in time did (their streams and their number, and how many
+    /// did not report).
+    fn revoke(&self, revocation: &Revocation) -> BoxFuture<'static, Result<Revoked, BrokerError>>;
 }

@@ -23,6 +23,7 @@ use std::{
 use actix::prelude::*;
 use log::{info, warn};
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use super::{
     bridge::Bridge,
@@ -277,12 +278,50 @@ fn answer_without_channel(channel: &ChannelName, message: ChannelMessage, err: B
         ChannelMessage::Inspect { reply } => {
             let _ = reply.send(Err(BrokerError::UnknownChannel(channel.to_string())));
         }
+        // No channel, so none of its streams to end.
+        ChannelMessage::Disconnect { reply, .. } => {
+            let _ = reply.send(Ok(Vec::new()));
+        }
         // Nothing to tell: no channel, no subscribers, no pulses to count.
         ChannelMessage::Unsubscribe { .. }
         | ChannelMessage::Delivered { .. }
         | ChannelMessage::CatchUp
         | ChannelMessage::CountPulse { .. }
         | ChannelMessage::CloseSubscribers => {}
+    }
+}
+
+/// Revocation: asks every running channel (or only those of `channels`
+/// that run) to end `user`'s streams; answers the channels' replies, each
+/// the subscriber ids it ended. Starts no channel.
+#[derive(Message)]
+#[rtype(result = "Vec<oneshot::Receiver<Result<Vec<u64>, BrokerError>>>")]
+pub struct DisconnectUser {
+    pub user: Arc<str>,
+    pub channels: Option<Vec<ChannelName>>,
+}
+
+impl Handler<DisconnectUser> for RegistryActor {
+    type Result = MessageResult<DisconnectUser>;
+
+    fn handle(&mut self, msg: DisconnectUser, _: &mut Self::Context) -> Self::Result {
+        let ask = |handle: &ChannelHandle| {
+            let (reply, answer) = oneshot::channel();
+            handle.send(ChannelMessage::Disconnect {
+                user: Arc::clone(&msg.user),
+                reply,
+            });
+            answer
+        };
+        let answers = match &msg.channels {
+            None => self.channels.values().map(|e| ask(&e.handle)).collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|name| self.channels.get(name))
+                .map(|e| ask(&e.handle))
+                .collect(),
+        };
+        MessageResult(answers)
     }
 }
 

@@ -1,6 +1,7 @@
 //! A subscriber as the broker sees it: where its bytes go (a [`Sink`]), which
-//! events it wants (a [`Filter`]), and the limit on how many subscriptions
-//! the whole broker holds.
+//! events it wants (a [`Filter`]), who it is (an [`Identity`], when its
+//! credential says), and the limit on how many subscriptions the whole
+//! broker holds.
 //!
 //! The broker never writes to a socket itself: an event stream's sink (the
 //! HTTP layer's outbox) does, and a test's sink is a queue. A sink must take
@@ -16,7 +17,7 @@ use std::{
     },
 };
 
-use super::{error::BrokerError, event::Event};
+use super::{error::BrokerError, event::Event, identity::Identity};
 
 /// What travels to a subscriber. One pointer wide (the unit variant fills
 /// the `Arc`'s niche): sinks that queue deliveries keep one per slot.
@@ -50,6 +51,10 @@ pub trait Sink: Send + Sync {
     /// closed its subscribers at shutdown, or stopped): once every channel
     /// it subscribed to has, its stream is over.
     fn released(&self) {}
+    /// The application revoked the subscriber's user
+    /// (`POST /users/{user}/disconnect`): its stream ends now, whichever
+    /// channels it holds, saying so.
+    fn revoked(&self) {}
 }
 
 /// Which events a subscriber wants, for subscribers that do not want all
@@ -70,6 +75,8 @@ pub struct Subscriber {
     /// wrapper in between.
     pub sink: Arc<dyn Sink>,
     filter: Option<Arc<dyn Filter>>,
+    /// Who it is, when its token or the application's hook said.
+    pub identity: Option<Arc<Identity>>,
     /// Set by the channel that found the sink full. Shared by all channels
     /// of a multi-channel stream.
     pub evicted: Arc<AtomicBool>,
@@ -80,6 +87,7 @@ impl fmt::Debug for Subscriber {
         f.debug_struct("Subscriber")
             .field("id", &self.id)
             .field("filtered", &self.filter.is_some())
+            .field("user", &self.identity.as_ref().map(|i| &i.user))
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +100,7 @@ impl Subscriber {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             sink,
             filter: None,
+            identity: None,
             evicted: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -100,6 +109,17 @@ impl Subscriber {
     pub fn with_filter(mut self, filter: Arc<dyn Filter>) -> Self {
         self.filter = Some(filter);
         self
+    }
+
+    /// The subscriber is `identity`'s.
+    pub fn with_identity(mut self, identity: Arc<Identity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Whether this subscriber is `user`'s.
+    pub fn is_user(&self, user: &str) -> bool {
+        self.identity.as_ref().is_some_and(|i| &*i.user == user)
     }
 
     /// Whether this subscriber wants `event`.

@@ -9,6 +9,12 @@
 
 use crate::names::ChannelName;
 
+/// The internal channel whose bus carries the cluster's control messages
+/// (no actor runs for it; its name is one no client can use).
+pub fn control_channel() -> ChannelName {
+    ChannelName::internal("control")
+}
+
 /// The names of this broker's keys (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -53,6 +59,14 @@ impl Keys {
             .strip_prefix('{')?
             .strip_suffix("}:bus")?;
         ChannelName::parse_recorded(name).ok()
+    }
+
+    /// The pub/sub channel every node listens on for the cluster's control
+    /// messages (revocations and their reports, see `revoke`): the bus of
+    /// the internal channel [`control_channel`], so the bus keeps its
+    /// subscription as it keeps a channel's.
+    pub fn control(&self) -> String {
+        self.bus(&control_channel())
     }
 
     /// Sorted set of nodes by the time their presence entry expires.

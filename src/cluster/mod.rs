@@ -9,6 +9,9 @@
 //! through the broker, deliver them in seq order, and read the log to
 //! replay and to fill any hole in what the bus brought.
 //!
+//! Redis also carries revocations ([`revoke`]): a user's streams end on
+//! every node, each node reporting what it ended.
+//!
 //! Redis is one `redis-server`, a Redis Cluster or a primary watched by
 //! Sentinel (`cluster.redis_mode`; [`connections`] makes the connections, [`keys`]
 //! names the keys so that each channel stays in one slot).
@@ -24,6 +27,7 @@ pub mod connections;
 pub mod keys;
 pub mod log;
 pub mod presence;
+pub mod revoke;
 
 use std::{
     sync::{
@@ -113,6 +117,8 @@ struct Inner {
     commands_failing: AtomicBool,
     /// The bus and presence tasks, stopped by [`Cluster::shutdown`].
     tasks: Mutex<Vec<AbortHandle>>,
+    /// This node's revocations waiting for the other nodes' reports.
+    revocations: revoke::Pending,
 }
 
 impl Cluster {
@@ -142,6 +148,7 @@ impl Cluster {
                 pulses: pulses.clone(),
                 commands_failing: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
+                revocations: revoke::Pending::default(),
             }),
         })
     }
@@ -174,6 +181,13 @@ impl Cluster {
                 }
             };
             tasks.push(bus.abort_handle());
+        }
+        if let Some(control) = self.inner.bus.take_control() {
+            let task = actix::spawn(revoke::run(self.clone(), broker.clone(), control));
+            tasks.push(task.abort_handle());
+            // Followed for as long as the node runs: the wish stands whether
+            // or not it is confirmed in time (revocations wait for it).
+            drop(self.inner.bus.follow(&keys::control_channel()));
         }
         tasks.push(actix::spawn(presence::run(self.clone(), broker)).abort_handle());
         self.inner

@@ -22,12 +22,13 @@ use std::{collections::HashMap, time::Duration};
 use futures_util::future::BoxFuture;
 use redis::{Script, cluster_routing::Slot};
 
-use super::{Cluster, ClusterError, now_ms};
+use super::{Cluster, ClusterError, now_ms, revoke};
 use crate::{
     broker::{
         Broker, BrokerError,
         peers::Peers,
         pulse::{PulseRecord, rfc3339},
+        revocation::{Revocation, Revoked},
     },
     names::ChannelName,
 };
@@ -255,5 +256,10 @@ impl Peers for Cluster {
     fn pulse_clients(&self) -> BoxFuture<'static, Result<Vec<String>, BrokerError>> {
         let cluster = self.clone();
         Box::pin(async move { Ok(Cluster::pulse_clients(&cluster).await?) })
+    }
+
+    fn revoke(&self, revocation: &Revocation) -> BoxFuture<'static, Result<Revoked, BrokerError>> {
+        let (cluster, revocation) = (self.clone(), revocation.clone());
+        Box::pin(async move { Ok(revoke::ask(&cluster, &revocation).await?) })
     }
 }

@@ -1,10 +1,12 @@
 //! The access policy applied to our routes' requests: the [`Publisher`]
 //! extractor (token and publish rate, [`Limits`]), the [`Caller`] of every
-//! other route (the token it presents, if any), and a subscriber's check
-//! for the channels of its stream ([`check_subscriber`]). The rules
-//! themselves are [`AccessPolicy`]'s; handlers only ask, and every refusal
-//! is an [`ApiError`]. (Named for what it applies: actix-web's own `guard`
-//! module is request matching, which this is not.)
+//! other route (the token it presents, if any, and what the application's
+//! hook granted its stream), and a subscriber's check for the channels of
+//! its stream ([`authorize_stream`]), which asks the hook first
+//! ([`ask_hook`], also for the Mercure hub). The rules themselves are
+//! [`AccessPolicy`]'s; handlers only ask, and every refusal is an
+//! [`ApiError`]. (Named for what it applies: actix-web's own `guard` module
+//! is request matching, which this is not.)
 
 use std::{
     future::{Ready, ready},
@@ -22,8 +24,10 @@ use governor::{
 use super::{AppState, client_ip::client_ip};
 use crate::{
     auth::{AccessPolicy, Action, Auth, Denied, Grant, Rights},
-    config::LimitsSettings,
+    broker::identity::Identity,
+    config::{FailurePolicy, LimitsSettings},
     error::ApiError,
+    hooks::{Asking, HookGrant, Question, Verdict},
     names::ChannelName,
 };
 
@@ -104,47 +108,94 @@ impl FromRequest for Publisher {
 }
 
 /// The caller of a route that reads (a stream, a listing, pulses): the
-/// token it presents, verified, if it presents one. The token comes from
-/// the Authorization header, the configured cookie, or the `token` query
-/// parameter, in that order; with auth off none is read.
+/// token it presents, verified, if it presents one, and for a stream what
+/// the application's hook granted it. The token comes from the
+/// Authorization header, the configured cookie, or the `token` query
+/// parameter, in that order; with auth off none is read. Its [`Rights`]
+/// are those of both credentials together.
 #[derive(Debug)]
 pub struct Caller {
     grant: Option<Grant>,
+    /// What the application's hook allowed this caller's stream.
+    hook: Option<Arc<HookGrant>>,
     /// The cookie the token would be in, for refusals that say how to send one.
     cookie_name: String,
+}
+
+impl Rights for Caller {
+    /// What the token covers, or the hook's answer.
+    fn covers(&self, action: Action, channel: &ChannelName) -> bool {
+        self.grant
+            .as_ref()
+            .is_some_and(|g| g.covers(action, channel))
+            || self
+                .hook
+                .as_ref()
+                .is_some_and(|h| h.covers(action, channel))
+    }
+
+    fn monitors(&self) -> bool {
+        self.grant.as_ref().is_some_and(Rights::monitors)
+    }
+
+    fn manages_users(&self) -> bool {
+        self.grant.as_ref().is_some_and(Rights::manages_users)
+    }
 }
 
 impl Caller {
     /// Reads and verifies the request's token; an invalid one is a 401
     /// (never silently anonymous).
     pub fn of(auth: &Auth, req: &HttpRequest, query_token: Option<&str>) -> Result<Self, ApiError> {
-        let cookie_name = auth.cookie_name.clone();
-        let Some(verifier) = &auth.verifier else {
-            return Ok(Self {
-                grant: None,
-                cookie_name,
-            });
-        };
-        let token = match bearer(req)? {
-            Some(token) => Some(token),
-            None => req
-                .cookie(&auth.cookie_name)
-                .map(|c| c.value().to_owned())
-                .filter(|t| !t.is_empty())
-                .or_else(|| query_token.filter(|t| !t.is_empty()).map(str::to_owned)),
-        };
-        let grant = token
-            .map(|token| verifier.verify(&token))
-            .transpose()
-            .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
-        Ok(Self { grant, cookie_name })
+        Ok(Self {
+            grant: token(auth, req, query_token)?,
+            hook: None,
+            cookie_name: auth.cookie_name.clone(),
+        })
     }
 
     /// The caller's rights, for the policy (`None`: anonymous).
     pub fn rights(&self) -> Option<&dyn Rights> {
-        self.grant.as_ref().map(|g| g as &dyn Rights)
+        (self.grant.is_some() || self.hook.is_some()).then_some(self as &dyn Rights)
     }
 
+    /// Who the caller is: the hook's user, else the token's `sub` (with
+    /// the `info` of the same credential).
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        let (user, info) = match (&self.hook, &self.grant) {
+            (Some(hook), _) if hook.user.is_some() => (hook.user.clone(), hook.info.clone()),
+            (_, Some(grant)) => (grant.user.clone(), grant.info.clone()),
+            _ => (None, None),
+        };
+        user.map(|user| Arc::new(Identity { user, info }))
+    }
+}
+
+/// The request's token, verified (`None` without one, or with auth off);
+/// an invalid one is a 401.
+fn token(
+    auth: &Auth,
+    req: &HttpRequest,
+    query_token: Option<&str>,
+) -> Result<Option<Grant>, ApiError> {
+    let Some(verifier) = &auth.verifier else {
+        return Ok(None);
+    };
+    let token = match bearer(req)? {
+        Some(token) => Some(token),
+        None => req
+            .cookie(&auth.cookie_name)
+            .map(|c| c.value().to_owned())
+            .filter(|t| !t.is_empty())
+            .or_else(|| query_token.filter(|t| !t.is_empty()).map(str::to_owned)),
+    };
+    token
+        .map(|token| verifier.verify(&token))
+        .transpose()
+        .map_err(|e| ApiError::InvalidToken(e.to_string()))
+}
+
+impl Caller {
     /// When the caller's token expires (`None`: no token).
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.grant.as_ref().map(|g| g.expires_at)
@@ -191,6 +242,41 @@ impl Caller {
     }
 }
 
+/// 401/403 unless the caller of a revocation route
+/// (`POST /users/{user}/…`) may end users' streams: with auth on, a token
+/// with the `users` grant in the Authorization header (never a cookie, so
+/// no page a browser visits can revoke: CSRF).
+pub fn check_revoker(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let grant = match &state.auth.verifier {
+        None => None,
+        Some(verifier) => {
+            let token = bearer(req)?.ok_or_else(|| {
+                ApiError::MissingToken(
+                    "ending a user's streams needs a token with the users grant: send \
+                     Authorization: Bearer <token>"
+                        .into(),
+                )
+            })?;
+            Some(
+                verifier
+                    .verify(&token)
+                    .map_err(|e| ApiError::InvalidToken(e.to_string()))?,
+            )
+        }
+    };
+    state
+        .access
+        .decide_revocation(grant.as_ref().map(|g| g as &dyn Rights))
+        .map_err(|denied| match denied {
+            Denied::CredentialRequired => ApiError::MissingToken(
+                "ending a user's streams needs a token with the users grant".into(),
+            ),
+            Denied::NotGranted => {
+                ApiError::Forbidden("the token does not carry the users grant".into())
+            }
+        })
+}
+
 /// The problem a policy refusal becomes.
 fn refusal(denied: Denied, action: Action, channel: &ChannelName) -> ApiError {
     let verb = match action {
@@ -208,28 +294,132 @@ fn refusal(denied: Denied, action: Action, channel: &ChannelName) -> ApiError {
     }
 }
 
-/// Checks a subscriber's token for the channels of one stream. Returns when
-/// the stream must end (the token's expiry), or `None` when no token was
-/// presented.
-pub fn check_subscriber(
+/// What a stream's caller may have, as the access policy and the
+/// application's hook decided.
+pub struct StreamAccess {
+    /// When the token that opened it expires: the stream ends then.
+    pub expires_at: Option<SystemTime>,
+    /// Who the subscriber is (the hook's user, else the token's `sub`).
+    pub identity: Option<Arc<Identity>>,
+    /// The hook's allow, when it gave one: asked again every
+    /// `hooks.recheck_every`.
+    pub hook: Option<HookAllow>,
+}
+
+/// The application hook's allow of a stream, and the question it answered
+/// (asked again by a recheck).
+pub struct HookAllow {
+    pub grant: Arc<HookGrant>,
+    pub question: Question,
+}
+
+/// Decides whether a stream of `channels` may open: the application's hook
+/// first (when configured; a channel its answer does not allow is a 403),
+/// then the access policy for every channel, with the caller's token and
+/// the hook's grant as its credentials.
+pub async fn authorize_stream(
     state: &AppState,
     req: &HttpRequest,
     query_token: Option<&str>,
     channels: &[ChannelName],
-) -> Result<Option<SystemTime>, ApiError> {
-    // The token is read only when some channel needs one: a public stream
-    // with a stale cookie still opens.
-    if channels
+    last_event_id: Option<&str>,
+) -> Result<StreamAccess, ApiError> {
+    let public = channels
         .iter()
-        .all(|c| state.access.allows_anyone(Action::Subscribe, c))
+        .all(|c| state.access.allows_anyone(Action::Subscribe, c));
+    let asked = channels.iter().map(|c| c.as_str().to_owned()).collect();
+    let hook = ask_hook(
+        state,
+        req,
+        Asking::Stream,
+        asked,
+        last_event_id,
+        public,
+        query_token.is_some(),
+    )
+    .await?;
+    if let Some(hook) = &hook
+        && let Some(channel) = channels
+            .iter()
+            .find(|c| !hook.grant.covers(Action::Subscribe, c))
     {
-        return Ok(None);
+        return Err(ApiError::Forbidden(format!(
+            "the application does not allow subscribing to {channel:?}"
+        )));
     }
-    let caller = Caller::of(&state.auth, req, query_token)?;
+    // The token counts when the hook did not decide and a channel needs
+    // one; otherwise it is read only for who the caller is, and a stale
+    // one does not keep a stream the policy allows from opening.
+    let needs_token = hook.is_none() && !public;
+    let grant = match needs_token {
+        true => token(&state.auth, req, query_token)?,
+        false => token(&state.auth, req, query_token).unwrap_or(None),
+    };
+    let caller = Caller {
+        grant,
+        hook: hook.as_ref().map(|h| Arc::clone(&h.grant)),
+        cookie_name: state.auth.cookie_name.clone(),
+    };
     for channel in channels {
         caller.check(&state.access, Action::Subscribe, channel)?;
     }
-    Ok(caller.expires_at())
+    Ok(StreamAccess {
+        expires_at: caller.expires_at().filter(|_| needs_token),
+        identity: caller.identity(),
+        hook,
+    })
+}
+
+/// Asks the application's hook about a stream that asks for `asked` (its
+/// channels, or the Mercure hub's topic selectors). `Ok(None)`: no hook,
+/// or it was skipped (`hooks.public_channels_skip`: `public` channels and
+/// no credential), or it failed with `hooks.failure_policy =
+/// "allow_public"` (the policy then decides as without it). A denial is a
+/// 403; a failure with the `deny` policy a 503 with Retry-After.
+pub async fn ask_hook(
+    state: &AppState,
+    req: &HttpRequest,
+    asking: Asking,
+    asked: Vec<String>,
+    last_event_id: Option<&str>,
+    public: bool,
+    query_token: bool,
+) -> Result<Option<HookAllow>, ApiError> {
+    let Some(hooks) = &state.hooks else {
+        return Ok(None);
+    };
+    let question = Question::new(
+        asking,
+        asked,
+        last_event_id.map(str::to_owned),
+        client_ip(req, &state.settings.limits).to_string(),
+        req.headers(),
+        hooks.forward_headers(),
+    );
+    if hooks.settings().public_channels_skip
+        && public
+        && !query_token
+        && !question.carries_credentials()
+    {
+        return Ok(None);
+    }
+    match hooks.decide(&question).await {
+        Verdict::Allow(grant) => Ok(Some(HookAllow { grant, question })),
+        Verdict::Deny => Err(ApiError::Forbidden(
+            "the application does not allow this stream".into(),
+        )),
+        Verdict::Failed { retry_after, .. } => match hooks.failure_policy() {
+            // Why it failed is logged, not told: it may name the hook's
+            // internal address.
+            FailurePolicy::Deny => Err(ApiError::HookUnavailable {
+                detail: "the application could not be asked whether this stream may open: \
+                         retry later"
+                    .into(),
+                retry_after_secs: retry_after.as_secs().max(1),
+            }),
+            FailurePolicy::AllowPublic => Ok(None),
+        },
+    }
 }
 
 /// The publish rate limit (`limits.publish_rate`, `limits.publish_burst`):

@@ -8,7 +8,7 @@
 //! every protocol (opening a stream, the subscriber's outbox, the two
 //! writers); [`access`] applies the access policy to our routes' requests
 //! (tokens, the publish rate; client IPs from [`client_ip`]); [`body`]
-//! reads request bodies. The broker's refusals become [`ApiError`]s in one
+//! reads request bodies; [`users`] ends a user's streams (revocation). The broker's refusals become [`ApiError`]s in one
 //! place, the `From<BrokerError>` below, for our routes; the Mercure hub
 //! answers with its own errors (`crate::mercure::error`).
 
@@ -23,6 +23,7 @@ pub mod publish;
 pub mod pulse;
 pub mod session;
 pub mod stream;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use crate::{
     broker::{Broker, BrokerError},
     config::Settings,
     error::ApiError,
+    hooks::Hooks,
     metrics::Metrics,
     readiness::Readiness,
 };
@@ -51,6 +53,8 @@ pub struct AppState {
     pub limits: access::Limits,
     /// Open streams per client IP.
     pub stream_slots: Arc<stream::slots::StreamSlots>,
+    /// The application's authorization hook (`[hooks]`), when configured.
+    pub hooks: Option<Arc<Hooks>>,
 }
 
 impl AppState {
@@ -93,6 +97,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/channels/{channel}", web::get().to(channels::detail))
         .route("/killSession", web::delete().to(session::kill_session))
         .route("/killall", web::delete().to(session::kill_all))
+        .route(
+            "/users/{user}/disconnect",
+            web::post().to(users::disconnect),
+        )
+        .route(
+            "/users/{user}/unsubscribe",
+            web::post().to(users::unsubscribe),
+        )
         .route("/openapi.json", web::get().to(openapi::spec));
 }
 

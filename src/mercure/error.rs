@@ -65,6 +65,11 @@ pub enum MercureError {
     /// Retry-After).
     #[error("{0}")]
     Limit(ApiError),
+    /// The application's hook refused the subscriber, or could not be
+    /// asked (`docs/hooks.md`): answered as on our channels (403, or 503
+    /// with Retry-After).
+    #[error("{0}")]
+    Hook(ApiError),
 }
 
 impl MercureError {
@@ -123,6 +128,7 @@ impl MercureError {
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Unavailable(_) => "unavailable",
             Self::Limit(_) => "limit",
+            Self::Hook(_) => "hook",
         }
     }
 
@@ -169,6 +175,7 @@ impl From<ApiError> for MercureError {
             | ApiError::TooManyStreams(_)
             | ApiError::TooManySubscribers(_)
             | ApiError::TooManyChannels(_)) => Self::Limit(limit),
+            hook @ (ApiError::Forbidden(_) | ApiError::HookUnavailable { .. }) => Self::Hook(hook),
             ApiError::Unavailable(why) => Self::Unavailable(why),
             ApiError::NotFound(why) => Self::NotFound(why),
             other => Self::BadRequest(other.to_string()),
@@ -189,12 +196,12 @@ impl ResponseError for MercureError {
             Self::PayloadTooLarge { .. } | Self::TooManyTopics(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Limit(limit) => limit.status_code(),
+            Self::Limit(limit) | Self::Hook(limit) => limit.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
-        if let Self::Limit(limit) = self {
+        if let Self::Limit(limit) | Self::Hook(limit) = self {
             return limit.error_response();
         }
         let status = self.status_code();

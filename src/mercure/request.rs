@@ -41,6 +41,8 @@ const LEGACY_LAST_EVENT_ID: &str = "lastEventID";
 pub struct SubscribeRequest {
     pub hub: HubIdentity,
     pub claims: Claims,
+    /// Whether it presented a token (`claims` are the defaults without).
+    pub token: bool,
     pub subscriptions: Vec<Subscription>,
     /// The cursor, when the request gave one (possibly empty).
     pub last_event_id: Option<String>,
@@ -56,31 +58,37 @@ pub fn read_subscribe(
     params: &[(String, String)],
 ) -> Result<SubscribeRequest, MercureError> {
     let hub = state.identity(req);
-    let claims = subscriber_claims(state, req, query, &hub)?.unwrap_or_default();
+    let claims = subscriber_claims(state, req, query, &hub)?;
+    let token = claims.is_some();
+    let claims = claims.unwrap_or_default();
     let compatibility = state.settings.mercure.compatibility();
     let subscriptions = read_matchers(params, &claims, &hub, compatibility)?;
     let last_event_id = last_event_id(req, params, compatibility)?;
     Ok(SubscribeRequest {
         hub,
         claims,
+        token,
         subscriptions,
         last_event_id,
     })
 }
 
 /// The subscriber's claims: `None` without a token (401 when anonymous
-/// subscribers are not allowed), refused tokens answered as RFC 6750 asks.
-/// With no subscriber key configured, nobody is authenticated.
+/// subscribers are not allowed, unless the application's hook decides:
+/// its allow then stands in for the token, see [`require_credential`]),
+/// refused tokens answered as RFC 6750 asks. With no subscriber key
+/// configured, nobody is authenticated.
 pub fn subscriber_claims(
     state: &MercureState,
     req: &HttpRequest,
     query: &[(String, String)],
     hub: &HubIdentity,
 ) -> Result<Option<Claims>, MercureError> {
+    let anonymous = state.settings.mercure.anonymous || state.settings.hooks.enabled();
     if !state.tokens.verifies(Role::Subscriber) {
         // No key to check a token with (none configured, or only the
         // development key, left out with auth on): everyone is anonymous.
-        return match state.settings.mercure.anonymous {
+        return match anonymous {
             true => Ok(None),
             false => Err(MercureError::token_required(hub)),
         };
@@ -89,10 +97,25 @@ pub fn subscriber_claims(
         .tokens
         .authorize(req, query, Role::Subscriber, hub)
         .map_err(|err| MercureError::auth(hub, err))?;
-    if claims.is_none() && !state.settings.mercure.anonymous {
+    if claims.is_none() && !anonymous {
         return Err(MercureError::token_required(hub));
     }
     Ok(claims)
+}
+
+/// After the application's hook was asked: a subscriber without a token
+/// and without the hook's allow (no hook, skipped, or failed with
+/// `allow_public`) is refused when anonymous subscribers are not allowed.
+pub fn require_credential(
+    state: &MercureState,
+    request: &SubscribeRequest,
+    hook_allowed: bool,
+) -> Result<(), MercureError> {
+    if request.token || hook_allowed || state.settings.mercure.anonymous {
+        Ok(())
+    } else {
+        Err(MercureError::token_required(&request.hub))
+    }
 }
 
 /// One subscription per matcher parameter (see the module docs).

@@ -29,18 +29,21 @@ use super::{
     error::MercureError,
     hub::{SelectorFilter, hub_channel, record_of},
     query::{parse_pairs, read_form},
-    request::{SubscribeRequest, read_subscribe},
+    request::{SubscribeRequest, read_subscribe, require_credential},
     subscriptions::{Subscription, SubscriptionInfo, infos, subscription_update},
+    topic::TopicSelector,
     update::EARLIEST,
 };
 use crate::{
-    broker::ResumeFrom,
+    broker::{ResumeFrom, identity::Identity},
+    hooks::Asking,
     http::{
         AppState,
+        access::{self, HookAllow},
         stream::{
             cursor::Cursor,
             end::OnClose,
-            opening::{self, Expiry, StreamPlan},
+            opening::{self, Notices, StreamPlan},
         },
     },
     sse,
@@ -69,7 +72,9 @@ pub async fn subscribe_head(
     req: HttpRequest,
 ) -> Result<HttpResponse, MercureError> {
     let query = parse_pairs(req.query_string())?;
-    read_subscribe(&state, &req, &query, &query)?;
+    let request = read_subscribe(&state, &req, &query, &query)?;
+    let app = AppState::of(&req).map_err(MercureError::from)?;
+    ask_hook(&state, app, &req, &request).await?;
     let mut response = HttpResponse::Ok();
     stream_headers(&mut response);
     Ok(response.finish())
@@ -108,19 +113,63 @@ pub async fn subscribe_query(
     open_stream(&state, &req, request).await
 }
 
+/// Asks the application's hook about a checked request (its matchers as
+/// `topics`), then makes sure it has a credential where one is needed.
+async fn ask_hook(
+    state: &MercureState,
+    app: &AppState,
+    req: &HttpRequest,
+    request: &SubscribeRequest,
+) -> Result<Option<HookAllow>, MercureError> {
+    let asked = request
+        .subscriptions
+        .iter()
+        .map(|s| s.selector.as_str().to_owned())
+        .collect();
+    // Without a credential a Mercure subscriber reads public updates only,
+    // so every request counts as asking for public ones.
+    let hook = access::ask_hook(
+        app,
+        req,
+        Asking::Mercure,
+        asked,
+        request.last_event_id.as_deref(),
+        true,
+        request.token,
+    )
+    .await?;
+    require_credential(state, request, hook.is_some())?;
+    Ok(hook)
+}
+
 /// Opens the stream of a checked request.
 async fn open_stream(
     state: &web::Data<MercureState>,
     req: &HttpRequest,
     request: SubscribeRequest,
 ) -> Result<HttpResponse, MercureError> {
+    let app = AppState::of(req).map_err(MercureError::from)?;
+    let hook = ask_hook(state, app, req, &request).await?;
     let SubscribeRequest {
         claims,
         subscriptions,
         last_event_id,
         ..
     } = request;
-    let app = AppState::of(req).map_err(MercureError::from)?;
+    // The hook's allow is a credential too: it grants the private updates
+    // (and protected channels' copies) of the topics it names, besides the
+    // token's; its user is the subscriber's, else the token's `sub`.
+    let mut private = claims.subscribe;
+    let mut user = claims.subject.map(Arc::<str>::from);
+    let mut info = None;
+    if let Some(hook) = &hook {
+        private.extend(hook.grant.topics().iter().map(|t| TopicSelector::new(t)));
+        if let Some(hook_user) = &hook.grant.user {
+            user = Some(Arc::clone(hook_user));
+            info = hook.grant.info.clone();
+        }
+    }
+    let identity = user.map(|user| Arc::new(Identity { user, info }));
     let subscriber_iri = super::update::new_id();
     let on_close = announce(state, app, &subscriber_iri, &subscriptions).await?;
     let resume = last_event_id.as_deref().map(|id| match id {
@@ -129,7 +178,7 @@ async fn open_stream(
     });
     let filter = SelectorFilter {
         selectors: subscriptions.iter().map(|s| s.selector.clone()).collect(),
-        private: claims.subscribe,
+        private,
         access: Arc::clone(&state.access),
     };
     let plan = StreamPlan {
@@ -137,8 +186,10 @@ async fn open_stream(
         resume: vec![resume],
         filter: Some(Arc::new(filter)),
         expires_at: claims.expires_at,
-        on_expiry: Expiry::Silent,
+        notices: Notices::Silent,
         on_close,
+        identity,
+        recheck: hook.map(|hook| hook.question),
     };
     let mut opening = opening::open(app, req, plan).await?;
     let replay = opening

@@ -647,6 +647,18 @@ impl Handler<ChannelMessage> for ChannelActor {
                 self.members.remove(subscriber_id);
                 self.settle();
             }
+            ChannelMessage::Disconnect { user, reply } => {
+                let ended = self.members.revoke(&user);
+                if !ended.is_empty() {
+                    info!(
+                        "streams revoked channel={} user={user} streams={}",
+                        self.name,
+                        ended.len()
+                    );
+                    self.settle();
+                }
+                let _ = reply.send(Ok(ended));
+            }
             ChannelMessage::Delivered { epoch, entries } => self.on_bus(epoch, entries, ctx),
             ChannelMessage::CatchUp => self.on_resumed(ctx),
             ChannelMessage::CountPulse { client_id } => self.count_pulse(client_id),

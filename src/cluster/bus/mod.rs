@@ -12,7 +12,10 @@
 //!   event only crosses the shard that holds its channel).
 //!
 //! Both feed Redis' pushes to [`Bus::on_push`] and apply the wanted
-//! subscriptions with [`Bus::changes`]. A subscription is confirmed by a
+//! subscriptions with [`Bus::changes`]. One pub/sub channel is not a
+//! channel's: the cluster's control channel (`keys::control_channel`),
+//! which every node follows for as long as it runs; its messages go to the
+//! revocation task (`super::revoke`), not to the broker. A subscription is confirmed by a
 //! push; a confirmation that no [`Bus::follow`] waits for (after a
 //! reconnection, a failover or a slot migration) asks the channel to catch
 //! up from the log, so a hand-over never loses an event.
@@ -32,9 +35,13 @@ use std::{
 
 use log::debug;
 use redis::{PushInfo, PushKind, Value};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{ClusterError, keys::Keys, log::parse_event_type};
+use super::{
+    ClusterError,
+    keys::{Keys, control_channel},
+    log::parse_event_type,
+};
 use crate::{
     broker::{
         Broker,
@@ -48,6 +55,12 @@ use crate::{
 /// after each failure up to `cluster.max_reconnect_delay`.
 pub const MIN_RETRY_DELAY: Duration = Duration::from_millis(100);
 
+/// Control messages that may wait for the revocation task; past it they
+/// are dropped (with a warning): a revocation is also told to the hook
+/// cache and ends streams as they reconnect through the hook, and nodes do
+/// not send control messages faster than their HTTP clients revoke.
+pub const CONTROL_QUEUE: usize = 1024;
+
 /// This node's subscriptions: which channels it wants and what Redis has.
 pub struct Bus {
     keys: Keys,
@@ -58,6 +71,12 @@ pub struct Bus {
     up: AtomicBool,
     /// How long a [`Self::follow`] waits for Redis' confirmation.
     timeout: Duration,
+    /// The control channel's pub/sub name.
+    control: String,
+    /// Where control messages go (see [`Self::take_control`]).
+    control_tx: mpsc::Sender<Vec<u8>>,
+    /// The other end, until the revocation task takes it.
+    control_rx: Mutex<Option<mpsc::Receiver<Vec<u8>>>>,
 }
 
 #[derive(Default)]
@@ -90,13 +109,26 @@ pub enum Pushed {
 
 impl Bus {
     pub fn new(keys: Keys, timeout: Duration) -> Self {
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         Self {
+            control: keys.control(),
+            control_tx,
+            control_rx: Mutex::new(Some(control_rx)),
             keys,
             routes: Mutex::new(Routes::default()),
             changed: Notify::new(),
             up: AtomicBool::new(false),
             timeout,
         }
+    }
+
+    /// The control messages the bus receives, for the one task that
+    /// handles them (`None` once taken).
+    pub fn take_control(&self) -> Option<mpsc::Receiver<Vec<u8>>> {
+        self.control_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn is_up(&self) -> bool {
@@ -238,6 +270,13 @@ impl Bus {
             _ => None,
         };
         match push.kind {
+            PushKind::Message | PushKind::SMessage if self.is_control(&push) => {
+                if let Some(Value::BulkString(payload)) = push.data.get(1)
+                    && self.control_tx.try_send(payload.clone()).is_err()
+                {
+                    log::warn!("cluster control message dropped reason=queue-full");
+                }
+            }
             PushKind::Message | PushKind::SMessage => match push.data.get(1) {
                 Some(Value::BulkString(payload)) => match parse(payload) {
                     Some((channel, epoch, entries)) => broker.deliver(&channel, epoch, entries),
@@ -261,8 +300,14 @@ impl Bus {
         Pushed::Handled
     }
 
+    /// Whether a message push came on the control channel.
+    fn is_control(&self, push: &PushInfo) -> bool {
+        matches!(push.data.first(), Some(Value::BulkString(name)) if *name == self.control.as_bytes())
+    }
+
     /// Redis confirmed a subscription: the follows waiting for it go on;
-    /// with none waiting (a resubscription), the channel catches up.
+    /// with none waiting (a resubscription), the channel catches up (the
+    /// control channel has no log to catch up on).
     fn confirmed(&self, channel: ChannelName, broker: &Broker) {
         let waiters = {
             let mut routes = self.routes();
@@ -276,7 +321,7 @@ impl Bus {
             waiters
         };
         let woken = waiters.into_iter().filter_map(|w| w.send(()).ok()).count();
-        if woken == 0 {
+        if woken == 0 && channel != control_channel() {
             broker.catch_up(&channel);
         }
     }

@@ -3,11 +3,13 @@
 //! gives back.
 //!
 //! When the broker ends a stream (shutdown drain, eviction as a slow
-//! consumer, token expiry) the last bytes are a reconnect hint: a `retry:`
-//! field, spread with a per-stream jitter so that thousands of clients do
-//! not reconnect in the same millisecond, and a `: reconnect reason=…`
-//! comment ([`reconnect_hint`]); an expired token on our channels says
-//! `broker.expired` first. Those last bytes get [`FINAL_FLUSH`] to reach
+//! consumer, token expiry, revocation) the last bytes are a reconnect hint:
+//! a `retry:` field, spread with a per-stream jitter so that thousands of
+//! clients do not reconnect in the same millisecond, and a
+//! `: reconnect reason=…` comment ([`reconnect_hint`]); on our channels an
+//! expired token says `broker.expired` first, a revoked user
+//! `broker.revoked` ([`REVOKED_NOTICE`]; its reconnect then reaches the
+//! application's hook, which refuses it to make the revocation stick). Those last bytes get [`FINAL_FLUSH`] to reach
 //! the client before its connection is reset (each writer bounds its own
 //! drain). Then the stream gives back what it holds: dropping the
 //! [`SubscriptionGuard`] unsubscribes it from its channels, runs the
@@ -56,8 +58,9 @@ pub struct StreamEnd {
     pub guard: SubscriptionGuard,
     /// Fires when the subscriber's token expires: the stream then ends.
     pub expiry: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Say `broker.expired` before the hint when the token expires.
-    pub expiry_notice: bool,
+    /// Say `broker.expired` or `broker.revoked` before the hint (our
+    /// channels; a Mercure stream just ends, as the reference hub's do).
+    pub notices: bool,
     /// The client IP's place among its open streams.
     pub _slot: StreamSlot,
 }
@@ -68,17 +71,14 @@ impl StreamEnd {
         let hint = reconnect_hint(self.retry, self.guard.id, end.as_str());
         match end {
             End::Client => None,
-            End::Expired if !self.expiry_notice => None,
-            End::Expired => {
-                let mut tail = BytesMut::from(
-                    &sse::encode_notice(
-                        "broker.expired",
-                        r#"{"reason":"the subscriber token expired"}"#,
-                    )[..],
-                );
-                tail.extend_from_slice(&hint);
-                Some(tail.freeze())
-            }
+            End::Expired if !self.notices => None,
+            End::Revoked if !self.notices => Some(hint),
+            End::Expired => Some(notice_then(
+                "broker.expired",
+                r#"{"reason":"the subscriber token expired"}"#,
+                &hint,
+            )),
+            End::Revoked => Some(notice_then("broker.revoked", REVOKED_NOTICE, &hint)),
             End::Evicted | End::Released => Some(hint),
         }
     }
@@ -94,6 +94,16 @@ impl StreamEnd {
         }
         end
     }
+}
+
+/// The data of the `broker.revoked` notice a revoked stream ends with.
+pub const REVOKED_NOTICE: &str = r#"{"reason":"the application ended this user's streams"}"#;
+
+/// A notice event, then `hint`.
+fn notice_then(event: &str, data: &str, hint: &[u8]) -> Bytes {
+    let mut tail = BytesMut::from(&sse::encode_notice(event, data)[..]);
+    tail.extend_from_slice(hint);
+    tail.freeze()
 }
 
 /// The last bytes of a stream the broker ends: a `retry:` hint of `retry`
@@ -154,7 +164,7 @@ pub struct OpenStream {
     pub metrics: Arc<Metrics>,
     /// Live events written (replayed ones are in the prelude).
     pub events: u64,
-    /// `client` (went away), `shutdown`, `evicted` or `expired`.
+    /// `client` (went away), `shutdown`, `evicted`, `expired` or `revoked`.
     pub reason: &'static str,
 }
 

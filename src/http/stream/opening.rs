@@ -3,19 +3,23 @@
 //! subscription of an outbox to channels, and the subscription becomes a
 //! `text/event-stream` response.
 //!
-//! A protocol handler validates its request into a [`StreamPlan`], calls
-//! [`open`] (which takes the client IP's stream slot, makes the outbox and
-//! its subscriber, and subscribes to every channel at once), writes its own
+//! A protocol handler validates its request (and asks the access policy and
+//! the application's hook, `crate::http::access`) into a [`StreamPlan`],
+//! calls [`open`] (which takes the client IP's stream slot, makes the
+//! outbox and its subscriber with the caller's identity, and subscribes to
+//! every channel at once), writes its own
 //! prelude from the answers (the replay, in its own format), and calls
 //! [`Opening::respond`] with its response head. `respond` hands the stream's
 //! [`StreamEnd`] to a writer (`super::writer`): the direct writer for
 //! plain-TCP HTTP/1 connections unless `stream.writer = "body"`, the body
 //! writer for everything else (TLS, HTTP/2); an HTTP/1 stream on the body
 //! writer gets its connection's socket to bound its end, an HTTP/2 one does
-//! not (the connection carries other streams).
+//! not (the connection carries other streams). A stream the hook allowed is
+//! asked about again every `hooks.recheck_every` ([`recheck`]) when that is
+//! set: a denial ends it as a revocation does.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Weak},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -32,13 +36,16 @@ use super::{
     writer,
 };
 use crate::{
+    auth::{Action, Rights},
     broker::{
         EventId, ResumeFrom, await_reply,
+        identity::Identity,
         message::Subscribed,
         subscriber::{Filter, Sink, Subscriber},
     },
     config::StreamWriter,
     error::ApiError,
+    hooks::{Asking, Hooks, Question, Verdict},
     http::AppState,
     names::ChannelName,
 };
@@ -52,18 +59,26 @@ pub struct StreamPlan {
     pub filter: Option<Arc<dyn Filter>>,
     /// When the subscriber's token expires: the stream ends then.
     pub expires_at: Option<SystemTime>,
-    /// What the stream says when its token expires.
-    pub on_expiry: Expiry,
+    /// What the stream says when its token expires or its user is revoked.
+    pub notices: Notices,
     /// Run once when the stream is over (or was never opened).
     pub on_close: Option<OnClose>,
+    /// Who the subscriber is, when its credential says.
+    pub identity: Option<Arc<Identity>>,
+    /// The question the application's hook allowed, to ask again every
+    /// `hooks.recheck_every` (`None`: the hook did not decide this stream).
+    pub recheck: Option<Question>,
 }
 
-/// How a stream ends when its subscriber's token expires.
+/// What a stream says when its subscriber's token expires or its user is
+/// revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    /// A `broker.expired` notice, then the reconnect hint (our channels).
-    Notice,
-    /// It just ends (Mercure, as the reference hub does).
+pub enum Notices {
+    /// A `broker.expired` or `broker.revoked` notice, then the reconnect
+    /// hint (our channels).
+    Broker,
+    /// Nothing: an expired stream just ends (Mercure, as the reference hub
+    /// does), a revoked one with the reconnect hint alone.
     Silent,
 }
 
@@ -75,7 +90,8 @@ pub struct Opening {
     guard: SubscriptionGuard,
     slot: StreamSlot,
     expires_at: Option<SystemTime>,
-    on_expiry: Expiry,
+    notices: Notices,
+    recheck: Option<Question>,
 }
 
 /// Subscribes one outbox to every channel of `plan` (all asked at once,
@@ -98,6 +114,9 @@ pub async fn open(
     if let Some(filter) = plan.filter {
         subscriber = subscriber.with_filter(filter);
     }
+    if let Some(identity) = plan.identity {
+        subscriber = subscriber.with_identity(identity);
+    }
     let mut guard = SubscriptionGuard::new(state.broker.clone(), subscriber.id, plan.on_close);
     let mut pending = Vec::with_capacity(plan.channels.len());
     for (channel, from) in plan.channels.into_iter().zip(plan.resume) {
@@ -115,7 +134,8 @@ pub async fn open(
         guard,
         slot,
         expires_at: plan.expires_at,
-        on_expiry: plan.on_expiry,
+        notices: plan.notices,
+        recheck: plan.recheck,
     })
 }
 
@@ -160,6 +180,16 @@ impl Opening {
             self.guard.names()
         );
         state.metrics.open_streams.increment(1);
+        if let (Some(hooks), Some(question)) = (&state.hooks, self.recheck.take())
+            && !hooks.settings().recheck_every.is_zero()
+        {
+            actix_web::rt::spawn(recheck(
+                Arc::clone(hooks),
+                question,
+                Arc::downgrade(&self.outbox),
+                self.guard.id,
+            ));
+        }
         self.guard.opened = Some(OpenStream {
             at: Instant::now(),
             log_level,
@@ -174,7 +204,7 @@ impl Opening {
             expiry: self
                 .expires_at
                 .map(|at| Box::pin(tokio::time::sleep(until(at)))),
-            expiry_notice: self.on_expiry == Expiry::Notice,
+            notices: self.notices == Notices::Broker,
             _slot: self.slot,
         };
         if takes_over(state.settings.stream.writer, req) {
@@ -185,6 +215,43 @@ impl Opening {
                 _ => req.conn_data::<ConnectionSocket>().copied(),
             };
             writer::body(end, socket, response)
+        }
+    }
+}
+
+/// Asks the application's hook about an open stream again every
+/// `hooks.recheck_every` (the same question, so a cached answer counts
+/// while it holds): a denial, or an allow that no longer covers one of its
+/// channels, ends it as revoked; a failure leaves it open (an application
+/// that is briefly down does not end every stream). Stops with the stream.
+async fn recheck(hooks: Arc<Hooks>, question: Question, outbox: Weak<Outbox>, id: u64) {
+    let every = hooks.settings().recheck_every;
+    let channels: Vec<ChannelName> = match question.asking {
+        Asking::Stream => question
+            .asked
+            .iter()
+            .filter_map(|name| ChannelName::parse(name).ok())
+            .collect(),
+        Asking::Mercure => Vec::new(),
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        if outbox.upgrade().is_none_or(|outbox| outbox.end().is_some()) {
+            return;
+        }
+        let allowed = match hooks.decide(&question).await {
+            Verdict::Allow(grant) => channels
+                .iter()
+                .all(|channel| grant.covers(Action::Subscribe, channel)),
+            Verdict::Deny => false,
+            Verdict::Failed { .. } => true,
+        };
+        if !allowed {
+            if let Some(outbox) = outbox.upgrade() {
+                log::info!("stream revoked subscriber={id} reason=hook-recheck");
+                outbox.revoke();
+            }
+            return;
         }
     }
 }

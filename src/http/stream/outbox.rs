@@ -65,6 +65,9 @@ pub enum End {
     Released,
     /// The subscriber's token expired.
     Expired,
+    /// The application revoked its user (`POST /users/{user}/disconnect`,
+    /// or the hook denied it on a recheck).
+    Revoked,
 }
 
 impl End {
@@ -74,6 +77,7 @@ impl End {
             End::Evicted => "evicted",
             End::Released => "shutdown",
             End::Expired => "expired",
+            End::Revoked => "revoked",
         }
     }
 }
@@ -193,6 +197,11 @@ impl Sink for Outbox {
             self.notify();
         }
     }
+
+    /// Its user was revoked: the stream ends now (the first reason wins).
+    fn revoked(&self) {
+        self.revoke();
+    }
 }
 
 impl Outbox {
@@ -218,6 +227,13 @@ impl Outbox {
             max_bytes: max_bytes.max(1),
             holders: AtomicUsize::new(channels),
         })
+    }
+
+    /// Ends the stream as revoked (see [`End::Revoked`]); the first reason
+    /// wins.
+    pub fn revoke(&self) {
+        self.lock().end.get_or_insert(End::Revoked);
+        self.notify();
     }
 
     /// Wakes whichever writer serves the stream.

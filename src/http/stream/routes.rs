@@ -1,6 +1,7 @@
 //! `GET /stream/{channel}` and `GET /stream?channel=a&channel=b`: our own
-//! event streams. The handler checks the request (channel names, the
-//! subscriber token, `Last-Event-ID`), opens the stream (`super::opening`),
+//! event streams. The handler checks the request (channel names,
+//! `Last-Event-ID`, then the application's hook and the subscriber token,
+//! `crate::http::access`), opens the stream (`super::opening`),
 //! and writes our prelude: the retry hint, then per channel any `broker.gap`
 //! notice, a `broker.replay` marker and the replayed events. A multi-channel
 //! stream's ids are cursors over all its channels (`super::cursor`).
@@ -16,7 +17,7 @@ use serde::Deserialize;
 
 use super::{
     cursor::{Cursor, parse_cursor},
-    opening::{self, Expiry, StreamPlan},
+    opening::{self, Notices, StreamPlan},
 };
 use crate::{
     broker::history::Replay,
@@ -123,9 +124,12 @@ async fn open(
     multi: bool,
     last_id: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
-    // Every private channel of the stream is checked; the stream ends when
-    // the token that opened it expires.
-    let expires_at = access::check_subscriber(state, req, token.as_deref(), &channels)?;
+    // The application's hook (when configured) and the access policy decide
+    // every channel of the stream; the stream ends when the token that
+    // opened it expires.
+    let access =
+        access::authorize_stream(state, req, token.as_deref(), &channels, last_id.as_deref())
+            .await?;
     let resume = match &last_id {
         Some(text) => parse_cursor(text, &channels),
         None => vec![None; channels.len()],
@@ -134,9 +138,11 @@ async fn open(
         channels,
         resume,
         filter: None,
-        expires_at,
-        on_expiry: Expiry::Notice,
+        expires_at: access.expires_at,
+        notices: Notices::Broker,
         on_close: None,
+        identity: access.identity,
+        recheck: access.hook.map(|hook| hook.question),
     };
     let mut opening = opening::open(state, req, plan).await?;
     let mut cursor = Cursor::new(opening.positions(), multi);
