@@ -10,6 +10,8 @@ mod drain;
 mod durable;
 mod errors;
 mod helpers;
+mod hooks;
+mod hooks_support;
 mod limits;
 mod mercure_compat;
 mod mercure_issuers;

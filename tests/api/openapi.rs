@@ -156,6 +156,20 @@ async fn key_answers_conform_to_the_spec() {
     check(&app, &spec, "/killSession", "delete", res).await;
     let res = c.delete(app.url("/killall")).send().await.unwrap();
     check(&app, &spec, "/killall", "delete", res).await;
+    let res = c
+        .post(app.url("/users/alice/disconnect"))
+        .send()
+        .await
+        .unwrap();
+    check(&app, &spec, "/users/{user}/disconnect", "post", res).await;
+    let res = c
+        .post(app.url("/users/alice/unsubscribe"))
+        .header("content-type", "application/json")
+        .body(r#"{"channels": ["orders"]}"#)
+        .send()
+        .await
+        .unwrap();
+    check(&app, &spec, "/users/{user}/unsubscribe", "post", res).await;
     for file in ["/", "/app.js", "/style.css", "/index.html"] {
         let res = c.get(app.url(file)).send().await.unwrap();
         check(&app, &spec, file, "get", res).await;
@@ -197,6 +211,13 @@ async fn refusals_conform_to_the_spec() {
     check(&app, &spec, "/publish/{channel}", "post", res).await;
     let res = c.get(app.url("/stream/private.b")).send().await.unwrap();
     check(&app, &spec, "/stream/{channel}", "get", res).await;
+    let res = c
+        .post(app.url("/users/alice/disconnect"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    check(&app, &spec, "/users/{user}/disconnect", "post", res).await;
     let res = c
         .get(app.url(&format!("/stream/private.b?token={t}")))
         .send()
