@@ -373,6 +373,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     /// The compiled-in defaults parse and pass validation.
     #[test]
