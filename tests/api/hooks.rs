@@ -51,7 +51,7 @@ async fn sessions_decide_who_streams() {
         ("/stream?channel=news&channel=secret", Some(alice.as_str())),
     ] {
         let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
-        let (status, _, body) = problem(try_stream(&app.url(path), &headers).await).await;
+        let (status, _, body) = refusal(try_stream(&app.url(path), &headers).await).await;
         assert_eq!(status, 403, "{path}: {body}");
         assert_eq!(body["type"], "urn:sse-broker:problem:forbidden");
     }
@@ -88,7 +88,7 @@ async fn a_failing_application_is_answered_503_in_time() {
     ] {
         hook.control(mode.clone()).await;
         let started = Instant::now();
-        let (status, retry_after, body) = problem(try_stream(&url, &headers).await).await;
+        let (status, retry_after, body) = refusal(try_stream(&url, &headers).await).await;
         assert_eq!(status, 503, "{mode}: {body}");
         assert_eq!(body["type"], "urn:sse-broker:problem:hook-unavailable");
         assert_eq!(retry_after.as_deref(), Some("30"));
@@ -103,7 +103,7 @@ async fn a_failing_application_is_answered_503_in_time() {
     hook.control(json!({"mode": "ok"})).await;
     let (asked, _) = hook.calls().await;
     let started = Instant::now();
-    let (status, retry_after, _) = problem(try_stream(&url, &headers).await).await;
+    let (status, retry_after, _) = refusal(try_stream(&url, &headers).await).await;
     assert_eq!(status, 503);
     let wait: u64 = retry_after.expect("Retry-After").parse().unwrap();
     assert!((1..=30).contains(&wait), "{wait}");
@@ -120,7 +120,7 @@ async fn a_stopped_application_is_answered_503() {
     })
     .await;
     let started = Instant::now();
-    let (status, retry_after, _) = problem(try_stream(&app.url("/stream/news"), &[]).await).await;
+    let (status, retry_after, _) = refusal(try_stream(&app.url("/stream/news"), &[]).await).await;
     assert_eq!(status, 503);
     assert!(retry_after.is_some());
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -157,7 +157,11 @@ async fn answers_are_cached_for_their_cache_for() {
         let mut stream = app.stream("/stream/news", &[("cookie", &alice)]).await;
         stream.wait_open().await;
     }
-    assert_eq!(hook.calls().await.0, 1, "one question, two answers from the cache");
+    assert_eq!(
+        hook.calls().await.0,
+        1,
+        "one question, two answers from the cache"
+    );
     let mut other = app.stream("/stream/room.1", &[("cookie", &alice)]).await;
     other.wait_open().await;
     let bob = hook.login("bob").await;
@@ -196,7 +200,9 @@ async fn logout_revokes_the_users_streams() {
     hook.control(json!({"broker": app.address, "cacheFor": "60s"}))
         .await;
     let (alice, bob) = (hook.login("alice").await, hook.login("bob").await);
-    let mut one = app.stream("/stream/user.alice", &[("cookie", &alice)]).await;
+    let mut one = app
+        .stream("/stream/user.alice", &[("cookie", &alice)])
+        .await;
     let mut many = app
         .stream("/stream?channel=news&channel=room.1", &[("cookie", &alice)])
         .await;
@@ -221,7 +227,11 @@ async fn logout_revokes_the_users_streams() {
     assert_eq!(bobs.next_messages(1).await[0].data, "\"still here\"");
 
     let res = try_stream(&app.url("/stream/user.alice"), &[("cookie", &alice)]).await;
-    assert_eq!(res.status(), 403, "the reconnect reaches the application, which refuses it");
+    assert_eq!(
+        res.status(),
+        403,
+        "the reconnect reaches the application, which refuses it"
+    );
 }
 
 /// `unsubscribe` ends only the streams that hold one of its channels.
@@ -247,12 +257,19 @@ async fn unsubscribe_ends_the_streams_of_its_channels() {
     assert_eq!(res.status(), 202);
     let answer: serde_json::Value = res.json().await.expect("JSON");
     assert_eq!(answer, json!({"streams": 1, "nodes": 1, "unanswered": 0}));
-    assert_eq!(room.until_end().await.last().unwrap().event, "broker.revoked");
+    assert_eq!(
+        room.until_end().await.last().unwrap().event,
+        "broker.revoked"
+    );
     app.publish("news", "1").await;
     assert_eq!(news.next_messages(1).await[0].data, "1");
 
     let res = app
-        .post("/users/alice/unsubscribe", "application/json", r#"{"channels": []}"#)
+        .post(
+            "/users/alice/unsubscribe",
+            "application/json",
+            r#"{"channels": []}"#,
+        )
         .await;
     assert_eq!(res.status(), 400);
 }
@@ -307,7 +324,10 @@ async fn revocation_needs_the_users_grant() {
     assert_eq!(res.status(), 202);
     let answer: serde_json::Value = res.json().await.unwrap();
     assert_eq!(answer["streams"], 1);
-    assert_eq!(carol.until_end().await.last().unwrap().event, "broker.revoked");
+    assert_eq!(
+        carol.until_end().await.last().unwrap().event,
+        "broker.revoked"
+    );
 }
 
 /// The Mercure hub asks the hook too (the matchers as `topics`): a
@@ -340,7 +360,9 @@ async fn recheck_ends_a_stream_the_application_no_longer_allows() {
     })
     .await;
     let alice = hook.login("alice").await;
-    let mut stream = app.stream("/stream/user.alice", &[("cookie", &alice)]).await;
+    let mut stream = app
+        .stream("/stream/user.alice", &[("cookie", &alice)])
+        .await;
     stream.wait_open().await;
     hook.logout(&alice).await;
     let events = stream.until_end().await;
@@ -365,12 +387,20 @@ async fn revocation_reaches_every_node() {
     on_a.wait_open().await;
 
     // Both nodes follow the control channel once their bus is up.
-    wait_until(|| async { a.get_json("/readyz").await.0 == 200 && b.get_json("/readyz").await.0 == 200 })
-        .await;
+    wait_until(|| async {
+        a.get_json("/readyz").await.0 == 200 && b.get_json("/readyz").await.0 == 200
+    })
+    .await;
     let answer = hook.logout(&alice).await;
     assert_eq!(answer["streams"], 2, "{answer}");
-    assert_eq!(on_b.until_end().await.last().unwrap().event, "broker.revoked");
-    assert_eq!(on_a.until_end().await.last().unwrap().event, "broker.revoked");
+    assert_eq!(
+        on_b.until_end().await.last().unwrap().event,
+        "broker.revoked"
+    );
+    assert_eq!(
+        on_a.until_end().await.last().unwrap().event,
+        "broker.revoked"
+    );
     let res = try_stream(&b.url("/stream/user.alice"), &[("cookie", &alice)]).await;
     assert_eq!(res.status(), 403);
 }

@@ -65,18 +65,13 @@ impl HookApp {
         format!("{}/hook", self.url)
     }
 
-    /// Stops the application: the hook is down.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
     /// Logs `user` in; its session cookie (`app_session=…`).
     pub async fn login(&self, user: &str) -> String {
         let res = self
             .client
             .post(format!("{}/login", self.url))
-            .form(&[("user", user), ("password", "secret")])
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("user={user}&password=secret"))
             .send()
             .await
             .expect("login");
@@ -176,8 +171,8 @@ pub async fn try_stream(url: &str, headers: &[(&str, &str)]) -> reqwest::Respons
     stream_request(&http_client(), url, headers).await
 }
 
-/// The JSON a problem answer carries.
-pub async fn problem(res: reqwest::Response) -> (u16, Option<String>, Value) {
+/// A refusal's status, `Retry-After` and problem JSON.
+pub async fn refusal(res: reqwest::Response) -> (u16, Option<String>, Value) {
     let status = res.status().as_u16();
     let retry_after = res
         .headers()

@@ -13,9 +13,11 @@ Standard library only. Routes:
                     token)
 - POST /hook        the broker's hook: 200 with the user and its channels
                     for a live session, 401 otherwise
-- POST /control     the test's knobs, JSON: {"mode": "ok" | "slow" |
-                    "garbage" | "error", "delay": seconds, "cacheFor": …,
-                    "broker": URL, "token": backend token}
+- POST /control     the test's knobs, JSON: {"mode": "ok" | "open" |
+                    "slow" | "garbage" | "error", "delay": seconds,
+                    "cacheFor": …, "broker": URL, "token": backend token}
+                    ("open" allows everyone every channel asked: the
+                    benchmark's mode, bench/hooks.sh)
 - GET  /calls       what the hook was asked: {"count": n, "last": {...}}
 
 Prints `listening <port>` once it serves (port 0 picks a free one).
@@ -175,6 +177,10 @@ class App(BaseHTTPRequestHandler):
         if mode == "error":
             self.answer(500, b"boom", "text/plain")
             return
+        if mode == "open":
+            allow = {} if cache_for is None else {"cacheFor": cache_for}
+            self.answer(200, json.dumps(allow).encode())
+            return
         user = session_user(self.headers.get("cookie"))
         if user is None:
             self.answer(401, b"")
@@ -205,12 +211,20 @@ class App(BaseHTTPRequestHandler):
         self.answer(200, json.dumps({"user": user, "streams": streams}).encode())
 
 
+class Server(ThreadingHTTPServer):
+    # The broker keeps up to hooks.max_concurrency connections to the hook.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--mode", default="ok", help="the initial mode (see /control)")
+    parser.add_argument("--cache-for", default=None, help="the initial cacheFor")
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), App)
-    server.daemon_threads = True
+    STATE["mode"], STATE["cache_for"] = args.mode, args.cache_for
+    server = Server(("127.0.0.1", args.port), App)
     print(f"listening {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
