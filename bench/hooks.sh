@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Connect rate with the application's authorization hook (docs/hooks.md) on,
-# cache cold and warm, against the hook off; 3 runs of each. Numbers go in
-# docs/BENCH-hooks.md.
+# cache cold and warm, against the hook off; 3 runs of each. Then how long
+# a client waits for its 503 when the hook is down or slow (and once the
+# breaker opened), and how long a revocation takes on a node with
+# SUBSCRIBERS running channels. Numbers go in docs/BENCH-hooks.md.
 #
 #   bench/hooks.sh [SUBSCRIBERS] [RUNS]
 #   bench/hooks.sh 2000 3
@@ -63,29 +65,72 @@ stop_broker() {
   BPID=
 }
 
-# connect NAME: one idle loadgen run; prints its connect rate.
+# connect NAME: one idle loadgen run; prints its connect rate, the
+# connects that succeeded and failed, and the broker's CPU per connect (µs;
+# the broker process alone, not the hook application: steadier than the
+# rate on a shared machine).
 connect() {
   "$LOADGEN" --sub-url "http://127.0.0.1:$PORT/stream/{channel}" \
     --pub-url "http://127.0.0.1:$PORT/publish/{channel}" \
     --subscribers "$N" --channels "$N" --duration 0 --settle-secs 0.2 \
     --connect-concurrency "$CONCURRENCY" --broker-pid "$BPID" \
     --output "$OUT/$1.json" >/dev/null 2>>"$OUT/loadgen.log"
-  python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['connect']; \
-print(f\"{r['rate_per_s']:.0f} {r['ok']} {r.get('failed', r.get('errors', 0))}\")" "$OUT/$1.json"
+  python3 -c "import json,sys; j=json.load(open(sys.argv[1])); r=j['connect']; \
+cpu=j['broker']['connect_cpu_secs']*1e6/max(r['ok'],1); \
+print(f\"{r['rate_per_s']:.0f} {r['ok']} {r['failed']} {cpu:.0f}\")" "$OUT/$1.json"
 }
 
-printf '%-6s %-4s %12s %6s %s\n' mode run connects/s ok failed
+printf '%-6s %-4s %12s %6s %6s %s\n' mode run connects/s ok failed 'broker-cpu-us/connect'
 for run in $(seq "$RUNS"); do
   start_broker ""
-  read -r rate ok failed < <(connect "off-$run")
-  printf '%-6s %-4s %12s %6s %s\n' off "$run" "$rate" "$ok" "$failed"
+  read -r rate ok failed cpu < <(connect "off-$run")
+  printf '%-6s %-4s %12s %6s %6s %s\n' off "$run" "$rate" "$ok" "$failed" "$cpu"
   stop_broker
 
   start_broker "http://127.0.0.1:$APP_PORT/hook"
-  read -r rate ok failed < <(connect "cold-$run")
-  printf '%-6s %-4s %12s %6s %s\n' cold "$run" "$rate" "$ok" "$failed"
-  read -r rate ok failed < <(connect "warm-$run")
-  printf '%-6s %-4s %12s %6s %s\n' warm "$run" "$rate" "$ok" "$failed"
+  read -r rate ok failed cpu < <(connect "cold-$run")
+  printf '%-6s %-4s %12s %6s %6s %s\n' cold "$run" "$rate" "$ok" "$failed" "$cpu"
+  read -r rate ok failed cpu < <(connect "warm-$run")
+  printf '%-6s %-4s %12s %6s %6s %s\n' warm "$run" "$rate" "$ok" "$failed" "$cpu"
   stop_broker
 done
+
+# The failure policy (deny): time to the 503, 8 connects each, with the
+# default timeout (2 s) and breaker (5 failures, 10 s).
+echo
+printf '%-5s %-3s %6s %10s %s\n' hook try status seconds retry-after
+failures() {
+  start_broker "$2"
+  for i in $(seq 8); do
+    curl -s -o /dev/null -w "%{http_code} %{time_total} %header{retry-after}\n" \
+      "http://127.0.0.1:$PORT/stream/news" | {
+      read -r code secs retry
+      printf '%-5s %-3s %6s %10s %s\n' "$1" "$i" "$code" "$secs" "$retry"
+    }
+  done
+  stop_broker
+}
+failures down "http://127.0.0.1:1/hook"
+curl -s -XPOST "http://127.0.0.1:$APP_PORT/control" -d '{"mode": "slow", "delay": 30}'
+failures slow "http://127.0.0.1:$APP_PORT/hook"
+
+# Revocation on one node: SUBSCRIBERS streams on as many channels (the hook
+# off), and POST /users/nobody/disconnect 5 times (it asks every running
+# channel and ends none).
+echo
+start_broker ""
+"$LOADGEN" --sub-url "http://127.0.0.1:$PORT/stream/{channel}" \
+  --pub-url "http://127.0.0.1:$PORT/publish/{channel}" \
+  --subscribers "$N" --channels "$N" --rate 1 --duration 15 \
+  --connect-concurrency "$CONCURRENCY" --output "$OUT/revoke.json" >/dev/null 2>>"$OUT/loadgen.log" &
+LPID=$!
+for _ in $(seq 200); do
+  [ "$(curl -s "http://127.0.0.1:$PORT/channels" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null)" = "$N" ] && break
+  sleep 0.1
+done
+for i in $(seq 5); do
+  curl -s -XPOST -w " %{time_total}s\n" "http://127.0.0.1:$PORT/users/nobody/disconnect"
+done
+wait "$LPID" || true
+stop_broker
 echo "reports: $OUT" >&2

@@ -71,23 +71,11 @@ impl Publisher {
 
     fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
         let state = AppState::of(req)?;
-        let grant = match &state.auth.verifier {
-            None => None,
-            // Publishers authenticate with the header only: a cookie would
-            // let any page the browser visits publish (CSRF).
-            Some(verifier) => {
-                let token = bearer(req)?.ok_or_else(|| {
-                    ApiError::MissingToken(
-                        "publishing needs a token: send Authorization: Bearer <token>".into(),
-                    )
-                })?;
-                Some(
-                    verifier
-                        .verify(&token)
-                        .map_err(|e| ApiError::InvalidToken(e.to_string()))?,
-                )
-            }
-        };
+        let grant = header_grant(
+            state,
+            req,
+            "publishing needs a token: send Authorization: Bearer <token>",
+        )?;
         state
             .limits
             .check_publish(req, grant.as_ref().and_then(|g| g.subject.as_deref()))?;
@@ -242,28 +230,36 @@ impl Caller {
     }
 }
 
+/// The verified token of the Authorization header, for the routes that
+/// take it from there only (publishing, revocation: a cookie would let any
+/// page the browser visits act, CSRF). `None` with auth off; without a
+/// token a 401 that says `missing`.
+fn header_grant(
+    state: &AppState,
+    req: &HttpRequest,
+    missing: &str,
+) -> Result<Option<Grant>, ApiError> {
+    let Some(verifier) = &state.auth.verifier else {
+        return Ok(None);
+    };
+    let token = bearer(req)?.ok_or_else(|| ApiError::MissingToken(missing.to_owned()))?;
+    verifier
+        .verify(&token)
+        .map(Some)
+        .map_err(|e| ApiError::InvalidToken(e.to_string()))
+}
+
 /// 401/403 unless the caller of a revocation route
 /// (`POST /users/{user}/…`) may end users' streams: with auth on, a token
 /// with the `users` grant in the Authorization header (never a cookie, so
 /// no page a browser visits can revoke: CSRF).
 pub fn check_revoker(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let grant = match &state.auth.verifier {
-        None => None,
-        Some(verifier) => {
-            let token = bearer(req)?.ok_or_else(|| {
-                ApiError::MissingToken(
-                    "ending a user's streams needs a token with the users grant: send \
-                     Authorization: Bearer <token>"
-                        .into(),
-                )
-            })?;
-            Some(
-                verifier
-                    .verify(&token)
-                    .map_err(|e| ApiError::InvalidToken(e.to_string()))?,
-            )
-        }
-    };
+    let grant = header_grant(
+        state,
+        req,
+        "ending a user's streams needs a token with the users grant: send \
+         Authorization: Bearer <token>",
+    )?;
     state
         .access
         .decide_revocation(grant.as_ref().map(|g| g as &dyn Rights))
