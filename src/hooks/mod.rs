@@ -57,6 +57,11 @@ pub enum Verdict {
 /// A remembered answer.
 struct Cached {
     answer: Answer,
+    /// When it came.
+    at: Instant,
+    /// Until when it answers new questions (`at` for an answer that may
+    /// not be reused: it then answers only the questions that were
+    /// waiting for it).
     until: Instant,
 }
 
@@ -170,9 +175,13 @@ impl Hooks {
         };
         // Twice at most: an expired answer is dropped and the question
         // asked again (the second look finds the fresh one, or asks).
+        // Identical questions that arrive while one is asked wait for its
+        // answer and take it, even one that may not be reused (`cacheFor`
+        // 0): a reconnect storm is one request to the application.
+        let asked_at = Instant::now();
         for _ in 0..2 {
             match cache.get_value_or_guard_async(&key).await {
-                Ok(cached) if Instant::now() < cached.until => {
+                Ok(cached) if Instant::now() < cached.until || cached.at >= asked_at => {
                     return match &cached.answer {
                         Answer::Allow(grant) => Verdict::Allow(Arc::clone(grant)),
                         Answer::Deny => Verdict::Deny,
@@ -185,12 +194,12 @@ impl Hooks {
                     let read = self.ask(question).await;
                     if let Ok(read) = &read {
                         let keep = read.cache_for.unwrap_or(self.settings.cache_for_default);
-                        if !keep.is_zero() {
-                            let _ = guard.insert(Arc::new(Cached {
-                                answer: read.answer.clone(),
-                                until: Instant::now() + keep,
-                            }));
-                        }
+                        let at = Instant::now();
+                        let _ = guard.insert(Arc::new(Cached {
+                            answer: read.answer.clone(),
+                            at,
+                            until: at + keep,
+                        }));
                     }
                     // A failure is not kept: the next question asks again.
                     return self.verdict(read);

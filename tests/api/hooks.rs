@@ -170,6 +170,34 @@ async fn answers_are_cached_for_their_cache_for() {
     assert_eq!(hook.calls().await.0, 3);
 }
 
+/// Identical questions that arrive while one is asked (a reconnect storm)
+/// wait for its answer: one request, even when the answer may not be
+/// reused (no `cacheFor`); a question after it asks again.
+#[actix_web::test]
+async fn concurrent_identical_questions_are_one_request() {
+    let hook = HookApp::start();
+    let app = spawn_app_with(|s| with_hook(s, &hook)).await;
+    let alice = hook.login("alice").await;
+    hook.control(json!({"mode": "slow", "delay": 0.5})).await;
+    let headers = [("cookie", alice.as_str())];
+    let (mut a, mut b, mut c) = tokio::join!(
+        app.stream("/stream/news", &headers),
+        app.stream("/stream/news", &headers),
+        app.stream("/stream/news", &headers),
+    );
+    for stream in [&mut a, &mut b, &mut c] {
+        stream.wait_open().await;
+    }
+    assert_eq!(hook.calls().await.0, 1);
+    let mut later = app.stream("/stream/news", &headers).await;
+    later.wait_open().await;
+    assert_eq!(
+        hook.calls().await.0,
+        2,
+        "an answer without cacheFor is not reused"
+    );
+}
+
 /// `public_channels_skip`: a public stream without credentials opens
 /// without asking; one with a cookie still asks.
 #[actix_web::test]
