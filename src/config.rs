@@ -42,6 +42,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub stream: StreamSettings,
     pub history: HistorySettings,
+    pub publish: PublishSettings,
     pub broker: BrokerSettings,
     pub pulses: PulseSettings,
     pub cors: CorsSettings,
@@ -153,6 +154,21 @@ pub enum SyncPolicy {
     /// Collect events for `sync_interval` after the first one, then commit
     /// them together: fewer fsyncs, up to one interval more latency.
     Interval,
+}
+
+/// `[publish]`: idempotent publishing (`Idempotency-Key`, see
+/// `crate::broker::idempotency`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    /// How long a publish's idempotency key is remembered: a retry within
+    /// it is answered the first publish's id and stores nothing.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered at once in memory, for the whole
+    /// broker (memory and durable history; in cluster mode Redis keeps
+    /// them, each for the window): beyond it the oldest is forgotten.
+    pub idempotency_max_keys: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -502,6 +518,12 @@ impl Settings {
         }
         if self.demo.enabled && ChannelName::parse(&self.demo.channel).is_err() {
             return bad("demo.channel is not a valid channel name");
+        }
+        if self.publish.idempotency_window.is_zero() {
+            return bad("publish.idempotency_window must be greater than 0");
+        }
+        if self.publish.idempotency_max_keys == 0 {
+            return bad("publish.idempotency_max_keys must be at least 1");
         }
         if self.health.ready_timeout.is_zero() {
             return bad("health.ready_timeout must be greater than 0");

@@ -64,6 +64,18 @@ pub enum ApiError {
     /// A channel or the broker holds its maximum of subscribers (503).
     #[error("{0}")]
     TooManySubscribers(String),
+    /// An `Idempotency-Key` (or a batch item's `idempotencyKey`) that is
+    /// not 1–128 printable ASCII characters (400).
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    /// An idempotency key reused with another request within its window
+    /// (422, as the IETF Idempotency-Key draft asks).
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// An idempotency key whose first publish is still in progress (409,
+    /// as the IETF Idempotency-Key draft asks): retry.
+    #[error("{0}")]
+    IdempotencyKeyInFlight(String),
 }
 
 impl ApiError {
@@ -87,6 +99,9 @@ impl ApiError {
             Self::RateLimited { .. } => "rate-limited",
             Self::TooManyStreams(_) => "too-many-streams",
             Self::TooManySubscribers(_) => "too-many-subscribers",
+            Self::InvalidIdempotencyKey(_) => "invalid-idempotency-key",
+            Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
+            Self::IdempotencyKeyInFlight(_) => "idempotency-key-in-flight",
         }
     }
 
@@ -109,6 +124,9 @@ impl ApiError {
             Self::RateLimited { .. } => "Too many requests",
             Self::TooManyStreams(_) => "Too many streams",
             Self::TooManySubscribers(_) => "Too many subscribers",
+            Self::InvalidIdempotencyKey(_) => "Invalid idempotency key",
+            Self::IdempotencyKeyReused(_) => "Idempotency key reused",
+            Self::IdempotencyKeyInFlight(_) => "Idempotency key in use",
         }
     }
 }
@@ -155,7 +173,10 @@ impl ResponseError for ApiError {
             | Self::InvalidLastEventId(_)
             | Self::InvalidJson(_)
             | Self::InvalidBody(_)
-            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidQuery(_)
+            | Self::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyInFlight(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

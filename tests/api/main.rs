@@ -10,6 +10,8 @@ mod drain;
 mod durable;
 mod errors;
 mod helpers;
+mod history;
+mod idempotency;
 mod limits;
 mod mercure_compat;
 mod mercure_issuers;
