@@ -17,6 +17,7 @@ use serde::Deserialize;
 mod cluster;
 mod limits;
 mod mercure;
+mod publish;
 pub mod secrets;
 mod tls;
 
@@ -28,6 +29,7 @@ pub use mercure::{
     COMPATIBLE_PROTOCOL_VERSION, DEFAULT_JWKS_ALGORITHMS, IssuerSettings, MERCURE_DEVELOPMENT_KEY,
     MercureSettings, VerifierSettings, check_pem_algorithm,
 };
+pub use publish::PublishSettings;
 pub use tls::{AcmeSettings, TlsSettings};
 
 /// The development defaults, compiled in so the binary runs with no file.
@@ -155,21 +157,6 @@ pub enum SyncPolicy {
     /// Collect events for `sync_interval` after the first one, then commit
     /// them together: fewer fsyncs, up to one interval more latency.
     Interval,
-}
-
-/// `[publish]`: idempotent publishing (`Idempotency-Key`, see
-/// `crate::broker::idempotency`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishSettings {
-    /// How long a publish's idempotency key is remembered: a retry within
-    /// it is answered the first publish's id and stores nothing.
-    #[serde(with = "humantime_serde")]
-    pub idempotency_window: Duration,
-    /// Most idempotency keys remembered at once in memory, for the whole
-    /// broker (memory and durable history; in cluster mode Redis keeps
-    /// them, each for the window): beyond it the oldest is forgotten.
-    pub idempotency_max_keys: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,12 +295,6 @@ impl Settings {
         if self.demo.enabled && ChannelName::parse(&self.demo.channel).is_err() {
             return bad("demo.channel is not a valid channel name");
         }
-        if self.publish.idempotency_window.is_zero() {
-            return bad("publish.idempotency_window must be greater than 0");
-        }
-        if self.publish.idempotency_max_keys == 0 {
-            return bad("publish.idempotency_max_keys must be at least 1");
-        }
         if self.health.ready_timeout.is_zero() {
             return bad("health.ready_timeout must be greater than 0");
         }
@@ -358,6 +339,7 @@ impl Settings {
             return bad("auth.cookie_name must be a plain token (letters, digits, _ - .)");
         }
         self.limits.validate().map_err(ConfigError::Inconsistent)?;
+        self.publish.validate().map_err(ConfigError::Inconsistent)?;
         self.mercure.validate()?;
         self.server.tls.validate()?;
         if self.history.durable() && self.cluster.enabled() {

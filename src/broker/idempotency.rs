@@ -25,8 +25,8 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
-use super::{event::EventId, log::Record};
-use crate::names::ChannelName;
+use super::event::EventId;
+use crate::names::{ChannelName, EventType};
 
 /// Longest key accepted, in bytes: room for a UUID or a job name and a
 /// counter; it is kept (in memory, on disk or in Redis) for the window.
@@ -64,12 +64,13 @@ impl IdempotencyKey {
 pub struct RequestDigest([u8; 16]);
 
 impl RequestDigest {
-    /// The digest of publishing `record` to `channel` (each part length-
-    /// prefixed, so no two different requests hash the same bytes).
-    pub fn of(channel: &ChannelName, record: &Record) -> Self {
+    /// The digest of publishing `data` with `event_type` to `channel` (each
+    /// part length-prefixed, so no two different requests hash the same
+    /// bytes).
+    pub fn of(channel: &ChannelName, event_type: Option<&EventType>, data: &str) -> Self {
         let mut hash = Sha256::new();
-        let event_type = record.event_type.as_ref().map_or("", |t| t.as_str());
-        for part in [channel.as_str(), event_type, record.data.as_str()] {
+        let event_type = event_type.map_or("", EventType::as_str);
+        for part in [channel.as_str(), event_type, data] {
             hash.update((part.len() as u64).to_le_bytes());
             hash.update(part.as_bytes());
         }
@@ -102,10 +103,15 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    /// The key of publishing `record` to `channel`.
-    pub fn new(key: IdempotencyKey, channel: &ChannelName, record: &Record) -> Self {
+    /// The key of publishing `data` with `event_type` to `channel`.
+    pub fn new(
+        key: IdempotencyKey,
+        channel: &ChannelName,
+        event_type: Option<&EventType>,
+        data: &str,
+    ) -> Self {
         Self {
-            digest: RequestDigest::of(channel, record),
+            digest: RequestDigest::of(channel, event_type, data),
             key,
         }
     }
@@ -321,11 +327,7 @@ mod tests {
     }
 
     fn idem(key: &str, data: &str) -> Idempotency {
-        Idempotency::new(
-            IdempotencyKey::parse(key).unwrap(),
-            &channel(),
-            &Record::plain(None, data.into()),
-        )
+        Idempotency::new(IdempotencyKey::parse(key).unwrap(), &channel(), None, data)
     }
 
     fn id(seq: u64) -> EventId {
@@ -349,18 +351,13 @@ mod tests {
     /// The digest tells bodies, event types and channels apart.
     #[test]
     fn digests_differ_with_the_request() {
-        let record = |t: Option<&str>, data: &str| {
-            Record::plain(
-                t.map(|t| crate::names::EventType::parse(t).unwrap()),
-                data.into(),
-            )
-        };
+        let typed = EventType::parse("t").unwrap();
         let other = ChannelName::parse("other").unwrap();
-        let a = RequestDigest::of(&channel(), &record(None, "x"));
-        assert_eq!(a, RequestDigest::of(&channel(), &record(None, "x")));
-        assert_ne!(a, RequestDigest::of(&channel(), &record(None, "y")));
-        assert_ne!(a, RequestDigest::of(&channel(), &record(Some("t"), "x")));
-        assert_ne!(a, RequestDigest::of(&other, &record(None, "x")));
+        let a = RequestDigest::of(&channel(), None, "x");
+        assert_eq!(a, RequestDigest::of(&channel(), None, "x"));
+        assert_ne!(a, RequestDigest::of(&channel(), None, "y"));
+        assert_ne!(a, RequestDigest::of(&channel(), Some(&typed), "x"));
+        assert_ne!(a, RequestDigest::of(&other, None, "x"));
         assert_eq!(a.to_hex().len(), 32);
     }
 

@@ -70,7 +70,12 @@ pub fn send_keyed(
     let record = record(data);
     let idempotency = key.map(|key| {
         let key = IdempotencyKey::parse(key).expect("a valid test key");
-        Box::new(Idempotency::new(key, channel, &record))
+        Box::new(Idempotency::new(
+            key,
+            channel,
+            record.event_type.as_ref(),
+            &record.data,
+        ))
     });
     broker.send(
         channel,

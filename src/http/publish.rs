@@ -112,7 +112,8 @@ async fn publish(
 ) -> Result<Published, BrokerError> {
     match key {
         Some(key) => {
-            let idempotency = Idempotency::new(key, channel, &record);
+            let idempotency =
+                Idempotency::new(key, channel, record.event_type.as_ref(), &record.data);
             broker
                 .publish_with_key(channel, record, idempotency, received_at)
                 .await

@@ -264,7 +264,7 @@ async fn idempotency_keys_outlive_the_store() {
     };
     let record = Record::plain(None, "a".into());
     let key = IdempotencyKey::parse("job-1").unwrap();
-    let idempotency = Idempotency::new(key, &orders, &record);
+    let idempotency = Idempotency::new(key, &orders, record.event_type.as_ref(), &record.data);
     {
         let store = Store::open(&settings.history, &settings.publish, &Metrics::detached())
             .expect("the store opens");

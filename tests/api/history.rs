@@ -156,9 +156,15 @@ async fn a_private_channels_history_needs_a_grant() {
     assert_eq!(problem(res).await.0, 403);
     let (status, page) = get(&app.client, url(), Some(&token(&[], &["private.*"]))).await;
     assert_eq!(status, 200);
-    assert_eq!(page["events"][0]["data"], "secret");
+    assert_eq!(
+        page["events"][0]["data"], r#""secret""#,
+        "JSON data as delivered"
+    );
     let (status, page) = get(&app.client, app.url("/channels/news/history"), None).await;
-    assert_eq!((status, &page["events"][0]["data"]), (200, &json!("open")));
+    assert_eq!(
+        (status, &page["events"][0]["data"]),
+        (200, &json!(r#""open""#))
+    );
 }
 
 /// Durable history: after a crash of the real binary the history reads back with the same ids, from the store.
@@ -216,7 +222,7 @@ async fn cluster_history_is_read_from_the_shared_log() {
         .get_json(&format!("/channels/shared/history?after={}", published[2]))
         .await;
     assert_eq!(ids(&rest), published[3..]);
-    assert_eq!(rest["events"][1]["data"], "e4");
+    assert_eq!(rest["events"][1]["data"], r#""e4""#);
     let (_, empty) = reader.get_json("/channels/nothing/history").await;
     assert_eq!(empty, json!({"events": []}));
 }
