@@ -1,8 +1,8 @@
 //! The HTTP API: one file per resource, each handler thin: it validates
 //! its input, asks the broker what it needs, and shapes the answer. Most
-//! ask once (a history read too); a batch publish asks once per event, `/killall` once for the
-//! tabs and once per tab, a channel's detail twice, a stream once per
-//! channel (all at once). [`configure`] mounts them.
+//! ask once (a history read too); a batch publish asks once per event,
+//! `/killall` once for the tabs and once per tab, a channel's detail twice,
+//! a stream once per channel (all at once). [`configure`] mounts them.
 //!
 //! [`stream`] holds our `/stream` routes and the event-stream machinery of
 //! every protocol (opening a stream, the subscriber's outbox, the two
