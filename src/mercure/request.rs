@@ -10,12 +10,31 @@
 //!   a value with a control or format character, a pattern longer than
 //!   [`MAX_PATTERN_BYTES`], a URL pattern that does not parse, too many
 //!   matchers, or none.
+//!   A request whose URL patterns and templates are too expensive to
+//!   compile (the engine's limits, [`topic::engine`]) is a `400` that names
+//!   the limit.
 //! - Cursor: the `Last-Event-ID` header, else the `last_event_id`
 //!   parameter (the query string's before the body's), else in
 //!   compatibility mode the 0.x `lastEventID`. Present at all, even empty,
 //!   it makes the answer carry `Mercure-Last-Event-ID`.
+//!
+//! Compiling matchers never runs on an HTTP worker (single-threaded: a
+//! slow compile would hold every connection it serves). The matchers are
+//! first read with the compiled selectors every request shares; when one
+//! must be compiled, the whole reading moves to a blocking thread, and at
+//! most [`compile_slots`] requests compile at once. A request that waits
+//! longer than [`MAX_COMPILE_WAIT`] for its turn is a `503` with
+//! `Retry-After`. The token's own matchers are compiled where the token is
+//! checked, within the same budget.
 
-use actix_web::HttpRequest;
+use std::{
+    num::NonZero,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use actix_web::{HttpRequest, web};
+use tokio::sync::Semaphore;
 
 use super::{
     MercureState,
@@ -24,7 +43,7 @@ use super::{
     identity::HubIdentity,
     query::first,
     subscriptions::Subscription,
-    topic::{self, MAX_PATTERN_BYTES, MatchType, TopicSelector},
+    topic::{self, Compiler, MAX_PATTERN_BYTES, MatchType, SelectorError},
 };
 
 /// Most topic matchers one subscribe request may carry (as the reference
@@ -36,6 +55,22 @@ pub const MAX_LEGACY_MATCHERS: usize = 1000;
 pub const MAX_LAST_EVENT_ID_LEN: usize = 8192;
 /// The 0.x spelling of the cursor parameter (compatibility mode).
 const LEGACY_LAST_EVENT_ID: &str = "lastEventID";
+/// Longest a request waits for one of the [`compile_slots`] before it is
+/// answered `503` (with `Retry-After`): a flood of expensive requests
+/// queues here, not on the HTTP workers, and the queue drains in bounded
+/// time. One request compiles in 25 ms at most (docs/security.md,
+/// "Selector cost"), so a second lets dozens through per slot.
+pub const MAX_COMPILE_WAIT: Duration = Duration::from_secs(1);
+
+/// How many requests may compile matchers at once: one per core, so that
+/// compiling never takes every core from the HTTP workers for long.
+pub fn compile_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZero::get)
+}
+
+/// The compile slots, shared by every HTTP worker.
+static COMPILE_SLOTS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(compile_slots())));
 
 /// A subscribe request, read and checked.
 pub struct SubscribeRequest {
@@ -47,25 +82,104 @@ pub struct SubscribeRequest {
 }
 
 /// Reads a subscribe request: its token (401, or 400 for a token in the
-/// URL), its matchers and cursor (400). `params` are the query string's
-/// pairs followed by the body's (`QUERY`); `query` the query string's.
-pub fn read_subscribe(
+/// URL), its matchers and cursor (400; 503 when its matchers wait too long
+/// to be compiled). `params` are the query string's pairs followed by the
+/// body's (`QUERY`); `query` the query string's.
+pub async fn read_subscribe(
     state: &MercureState,
     req: &HttpRequest,
     query: &[(String, String)],
-    params: &[(String, String)],
+    params: Vec<(String, String)>,
 ) -> Result<SubscribeRequest, MercureError> {
     let hub = state.identity(req);
     let claims = subscriber_claims(state, req, query, &hub)?.unwrap_or_default();
     let compatibility = state.settings.mercure.compatibility();
-    let subscriptions = read_matchers(params, &claims, &hub, compatibility)?;
-    let last_event_id = last_event_id(req, params, compatibility)?;
+    let last_event_id = last_event_id(req, &params, compatibility)?;
+    let matchers = Matchers {
+        params,
+        claims,
+        hub,
+        compatibility,
+    };
+    let (matchers, subscriptions) = match matchers.read(&mut Compiler::cached_only()) {
+        Ok(subscriptions) => (matchers, subscriptions),
+        Err(Unread::Refused(err)) => return Err(err),
+        Err(Unread::NotCompiled) => off_worker(matchers).await?,
+    };
+    let Matchers { claims, hub, .. } = matchers;
     Ok(SubscribeRequest {
         hub,
         claims,
         subscriptions,
         last_event_id,
     })
+}
+
+/// What reading the matchers needs, owned: it may move to a blocking
+/// thread (an `HttpRequest` may not).
+struct Matchers {
+    params: Vec<(String, String)>,
+    claims: Claims,
+    hub: HubIdentity,
+    compatibility: bool,
+}
+
+impl Matchers {
+    fn read(&self, compiler: &mut Compiler) -> Result<Vec<Subscription>, Unread> {
+        read_matchers(
+            &self.params,
+            &self.claims,
+            &self.hub,
+            self.compatibility,
+            compiler,
+        )
+    }
+}
+
+/// Reads `matchers` on a blocking thread, with a budget of what the
+/// token's matchers left, once one of the compile slots is free.
+async fn off_worker(matchers: Matchers) -> Result<(Matchers, Vec<Subscription>), MercureError> {
+    let busy = || {
+        MercureError::Unavailable(
+            "too many requests are compiling topic matchers; retry later".into(),
+        )
+    };
+    let slot = tokio::time::timeout(MAX_COMPILE_WAIT, Arc::clone(&COMPILE_SLOTS).acquire_owned())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let read = web::block(move || {
+        // The slot is held until the compile ends, even if the client
+        // leaves and this request's future is dropped meanwhile.
+        let _slot = slot;
+        let mut compiler = Compiler::continuing(matchers.claims.compiled_bytes);
+        let read = matchers.read(&mut compiler);
+        (matchers, read)
+    })
+    .await
+    .map_err(|_| MercureError::Unavailable("compiling the topic matchers failed".into()))?;
+    match read {
+        (matchers, Ok(subscriptions)) => Ok((matchers, subscriptions)),
+        (_, Err(Unread::Refused(err))) => Err(err),
+        // A compiler that compiles finds nothing missing.
+        (_, Err(Unread::NotCompiled)) => Err(busy()),
+    }
+}
+
+/// Why matchers were not read.
+#[derive(Debug)]
+enum Unread {
+    /// One is not compiled yet, and the compiler compiles nothing
+    /// ([`Compiler::cached_only`]).
+    NotCompiled,
+    /// The request is refused.
+    Refused(MercureError),
+}
+
+impl From<MercureError> for Unread {
+    fn from(err: MercureError) -> Self {
+        Self::Refused(err)
+    }
 }
 
 /// The subscriber's claims: `None` without a token (401 when anonymous
@@ -90,13 +204,15 @@ pub fn subscriber_claims(
     Ok(claims)
 }
 
-/// One subscription per matcher parameter (see the module docs).
+/// One subscription per matcher parameter (see the module docs), its
+/// selectors compiled by `compiler`.
 fn read_matchers(
     params: &[(String, String)],
     claims: &Claims,
     hub: &HubIdentity,
     compatibility: bool,
-) -> Result<Vec<Subscription>, MercureError> {
+    compiler: &mut Compiler,
+) -> Result<Vec<Subscription>, Unread> {
     let limit = if compatibility {
         MAX_LEGACY_MATCHERS
     } else {
@@ -108,7 +224,7 @@ fn read_matchers(
             Some(match_type) => Some(match_type),
             None if name == "topic" && compatibility => None,
             None if name == "topic" || topic::is_match_parameter(name) => {
-                return Err(MercureError::BadRequest(format!(
+                return Err(bad_request(format!(
                     "unknown topic matcher parameter {name:?}: use \"match\" (or \"match_exact\") \
                      or \"match_urlpattern\"{}",
                     if name == "topic" {
@@ -121,25 +237,28 @@ fn read_matchers(
             None => continue,
         };
         if subscriptions.len() == limit {
-            return Err(MercureError::BadRequest(format!(
+            return Err(bad_request(format!(
                 "at most {limit} topic matchers are allowed"
             )));
         }
         if value.len() > MAX_PATTERN_BYTES {
-            return Err(MercureError::BadRequest(format!(
+            return Err(bad_request(format!(
                 "a topic matcher is longer than {MAX_PATTERN_BYTES} bytes"
             )));
         }
         if !topic::is_protocol_string(value) {
-            return Err(MercureError::BadRequest(
+            return Err(bad_request(
                 "topic matchers must not contain control or format characters".into(),
             ));
         }
         let selector = match match_type {
-            None => TopicSelector::new(value),
-            Some(match_type) => TopicSelector::typed(match_type, value, &hub.base)
-                .map_err(|err| MercureError::BadRequest(err.to_string()))?,
-        };
+            None => compiler.legacy(value),
+            Some(match_type) => compiler.typed(match_type, value, &hub.base),
+        }
+        .map_err(|err| match err {
+            SelectorError::NotCached => Unread::NotCompiled,
+            err => bad_request(err.to_string()),
+        })?;
         subscriptions.push(Subscription {
             payload: claims.payload_for(selector.as_str()),
             selector,
@@ -147,11 +266,16 @@ fn read_matchers(
         });
     }
     if subscriptions.is_empty() {
-        return Err(MercureError::BadRequest(
+        return Err(bad_request(
             "missing \"match\" subscription parameter".into(),
         ));
     }
     Ok(subscriptions)
+}
+
+/// A `400` for the matchers.
+fn bad_request(detail: String) -> Unread {
+    Unread::Refused(MercureError::BadRequest(detail))
 }
 
 /// The reconnection cursor (see the module docs).
@@ -205,9 +329,15 @@ mod tests {
         HubIdentity::of(&req, "", false)
     }
 
-    fn read(query: &str, compatibility: bool) -> Result<Vec<Subscription>, MercureError> {
+    fn read(query: &str, compatibility: bool) -> Result<Vec<Subscription>, Unread> {
         let pairs = parse_pairs(query).expect("a query");
-        read_matchers(&pairs, &Claims::default(), &hub(), compatibility)
+        read_matchers(
+            &pairs,
+            &Claims::default(),
+            &hub(),
+            compatibility,
+            &mut Compiler::default(),
+        )
     }
 
     /// `match*` parameters make subscriptions in order; `topic` only in
@@ -251,6 +381,31 @@ mod tests {
         ] {
             assert!(read(bad, false).is_err(), "{bad}");
         }
+    }
+
+    /// A compile waits at most `MAX_COMPILE_WAIT` for a slot, then is a
+    /// 503 (its `Retry-After` comes with every 503 problem).
+    #[actix_web::test]
+    async fn a_compile_that_waits_too_long_is_a_503() {
+        let slots = Arc::clone(&COMPILE_SLOTS);
+        let taken = slots
+            .acquire_many_owned(compile_slots() as u32)
+            .await
+            .expect("the slots are open");
+        let matchers = || Matchers {
+            params: parse_pairs("match_urlpattern=%2Fwaiting%2F%3Aid").expect("a query"),
+            claims: Claims::default(),
+            hub: hub(),
+            compatibility: false,
+        };
+        let refused = off_worker(matchers()).await.err();
+        assert!(
+            matches!(refused, Some(MercureError::Unavailable(_))),
+            "{refused:?}"
+        );
+        drop(taken);
+        let (_, read) = off_worker(matchers()).await.expect("a slot is free");
+        assert!(read[0].selector.matches("http://hub.test/waiting/1"));
     }
 
     /// The header wins, then `last_event_id` (query before body), then in
