@@ -5,8 +5,9 @@
 #   1. CPU time per request, one request at a time (bench/selector_flood.py
 #      cost): `same` (issue 24's HEAD: 100 copies of
 #      https://example.com/:a(\w{200})/0), `distinct` (100 such patterns,
-#      new in every request) and `templates` (a 0.x QUERY with 1,000 new URI
-#      templates of 95 `{+a}` expressions: a 1 MB body);
+#      new in every request), `templates` (a 0.x QUERY with 1,000 new URI
+#      templates of 95 `{+a}` expressions: a 1 MB body) and `variables` (the
+#      same with one expression of 200 variables each);
 #   2. floods (bench/selector_flood.py flood): PROCS processes x CONNS
 #      keep-alive connections sending `distinct`, then `same`, then `plain`
 #      requests (one exact matcher: the control) for FLOOD_SECONDS each,
@@ -35,7 +36,7 @@ COST_REQUESTS=${COST_REQUESTS:-50}
 COST_TIMEOUT=${COST_TIMEOUT:-120}
 PORT=${PORT:-18090}
 PIN=${PIN:-1}
-COST_KINDS=${COST_KINDS-same distinct templates}
+COST_KINDS=${COST_KINDS-same distinct templates variables}
 FLOOD_KINDS=${FLOOD_KINDS-idle distinct same plain}
 BROKER_ON=(); CLIENT_ON=()
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
@@ -75,7 +76,7 @@ start_broker() {
 
 echo "binary=$BIN runs=$RUNS flood=${PROCS}x${CONNS} connections for ${FLOOD_SECONDS}s cost_requests=$COST_REQUESTS cores=$(nproc) pinned=${BROKER_ON[*]:-no} load=$(cut -d' ' -f1-3 /proc/loadavg)"
 for run in $(seq "$RUNS"); do
-  echo "== run $run"
+  echo "== run $run load=$(cut -d" " -f1-3 /proc/loadavg)"
   start_broker
   for kind in $COST_KINDS; do
     timeout $((COST_REQUESTS * COST_TIMEOUT + 30)) "${CLIENT_ON[@]}" python3 "$CLIENT" cost --port "$PORT" \

@@ -21,6 +21,8 @@ Kinds (loopback only, 127.0.0.1):
              every request (nothing cached helps)
   templates  QUERY (compatibility mode) with 1,000 different URI templates
              of 95 `{+a}` expressions each (a 1 MB body), new in every request
+  variables  the same with templates of one expression of 200 variables,
+             `{/a,a,…}` (an 850 KB body)
 """
 
 import argparse
@@ -51,8 +53,11 @@ def request_bytes(kind, tag):
             patterns = [f"https://example.com/{tag}/{n}" + word for n in range(100)]
         query = "&".join("match_urlpattern=" + quote(p) for p in patterns)
         return f"HEAD {HUB}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    if kind == "templates":
-        expressions = "{+a}" * 95
+    if kind in ("templates", "variables"):
+        if kind == "templates":
+            expressions = "{+a}" * 95
+        else:
+            expressions = "{/" + ",".join(["a"] * 200) + "}"
         templates = [f"https://example.com/{tag}/{n}" + expressions for n in range(1000)]
         body = "&".join("topic=" + quote(t) for t in templates).encode()
         head = (
@@ -126,7 +131,7 @@ def cost(args):
 
 def flood_connection(port, kind, deadline, counts, lock):
     """One connection's loop: a request, its answer, again."""
-    is_head = kind != "templates"
+    is_head = kind not in ("templates", "variables")
     sock = None
     n = 0
     while time.monotonic() < deadline:

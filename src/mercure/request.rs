@@ -58,7 +58,7 @@ const LEGACY_LAST_EVENT_ID: &str = "lastEventID";
 /// Longest a request waits for one of the [`compile_slots`] before it is
 /// answered `503` (with `Retry-After`): a flood of expensive requests
 /// queues here, not on the HTTP workers, and the queue drains in bounded
-/// time. One request compiles in 25 ms at most (docs/security.md,
+/// time. A request compiles in 20 ms at most (docs/security.md,
 /// "Selector cost"), so a second lets dozens through per slot.
 pub const MAX_COMPILE_WAIT: Duration = Duration::from_secs(1);
 

@@ -23,7 +23,8 @@ use urlpattern::{UrlPattern, UrlPatternInit};
 use super::{
     InvalidPattern, MAX_PATTERN_BYTES, MatchType, SelectorError, TopicSelector,
     engine::{
-        self, BoundedRegex, BuildError, ByWeight, CompileBudget, ENTRY_OVERHEAD, TooExpensive,
+        self, BoundedRegex, BuildError, ByWeight, CompileBudget, ENTRY_OVERHEAD, MAX_TEXT_BYTES,
+        TooExpensive,
     },
     template,
 };
@@ -156,15 +157,18 @@ impl Compiler {
         if !raw.contains('{') || raw.len() > MAX_PATTERN_BYTES {
             return Ok(exact());
         }
-        let Some(source) = template::template_regex(raw) else {
-            return Ok(exact());
-        };
         let key = KeyRef {
             kind: Kind::Template,
             raw,
             base: "",
         };
         self.cached(key, |budget| {
+            // The regex's text is made only on a miss, and no longer than
+            // one regex may be: it may be 35 times the template's. Longer
+            // is an exact topic, as an invalid template is.
+            let Some(source) = template::template_regex(raw, MAX_TEXT_BYTES) else {
+                return Ok(exact());
+            };
             match BoundedRegex::build(&source, false, budget) {
                 Ok(regex) => Ok(TopicSelector::Template {
                     raw: raw.to_owned(),

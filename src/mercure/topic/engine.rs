@@ -5,16 +5,17 @@
 //! one request makes the hub compile is bounded, and bounded the same way
 //! on every run:
 //!
-//! - one regex: at most [`MAX_REGEX_BYTES`] compiled (its forward and
-//!   reverse NFAs);
-//! - one request: at most [`MAX_REQUEST_BYTES`] for all of its regexes (the
-//!   token's matchers and the request's), counted by a [`CompileBudget`].
+//! - one regex: it may cost at most [`MAX_REGEX_BYTES`];
+//! - one request: all of its regexes (the token's matchers and the
+//!   request's) at most [`MAX_REQUEST_BYTES`], counted by a
+//!   [`CompileBudget`].
 //!
-//! Compiling takes time in proportion to what it builds, so the size a
-//! regex reports (`memory_usage`) is what the budget is charged; a build
-//! stopped by a limit is charged the whole limit it was given. A regex is
-//! never built with a limit larger than what is left of the budget, so the
-//! budget bounds the work done, not only what is kept.
+//! Compiling takes time in proportion to what it reads and builds, so a
+//! regex costs [`TEXT_COST`] per byte of its text plus the size it reports
+//! (`memory_usage`: its forward and reverse NFAs); a build stopped by a
+//! limit is charged the whole limit it was given. A regex is never built
+//! with a limit larger than what is left of the budget, so the budget
+//! bounds the work done, not only what is kept.
 //!
 //! Compiled regexes are cached by their pattern, for every selector of
 //! every request: most of a URL pattern's components are the same regex in
@@ -38,20 +39,30 @@ use regex_automata::meta::{self, Regex};
 use regex_syntax::ast::{self, AssertionKind, Ast, ClassPerl, ClassPerlKind, ClassSetItem};
 use urlpattern::{RegexSyntax, regexp::RegExp};
 
-/// Most bytes one regex may compile to (`memory_usage`: forward and
-/// reverse NFAs). A URL pattern component's regex takes 1.5 to 3 KiB, a
-/// 0.x template's about 3 KiB, `\w{200}` (ASCII) 24 KiB, one `\pL` (a
-/// Unicode class) 50 KiB: `\pL{3}` is over. A URL pattern with a bigger
-/// regex is refused; a bigger 0.x template is an exact topic (as an invalid
-/// template is).
+/// Most one regex may cost (its text and what it compiles to, see the
+/// module docs). A URL pattern component's regex costs 2 to 5 KiB, a 0.x
+/// template's about 7 KiB, `\w{200}` (ASCII) 25 KiB, one `\pL` (a
+/// Unicode class) 50 KiB: `\pL{3}` is over. A URL pattern with a costlier
+/// regex is refused; a costlier 0.x template is an exact topic (as an
+/// invalid template is).
 pub const MAX_REGEX_BYTES: usize = 128 * 1024;
-/// Most bytes all the regexes of one request may compile to: its token's
-/// matchers and its own. 100 different ordinary URL patterns (the most one
-/// request or token may carry) take about 300 KiB, as their regexes are
-/// mostly shared; about 600 different ordinary 0.x templates fit. Spending
-/// all of it costs about 15 ms of CPU (docs/security.md, "Selector
+/// Most all the regexes of one request may cost: its token's matchers and
+/// its own. 100 different ordinary URL patterns (the most one
+/// request or token may carry) take under 400 KiB, as their regexes are
+/// mostly shared; about 280 different ordinary 0.x templates fit. Spending
+/// all of it takes 10 to 20 ms of CPU (docs/security.md, "Selector
 /// cost"). Cached regexes and selectors cost nothing.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+/// What one byte of a regex's text is charged, in compiled bytes: parsing
+/// and translating it (twice when it has classes to rewrite) is work that
+/// `memory_usage` does not see. Measured on this project's machine: about
+/// 0.2 µs per byte of text, about 6.5 µs per KiB compiled. Without it, a
+/// 0.x template of 95 `{+a}` expressions (13 KB of regex text, 64 KB
+/// compiled) cost three times what it was charged.
+pub const TEXT_COST: usize = 32;
+/// The longest regex text that fits within the limit of one regex (4 KiB):
+/// longer is refused before it is read.
+pub const MAX_TEXT_BYTES: usize = MAX_REGEX_BYTES / TEXT_COST;
 /// Memory the lazy DFA of one regex may take while matching, per thread
 /// that matches with it (its transition cache; when full it is cleared,
 /// and a regex whose cache is cleared too often matches with the NFA
@@ -76,14 +87,14 @@ pub enum TooExpensive {
     /// One regex is bigger than [`MAX_REGEX_BYTES`]: a property of the
     /// selector alone.
     #[error(
-        "one of its regular expressions compiles to more than {MAX_REGEX_BYTES} bytes \
+        "one of its regular expressions costs more than {MAX_REGEX_BYTES} bytes to compile \
          (the limit of one expression)"
     )]
     Regex,
     /// The request's regexes together need more than [`MAX_REQUEST_BYTES`].
     #[error(
-        "the topic matchers of this request compile to more than {MAX_REQUEST_BYTES} bytes \
-         (the limit of one request)"
+        "the topic matchers of this request cost more than {MAX_REQUEST_BYTES} bytes to \
+         compile (the limit of one request)"
     )]
     Request,
 }
@@ -124,7 +135,7 @@ impl CompileBudget {
     }
 }
 
-/// What decides a compiled regex: its pattern (rewritten) and whether it
+/// What decides a compiled regex: its pattern (as written) and whether it
 /// ignores case.
 type RegexKey = (Box<str>, bool);
 
@@ -164,12 +175,11 @@ impl BoundedRegex {
         ignore_case: bool,
         budget: &mut CompileBudget,
     ) -> Result<Self, BuildError> {
-        let rewritten = ecmascript_classes(pattern).ok_or(BuildError::Invalid)?;
-        let key: RegexKey = (rewritten.into(), ignore_case);
+        let key: RegexKey = (pattern.into(), ignore_case);
         let regex = match REGEXES.get(&key) {
             Some(regex) => regex,
             None => {
-                let regex = Arc::new(compile(&key.0, ignore_case, budget)?);
+                let regex = Arc::new(compile(pattern, ignore_case, budget)?);
                 REGEXES.insert(key, Arc::clone(&regex));
                 regex
             }
@@ -186,23 +196,33 @@ impl BoundedRegex {
     }
 }
 
-/// Compiles `pattern` (already rewritten) within `budget`, charging it.
+/// Compiles `pattern` within `budget`, charging it what it costs: its text
+/// (read before anything is built) and what it compiled to.
 fn compile(
     pattern: &str,
     ignore_case: bool,
     budget: &mut CompileBudget,
 ) -> Result<Regex, BuildError> {
-    let (limit, refusal) = match budget.remaining() {
-        left if left < MAX_REGEX_BYTES => (left, TooExpensive::Request),
-        _ => (MAX_REGEX_BYTES, TooExpensive::Regex),
+    let limit = budget.remaining().min(MAX_REGEX_BYTES);
+    // A cost over the limit of one regex is the selector's own; under it,
+    // the request's budget ran out.
+    let refused = |budget: &mut CompileBudget, cost: usize| {
+        budget.charge(limit);
+        Err(BuildError::TooExpensive(match cost > MAX_REGEX_BYTES {
+            true => TooExpensive::Regex,
+            false => TooExpensive::Request,
+        }))
     };
-    if limit == 0 {
-        return Err(BuildError::TooExpensive(TooExpensive::Request));
+    // Its text alone leaves no room for an NFA: the cost is over it.
+    let text_cost = pattern.len().saturating_mul(TEXT_COST);
+    if text_cost >= limit {
+        return refused(budget, text_cost.saturating_add(1));
     }
+    let rewritten = ecmascript_classes(pattern).ok_or(BuildError::Invalid)?;
     let built = meta::Builder::new()
         .configure(
             meta::Config::new()
-                .nfa_size_limit(Some(limit))
+                .nfa_size_limit(Some(limit - text_cost))
                 // Both cost far more to build than they save on topics
                 // (short texts): a full DFA quadruples the build time of a
                 // small regex, and the one-pass DFA of `\pL{3}` is 1 MB.
@@ -211,30 +231,30 @@ fn compile(
                 .hybrid_cache_capacity(MATCH_CACHE_BYTES),
         )
         .syntax(regex_automata::util::syntax::Config::new().case_insensitive(ignore_case))
-        .build(pattern);
+        .build(&rewritten);
     let regex = match built {
         Ok(regex) => regex,
+        // Over what was left: over the limit of one regex only if that was
+        // all that was left.
         Err(err) if err.size_limit().is_some() => {
-            budget.charge(limit);
-            return Err(BuildError::TooExpensive(refusal));
+            let over = match limit == MAX_REGEX_BYTES {
+                true => MAX_REGEX_BYTES + 1,
+                false => limit,
+            };
+            return refused(budget, over);
         }
         Err(_) => return Err(BuildError::Invalid),
     };
-    let size = regex.memory_usage();
-    if size > limit {
-        budget.charge(limit);
-        let refusal = match size > MAX_REGEX_BYTES {
-            true => TooExpensive::Regex,
-            false => TooExpensive::Request,
-        };
-        return Err(BuildError::TooExpensive(refusal));
+    let cost = text_cost + regex.memory_usage();
+    if cost > limit {
+        return refused(budget, cost);
     }
-    budget.charge(size);
+    budget.charge(cost);
     Ok(regex)
 }
 
-/// The regexes compiled so far, by their (rewritten) pattern and case
-/// flag, shared by every selector: most of a URL pattern's components are
+/// The regexes compiled so far, by their pattern (as written, before the
+/// ECMAScript rewrite) and case flag, shared by every selector: most of a URL pattern's components are
 /// the same regex in every pattern (`^https$`, `^(.*)$`, a common host).
 static REGEXES: LazyLock<Cache<RegexKey, Arc<Regex>, ByWeight>> =
     LazyLock::new(|| Cache::with_weighter(REGEX_CACHE_ENTRIES, REGEX_CACHE_BYTES, ByWeight));
@@ -325,6 +345,15 @@ impl RegExp for BoundedRegex {
 /// `pattern` with ECMAScript's ASCII `\d`, `\w`, `\b` (and negations), or
 /// `None` when it does not parse.
 fn ecmascript_classes(pattern: &str) -> Option<Cow<'_, str>> {
+    // Without a `\d`, `\w` or `\b` (or negation) there is nothing to
+    // rewrite, and the compile parses the pattern anyway.
+    let perl = pattern
+        .as_bytes()
+        .windows(2)
+        .any(|pair| pair[0] == b'\\' && b"dwbDWB".contains(&pair[1]));
+    if !perl {
+        return Some(Cow::Borrowed(pattern));
+    }
     let parsed = ast::parse::Parser::new().parse(pattern).ok()?;
     let Ok(mut edits) = ast::visit(&parsed, AsciiClasses::default());
     if edits.is_empty() {
@@ -426,7 +455,12 @@ mod tests {
                 .expect("valid")
                 .is_match("é x é")
         );
-        assert_eq!(ecmascript_classes("("), None);
+        assert_eq!(ecmascript_classes(r"(\w"), None);
+        assert_eq!(
+            ecmascript_classes("(").as_deref(),
+            Some("("),
+            "nothing to rewrite"
+        );
     }
 
     /// Every build is charged what it compiled; a bigger regex than one

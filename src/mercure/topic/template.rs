@@ -51,11 +51,15 @@ struct VarSpec {
 }
 
 /// The anchored regex for a URI template, or `None` when `template` is not
-/// a valid one.
-pub fn template_regex(template: &str) -> Option<String> {
+/// a valid one or its regex would be longer than `max_len` (one expression
+/// may take hundreds of bytes: the work stops soon after `max_len`).
+pub fn template_regex(template: &str, max_len: usize) -> Option<String> {
     let mut out = String::from("^");
     let mut rest = template;
     while !rest.is_empty() {
+        if out.len() > max_len {
+            return None;
+        }
         if let Some(body) = rest.strip_prefix('{') {
             let end = body.find('}')?;
             expression_regex(&body[..end], &mut out)?;
@@ -71,7 +75,7 @@ pub fn template_regex(template: &str) -> Option<String> {
         }
     }
     out.push('$');
-    Some(out)
+    (out.len() <= max_len).then_some(out)
 }
 
 /// Literals: RFC 6570 `literals` (any printable character except
@@ -203,9 +207,17 @@ mod tests {
     #[test]
     fn regex_shape() {
         assert_eq!(
-            template_regex("/b/{id}").unwrap(),
+            template_regex("/b/{id}", usize::MAX).unwrap(),
             r"^(/b/)((?:(?:[\x2c\x2d\x2e\x30-\x39\x41-\x5a\x5f\x61-\x7a\x7e]|%[[:xdigit:]][[:xdigit:]])*))?$"
         );
-        assert!(template_regex("/{+p}").unwrap().contains(RE_RESERVED));
+        assert!(
+            template_regex("/{+p}", usize::MAX)
+                .unwrap()
+                .contains(RE_RESERVED)
+        );
+        let long = "/x{+a}{+b}{+c}";
+        let length = template_regex(long, usize::MAX).unwrap().len();
+        assert_eq!(template_regex(long, length).map(|r| r.len()), Some(length));
+        assert_eq!(template_regex(long, length - 1), None);
     }
 }
