@@ -18,23 +18,16 @@
 //!   compatibility mode the 0.x `lastEventID`. Present at all, even empty,
 //!   it makes the answer carry `Mercure-Last-Event-ID`.
 //!
-//! Compiling matchers never runs on an HTTP worker (single-threaded: a
-//! slow compile would hold every connection it serves). The matchers are
-//! first read with the compiled selectors every request shares; when one
-//! must be compiled, the whole reading moves to a blocking thread, and at
-//! most [`compile_slots`] requests compile at once. A request that waits
-//! longer than [`MAX_COMPILE_WAIT`] for its turn is a `503` with
-//! `Retry-After`. The token's own matchers are compiled where the token is
-//! checked, within the same budget.
+//! Compiling matchers never runs on an HTTP worker (one thread for many
+//! connections: a slow compile would hold all of them). A short request's
+//! matchers are first read with the compiled selectors every request
+//! shares; when one must be compiled, or the request has more than
+//! [`MAX_INLINE_PARAMETERS`] parameters, the whole reading moves to a
+//! compile thread ([`topic::slots`]: a request that waits too long for one
+//! is a `503` with `Retry-After`). The token's own matchers are compiled
+//! where the token is checked, within the same budget.
 
-use std::{
-    num::NonZero,
-    sync::{Arc, LazyLock},
-    time::Duration,
-};
-
-use actix_web::{HttpRequest, web};
-use tokio::sync::Semaphore;
+use actix_web::HttpRequest;
 
 use super::{
     MercureState,
@@ -43,7 +36,7 @@ use super::{
     identity::HubIdentity,
     query::first,
     subscriptions::Subscription,
-    topic::{self, Compiler, MAX_PATTERN_BYTES, MatchType, SelectorError},
+    topic::{self, Compiler, MAX_PATTERN_BYTES, MatchType, SelectorError, slots},
 };
 
 /// Most topic matchers one subscribe request may carry (as the reference
@@ -55,22 +48,13 @@ pub const MAX_LEGACY_MATCHERS: usize = 1000;
 pub const MAX_LAST_EVENT_ID_LEN: usize = 8192;
 /// The 0.x spelling of the cursor parameter (compatibility mode).
 const LEGACY_LAST_EVENT_ID: &str = "lastEventID";
-/// Longest a request waits for one of the [`compile_slots`] before it is
-/// answered `503` (with `Retry-After`): a flood of expensive requests
-/// queues here, not on the HTTP workers, and the queue drains in bounded
-/// time. A request compiles in 20 ms at most (docs/security.md,
-/// "Selector cost"), so a second lets dozens through per slot.
-pub const MAX_COMPILE_WAIT: Duration = Duration::from_secs(1);
-
-/// How many requests may compile matchers at once: one per core, so that
-/// compiling never takes every core from the HTTP workers for long.
-pub fn compile_slots() -> usize {
-    std::thread::available_parallelism().map_or(1, NonZero::get)
-}
-
-/// The compile slots, shared by every HTTP worker.
-static COMPILE_SLOTS: LazyLock<Arc<Semaphore>> =
-    LazyLock::new(|| Arc::new(Semaphore::new(compile_slots())));
+/// Most parameters a subscribe request may have for its matchers to be
+/// read on the HTTP worker (when they are all compiled already). Reading a
+/// cached matcher is a few microseconds, but 100 of them and their 7 KB
+/// query string take about 0.4 ms of the one thread that serves every
+/// connection of its worker: a longer request is read on a compile thread,
+/// like one that must compile.
+pub const MAX_INLINE_PARAMETERS: usize = 16;
 
 /// A subscribe request, read and checked.
 pub struct SubscribeRequest {
@@ -101,7 +85,11 @@ pub async fn read_subscribe(
         hub,
         compatibility,
     };
-    let (matchers, subscriptions) = match matchers.read(&mut Compiler::cached_only()) {
+    let inline = match matchers.params.len() <= MAX_INLINE_PARAMETERS {
+        true => matchers.read(&mut Compiler::cached_only()),
+        false => Err(Unread::NotCompiled),
+    };
+    let (matchers, subscriptions) = match inline {
         Ok(subscriptions) => (matchers, subscriptions),
         Err(Unread::Refused(err)) => return Err(err),
         Err(Unread::NotCompiled) => off_worker(matchers).await?,
@@ -136,33 +124,22 @@ impl Matchers {
     }
 }
 
-/// Reads `matchers` on a blocking thread, with a budget of what the
-/// token's matchers left, once one of the compile slots is free.
+/// Reads `matchers` on a compile thread, with a budget of what the
+/// token's matchers left.
 async fn off_worker(matchers: Matchers) -> Result<(Matchers, Vec<Subscription>), MercureError> {
-    let busy = || {
-        MercureError::Unavailable(
-            "too many requests are compiling topic matchers; retry later".into(),
-        )
-    };
-    let slot = tokio::time::timeout(MAX_COMPILE_WAIT, Arc::clone(&COMPILE_SLOTS).acquire_owned())
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())?;
-    let read = web::block(move || {
-        // The slot is held until the compile ends, even if the client
-        // leaves and this request's future is dropped meanwhile.
-        let _slot = slot;
+    let unavailable = |err: slots::Unavailable| MercureError::Unavailable(err.to_string());
+    let read = slots::run(move || {
         let mut compiler = Compiler::continuing(matchers.claims.compiled_bytes);
         let read = matchers.read(&mut compiler);
         (matchers, read)
     })
     .await
-    .map_err(|_| MercureError::Unavailable("compiling the topic matchers failed".into()))?;
+    .map_err(unavailable)?;
     match read {
         (matchers, Ok(subscriptions)) => Ok((matchers, subscriptions)),
         (_, Err(Unread::Refused(err))) => Err(err),
         // A compiler that compiles finds nothing missing.
-        (_, Err(Unread::NotCompiled)) => Err(busy()),
+        (_, Err(Unread::NotCompiled)) => Err(unavailable(slots::Unavailable::Failed)),
     }
 }
 
@@ -381,31 +358,6 @@ mod tests {
         ] {
             assert!(read(bad, false).is_err(), "{bad}");
         }
-    }
-
-    /// A compile waits at most `MAX_COMPILE_WAIT` for a slot, then is a
-    /// 503 (its `Retry-After` comes with every 503 problem).
-    #[actix_web::test]
-    async fn a_compile_that_waits_too_long_is_a_503() {
-        let slots = Arc::clone(&COMPILE_SLOTS);
-        let taken = slots
-            .acquire_many_owned(compile_slots() as u32)
-            .await
-            .expect("the slots are open");
-        let matchers = || Matchers {
-            params: parse_pairs("match_urlpattern=%2Fwaiting%2F%3Aid").expect("a query"),
-            claims: Claims::default(),
-            hub: hub(),
-            compatibility: false,
-        };
-        let refused = off_worker(matchers()).await.err();
-        assert!(
-            matches!(refused, Some(MercureError::Unavailable(_))),
-            "{refused:?}"
-        );
-        drop(taken);
-        let (_, read) = off_worker(matchers()).await.expect("a slot is free");
-        assert!(read[0].selector.matches("http://hub.test/waiting/1"));
     }
 
     /// The header wins, then `last_event_id` (query before body), then in

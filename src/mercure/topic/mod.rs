@@ -20,11 +20,12 @@
 //! Templates and URL patterns compile to regexes of the bounded engine
 //! ([`engine`]: linear-time matching, a size limit per regex, a budget per
 //! request), through a [`Compiler`] that shares what it compiled with every
-//! request ([`compiler`]). A selector's text is at most
-//! [`MAX_PATTERN_BYTES`].
+//! request ([`compiler`]), on threads of their own ([`slots`]). A
+//! selector's text is at most [`MAX_PATTERN_BYTES`].
 
 pub mod compiler;
 pub mod engine;
+pub mod slots;
 pub mod template;
 
 use std::sync::Arc;
