@@ -460,8 +460,21 @@ const app = (() => {
 
   async function fetchJson(url) {
     const res = await fetch(url, { cache: 'no-store' });
-    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+    if (!res.ok) {
+      const err = new Error(`${url}: HTTP ${res.status}`);
+      err.status = res.status;
+      throw err;
+    }
     return res.json();
+  }
+
+  // What a failed poll tells the reader: with auth on, listings and the
+  // pulse book need a token with the monitor grant in the sse_token cookie.
+  function pollFailure(err) {
+    if (err.status === 401 || err.status === 403) {
+      return 'needs a token with the monitor grant (sse_token cookie)';
+    }
+    return 'broker unreachable';
   }
 
   async function refreshTable(url, bodyId, updatedId, toRow) {
@@ -471,8 +484,8 @@ const app = (() => {
       $(bodyId).replaceChildren(...(Array.isArray(list) ? list : []).map(toRow));
       updated.textContent = `updated ${formatTime(new Date())}`;
       updated.dataset.ok = 'true';
-    } catch {
-      updated.textContent = 'broker unreachable';
+    } catch (err) {
+      updated.textContent = pollFailure(err);
       updated.dataset.ok = 'false';
     }
   }

@@ -142,6 +142,14 @@ api_contract() {
   BIN="$ROOT/target/release/sse-broker" MAX_TIME=${SCHEMATHESIS_SECONDS:-90} scripts/schemathesis.sh
 }
 
+# The lean binary and its debug file (docs/operations.md, "Shipping the
+# binary"), from the release build: objcopy and the debuglink work.
+package_check() {
+  local out
+  out=$(mktemp -d)
+  scripts/package.sh "$out" && rm -rf "$out"
+}
+
 browser_tests() {
   SSE_BROKER_BIN="$ROOT/target/release/sse-broker" npm run --silent test:browser
 }
@@ -154,6 +162,7 @@ stage "integration tests on the body stream writer" body_writer_tests
 stage "third-party SSE clients: httpx-sse, sseclient-py, Node eventsource, Chromium" client_tests
 stage "lint: rustfmt and clippy" lint
 stage "benchmark harness smoke run" bench_smoke
+stage "package: lean binary, debug info beside it" package_check
 stage "fuzz: long proptest (body parser, SSE encoder)" fuzz_tests
 stage "API contract: schemathesis against docs/openapi.json" api_contract
 if [ -z "${SKIP_BROWSER:-}" ]; then

@@ -14,14 +14,21 @@ use figment::{
 };
 use serde::Deserialize;
 
+mod cluster;
+mod limits;
 mod mercure;
+pub mod secrets;
+mod tls;
 
 pub use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::{auth::Pattern, names::ChannelName};
+pub use cluster::{ClusterSettings, RedisMode};
+pub use limits::{ForwardedHeader, LimitsSettings, parse_proxy};
 pub use mercure::{
     COMPATIBLE_PROTOCOL_VERSION, DEFAULT_JWKS_ALGORITHMS, IssuerSettings, MERCURE_DEVELOPMENT_KEY,
     MercureSettings, VerifierSettings, check_pem_algorithm,
 };
+pub use tls::{AcmeSettings, TlsSettings};
 
 /// The development defaults, compiled in so the binary runs with no file.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -223,127 +230,6 @@ pub struct HealthSettings {
     pub ready_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSettings {
-    /// Subscriptions one channel holds at most (0: no limit).
-    pub max_subscribers_per_channel: usize,
-    /// Subscriptions the broker holds at most (0: no limit).
-    pub max_subscribers: usize,
-    /// Open streams one client IP may hold (0: no limit).
-    pub max_streams_per_ip: usize,
-    /// Publish requests per second per token subject, or per IP (0: no limit).
-    pub publish_rate: u32,
-    /// Publish requests allowed in a burst above the rate.
-    pub publish_burst: u32,
-    /// Take the client IP from Forwarded / X-Forwarded-For (only behind a
-    /// proxy that sets them).
-    pub trust_forwarded_for: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSettings {
-    /// Where Redis is: one URL (`redis://[:password@]host:port[/db]`), or a
-    /// comma-separated list of seeds (Redis Cluster nodes, or the sentinels
-    /// with `redis_mode = "sentinel"`). Empty runs the broker alone, in memory.
-    pub redis_url: String,
-    /// What `redis_url` names: one `redis-server`, a Redis Cluster, or the
-    /// sentinels watching a primary.
-    pub redis_mode: RedisMode,
-    /// The name the sentinels know the primary by (`redis_mode = "sentinel"`).
-    pub sentinel_master: String,
-    /// Prefix of every Redis key and pub/sub channel, so several
-    /// independent brokers can share one Redis.
-    pub key_prefix: String,
-    /// Longest a Redis command may take before it counts as failed (a
-    /// publish then answers 503).
-    #[serde(with = "humantime_serde")]
-    pub command_timeout: Duration,
-    /// Longest wait between two reconnection attempts (the wait doubles
-    /// from 100 ms up to this).
-    #[serde(with = "humantime_serde")]
-    pub max_reconnect_delay: Duration,
-    /// How often a node writes its subscriber counts to Redis and pings the
-    /// bus; counts of a node silent for three intervals are ignored.
-    #[serde(with = "humantime_serde")]
-    pub presence_interval: Duration,
-    /// Replicas that must have a publish before it is acknowledged (Redis
-    /// `WAIT`); 0 acknowledges once the primary has it. Trades publish
-    /// latency for not losing acknowledged events in a failover.
-    pub publish_wait_replicas: u32,
-    /// Longest a publish waits for those replicas; it answers 503 after.
-    #[serde(with = "humantime_serde")]
-    pub publish_wait_timeout: Duration,
-}
-
-/// What kind of Redis `cluster.redis_url` names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RedisMode {
-    /// One `redis-server`.
-    #[default]
-    Standalone,
-    /// A Redis Cluster (≥ 7): the URLs are seed nodes; each channel lives in
-    /// one slot and its events travel by sharded pub/sub.
-    Cluster,
-    /// A primary with replicas, failed over by Redis Sentinel: the URLs are
-    /// the sentinels'.
-    Sentinel,
-}
-
-impl ClusterSettings {
-    /// Whether a Redis URL was given.
-    pub fn enabled(&self) -> bool {
-        !self.redis_urls().is_empty()
-    }
-
-    /// The URLs of `redis_url`, split at commas.
-    pub fn redis_urls(&self) -> Vec<&str> {
-        self.redis_url
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .collect()
-    }
-
-    /// The rules of the `[cluster]` section (when it is enabled).
-    fn validate(&self) -> Result<(), String> {
-        if self.command_timeout.is_zero() {
-            return Err("cluster.command_timeout must be greater than 0".into());
-        }
-        if self.presence_interval.is_zero() {
-            return Err("cluster.presence_interval must be greater than 0".into());
-        }
-        if self.redis_mode == RedisMode::Standalone && self.redis_urls().len() > 1 {
-            return Err(
-                "cluster.redis_url lists several URLs: set cluster.redis_mode to \
-                 \"cluster\" (Redis Cluster seeds) or \"sentinel\" (sentinels)"
-                    .into(),
-            );
-        }
-        if self.redis_mode == RedisMode::Sentinel && self.sentinel_master.trim().is_empty() {
-            return Err("cluster.redis_mode = \"sentinel\" needs cluster.sentinel_master".into());
-        }
-        if self.key_prefix.contains(['{', '}']) {
-            return Err(
-                "cluster.key_prefix must not contain { or } (they make Redis hash tags)".into(),
-            );
-        }
-        if self.publish_wait_replicas > 0
-            && (self.publish_wait_timeout.is_zero()
-                || self.publish_wait_timeout >= self.command_timeout)
-        {
-            return Err(
-                "cluster.publish_wait_timeout must be greater than 0 and shorter than \
-                 cluster.command_timeout"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-}
-
 /// A configuration that cannot be loaded or does not make sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -435,6 +321,9 @@ impl Settings {
                 "auth.private_channels and auth.anonymous_subscribe = false need auth.enabled = true",
             );
         }
+        if self.auth.leeway > crate::auth::token::MAX_LEEWAY {
+            return bad("auth.leeway must be at most 1 day (it is clock skew, not a lifetime)");
+        }
         if !self.auth.secret.is_empty() && self.auth.secret.len() < 32 {
             return bad("auth.secret must be at least 32 bytes");
         }
@@ -446,9 +335,7 @@ impl Settings {
         if self.auth.cookie_name.is_empty() || !self.auth.cookie_name.chars().all(plain) {
             return bad("auth.cookie_name must be a plain token (letters, digits, _ - .)");
         }
-        if self.limits.publish_rate > 0 && self.limits.publish_burst == 0 {
-            return bad("limits.publish_burst must be at least 1 when limits.publish_rate is set");
-        }
+        self.limits.validate().map_err(ConfigError::Inconsistent)?;
         self.mercure.validate()?;
         self.server.tls.validate()?;
         if self.history.durable() && self.cluster.enabled() {
@@ -483,138 +370,10 @@ impl Settings {
     }
 }
 
-/// `[server.tls]`: HTTPS on `server.bind` (docs/https.md). Off while
-/// neither a certificate nor ACME domains are set.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM certificate chain, leaf first; with `key_file`, turns HTTPS on.
-    #[serde(default)]
-    pub cert_file: PathBuf,
-    /// PEM private key of `cert_file`.
-    #[serde(default)]
-    pub key_file: PathBuf,
-    /// How often the two files are checked for a change (then reloaded);
-    /// 0 reloads on SIGHUP only.
-    #[serde(with = "humantime_serde")]
-    pub watch_interval: Duration,
-    /// A plain-HTTP listener that redirects every request to HTTPS.
-    #[serde(default)]
-    pub redirect_bind: Option<SocketAddr>,
-    /// Without TLS: also accept cleartext HTTP/2 with prior knowledge.
-    pub h2c: bool,
-    /// Automatic certificates from an ACME authority.
-    pub acme: AcmeSettings,
-}
-
-/// `[server.tls.acme]`: certificates from an ACME authority (Let's Encrypt
-/// by default), validated with tls-alpn-01 on the HTTPS port.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AcmeSettings {
-    /// Names the certificate is for; empty leaves ACME off.
-    pub domains: Vec<String>,
-    /// Account contacts (`mailto:…`), told of expiry problems.
-    pub contact: Vec<String>,
-    /// The authority's directory.
-    pub directory_url: String,
-    /// PEM root that the directory's own HTTPS certificate chains to, for a
-    /// private or test authority; empty trusts the system's roots.
-    #[serde(default)]
-    pub directory_ca_file: PathBuf,
-    /// Where the account and certificates are kept across restarts.
-    #[serde(default)]
-    pub cache_dir: PathBuf,
-    /// How long before expiry a certificate is renewed.
-    #[serde(with = "humantime_serde")]
-    pub renew_before: Duration,
-}
-
-impl TlsSettings {
-    /// Whether the listener speaks HTTPS.
-    pub fn enabled(&self) -> bool {
-        self.files() || self.acme.enabled()
-    }
-
-    /// Whether a certificate is read from files.
-    pub fn files(&self) -> bool {
-        !self.cert_file.as_os_str().is_empty() || !self.key_file.as_os_str().is_empty()
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |why: &str| Err(ConfigError::Inconsistent(format!("server.tls: {why}")));
-        if self.files()
-            && (self.cert_file.as_os_str().is_empty() || self.key_file.as_os_str().is_empty())
-        {
-            return bad("cert_file and key_file go together: set both");
-        }
-        if self.files() && self.acme.enabled() {
-            return bad("set either cert_file/key_file or acme.domains, not both");
-        }
-        if self.redirect_bind.is_some() && !self.enabled() {
-            return bad("redirect_bind redirects to HTTPS: it needs a certificate or acme.domains");
-        }
-        if self.h2c && self.enabled() {
-            return bad(
-                "h2c is cleartext HTTP/2; with TLS, HTTP/2 is negotiated by ALPN: drop h2c",
-            );
-        }
-        if self.acme.enabled() {
-            self.acme.validate()?;
-        }
-        Ok(())
-    }
-}
-
-impl AcmeSettings {
-    /// Whether certificates come from ACME.
-    pub fn enabled(&self) -> bool {
-        !self.domains.is_empty()
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |why: String| Err(ConfigError::Inconsistent(format!("server.tls.acme: {why}")));
-        for domain in &self.domains {
-            let label_ok = |l: &str| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            };
-            if domain.starts_with("*.") {
-                return bad(format!(
-                    "{domain:?}: wildcard names need the dns-01 challenge, which the broker does not answer"
-                ));
-            }
-            if domain.len() > 253 || !domain.split('.').all(label_ok) {
-                return bad(format!("{domain:?} is not a DNS name"));
-            }
-        }
-        if let Some(contact) = self.contact.iter().find(|c| !c.starts_with("mailto:")) {
-            return bad(format!("contact {contact:?} must be a mailto: URL"));
-        }
-        if !self.directory_url.starts_with("https://") {
-            return bad(format!(
-                "directory_url {:?} must be an https:// URL",
-                self.directory_url
-            ));
-        }
-        if self.cache_dir.as_os_str().is_empty() {
-            return bad(
-                "cache_dir must be set (the account and certificates must outlive a restart, \
-                 or every start orders a new certificate)"
-                    .into(),
-            );
-        }
-        if self.renew_before.is_zero() {
-            return bad("renew_before must be greater than 0".into());
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     /// The compiled-in defaults parse and pass validation.
     #[test]
@@ -702,6 +461,60 @@ mod tests {
         assert!(settings.validate().is_err());
         settings.cluster.publish_wait_timeout = Duration::from_millis(500);
         settings.validate().expect("valid with a shorter timeout");
+    }
+
+    /// The defaults with `toml` merged over them, or the load's error.
+    fn limits_with(toml: &str) -> Result<Settings, String> {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|err| err.to_string())
+    }
+
+    /// Trusted proxies: CIDRs and bare addresses (IPv4-mapped ones as IPv4);
+    /// a bad entry fails the load and is named; none by default.
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        assert!(Settings::defaults().limits.trusted_proxies.is_empty());
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let settings = limits_with(
+            "[limits]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\", \
+             \"::ffff:172.16.0.0/112\"]\nforwarded_header = \"forwarded\"",
+        )
+        .expect("valid entries");
+        let limits = &settings.limits;
+        assert_eq!(limits.forwarded_header, ForwardedHeader::Forwarded);
+        for (peer, trusted) in [
+            ("10.200.3.4", true),
+            ("11.0.0.1", false),
+            ("192.168.1.7", true),
+            ("192.168.1.8", false),
+            ("fd12::1", true),
+            ("fe80::1", false),
+            ("::ffff:10.1.1.1", true),
+            ("172.16.9.9", true),
+            ("172.17.0.1", false),
+        ] {
+            assert_eq!(limits.is_trusted_proxy(ip(peer)), trusted, "{peer}");
+        }
+        for bad in ["10.0.0.300/8", "10.0.0.0/33", "nginx.local", ""] {
+            let err = limits_with(&format!("[limits]\ntrusted_proxies = [{bad:?}]"))
+                .expect_err("a bad entry is refused");
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(limits_with("[limits]\nforwarded_header = \"x-real-ip\"").is_err());
+    }
+
+    /// The old boolean: `true` is refused with the way to migrate, `false`
+    /// (what the default says) loads.
+    #[test]
+    fn trust_forwarded_for_true_is_refused() {
+        let old = limits_with("[limits]\ntrust_forwarded_for = true").expect("it parses");
+        let err = old.validate().expect_err("true no longer loads");
+        assert!(err.to_string().contains("trusted_proxies"), "{err}");
+        let off = limits_with("[limits]\ntrust_forwarded_for = false").expect("it parses");
+        off.validate().expect("false is a no-op");
+        assert!(off.limits.trusted_proxies.is_empty());
     }
 
     /// A wildcard origin together with credentials is refused.

@@ -30,6 +30,9 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("{0}")]
     InvalidBody(String),
+    /// A query parameter out of its range.
+    #[error("{0}")]
+    InvalidQuery(String),
     #[error("the body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -72,6 +75,7 @@ impl ApiError {
             Self::InvalidLastEventId(_) => "invalid-last-event-id",
             Self::InvalidJson(_) => "invalid-json",
             Self::InvalidBody(_) => "invalid-body",
+            Self::InvalidQuery(_) => "invalid-query",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::NotFound(_) => "not-found",
@@ -93,6 +97,7 @@ impl ApiError {
             Self::InvalidLastEventId(_) => "Invalid Last-Event-ID",
             Self::InvalidJson(_) => "Invalid JSON",
             Self::InvalidBody(_) => "Invalid request body",
+            Self::InvalidQuery(_) => "Invalid query parameter",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::NotFound(_) => "Not found",
@@ -149,7 +154,8 @@ impl ResponseError for ApiError {
             | Self::InvalidEventType(_)
             | Self::InvalidLastEventId(_)
             | Self::InvalidJson(_)
-            | Self::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidBody(_)
+            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

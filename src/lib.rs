@@ -7,8 +7,9 @@
 //!
 //! ## Layout
 //! Imports run one way (`tests/architecture.rs` checks it):
-//! `startup → http, mercure → broker ← store, cluster`, and every module may
-//! use the leaves.
+//! `startup → http, mercure → broker ← store, cluster`, with `mercure → http`
+//! (the hub's streams are opened and written by the stream machinery), and
+//! every module may use the leaves.
 //!
 //! - [`startup`]: `Application` binds the listener, builds the backends and
 //!   the broker, starts the HTTP server, and stops everything cleanly. The
@@ -17,7 +18,7 @@
 //!   retires them, event ids and history, the fan-out, pulses, the demo
 //!   publisher; and the traits it asks of its surroundings (a subscriber's
 //!   sink and filter, a durable store, a shared log, the cluster's peers, a
-//!   mirror, a codec). No HTTP, Redis or database code.
+//!   bridge, a codec). No HTTP, Redis or database code.
 //! - [`store`]: durable history on an embedded database (redb): the
 //!   broker's `DurableStore`.
 //! - [`cluster`]: cluster mode on Redis (one server, a Redis Cluster or
@@ -36,7 +37,9 @@
 //! - [`config`]: the `Settings` tree, loaded from compiled-in defaults, an
 //!   overlay file, environment variables and flags (the `[mercure]` section
 //!   in `config/mercure.rs`).
-//! - [`auth`]: tokens for our channels (and the `[auth]` settings).
+//! - [`auth`]: the one access policy every way in asks (may this caller
+//!   subscribe to, publish to or inspect this channel), and our tokens (and
+//!   the `[auth]` settings).
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).

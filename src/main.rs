@@ -45,6 +45,10 @@ enum Command {
         /// Channel pattern the bearer may subscribe to (repeatable).
         #[arg(long, value_name = "PATTERN")]
         subscribe: Vec<String>,
+        /// Let the bearer see every channel in listings and the pulse book
+        /// (an operator's console); it reads no channel's events.
+        #[arg(long)]
+        monitor: bool,
         /// Lifetime of the token, e.g. 30s, 1h, 7days.
         #[arg(long, value_name = "DURATION", default_value = "1h")]
         ttl: humantime::Duration,
@@ -61,12 +65,17 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Token {
             publish,
             subscribe,
+            monitor,
             ttl,
             sub,
         }) => {
             let token = auth::mint(
                 &settings.auth,
-                Permissions { publish, subscribe },
+                Permissions {
+                    publish,
+                    subscribe,
+                    monitor,
+                },
                 ttl.into(),
                 sub,
             )?;

@@ -13,7 +13,9 @@
 //! pulses and, when `/metrics` is scraped, samples the gauges it owns
 //! (channels, subscribers, mailbox depths, opted-in per-channel series); the
 //! stream handler counts open streams; the publish handlers count refusals by
-//! HTTP status; the broker handle counts the events the cluster bus brings.
+//! HTTP status; the broker handle counts the events the cluster bus brings;
+//! the durable store sets its gauges (events and bytes on disk) when it
+//! opens and after every commit.
 //!
 //! Label cardinality is bounded: the only labels are the HTTP status of a
 //! refused publish and, for channels an operator lists in

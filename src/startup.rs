@@ -18,7 +18,7 @@ use actix_web::{
 use log::{info, warn};
 
 use crate::{
-    auth::Auth,
+    auth::{AccessPolicy, Auth},
     broker::{
         Broker, RegistryActor,
         demo::DemoPublisher,
@@ -27,13 +27,14 @@ use crate::{
         peers::Peers,
     },
     cluster::{self, Cluster},
-    config::{CorsSettings, LogSettings, Settings, StreamWriter},
+    config::{CorsSettings, LimitsSettings, LogSettings, Settings, StreamWriter, secrets},
     error::problem_for_framework_errors,
-    http::{self, AppState, guard::Limits},
+    http::{self, AppState, access::Limits, client_ip::client_ip, stream::slots::StreamSlots},
     mercure::{
         self, MercureState,
         auth::TokenChecker,
-        hub::{ChannelBridge, HubCodec, hub_channel},
+        bridge::ChannelBridge,
+        hub::{HubCodec, hub_channel},
     },
     metrics::Metrics,
     names::ChannelName,
@@ -60,26 +61,72 @@ pub struct Application {
     redirect: Option<ServerHandle>,
 }
 
-impl Application {
-    /// Binds `settings.server.bind` and prepares everything; nothing is
-    /// served until [`Self::run_until_stopped`] is awaited.
-    pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        // Keys first: a broken auth setup or certificate must not start anything.
+/// What must be right before anything starts: our token keys and the
+/// access policy, the Mercure issuers' keys, the TLS certificate. A broken
+/// one stops the start here, with nothing left running.
+struct Keys {
+    auth: Auth,
+    access: Arc<AccessPolicy>,
+    tls: Option<Tls>,
+    /// The Mercure hub's token checks; `None` when the hub is off.
+    mercure: Option<TokenChecker>,
+}
+
+impl Keys {
+    fn load(settings: &Settings) -> anyhow::Result<Self> {
         let auth = Auth::from_settings(&settings.auth)?;
+        let access = Arc::new(settings.auth.policy()?);
         let tls = Tls::build(&settings.server.tls)
             .map_err(|err| anyhow::anyhow!("invalid configuration: server.tls: {err}"))?;
-        let settings = Arc::new(settings);
-
-        let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
-            .map(|_| Arbiter::new())
-            .collect();
-        // Where channel actors run; with no dedicated arbiter, the HTTP
-        // workers join as they start (see the server factory below).
-        let homes = Homes::default();
-        for arbiter in &arbiters {
-            homes.add(arbiter.handle());
+        let accept_development_key = settings
+            .mercure
+            .accepts_development_key(settings.auth.enabled);
+        let mercure = match settings.mercure.enabled {
+            true => Some(
+                TokenChecker::from_settings(&settings.mercure, accept_development_key)
+                    .map_err(|err| anyhow::anyhow!("invalid configuration: mercure: {err}"))?,
+            ),
+            false => None,
+        };
+        for warning in secrets::warnings(settings) {
+            warn!("{warning}");
         }
-        let metrics = Metrics::new(&settings.metrics);
+        if settings.mercure.enabled
+            && settings.mercure.resource_identifier.is_empty()
+            && !accept_development_key
+        {
+            warn!(
+                "mercure.resource_identifier is not set: the audience tokens must carry is \
+                 derived from each request (Host, or what a proxy of \
+                 limits.trusted_proxies forwards); pin it to your hub's public URL"
+            );
+        }
+        // `true` is refused by validation; `false` said what the default says.
+        if settings.limits.trust_forwarded_for.is_some() {
+            warn!(
+                "limits.trust_forwarded_for is obsolete and ignored: remove it \
+                 (limits.trusted_proxies lists the proxies whose headers count)"
+            );
+        }
+        Ok(Self {
+            auth,
+            access,
+            tls,
+            mercure,
+        })
+    }
+}
+
+/// Where history lives besides memory: the shared log (cluster mode) or
+/// the durable store. A damaged store or a bad Redis URL stops the start
+/// here, naming it.
+struct Backends {
+    cluster: Option<Cluster>,
+    store: Option<Store>,
+}
+
+impl Backends {
+    fn open(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Self> {
         let cluster = match settings.cluster.enabled() {
             true => Some(Cluster::new(
                 &settings.cluster,
@@ -88,65 +135,75 @@ impl Application {
             )?),
             false => None,
         };
-        // A damaged or unreadable store stops the start here, naming the file.
         let store = match settings.history.durable() {
-            true => Some(Store::open(&settings.history, &metrics)?),
+            true => Some(Store::open(&settings.history, metrics)?),
             false => None,
         };
-        // The Mercure hub is a channel of the broker: its codec, and the
-        // bridge that makes channel events updates, go in before the start.
-        if settings.mercure.enabled
-            && settings.mercure.resource_identifier.is_empty()
-            && !settings.mercure.allow_development_key
-        {
-            warn!(
-                "mercure.resource_identifier is not set: the audience tokens must carry is \
-                 derived from each request (Host, or the proxy's headers with \
-                 limits.trust_forwarded_for); pin it to your hub's public URL"
-            );
+        Ok(Self { cluster, store })
+    }
+}
+
+/// The running broker core: its actors, where they live, and what the
+/// readiness probe asks.
+struct Core {
+    broker: Broker,
+    arbiters: Vec<Arbiter>,
+    /// Where channel actors run; with no dedicated arbiter the HTTP workers
+    /// join as they start (see [`serve`]).
+    homes: Homes,
+    readiness: Readiness,
+}
+
+impl Core {
+    /// Starts the registry with the backends, the Mercure hub's codec and
+    /// the bridge that copies channel events to it, then the cluster's
+    /// tasks and the demo publisher.
+    fn start(
+        settings: &Arc<Settings>,
+        access: &Arc<AccessPolicy>,
+        backends: &Backends,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let arbiters: Vec<Arbiter> = (0..settings.broker.arbiters)
+            .map(|_| Arbiter::new())
+            .collect();
+        let homes = Homes::default();
+        for arbiter in &arbiters {
+            homes.add(arbiter.handle());
         }
-        let tokens = match settings.mercure.enabled {
-            true => Some(
-                TokenChecker::from_settings(&settings.mercure)
-                    .map_err(|err| anyhow::anyhow!("invalid configuration: mercure: {err}"))?,
-            ),
-            false => None,
-        };
-        let mut registry = RegistryActor::new(&settings)
+        let mut registry = RegistryActor::new(settings)
             .with_homes(homes.clone())
-            .with_metrics(Arc::clone(&metrics));
+            .with_metrics(Arc::clone(metrics));
+        // The Mercure hub is a channel of the broker: its codec, and the
+        // bridge that copies channel events to it, go in before the start.
         let bridge = (settings.mercure.enabled && settings.mercure.channel_updates)
-            .then(|| Arc::new(ChannelBridge::default()));
+            .then(|| Arc::new(ChannelBridge::new(Arc::clone(access))));
         if settings.mercure.enabled {
-            registry = registry.with_codec(hub_channel(), Arc::new(HubCodec));
+            let codec = HubCodec {
+                access: Arc::clone(access),
+            };
+            registry = registry.with_codec(hub_channel(), Arc::new(codec));
         }
         if let Some(bridge) = &bridge {
-            registry = registry.with_mirror(bridge.clone());
+            registry = registry.with_bridge(bridge.clone());
         }
-        if let Some(cluster) = &cluster {
+        if let Some(cluster) = &backends.cluster {
             registry = registry.with_shared(Arc::new(cluster.clone()) as Arc<dyn SharedLog>);
         }
-        if let Some(store) = &store {
+        if let Some(store) = &backends.store {
             registry = registry.with_durable(Arc::new(store.clone()) as Arc<dyn DurableStore>);
         }
-        let peers = cluster
+        let peers = backends
+            .cluster
             .clone()
             .map(|cluster| Arc::new(cluster) as Arc<dyn Peers>);
         let broker = Broker::start(registry, peers);
         if let Some(bridge) = &bridge {
             bridge.connect(broker.clone());
         }
-        let mercure = tokens.map(|tokens| {
-            web::Data::new(MercureState {
-                tokens,
-                settings: Arc::clone(&settings),
-                metrics: Arc::clone(&metrics),
-                subscriptions: Arc::default(),
-            })
-        });
         let mut readiness =
             Readiness::new(settings.health.ready_timeout).with(broker.readiness_check());
-        if let Some(store) = &store {
+        if let Some(store) = &backends.store {
             readiness = readiness.with(store.clone());
             info!(
                 "durable history path={} sync={:?}",
@@ -154,7 +211,7 @@ impl Application {
                 settings.history.sync
             );
         }
-        if let Some(cluster) = &cluster {
+        if let Some(cluster) = &backends.cluster {
             cluster.start(broker.clone());
             readiness = readiness.with(cluster.clone());
             info!(
@@ -174,111 +231,174 @@ impl Application {
             }
             .start();
         }
-        if !settings.server.public_dir.is_dir() {
-            warn!(
-                "public_dir not found path={} (the debug console at / will answer 404)",
-                settings.server.public_dir.display()
-            );
-        }
-
-        let state = web::Data::new(AppState {
-            broker: broker.clone(),
-            settings: Arc::clone(&settings),
-            metrics,
-            readiness,
-            auth,
-            limits: Limits::new(&settings.limits),
-        });
-        let app_settings = Arc::clone(&settings);
-        let app_mercure = mercure;
-        let worker_homes = arbiters.is_empty().then_some(homes);
-        // Only when its lines would be written: the middleware formats every
-        // request's line (peer address, request line) before the log filter
-        // sees it, ~7 % of the instructions of a publish with RUST_LOG=warn.
-        let access_log_on = settings.log.access_log
-            && log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info);
-        let mut server = HttpServer::new(move || {
-            // Runs once on each worker thread, as it starts.
-            if let Some(homes) = &worker_homes {
-                homes.add(Arbiter::current());
-            }
-            App::new()
-                .app_data(state.clone())
-                .wrap(cors(&app_settings.cors))
-                .wrap(ErrorHandlers::new().default_handler(problem_for_framework_errors))
-                .wrap(Condition::new(access_log_on, access_log(&app_settings.log)))
-                .configure(http::configure)
-                .configure(|cfg| http::configure_operations(cfg, &app_settings))
-                .configure(|cfg| {
-                    if let Some(state) = &app_mercure {
-                        mercure::configure(cfg, state.clone());
-                    }
-                })
-                .service(
-                    actix_files::Files::new("/", &app_settings.server.public_dir)
-                        .index_file("index.html"),
-                )
-        })
-        .backlog(LISTEN_BACKLOG)
-        // A browser that goes away closes its side; without this the stream
-        // would stay registered until the next write (up to a heartbeat).
-        .h1_allow_half_closed(false)
-        .keep_alive(settings.server.keep_alive)
-        .client_request_timeout(settings.server.client_request_timeout)
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let h2c = settings.server.tls.h2c;
-        if settings.stream.writer == StreamWriter::Body || tls.is_some() || h2c {
-            // The body writer (every TLS and HTTP/2 stream) bounds the end
-            // of an HTTP/1 stream with the socket.
-            server = server.on_connect(http::writer::remember_socket);
-        }
-        let bind = settings.server.bind;
-        let server = match &tls {
-            Some(tls) => server.bind_rustls_0_23(bind, tls.server_config()),
-            None if h2c => server.bind_auto_h2c(bind),
-            None => server.bind(bind),
-        }
-        .map_err(|err| anyhow::anyhow!("cannot listen on {bind}: {err}"))?;
-        let local = *server
-            .addrs()
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("no address bound for {bind}"))?;
-        let scheme = match (&tls, h2c) {
-            (Some(_), _) => "https",
-            (None, true) => "http+h2c",
-            (None, false) => "http",
-        };
-        info!(
-            "listening addr={local} scheme={scheme} demo={} heartbeat={:?} auth={}",
-            settings.demo.enabled, settings.stream.heartbeat, settings.auth.enabled
-        );
-        // The redirect listener binds before anything runs: a port it cannot
-        // have stops the start with nothing left behind.
-        let redirect = match settings.server.tls.redirect_bind {
-            Some(bind) => {
-                let (redirect, addr) = tls::redirect::server(bind, local.port())?;
-                info!("redirecting to https addr={addr}");
-                let handle = redirect.handle();
-                actix_web::rt::spawn(redirect);
-                Some(handle)
-            }
-            None => None,
-        };
-        let server = server.run();
-        let reloader = tls.as_ref().map(Tls::start);
         Ok(Self {
-            port: local.port(),
-            server,
             broker,
             arbiters,
-            cluster,
-            store,
-            reloader,
-            redirect,
+            homes,
+            readiness,
+        })
+    }
+}
+
+/// The HTTP side, bound and running: the server and, if configured, the
+/// plain-HTTP redirect listener.
+struct Serving {
+    server: Server,
+    port: u16,
+    redirect: Option<ServerHandle>,
+    /// Reads the certificate files again on SIGHUP (HTTPS with files).
+    reloader: Option<Reloader>,
+}
+
+/// Builds the HTTP server over the broker (our routes, the Mercure hub, the
+/// operations endpoints, the console's files), binds it (plain, HTTPS or
+/// h2c) and the redirect listener, and starts serving.
+fn serve(
+    settings: &Arc<Settings>,
+    keys: Keys,
+    core: &Core,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Serving> {
+    let Keys {
+        auth,
+        access,
+        tls,
+        mercure,
+    } = keys;
+    let mercure = mercure.map(|tokens| {
+        web::Data::new(MercureState {
+            tokens,
+            access: Arc::clone(&access),
+            settings: Arc::clone(settings),
+            metrics: Arc::clone(&metrics),
+            subscriptions: Arc::default(),
+        })
+    });
+    if !settings.server.public_dir.is_dir() {
+        warn!(
+            "public_dir not found path={} (the debug console at / will answer 404)",
+            settings.server.public_dir.display()
+        );
+    }
+    let state = web::Data::new(AppState {
+        broker: core.broker.clone(),
+        settings: Arc::clone(settings),
+        metrics,
+        readiness: core.readiness.clone(),
+        auth,
+        access,
+        limits: Limits::new(&settings.limits),
+        stream_slots: StreamSlots::new(&settings.limits),
+    });
+    let app_settings = Arc::clone(settings);
+    let worker_homes = core.arbiters.is_empty().then(|| core.homes.clone());
+    // Only when its lines would be written: the middleware formats every
+    // request's line (peer address, request line) before the log filter
+    // sees it, ~7 % of the instructions of a publish with RUST_LOG=warn.
+    let access_log_on = settings.log.access_log
+        && log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info);
+    let mut server = HttpServer::new(move || {
+        // Runs once on each worker thread, as it starts.
+        if let Some(homes) = &worker_homes {
+            homes.add(Arbiter::current());
+        }
+        App::new()
+            .app_data(state.clone())
+            .wrap(cors(&app_settings.cors))
+            .wrap(ErrorHandlers::new().default_handler(problem_for_framework_errors))
+            .wrap(Condition::new(
+                access_log_on,
+                access_log(&app_settings.log, &app_settings.limits),
+            ))
+            .configure(http::configure)
+            .configure(|cfg| http::configure_operations(cfg, &app_settings))
+            .configure(|cfg| {
+                if let Some(state) = &mercure {
+                    mercure::configure(cfg, state.clone());
+                }
+            })
+            .service(
+                actix_files::Files::new("/", &app_settings.server.public_dir)
+                    .index_file("index.html"),
+            )
+    })
+    .backlog(LISTEN_BACKLOG)
+    // A browser that goes away closes its side; without this the stream
+    // would stay registered until the next write (up to a heartbeat).
+    .h1_allow_half_closed(false)
+    .keep_alive(settings.server.keep_alive)
+    .client_request_timeout(settings.server.client_request_timeout)
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    let h2c = settings.server.tls.h2c;
+    if settings.stream.writer == StreamWriter::Body || tls.is_some() || h2c {
+        // The body writer (every TLS and HTTP/2 stream) bounds the end
+        // of an HTTP/1 stream with the socket.
+        server = server.on_connect(http::stream::socket::remember_socket);
+    }
+    let bind = settings.server.bind;
+    let server = match &tls {
+        Some(tls) => server.bind_rustls_0_23(bind, tls.server_config()),
+        None if h2c => server.bind_auto_h2c(bind),
+        None => server.bind(bind),
+    }
+    .map_err(|err| anyhow::anyhow!("cannot listen on {bind}: {err}"))?;
+    let local = *server
+        .addrs()
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no address bound for {bind}"))?;
+    let scheme = match (&tls, h2c) {
+        (Some(_), _) => "https",
+        (None, true) => "http+h2c",
+        (None, false) => "http",
+    };
+    info!(
+        "listening addr={local} scheme={scheme} demo={} heartbeat={:?} auth={}",
+        settings.demo.enabled, settings.stream.heartbeat, settings.auth.enabled
+    );
+    // The redirect listener binds before anything runs: a port it cannot
+    // have stops the start with nothing left behind.
+    let redirect = match settings.server.tls.redirect_bind {
+        Some(bind) => {
+            let (redirect, addr) = tls::redirect::server(bind, local.port())?;
+            info!("redirecting to https addr={addr}");
+            let handle = redirect.handle();
+            actix_web::rt::spawn(redirect);
+            Some(handle)
+        }
+        None => None,
+    };
+    Ok(Serving {
+        server: server.run(),
+        port: local.port(),
+        redirect,
+        reloader: tls.as_ref().map(Tls::start),
+    })
+}
+
+impl Application {
+    /// Binds `settings.server.bind` and prepares everything; nothing is
+    /// served until [`Self::run_until_stopped`] is awaited. In four steps:
+    /// the keys, the backends, the broker core, the HTTP server.
+    pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        let keys = Keys::load(&settings)?;
+        let settings = Arc::new(settings);
+        let metrics = Metrics::new(&settings.metrics);
+        let backends = Backends::open(&settings, &metrics)?;
+        let core = Core::start(&settings, &keys.access, &backends, &metrics)?;
+        let serving = serve(&settings, keys, &core, metrics)?;
+        Ok(Self {
+            port: serving.port,
+            server: serving.server,
+            broker: core.broker,
+            arbiters: core.arbiters,
+            cluster: backends.cluster,
+            store: backends.store,
+            reloader: serving.reloader,
+            redirect: serving.redirect,
         })
     }
 
@@ -363,11 +483,18 @@ impl Stopper {
     }
 }
 
-/// The access log middleware: one `access …` line per request; event streams
-/// only when `access_log_streams` is set (the line is written once the
-/// response head is out: the connection then belongs to the stream's writer).
-fn access_log(settings: &LogSettings) -> Logger {
-    let logger = Logger::new("access remote=%a request=\"%r\" status=%s bytes=%b ms=%D");
+/// The access log middleware: one `access …` line per request, `remote`
+/// the client IP the limits count (behind trusted proxies, the client's, not
+/// the proxy's) and `peer` the socket's address; event streams only when
+/// `access_log_streams` is set (the line is written once the response head
+/// is out: the connection then belongs to the stream's writer).
+fn access_log(settings: &LogSettings, limits: &LimitsSettings) -> Logger {
+    let limits = limits.clone();
+    let logger =
+        Logger::new("access remote=%{client}xi peer=%a request=\"%r\" status=%s bytes=%b ms=%D")
+            .custom_request_replace("client", move |req| {
+                client_ip(req.request(), &limits).to_string()
+            });
     if settings.access_log_streams {
         logger
     } else {

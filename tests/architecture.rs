@@ -8,10 +8,19 @@
 //!    `startup → http, mercure → broker ← store, cluster`, and every module
 //!    may use the leaves. The table itself has no circle.
 //! 2. Inside a directory module, its children (files, or sub-directories
-//!    taken whole) import each other without a circle. A directory's own
-//!    `mod.rs` and its children are one room: they may name each other
-//!    (a parent mounts or re-exports its children, a child uses its parent's
-//!    types).
+//!    taken whole) import each other without a circle. A parent (`mod.rs`,
+//!    or `x.rs` beside `x/`) and its children are not a circle: a parent
+//!    mounts or re-exports its children, a child uses its parent's types.
+//! 3. A child does not call back into its parent: it neither implements
+//!    anything for a type declared in its parent's own file (`impl T`,
+//!    `impl Trait for T`) nor names one of the parent's free functions.
+//!    Otherwise a step would walk down into the child and back up into
+//!    the parent's private helpers (the channel actor's `owned.rs` and
+//!    `shared.rs` once held `impl ChannelActor` blocks that called
+//!    `mod.rs`'s helpers). Using the parent's types and traits stays
+//!    fine: `http`'s handlers take `super::AppState`, a store implements
+//!    the broker's traits; only extending the parent's types and calling
+//!    its helpers is refused.
 //!
 //! `main.rs` (the binary, which uses the library as any user would) and
 //! `lib.rs` (module declarations only) are not checked.
@@ -61,7 +70,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "mercure",
         &[
-            "http", "broker", "names", "sse", "config", "error", "metrics",
+            "http", "broker", "names", "sse", "config", "auth", "error", "metrics",
         ],
     ),
     // The wiring: knows everything.
@@ -119,8 +128,9 @@ fn modules(src: &Path) -> BTreeMap<ModulePath, PathBuf> {
     out
 }
 
-/// Rust source reduced to tokens that matter for paths: identifiers, `::`,
-/// braces, commas and `;`. Comments, strings and char literals are dropped.
+/// Rust source reduced to tokens that matter for paths and items:
+/// identifiers, `::`, braces, angle brackets, commas and `;`. Comments,
+/// strings and char literals are dropped.
 fn tokens(source: &str) -> Vec<String> {
     let chars: Vec<char> = source.chars().collect();
     let mut out = Vec::new();
@@ -198,7 +208,11 @@ fn tokens(source: &str) -> Vec<String> {
         } else if c == ':' && next == Some(':') {
             out.push("::".into());
             i += 2;
-        } else if matches!(c, '{' | '}' | ',' | ';' | '$') {
+        } else if matches!(c, '-' | '=') && next == Some('>') {
+            // `->` and `=>` are not the closing `>` of a generic list.
+            out.push("·".into());
+            i += 2;
+        } else if matches!(c, '{' | '}' | ',' | ';' | '$' | '<' | '>') {
             out.push(c.to_string());
             i += 1;
         } else {
@@ -358,6 +372,23 @@ fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     None
 }
 
+/// Whether `module` is a unit-test module (`tests.rs`, `testing.rs`).
+fn is_test_module(module: &ModulePath) -> bool {
+    module
+        .last()
+        .is_some_and(|name| name == "tests" || name == "testing")
+}
+
+/// A source file; without `tests`, cut before a trailing
+/// `#[cfg(test)] mod tests { … }`.
+fn source(file: &Path, tests: bool) -> String {
+    let mut source = fs::read_to_string(file).expect("a readable source file");
+    if !tests && let Some(at) = source.find("#[cfg(test)]\nmod tests {") {
+        source.truncate(at);
+    }
+    source
+}
+
 /// Every import of the crate: (source module, target module). Without
 /// `tests`, the unit tests (`tests.rs`, `testing.rs` and a trailing
 /// `#[cfg(test)] mod tests { … }`) are left out: a module's tests may use
@@ -367,17 +398,10 @@ fn imports(tests: bool) -> Vec<(ModulePath, ModulePath)> {
     let modules = modules(&src);
     let mut out = Vec::new();
     for (module, file) in &modules {
-        let is_test = module
-            .last()
-            .is_some_and(|name| name == "tests" || name == "testing");
-        if is_test && !tests {
+        if is_test_module(module) && !tests {
             continue;
         }
-        let mut source = fs::read_to_string(file).expect("a readable source file");
-        if !tests && let Some(at) = source.find("#[cfg(test)]\nmod tests {") {
-            source.truncate(at);
-        }
-        for path in paths(&tokens(&source), module) {
+        for path in paths(&tokens(&source(file, tests)), module) {
             if let Some(target) = resolve(&path, &modules)
                 && target != module
             {
@@ -458,6 +482,227 @@ fn sibling_modules_have_no_import_circle() {
             panic!("an import circle in {room}: {}", found.join(" -> "));
         }
     }
+}
+
+/// What a file declares at its top level: the names of its types
+/// (`struct`, `enum`, `union`, `type`) and of its free functions.
+#[derive(Debug, Default, PartialEq)]
+struct Items {
+    types: BTreeSet<String>,
+    functions: BTreeSet<String>,
+}
+
+fn items(tokens: &[String]) -> Items {
+    let mut items = Items::default();
+    let mut depth = 0usize;
+    for (i, token) in tokens.iter().enumerate() {
+        match token.as_str() {
+            "{" => depth += 1,
+            "}" => depth = depth.saturating_sub(1),
+            kind if depth == 0 => {
+                let Some(name) = tokens.get(i + 1).filter(|t| is_ident(t)) else {
+                    continue;
+                };
+                match kind {
+                    "struct" | "enum" | "union" | "type" => items.types.insert(name.clone()),
+                    "fn" => items.functions.insert(name.clone()),
+                    _ => false,
+                };
+            }
+            _ => {}
+        }
+    }
+    items
+}
+
+/// The type every `impl` block of `tokens` is for, as the path written
+/// (`impl<T> Trait<T> for a::B<T>` → `a::B`), resolved from `module` when
+/// it starts at `crate`, `super` or `self`.
+fn impl_targets(tokens: &[String], module: &ModulePath) -> Vec<ModulePath> {
+    let mut out = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        if token != "impl" {
+            continue;
+        }
+        // The header, up to its body or `where`, with the generic list
+        // right after `impl` left out.
+        let mut header = Vec::new();
+        let mut depth = 0usize;
+        let mut j = i + 1;
+        if tokens.get(j).is_some_and(|t| t == "<") {
+            while let Some(t) = tokens.get(j) {
+                match t.as_str() {
+                    "<" => depth += 1,
+                    ">" => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                j += 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+        }
+        while let Some(t) = tokens.get(j) {
+            if depth == 0 && (t == "{" || t == "where" || t == ";") {
+                break;
+            }
+            match t.as_str() {
+                "<" => depth += 1,
+                ">" => depth = depth.saturating_sub(1),
+                _ if depth == 0 => header.push(t.as_str()),
+                _ => {}
+            }
+            j += 1;
+        }
+        let start = header
+            .iter()
+            .rposition(|t| *t == "for")
+            .map_or(0, |f| f + 1);
+        let mut path: ModulePath = Vec::new();
+        let mut at = start;
+        match header.get(at) {
+            Some(&"crate") => at += 2,
+            Some(&"self") => {
+                path = module.clone();
+                at += 2;
+            }
+            Some(&"super") => {
+                path = module.clone();
+                while header.get(at) == Some(&"super") {
+                    path.pop();
+                    at += 2;
+                }
+            }
+            _ => {}
+        }
+        // The written path: identifiers joined by `::` (a `dyn`, `&` or
+        // tuple header names no type of ours).
+        while let Some(name) = header.get(at).filter(|t| is_ident(t)) {
+            path.push((*name).to_owned());
+            if header.get(at + 1) != Some(&"::") {
+                break;
+            }
+            at += 2;
+        }
+        if !path.is_empty() {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Children that call back into their parent today: debts, each to be paid
+/// by moving the step into the parent's file or by making the child plain
+/// state. Listed so that no new one appears; a listed one that is gone
+/// fails the test too, so the list only shrinks. `cluster::Cluster` is
+/// declared in `cluster/mod.rs`, and `log.rs` and `presence.rs` add
+/// methods to it and implement `SharedLog` and `Peers` for it, using its
+/// fields and `mod.rs`'s `now_ms`.
+const KNOWN_CALLBACKS: &[&str] = &[
+    "cluster::log implements for cluster::Cluster, a type of its parent",
+    "cluster::presence implements for cluster::Cluster, a type of its parent",
+    "cluster::presence names cluster::now_ms, a free function of its parent",
+];
+
+/// No child extends a type declared in its parent's own file or names one
+/// of its parent's free functions (rule 3; unit tests aside), beyond the
+/// known debts.
+#[test]
+fn children_do_not_call_back_into_their_parent() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules = modules(&src);
+    let mut wrong = BTreeSet::new();
+    for (module, file) in &modules {
+        if module.len() < 2 || is_test_module(module) {
+            continue;
+        }
+        let parent = module[..module.len() - 1].to_vec();
+        let Some(parent_file) = modules.get(&parent) else {
+            continue;
+        };
+        let parent_items = items(&tokens(&source(parent_file, false)));
+        let tokens = tokens(&source(file, false));
+        let own = items(&tokens);
+        // What the child names of the parent's own items: `use super::X`,
+        // `super::x(…)`, `crate::parent::X`.
+        let named: BTreeSet<String> = paths(&tokens, module)
+            .into_iter()
+            .filter(|path| path.len() == parent.len() + 1 && path.starts_with(&parent))
+            .filter_map(|path| path.last().cloned())
+            .collect();
+        for function in named.intersection(&parent_items.functions) {
+            wrong.insert(format!(
+                "{} names {}::{function}, a free function of its parent",
+                module.join("::"),
+                parent.join("::")
+            ));
+        }
+        for target in impl_targets(&tokens, module) {
+            let Some(name) = target.last() else {
+                continue;
+            };
+            let parents = if target.len() == 1 {
+                // A bare name: the parent's when imported from it and not
+                // declared here.
+                named.contains(name) && !own.types.contains(name)
+            } else {
+                target.len() == parent.len() + 1 && target.starts_with(&parent)
+            };
+            if parents && parent_items.types.contains(name) {
+                wrong.insert(format!(
+                    "{} implements for {}::{name}, a type of its parent",
+                    module.join("::"),
+                    parent.join("::")
+                ));
+            }
+        }
+    }
+    let known: BTreeSet<String> = KNOWN_CALLBACKS.iter().map(|s| s.to_string()).collect();
+    let paid: Vec<_> = known.difference(&wrong).cloned().collect();
+    assert!(
+        paid.is_empty(),
+        "paid debts: remove them from KNOWN_CALLBACKS:\n{}",
+        paid.join("\n")
+    );
+    let new: Vec<_> = wrong.difference(&known).cloned().collect();
+    assert!(
+        new.is_empty(),
+        "children calling back into their parent (rule 3 of tests/architecture.rs): \
+         move the step into the parent's file, or make the child plain state the \
+         parent asks:\n{}",
+        new.join("\n")
+    );
+}
+
+/// The item reader finds a file's own types and free functions, and the
+/// impl reader the type each block is for.
+#[test]
+fn items_and_impls_are_read_like_the_compiler_reads_them() {
+    let source = r#"
+        pub struct Actor { f: fn() -> u8 }
+        pub(crate) enum Kind { A, B }
+        type Alias = Vec<u8>;
+        fn helper(x: &str) -> Result<(), ()> { let s = "fn hidden"; Ok(()) }
+        impl Actor { fn method(&self) {} }
+        impl<T: Into<u8>> From<T> for super::Other<T> where T: Copy {}
+        impl fmt::Debug for Kind {}
+        impl<'a> Trait for &'a dyn Thing {}
+        mod inner { fn nested() {} }
+    "#;
+    let tokens = tokens(source);
+    assert_eq!(
+        items(&tokens),
+        Items {
+            types: ["Actor", "Kind", "Alias"].map(String::from).into(),
+            functions: ["helper"].map(String::from).into(),
+        }
+    );
+    let module: ModulePath = vec!["broker".into(), "channel".into()];
+    let targets: Vec<String> = impl_targets(&tokens, &module)
+        .into_iter()
+        .map(|p| p.join("::"))
+        .collect();
+    assert_eq!(targets, ["Actor", "broker::Other", "Kind"]);
 }
 
 /// The reader sees a use tree, an inline path, `super` and `self` as the

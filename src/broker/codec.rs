@@ -1,24 +1,24 @@
 //! `Codec`: how a channel turns what its log keeps ([`Record`]) into the
 //! [`Event`] its subscribers get, frame encoded once. Our channels use
 //! [`PlainCodec`]; a protocol adapter gives its internal channel a codec of
-//! its own (the Mercure hub: `crate::mercure::codec`), and the registry hands
-//! each channel actor the codec of its name.
+//! its own (the Mercure hub: `crate::mercure::hub::HubCodec`), and the
+//! registry hands each channel actor the codec of its name.
 
 use std::{sync::Arc, time::Instant};
 
 use super::{
-    event::{EVENT_ID_MAX_LEN, Event, EventId},
-    log::Record,
+    event::{EVENT_ID_MAX_LEN, Epoch, Event, EventId, instant_of},
+    log::{LogEntry, Record},
 };
 use crate::{names::ChannelName, sse};
 
 /// Makes events out of records. Called once per event (on publish, and when
 /// a log's events are read back), never per subscriber. A record with an
 /// [`origin`](Record::origin) and nothing [`prepared`](Record::prepared) is
-/// a mirror's copy read back from a durable store, which keeps only the
+/// a bridged copy read back from a durable store, which keeps only the
 /// reference: it holds the original's type and data, and the codec of a
 /// channel that takes copies makes the same copy again from them (see
-/// `mirror`).
+/// `bridge`).
 pub trait Codec: Send + Sync {
     fn event(
         &self,
@@ -27,6 +27,16 @@ pub trait Codec: Send + Sync {
         record: &Record,
         published_at: Instant,
     ) -> Arc<Event>;
+
+    /// The event of an entry a log gave back (a durable store's load, a
+    /// shared log's read or bus message), made as on publish.
+    fn read_back(&self, channel: &ChannelName, epoch: Epoch, entry: &LogEntry) -> Arc<Event> {
+        let id = EventId {
+            epoch,
+            seq: entry.seq,
+        };
+        self.event(channel, id, &entry.record, instant_of(entry.published_ms))
+    }
 
     /// What a log outside memory (the durable store, the shared log) keeps
     /// of `record`: a codec whose publishers hand it a

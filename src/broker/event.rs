@@ -7,12 +7,8 @@
 //! history. A channel's epoch changes when its history starts afresh (the
 //! broker restarted, or the channel was stopped after its history expired), so
 //! an id from an older life is recognised instead of being confused with a new
-//! event of the same number.
-//!
-//! A multi-channel stream cannot use one channel's id: `EventSource` keeps only
-//! the last id, and it must say how far the client got on *every* channel. Its
-//! ids are cursors, `a=<epoch>-<seq>,b=<epoch>-<seq>`, whose first entry names
-//! the channel of the event itself.
+//! event of the same number. (A multi-channel stream's ids are cursors over
+//! these ids, written and read by the HTTP layer, which serves the stream.)
 
 use std::{
     any::Any,
@@ -139,32 +135,6 @@ pub enum ResumeFrom {
     Name(String),
     /// Everything retained (Mercure's `earliest`).
     Start,
-}
-
-/// Splits a Last-Event-ID into per-channel resume points. A bare id applies
-/// to a single-channel stream; a cursor `a=<id>,b=<id>` names its channels.
-/// Channels the cursor does not mention start live.
-pub fn parse_cursor(text: &str, channels: &[ChannelName]) -> Vec<Option<ResumeFrom>> {
-    let classify = |id: &str| match EventId::parse(id) {
-        Some(id) => ResumeFrom::Id(id),
-        None => ResumeFrom::Unknown(id.to_owned()),
-    };
-    if !text.contains('=') {
-        return channels.iter().map(|_| Some(classify(text))).collect();
-    }
-    let entries: Vec<(&str, &str)> = text
-        .split(',')
-        .filter_map(|entry| entry.split_once('='))
-        .collect();
-    channels
-        .iter()
-        .map(|channel| {
-            entries
-                .iter()
-                .find(|(name, _)| *name == channel.as_str())
-                .map(|(_, id)| classify(id))
-        })
-        .collect()
 }
 
 /// A published event as the channel actor keeps it in history and hands it
@@ -311,26 +281,5 @@ mod tests {
         let a = Epoch::new();
         let b = Epoch::new();
         assert!(b.0 > a.0);
-    }
-
-    /// A cursor assigns each channel its own resume point.
-    #[test]
-    fn cursor_parsing() {
-        let a = ChannelName::parse("a").unwrap();
-        let b = ChannelName::parse("b").unwrap();
-        let c = ChannelName::parse("c").unwrap();
-        let id = EventId {
-            epoch: Epoch(5),
-            seq: 3,
-        };
-        let cursor = format!("b={id},a=junk");
-        let points = parse_cursor(&cursor, &[a.clone(), b.clone(), c]);
-        assert_eq!(points[0], Some(ResumeFrom::Unknown("junk".into())));
-        assert_eq!(points[1], Some(ResumeFrom::Id(id)));
-        assert_eq!(points[2], None);
-        assert_eq!(
-            parse_cursor(&id.to_string(), &[a]),
-            vec![Some(ResumeFrom::Id(id))]
-        );
     }
 }

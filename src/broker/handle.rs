@@ -194,13 +194,14 @@ impl Broker {
         Ok(())
     }
 
-    /// The pulse book, cluster-wide in cluster mode.
-    pub async fn pulses(&self) -> Result<Vec<PulseRecord>, BrokerError> {
+    /// The `limit` most recently seen clients of the pulse book,
+    /// cluster-wide in cluster mode.
+    pub async fn pulses(&self, limit: usize) -> Result<Vec<PulseRecord>, BrokerError> {
         if let Some(peers) = &self.peers {
-            return peers.pulse_records().await;
+            return peers.pulse_records(limit).await;
         }
         self.registry
-            .send(ListPulses)
+            .send(ListPulses { limit })
             .await
             .map_err(|_| BrokerError::Unavailable)
     }

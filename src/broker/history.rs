@@ -2,7 +2,10 @@
 //! memory budget, and the answer to "what did a client miss since this id?".
 //!
 //! Owned by one `ChannelActor`; nothing else touches it, so it needs no lock
-//! (the budget it shares with every other history has its own, see `budget`).
+//! (the memory budget it shares with every other history has its own, see
+//! [`budget`]).
+
+pub mod budget;
 
 use std::{
     collections::VecDeque,
@@ -10,10 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    budget::HistoryBudget,
-    event::{Epoch, Event, EventId, ResumeFrom},
-};
+use self::budget::HistoryBudget;
+use super::event::{Epoch, Event, EventId, ResumeFrom};
+use crate::names::{ChannelName, EventType};
 
 /// How much history a channel keeps: the configured bounds, the same for
 /// every channel.
@@ -46,6 +48,24 @@ impl GapReason {
             Self::UnknownId => "unknown-id",
             Self::HistoryTrimmed => "history-trimmed",
         }
+    }
+
+    /// The `broker.gap` notice a channel sends its subscribers live: events
+    /// after `last` are missing, and the channel goes on from `resume_from`
+    /// (the notice's id, so a reconnect resumes there).
+    pub fn notice(self, channel: &ChannelName, last: EventId, resume_from: EventId) -> Arc<Event> {
+        let data = serde_json::json!({
+            "channel": channel.as_str(),
+            "lastEventId": last.to_string(),
+            "reason": self.as_str(),
+            "resumeFrom": resume_from.to_string(),
+        });
+        Event::new(
+            channel.clone(),
+            resume_from,
+            Some(EventType::notice("broker.gap")),
+            &data.to_string(),
+        )
     }
 }
 

@@ -35,10 +35,10 @@ pub struct Record {
     /// `data` may be left empty until a log outside memory needs it
     /// ([`Codec::logged`](super::codec::Codec::logged)). Never logged itself.
     pub prepared: Option<Arc<dyn Any + Send + Sync>>,
-    /// Set on a [mirror](super::mirror::Mirror)'s copy: the event it copies.
+    /// Set on a [bridge](super::bridge::Bridge)'s copy: the event it copies.
     /// A durable store keeps only this reference (the original is on disk
     /// already, on its own channel) and reads the original back in its
-    /// place, with `origin` set, so the mirror makes the copy again.
+    /// place, with `origin` set, so the bridge makes the copy again.
     pub origin: Option<Box<Origin>>,
 }
 

@@ -1,8 +1,9 @@
 //! `Members`: a channel's subscribers and the fan-out loop over them.
 //!
 //! The fan-out never waits for a subscriber: each gets one non-blocking
-//! offer of the event's shared bytes ([`Subscriber::offer`]); one whose sink
-//! is full is evicted (its stream ends, the client reconnects with
+//! offer of the event's shared bytes, straight to its sink
+//! ([`Sink::offer`](super::subscriber::Sink::offer)); one whose sink is
+//! full is evicted (its stream ends, the client reconnects with
 //! `Last-Event-ID` and replays from history), one whose stream is over is
 //! dropped. Each member remembers the seq it has, so an event its replay
 //! already held is not sent twice, and a member whose filter does not admit
@@ -162,7 +163,7 @@ impl Members {
             {
                 return true;
             }
-            match sub.offer(delivery) {
+            match sub.sink.offer(delivery) {
                 Offer::Taken => {
                     outcome.delivered += 1;
                     true

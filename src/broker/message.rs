@@ -71,7 +71,7 @@ pub struct Publish {
     pub received_at: Instant,
     /// A copy of an event accepted elsewhere (a channel event on its way to
     /// the Mercure hub, or a Mercure update on its way to a channel): it is
-    /// not offered to the mirror again, so nothing loops, and not counted in
+    /// not offered to the bridge again, so nothing loops, and not counted in
     /// `events_published_total` twice.
     pub copy: bool,
 }

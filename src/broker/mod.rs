@@ -8,8 +8,8 @@
 //!   request to its channel, through the [`directory`] when the channel runs
 //!   and through the [`registry`] otherwise.
 //! - [`channel`]: [`ChannelActor`], one per live channel; [`members`] its
-//!   subscribers and the fan-out loop; [`history`] its replay buffer;
-//!   [`budget`] the memory all replay buffers share.
+//!   subscribers and the fan-out loop; [`history`] its replay buffer, and
+//!   [`history::budget`] the memory all replay buffers share.
 //! - [`message`]: what is said to a channel ([`ChannelMessage`], counted by
 //!   construction).
 //! - [`event`]: epochs, event ids, resume points and the [`Event`].
@@ -18,11 +18,11 @@
 //!   subscriber's bytes go: the HTTP layer's outbox), [`subscriber::Filter`]
 //!   (which events a subscriber wants: Mercure's selectors),
 //!   [`log::DurableStore`] (`crate::store`), [`log::SharedLog`] and
-//!   [`peers::Peers`] (`crate::cluster`), [`mirror::Mirror`] (the Mercure
+//!   [`peers::Peers`] (`crate::cluster`), [`bridge::Bridge`] (the Mercure
 //!   bridge), and [`codec::Codec`] (Mercure's update encoding).
 //! - [`pulse`]: the pulse book; [`demo`]: the demo publisher.
 
-pub mod budget;
+pub mod bridge;
 pub mod channel;
 pub mod codec;
 pub mod demo;
@@ -34,7 +34,6 @@ pub mod history;
 pub mod log;
 pub mod members;
 pub mod message;
-pub mod mirror;
 pub mod peers;
 pub mod pulse;
 pub mod registry;

@@ -17,7 +17,11 @@ pub trait Peers: Send + Sync {
     /// Records one pulse of `client` in the cluster-wide book.
     fn record_pulse(&self, client: &str) -> BoxFuture<'static, Result<(), BrokerError>>;
     /// The cluster-wide pulse book as `GET /pulses` shows it.
-    fn pulse_records(&self) -> BoxFuture<'static, Result<Vec<PulseRecord>, BrokerError>>;
+    /// The `limit` most recently seen clients of the cluster's pulse book.
+    fn pulse_records(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<PulseRecord>, BrokerError>>;
     /// Every remembered client id, most recently seen first.
     fn pulse_clients(&self) -> BoxFuture<'static, Result<Vec<String>, BrokerError>>;
 }

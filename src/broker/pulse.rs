@@ -1,6 +1,6 @@
 //! The pulse book: which clients (browser tabs) reported liveness, when, and
 //! whether they count as alive. Owned by the registry; channel actors count
-//! pulses per channel on top of it.
+//! pulses per channel on top of it ([`ChannelPulses`]).
 //!
 //! Memory stays bounded: at most `keep_timestamps` per client, clients silent
 //! for `retention` are forgotten, and at most `max_clients` are remembered.
@@ -15,6 +15,11 @@ use serde::Serialize;
 
 use crate::config::PulseSettings;
 
+/// Most distinct clients whose pulses one channel counts separately; pulses
+/// of further clients still count in the channel's total. Bounds memory per
+/// channel.
+const MAX_CHANNEL_CLIENTS: usize = 1024;
+
 /// Longest client id accepted.
 pub const MAX_CLIENT_ID_LEN: usize = 128;
 
@@ -27,6 +32,29 @@ pub fn validate_client_id(id: &str) -> Result<(), String> {
         return Err("client id contains a control character".into());
     }
     Ok(())
+}
+
+/// One channel's pulses per client id (at most `MAX_CHANNEL_CLIENTS`
+/// clients), kept by its actor for `GET /channels/{channel}`.
+#[derive(Debug, Default)]
+pub struct ChannelPulses(HashMap<Arc<str>, u64>);
+
+impl ChannelPulses {
+    /// Counts one pulse of `client_id`.
+    pub fn count(&mut self, client_id: Arc<str>) {
+        if let Some(count) = self.0.get_mut(&client_id) {
+            *count += 1;
+        } else if self.0.len() < MAX_CHANNEL_CLIENTS {
+            self.0.insert(client_id, 1);
+        }
+    }
+
+    /// The counts per client, most pulses first (ties by client id).
+    pub fn by_client(&self) -> Vec<(Arc<str>, u64)> {
+        let mut pulses: Vec<_> = self.0.iter().map(|(k, v)| (Arc::clone(k), *v)).collect();
+        pulses.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        pulses
+    }
 }
 
 #[derive(Debug)]
@@ -107,11 +135,12 @@ impl PulseBook {
         ids.into_iter().map(|(k, _)| Arc::clone(k)).collect()
     }
 
-    /// The listing, most recently seen first.
-    pub fn records(&self, now: Instant) -> Vec<PulseRecord> {
+    /// The listing of the `limit` most recently seen clients, newest first.
+    pub fn records(&self, now: Instant, limit: usize) -> Vec<PulseRecord> {
         let stale_after: Duration = self.settings.stale_after;
         self.client_ids()
             .into_iter()
+            .take(limit)
             .filter_map(|id| {
                 let c = self.clients.get(&id)?;
                 Some(PulseRecord {
@@ -158,14 +187,14 @@ mod tests {
         for n in 0..5 {
             book.record(&tab, start, wall + Duration::from_secs(n));
         }
-        let records = book.records(start);
+        let records = book.records(start, usize::MAX);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].count, 5);
         assert_eq!(records[0].timestamps.len(), 3);
         assert_eq!(records[0].timestamps[0], "2023-11-14T22:13:24.000Z");
         assert_eq!(records[0].last_seen, records[0].timestamps[0]);
         assert!(records[0].alive);
-        assert!(!book.records(start + Duration::from_secs(31))[0].alive);
+        assert!(!book.records(start + Duration::from_secs(31), 1)[0].alive);
     }
 
     /// The least recently seen client makes room for a new one.

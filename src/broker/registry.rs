@@ -25,16 +25,15 @@ use log::{info, warn};
 use serde::Serialize;
 
 use super::{
-    budget::HistoryBudget,
+    bridge::Bridge,
     channel::{ChannelActor, ChannelConfig, ChannelHandle, ChannelStats},
     codec::{Codec, PlainCodec},
     directory::{Directory, Homes},
     error::BrokerError,
     event::{Epoch, EventId},
-    history::Retention,
+    history::{Retention, budget::HistoryBudget},
     log::{DurableStore, SharedLog},
     message::{ChannelIdle, ChannelMessage},
-    mirror::Mirror,
     pulse::{PulseBook, PulseRecord},
 };
 use crate::{config::Settings, metrics::Metrics, names::ChannelName};
@@ -90,7 +89,7 @@ impl RegistryActor {
                 total_subscribers: Arc::new(AtomicU64::new(0)),
                 durable: None,
                 shared: None,
-                mirror: None,
+                bridge: None,
             },
             codecs: HashMap::new(),
             max_channels: settings.broker.max_channels,
@@ -138,8 +137,8 @@ impl RegistryActor {
     }
 
     /// Every event accepted on a (non-internal) channel is offered here too.
-    pub fn with_mirror(mut self, mirror: Arc<dyn Mirror>) -> Self {
-        self.config.mirror = Some(mirror);
+    pub fn with_bridge(mut self, bridge: Arc<dyn Bridge>) -> Self {
+        self.config.bridge = Some(bridge);
         self
     }
 
@@ -358,16 +357,19 @@ impl Handler<ListChannels> for RegistryActor {
     }
 }
 
-/// The pulse book as `GET /pulses` shows it.
+/// The pulse book as `GET /pulses` shows it: the `limit` most recently
+/// seen clients.
 #[derive(Message)]
 #[rtype(result = "Vec<PulseRecord>")]
-pub struct ListPulses;
+pub struct ListPulses {
+    pub limit: usize,
+}
 
 impl Handler<ListPulses> for RegistryActor {
     type Result = MessageResult<ListPulses>;
 
-    fn handle(&mut self, _: ListPulses, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.pulses.records(Instant::now()))
+    fn handle(&mut self, msg: ListPulses, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.pulses.records(Instant::now(), msg.limit))
     }
 }
 

@@ -65,7 +65,10 @@ pub trait Filter: Send + Sync {
 #[derive(Clone)]
 pub struct Subscriber {
     pub id: u64,
-    sink: Arc<dyn Sink>,
+    /// Where its deliveries go. The fan-out offers each one straight to it
+    /// ([`Sink::offer`], after [`Self::admits`]): one dynamic call, no
+    /// wrapper in between.
+    pub sink: Arc<dyn Sink>,
     filter: Option<Arc<dyn Filter>>,
     /// Set by the channel that found the sink full. Shared by all channels
     /// of a multi-channel stream.
@@ -102,12 +105,6 @@ impl Subscriber {
     /// Whether this subscriber wants `event`.
     pub fn admits(&self, event: &Event) -> bool {
         self.filter.as_ref().is_none_or(|f| f.admits(event))
-    }
-
-    /// Offers one delivery without waiting (see [`Offer`]); the caller
-    /// has asked [`Self::admits`] first.
-    pub fn offer(&self, delivery: &Delivery) -> Offer {
-        self.sink.offer(delivery)
     }
 
     /// Deliveries that may wait before the subscriber counts as slow.

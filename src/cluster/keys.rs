@@ -2,7 +2,7 @@
 //! events travel on, share the hash tag `{<channel>}`: in a Redis Cluster
 //! they live in one slot, so the channel's scripts run on one shard and its
 //! events are published (sharded pub/sub) where its subscribers' nodes
-//! listen. The directory's keys share `{nodes}` and the pulse book's
+//! listen. The presence keys share `{nodes}` and the pulse book's
 //! `{pulse}`, so each of those is read and written in one round trip too.
 //! Channel names cannot hold braces, and `cluster.key_prefix` may not
 //! either, so the first `{…}` of a key is always the tag.

@@ -50,7 +50,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redis::{ErrorKind, Script, ScriptInvocation, ServerErrorKind};
 
-use super::{Cluster, ClusterError, link::Commands};
+use super::{Cluster, ClusterError, connections::Commands};
 use crate::{
     broker::{
         EventId,

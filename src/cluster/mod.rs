@@ -4,13 +4,13 @@
 //! rest. Redis is the *log* (per channel an epoch, a seq counter and a Redis
 //! Stream with the retained events: [`log`]), the *bus* (each channel's
 //! events reach the nodes that have subscribers on it: [`bus`]) and the
-//! *directory* (subscriber counts per node and the pulse book: [`presence`]).
+//! *presence* (subscriber counts per node and the pulse book: [`presence`]).
 //! The channel actors stay the local fan-out point: they receive bus events
 //! through the broker, deliver them in seq order, and read the log to
 //! replay and to fill any hole in what the bus brought.
 //!
 //! Redis is one `redis-server`, a Redis Cluster or a primary watched by
-//! Sentinel (`cluster.redis_mode`; [`link`] makes the connections, [`keys`]
+//! Sentinel (`cluster.redis_mode`; [`connections`] makes the connections, [`keys`]
 //! names the keys so that each channel stays in one slot).
 //!
 //! [`Cluster`] is the node's handle on all of this, cheap to clone. The
@@ -20,8 +20,8 @@
 //! [`ReadinessCheck`] is the node's readiness.
 
 pub mod bus;
+pub mod connections;
 pub mod keys;
-pub mod link;
 pub mod log;
 pub mod presence;
 
@@ -37,8 +37,8 @@ use tokio::task::AbortHandle;
 
 use self::{
     bus::{Bus, single::Server},
+    connections::{BusSource, Commands},
     keys::Keys,
-    link::{BusSource, Commands},
 };
 use crate::{
     broker::{Broker, BrokerError, log::LogError},
@@ -99,7 +99,7 @@ struct Inner {
     /// This node's subscriptions (see [`bus`]).
     bus: Bus,
     keys: Keys,
-    /// Names this node in the presence directory.
+    /// Names this node in the presence keys.
     node_id: String,
     command_timeout: Duration,
     max_reconnect_delay: Duration,
@@ -124,12 +124,12 @@ impl Cluster {
         history: &HistorySettings,
         pulses: &PulseSettings,
     ) -> Result<Self, ClusterError> {
-        let link = link::connect(settings)?;
+        let connections = connections::connect(settings)?;
         let keys = Keys::new(&settings.key_prefix);
         Ok(Self {
             inner: Arc::new(Inner {
-                commands: link.commands,
-                bus_source: Mutex::new(Some(link.bus)),
+                commands: connections.commands,
+                bus_source: Mutex::new(Some(connections.bus)),
                 bus: Bus::new(keys.clone(), settings.command_timeout),
                 keys,
                 node_id: node_id(),
@@ -261,7 +261,7 @@ impl ReadinessCheck for Cluster {
     }
 }
 
-/// A node id unique enough for a directory entry: pid and start time.
+/// A node id unique enough for a presence entry: pid and start time.
 fn node_id() -> String {
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)

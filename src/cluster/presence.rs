@@ -1,4 +1,4 @@
-//! The cluster-wide directory in Redis: how many subscribers each node has
+//! Presence, cluster-wide in Redis: how many subscribers each node has
 //! per channel (summed by `GET /channels`), and the pulse book (`POST /pulse`,
 //! `GET /pulses`, `DELETE /killall`).
 //!
@@ -173,6 +173,12 @@ impl Cluster {
 
     /// Every remembered client id, most recently seen first.
     pub async fn pulse_clients(&self) -> Result<Vec<String>, ClusterError> {
+        self.recent_pulse_clients(self.inner.pulses.max_clients)
+            .await
+    }
+
+    /// The `limit` most recently seen clients, newest first.
+    async fn recent_pulse_clients(&self, limit: usize) -> Result<Vec<String>, ClusterError> {
         let settings = &self.inner.pulses;
         let since = now_ms().saturating_sub(millis(settings.retention));
         let mut conn = self.conn();
@@ -183,15 +189,15 @@ impl Cluster {
                 .arg(since)
                 .arg("LIMIT")
                 .arg(0)
-                .arg(settings.max_clients)
+                .arg(limit.min(settings.max_clients))
                 .query_async(&mut conn),
         )
         .await
     }
 
     /// The cluster-wide pulse book as `GET /pulses` shows it.
-    pub async fn pulse_records(&self) -> Result<Vec<PulseRecord>, ClusterError> {
-        let clients = self.pulse_clients().await?;
+    pub async fn pulse_records(&self, limit: usize) -> Result<Vec<PulseRecord>, ClusterError> {
+        let clients = self.recent_pulse_clients(limit).await?;
         if clients.is_empty() {
             return Ok(Vec::new());
         }
@@ -238,9 +244,12 @@ impl Peers for Cluster {
         Box::pin(async move { Ok(Cluster::record_pulse(&cluster, &client).await?) })
     }
 
-    fn pulse_records(&self) -> BoxFuture<'static, Result<Vec<PulseRecord>, BrokerError>> {
+    fn pulse_records(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<PulseRecord>, BrokerError>> {
         let cluster = self.clone();
-        Box::pin(async move { Ok(Cluster::pulse_records(&cluster).await?) })
+        Box::pin(async move { Ok(Cluster::pulse_records(&cluster, limit).await?) })
     }
 
     fn pulse_clients(&self) -> BoxFuture<'static, Result<Vec<String>, BrokerError>> {

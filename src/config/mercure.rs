@@ -46,9 +46,13 @@ pub struct MercureSettings {
     /// Channel events become public Mercure updates on the channel's name
     /// (a second log write per event with a shared or durable log).
     pub channel_updates: bool,
-    /// Accept the documented development key; false in production, where
-    /// the broker refuses to start until real keys are set.
-    pub allow_development_key: bool,
+    /// Accept the documented development key. Unset (the default): only
+    /// while `auth.enabled` is false; with auth on, the keys that are the
+    /// development key are left out (their tokens refused) and a warning
+    /// says so. `true`: always. `false`: never, and the broker refuses to
+    /// start while an issuer names it (production.toml).
+    #[serde(default)]
+    pub allow_development_key: Option<bool>,
     /// Origins allowed to publish with a token cookie, besides the hub's
     /// own (browsers; the check stops cross-site request forgery).
     pub publish_origins: Vec<String>,
@@ -105,13 +109,37 @@ pub struct VerifierSettings {
 }
 
 impl VerifierSettings {
-    /// Whether it names the documented development key.
+    /// Whether it names the documented development key (as `jwt`, or as
+    /// the content of `jwt_file`).
     pub fn is_development_key(&self) -> bool {
-        self.jwt == MERCURE_DEVELOPMENT_KEY
+        let in_file = || {
+            let path = self.jwt_file.as_ref()?;
+            let text = std::fs::read_to_string(path).ok()?;
+            Some(text.trim_end_matches(['\n', '\r']) == MERCURE_DEVELOPMENT_KEY)
+        };
+        self.jwt == MERCURE_DEVELOPMENT_KEY || in_file().unwrap_or(false)
     }
 }
 
 impl MercureSettings {
+    /// Whether tokens signed with the development key are accepted, given
+    /// whether `[auth]` is on (see [`Self::allow_development_key`]).
+    pub fn accepts_development_key(&self, auth_enabled: bool) -> bool {
+        self.allow_development_key.unwrap_or(!auth_enabled)
+    }
+
+    /// Whether some issuer (or a 0.x key) names the development key.
+    pub fn names_development_key(&self) -> bool {
+        self.issuers
+            .iter()
+            .flat_map(|i| [&i.publisher, &i.subscriber])
+            .flatten()
+            .any(VerifierSettings::is_development_key)
+            || [&self.publisher_jwt_key, &self.subscriber_jwt_key]
+                .iter()
+                .any(|key| key.as_str() == MERCURE_DEVELOPMENT_KEY)
+    }
+
     /// Whether 0.x clients are served too (`protocol_version_compatibility = 8`).
     pub fn compatibility(&self) -> bool {
         self.protocol_version_compatibility == COMPATIBLE_PROTOCOL_VERSION
@@ -207,16 +235,7 @@ impl MercureSettings {
         if !self.verifies_subscribers() && !self.anonymous {
             return bad("no issuer has a subscriber key, so anonymous must be true".into());
         }
-        let development_key = self
-            .issuers
-            .iter()
-            .flat_map(|i| [&i.publisher, &i.subscriber])
-            .flatten()
-            .any(VerifierSettings::is_development_key)
-            || [&self.publisher_jwt_key, &self.subscriber_jwt_key]
-                .iter()
-                .any(|key| key.as_str() == MERCURE_DEVELOPMENT_KEY);
-        if development_key && !self.allow_development_key {
+        if self.names_development_key() && self.allow_development_key == Some(false) {
             return bad(format!(
                 "the development key {MERCURE_DEVELOPMENT_KEY} is public; configure your own \
                  [[mercure.issuers]] keys (e.g. `jwt_file`, or SSE_BROKER__MERCURE__ISSUERS)"
@@ -325,7 +344,7 @@ mod tests {
     #[test]
     fn development_key_is_refused_in_production() {
         let mut settings = Settings::defaults().mercure;
-        settings.allow_development_key = false;
+        settings.allow_development_key = Some(false);
         let err = settings.validate().expect_err("development key refused");
         assert!(err.to_string().contains("development key"), "{err}");
         settings.issuers = vec![issuer(key("a-real-secret-of-enough-length"))];

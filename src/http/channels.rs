@@ -1,15 +1,27 @@
 //! `GET /channels` and `GET /channels/{channel}`: what each live channel
-//! holds (in cluster mode with the other nodes' subscribers added).
+//! holds (in cluster mode with the other nodes' subscribers added). A
+//! caller sees only the channels the access policy lets it inspect: with
+//! auth on, a protected channel needs a token that may subscribe to it (or
+//! the `monitor` grant), in the listing as in its details.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use super::AppState;
-use crate::{broker::ChannelSummary, error::ApiError, names::ChannelName};
+use super::{AppState, access::Caller};
+use crate::{auth::Action, broker::ChannelSummary, error::ApiError, names::ChannelName};
 
 /// `GET /channels`
-pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let channels = state.broker.channels(None).await?;
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::of(&state.auth, &req, None)?;
+    let mut channels = state.broker.channels(None).await?;
+    channels.retain(|summary| {
+        ChannelName::parse(&summary.name).is_ok_and(|channel| {
+            state
+                .access
+                .decide(caller.rights(), Action::Inspect, &channel)
+                .is_ok()
+        })
+    });
     Ok(HttpResponse::Ok().json(channels))
 }
 
@@ -27,8 +39,10 @@ struct ChannelDetailBody {
 pub async fn detail(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
+    Caller::of(&state.auth, &req, None)?.check(&state.access, Action::Inspect, &channel)?;
     let detail = state.broker.inspect(&channel).await?;
     let summary = state
         .broker

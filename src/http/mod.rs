@@ -1,36 +1,39 @@
-//! The HTTP API: one file per resource, each handler thin (validate, ask
-//! the broker once, shape the answer). [`configure`] mounts them.
+//! The HTTP API: one file per resource, each handler thin: it validates
+//! its input, asks the broker what it needs, and shapes the answer. Most
+//! ask once; a batch publish asks once per event, `/killall` once for the
+//! tabs and once per tab, a channel's detail twice, a stream once per
+//! channel (all at once). [`configure`] mounts them.
 //!
-//! Event streams of every protocol are opened by [`opening`] and written by
-//! one of the two [`writer`]s from a subscriber's [`outbox`]; [`guard`]
-//! holds the token checks and request limits, [`body`] request bodies. The
-//! broker's errors become [`ApiError`]s here, in one place.
+//! [`stream`] holds our `/stream` routes and the event-stream machinery of
+//! every protocol (opening a stream, the subscriber's outbox, the two
+//! writers); [`access`] applies the access policy to our routes' requests
+//! (tokens, the publish rate; client IPs from [`client_ip`]); [`body`]
+//! reads request bodies. The broker's refusals become [`ApiError`]s in one
+//! place, the `From<BrokerError>` below, for our routes; the Mercure hub
+//! answers with its own errors (`crate::mercure::error`).
 
+pub mod access;
 pub mod body;
 pub mod channels;
-pub mod guard;
+pub mod client_ip;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
-pub mod opening;
-pub mod outbox;
 pub mod publish;
 pub mod pulse;
 pub mod session;
 pub mod stream;
-pub mod writer;
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use actix_web::{HttpRequest, web};
 
 use crate::{
-    auth::Auth,
-    broker::{Broker, BrokerError, log::Record, message::Published},
+    auth::{AccessPolicy, Auth},
+    broker::{Broker, BrokerError},
     config::Settings,
     error::ApiError,
     metrics::Metrics,
-    names::{ChannelName, EventType},
     readiness::Readiness,
 };
 
@@ -40,8 +43,14 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    /// How our tokens are read and verified.
     pub auth: Auth,
-    pub limits: guard::Limits,
+    /// The one access policy (shared with the Mercure hub).
+    pub access: Arc<AccessPolicy>,
+    /// The publish rate limit.
+    pub limits: access::Limits,
+    /// Open streams per client IP.
+    pub stream_slots: Arc<stream::slots::StreamSlots>,
 }
 
 impl AppState {
@@ -49,22 +58,6 @@ impl AppState {
     pub fn of(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
         req.app_data::<web::Data<AppState>>()
             .ok_or_else(|| ApiError::Unavailable("the broker is not set up".into()))
-    }
-
-    /// Publishes one event and waits for its id; `received_at` is when the
-    /// request reached its handler (for the latency metric).
-    pub async fn publish(
-        &self,
-        channel: ChannelName,
-        event_type: Option<EventType>,
-        data: String,
-        received_at: Instant,
-    ) -> Result<Published, ApiError> {
-        let record = Record::plain(event_type, data);
-        Ok(self
-            .broker
-            .publish(&channel, record, received_at, false)
-            .await?)
     }
 }
 
@@ -89,8 +82,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // busiest (a publish) goes first.
     cfg.route("/publish/{channel}", web::post().to(publish::publish_one))
         .route("/publish", web::post().to(publish::publish_batch))
-        .route("/stream", web::get().to(stream::stream_many))
-        .route("/stream/{channel}", web::get().to(stream::stream_one))
+        .route("/stream", web::get().to(stream::routes::stream_many))
+        .route(
+            "/stream/{channel}",
+            web::get().to(stream::routes::stream_one),
+        )
         .route("/pulse", web::post().to(pulse::pulse))
         .route("/pulses", web::get().to(pulse::pulses))
         .route("/channels", web::get().to(channels::list))

@@ -9,10 +9,11 @@ use serde_json::value::RawValue;
 
 use super::{
     AppState,
+    access::Publisher,
     body::{BodyKind, compact_json, event_data, read_body, utf8},
-    guard::Publisher,
 };
 use crate::{
+    broker::log::Record,
     error::ApiError,
     names::{ChannelName, EventType},
 };
@@ -75,8 +76,10 @@ async fn publish_one_inner(
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let data = event_data(kind, &body, state.settings.server.max_json_depth)?;
+    let record = Record::plain(event_type, data);
     let published = state
-        .publish(channel.clone(), event_type, data, received_at)
+        .broker
+        .publish(&channel, record, received_at, false)
         .await?;
     Ok(accepted(&PublishedEvent {
         id: published.id.to_string(),
@@ -169,13 +172,14 @@ async fn publish_batch_inner(
     }
     let mut answers = Vec::with_capacity(events.len());
     for (channel, event_type, data) in events {
-        let name = channel.to_string();
+        let record = Record::plain(event_type, data);
         let published = state
-            .publish(channel, event_type, data, received_at)
+            .broker
+            .publish(&channel, record, received_at, false)
             .await?;
         answers.push(PublishedEvent {
             id: published.id.to_string(),
-            channel: name,
+            channel: channel.to_string(),
             subscribers: published.subscribers,
         });
     }

@@ -1,4 +1,10 @@
 //! `POST /pulse` (a client says it is alive) and `GET /pulses` (who is).
+//!
+//! With auth on, a pulse that names a channel needs what a stream of that
+//! channel needs (and one that names none needs a token when anonymous
+//! subscribers are not allowed), and the pulse book needs the `monitor`
+//! grant: it lists every client, across channels. A listing holds at most
+//! [`MAX_PULSES_LIMIT`] clients.
 
 use std::sync::Arc;
 
@@ -7,9 +13,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AppState,
+    access::Caller,
     body::{BodyKind, read_body, utf8},
 };
-use crate::{broker::pulse::validate_client_id, error::ApiError, names::ChannelName};
+use crate::{auth::Action, broker::pulse::validate_client_id, error::ApiError, names::ChannelName};
+
+/// Clients in a `GET /pulses` answer unless `limit` says otherwise.
+pub const DEFAULT_PULSES_LIMIT: usize = 100;
+/// Most clients one `GET /pulses` answer lists: a full book
+/// (`pulses.max_clients`, 100,000 in production) would make an answer of
+/// tens of MB, polled by every open console.
+pub const MAX_PULSES_LIMIT: usize = 1000;
 
 /// A pulse body: the seed's bare JSON string, or an object naming a channel.
 #[derive(Debug, Deserialize)]
@@ -35,6 +49,7 @@ pub async fn pulse(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::of(&state.auth, &req, None)?;
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let text = utf8(&body)?;
@@ -56,12 +71,36 @@ pub async fn pulse(
         .map(|c| ChannelName::parse(&c))
         .transpose()
         .map_err(ApiError::InvalidChannel)?;
+    match &channel {
+        Some(channel) => caller.check(&state.access, Action::Subscribe, channel)?,
+        None => caller.check_unscoped_pulse(&state.access)?,
+    }
     let client: Arc<str> = client_id.as_str().into();
     state.broker.pulse(client, channel).await?;
     Ok(HttpResponse::Ok().json(PulseAnswer { id: client_id }))
 }
 
-/// `GET /pulses`: every remembered client, most recently seen first.
-pub async fn pulses(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.broker.pulses().await?))
+#[derive(Debug, Deserialize)]
+pub struct PulsesQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /pulses?limit=N`: the `N` (default [`DEFAULT_PULSES_LIMIT`], at
+/// most [`MAX_PULSES_LIMIT`]) most recently seen clients, newest first.
+pub async fn pulses(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<PulsesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    Caller::of(&state.auth, &req, None)?.check_pulse_book(&state.access)?;
+    let limit = match query.limit {
+        None => DEFAULT_PULSES_LIMIT,
+        Some(limit @ 1..=MAX_PULSES_LIMIT) => limit,
+        Some(_) => {
+            return Err(ApiError::InvalidQuery(format!(
+                "limit must be between 1 and {MAX_PULSES_LIMIT}"
+            )));
+        }
+    };
+    Ok(HttpResponse::Ok().json(state.broker.pulses(limit).await?))
 }

@@ -8,11 +8,15 @@ use serde::Serialize;
 
 use super::{
     AppState,
+    access::Publisher,
     body::{BodyKind, read_body, utf8},
-    guard::Publisher,
     publish::PublishedEvent,
 };
-use crate::{broker::pulse::validate_client_id, error::ApiError, names::ChannelName};
+use crate::{
+    broker::{log::Record, pulse::validate_client_id},
+    error::ApiError,
+    names::ChannelName,
+};
 
 /// The channel browser tabs listen on for their own id.
 pub const KILL_CHANNEL: &str = "killSession";
@@ -24,8 +28,10 @@ fn kill_channel() -> ChannelName {
 /// Publishes one tab id (as a JSON string) on the kill channel.
 async fn kill(state: &AppState, tab_id: &str) -> Result<PublishedEvent, ApiError> {
     let data = serde_json::to_string(tab_id).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    let record = Record::plain(None, data);
     let published = state
-        .publish(kill_channel(), None, data, std::time::Instant::now())
+        .broker
+        .publish(&kill_channel(), record, std::time::Instant::now(), false)
         .await?;
     Ok(PublishedEvent {
         id: published.id.to_string(),

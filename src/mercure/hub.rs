@@ -9,17 +9,22 @@
 //!   id as the event's name (so `Last-Event-ID` finds it), and its topics and
 //!   privacy as the event's tags;
 //! - [`SelectorFilter`]: a subscriber's topic selectors and its right to
-//!   private updates, applied to live updates and to replays alike;
-//! - [`ChannelBridge`]: the core's [`Mirror`]: an event accepted on one of
-//!   our channels becomes a public update on the channel's name
-//!   (`mercure.channel_updates`, [`copy_of`]), published on the hub's
-//!   channel as a copy.
+//!   private updates, applied to live updates and to replays alike.
+//!
+//! Our channels' events reach the hub as copies (`super::bridge`). A copy is
+//! the channel's event, so the channel's access rules ([`AccessPolicy`])
+//! decide who receives it, not the update's `private` flag: a subscriber
+//! gets a copy of a protected channel's event only when its token's
+//! `subscribe` matchers cover the channel's name, exactly as `/stream` would
+//! ask of our token. The filter asks the policy for every copy it sees,
+//! live or replayed, so a copy logged before a channel became private
+//! (durable history, Redis) does not leak either.
 //!
 //! Because the hub is a channel, cluster mode (the log in Redis, every node
 //! delivering the same updates with the same ids) and durable history work
 //! for Mercure exactly as for channels. The hub needs one total order of
 //! everything a subscriber can match, so that `Last-Event-ID` resumes across
-//! all its topics, and the per-channel logs give none: a mirrored channel
+//! all its topics, and the per-channel logs give none: a bridged channel
 //! event takes a place in the hub's log too. With durable history that place
 //! is a reference to the channel's row (the store writes the event once; the
 //! codec makes the update again from the original when the hub's log is read
@@ -27,24 +32,21 @@
 //! the hub's log carries the update, in the hub's order, to every node with
 //! Mercure subscribers, which need not follow every channel's traffic.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use log::warn;
 
 use super::{
     topic::{self, TopicSelector},
-    update::{PreparedUpdate, UpdateDraft, UpdateTags, copy_id, encode},
+    update::{PreparedUpdate, UpdateDraft, UpdateTags, copy_of, encode},
 };
 use crate::{
+    auth::{AccessPolicy, Action, Rights},
     broker::{
-        Broker, EventId,
+        EventId,
         codec::Codec,
-        event::{EVENT_ID_MAX_LEN, Event, Tags},
-        log::{Origin, Record},
-        mirror::Mirror,
+        event::{Event, Tags},
+        log::Record,
         subscriber::Filter,
     },
     names::ChannelName,
@@ -53,7 +55,7 @@ use crate::{
 
 /// The hub's channel (see the module docs).
 pub fn hub_channel() -> ChannelName {
-    // Made once: every Mercure publish and every mirrored channel event
+    // Made once: every Mercure publish and every bridged channel event
     // names it, and a clone is one reference count.
     static HUB: std::sync::LazyLock<ChannelName> =
         std::sync::LazyLock::new(|| ChannelName::internal("mercure"));
@@ -73,8 +75,11 @@ pub fn record_of(update: impl Into<PreparedUpdate>) -> Record {
 }
 
 /// Makes the hub channel's events (see the module docs).
-#[derive(Debug, Default)]
-pub struct HubCodec;
+#[derive(Debug)]
+pub struct HubCodec {
+    /// Whether a copy made again from a channel's durable event is private.
+    pub access: Arc<AccessPolicy>,
+}
 
 impl Codec for HubCodec {
     fn event(
@@ -91,7 +96,7 @@ impl Codec for HubCodec {
         let update = match (prepared, &record.origin) {
             (Some(update), _) => Ok(update),
             // A channel event read back from the store's reference.
-            (None, Some(origin)) => Ok(Arc::new(copy_of(origin, record.clone()))),
+            (None, Some(origin)) => Ok(Arc::new(copy_of(origin, record.clone(), &self.access))),
             (None, None) => serde_json::from_str::<UpdateDraft>(&record.data)
                 .map(|draft| Arc::new(PreparedUpdate::from(draft))),
         };
@@ -146,14 +151,33 @@ pub struct SelectorFilter {
     /// Its token's subscribe grants: which private updates it may read
     /// (none without a token).
     pub private: Vec<TopicSelector>,
+    /// Decides who receives channel events' copies.
+    pub access: Arc<AccessPolicy>,
 }
 
 impl SelectorFilter {
-    /// Whether it subscribed to one of the update's topics and, for a
-    /// private update, its token covers one of them.
+    /// Whether it subscribed to one of the update's topics and may read the
+    /// update: for a copy of a channel's event, the channel's access rules
+    /// say so; for a private update, its token covers one of the topics.
     pub fn can_receive(&self, update: &UpdateTags) -> bool {
-        let subscribed = topic::any_matches(&self.selectors, &update.topics);
-        subscribed && (!update.private || topic::any_matches(&self.private, &update.topics))
+        if !topic::any_matches(&self.selectors, &update.topics) {
+            return false;
+        }
+        match &update.channel {
+            Some(channel) => self
+                .access
+                .decide(Some(self), Action::Subscribe, channel)
+                .is_ok(),
+            None => !update.private || topic::any_matches(&self.private, &update.topics),
+        }
+    }
+}
+
+impl Rights for SelectorFilter {
+    /// A Mercure subscriber reads a channel whose name its `subscribe`
+    /// matchers cover (a channel is the topic of the same name).
+    fn covers(&self, action: Action, channel: &ChannelName) -> bool {
+        action == Action::Subscribe && self.private.iter().any(|s| s.matches(channel.as_str()))
     }
 }
 
@@ -168,63 +192,36 @@ impl Filter for SelectorFilter {
     }
 }
 
-/// Channel events as public updates on the channel's name (see the module
-/// docs). Connected to the broker once it runs: the broker is built with
-/// its mirror.
-#[derive(Default)]
-pub struct ChannelBridge {
-    broker: OnceLock<Broker>,
-}
-
-impl ChannelBridge {
-    /// From now on accepted channel events reach the hub through `broker`.
-    pub fn connect(&self, broker: Broker) {
-        let _ = self.broker.set(broker);
-    }
-}
-
-impl Mirror for ChannelBridge {
-    fn accepted(&self, origin: Origin, record: Record) {
-        let Some(broker) = self.broker.get() else {
-            return;
-        };
-        let mut copy = record_of(copy_of(&origin, record));
-        copy.origin = Some(Box::new(origin));
-        broker.publish_nowait(&hub_channel(), copy, true);
-    }
-}
-
-/// The public update a channel event becomes: on the channel's name, with
-/// its type and data, and an id made from the channel and the event's id
-/// ([`copy_id`]), so it is the same when made again from the original.
-pub fn copy_of(origin: &Origin, record: Record) -> PreparedUpdate {
-    let mut buf = [0; EVENT_ID_MAX_LEN];
-    let event_id = origin.id.encode(&mut buf);
-    PreparedUpdate {
-        id: copy_id(origin.channel.as_str(), event_id).into(),
-        tags: Arc::new(UpdateTags {
-            topics: vec![origin.channel.to_string()],
-            private: false,
-        }),
-        event_type: record.event_type.map(|t| t.as_str().to_owned()),
-        retry: None,
-        data: record.data,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::log::Origin;
 
     fn tags(topics: &[&str], private: bool) -> UpdateTags {
         UpdateTags {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             private,
+            channel: None,
         }
     }
 
+    /// `user.*` private, auth on.
+    fn protecting() -> Arc<AccessPolicy> {
+        let private = vec![crate::auth::Pattern::parse("user.*").expect("a pattern")];
+        Arc::new(AccessPolicy::new(true, private, true))
+    }
+
     fn filter(topics: &[&str], private: Option<&[&str]>) -> SelectorFilter {
+        filter_with(topics, private, protecting())
+    }
+
+    fn filter_with(
+        topics: &[&str],
+        private: Option<&[&str]>,
+        access: Arc<AccessPolicy>,
+    ) -> SelectorFilter {
         SelectorFilter {
+            access,
             selectors: topics.iter().map(|t| TopicSelector::new(t)).collect(),
             private: private
                 .unwrap_or_default()
@@ -259,17 +256,21 @@ mod tests {
             id: Some("urn:uuid:1".into()),
             event_type: Some("note".into()),
             retry: None,
+            channel: None,
+        };
+        let codec = HubCodec {
+            access: protecting(),
         };
         let id = EventId {
             epoch: crate::broker::event::Epoch::from_raw(1),
             seq: 7,
         };
         let prepared = record_of(draft);
-        let logged = HubCodec.logged(prepared.clone());
+        let logged = codec.logged(prepared.clone());
         assert!(logged.prepared.is_none() && logged.data.contains("\"urn:uuid:1\""));
         // As published here (prepared) and as read back from a log (JSON).
         for record in [prepared, logged] {
-            let event = HubCodec.event(&hub_channel(), id, &record, Instant::now());
+            let event = codec.event(&hub_channel(), id, &record, Instant::now());
             assert_eq!(
                 std::str::from_utf8(event.frame.full()).unwrap(),
                 "event: note\nid: urn:uuid:1\ndata: hello\n\n"
@@ -279,7 +280,77 @@ mod tests {
             assert!(!filter(&["urn:b"], None).admits(&event));
         }
         let junk = Record::plain(None, "not json".into());
-        let odd = HubCodec.event(&hub_channel(), id, &junk, Instant::now());
+        let odd = codec.event(&hub_channel(), id, &junk, Instant::now());
         assert!(!filter(&["*"], None).admits(&odd));
+    }
+
+    fn origin(channel: &str) -> Origin {
+        Origin {
+            channel: ChannelName::parse(channel).expect("a channel name"),
+            id: EventId {
+                epoch: crate::broker::event::Epoch::from_raw(1),
+                seq: 3,
+            },
+        }
+    }
+
+    /// A copy of a private channel's event reaches only subscribers whose
+    /// token covers the channel; a public channel's copy reaches everyone
+    /// who matched it; with auth off every copy is public.
+    #[test]
+    fn copies_follow_their_channels_rules() {
+        let record = Record::plain(None, "secret".into());
+        let private = copy_of(&origin("user.9"), record.clone(), &protecting());
+        assert!(private.tags.private);
+        assert!(!filter(&["user.9"], None).can_receive(&private.tags));
+        assert!(!filter(&["*"], Some(&["user.8"])).can_receive(&private.tags));
+        assert!(filter(&["user.9"], Some(&["user.9"])).can_receive(&private.tags));
+        assert!(filter(&["*"], Some(&["*"])).can_receive(&private.tags));
+        let public = copy_of(&origin("news"), record.clone(), &protecting());
+        assert!(!public.tags.private);
+        assert!(filter(&["news"], None).can_receive(&public.tags));
+        let open = Arc::new(AccessPolicy::open());
+        let unprotected = copy_of(&origin("user.9"), record, &open);
+        assert!(filter_with(&["user.9"], None, open).can_receive(&unprotected.tags));
+    }
+
+    /// The channel rules hold for copies read back from a log, whatever
+    /// the logged `private` flag says, and for copies logged before the
+    /// `channel` field existed (their id names the channel).
+    #[test]
+    fn logged_copies_keep_their_channel() {
+        let old_copy = UpdateDraft {
+            topics: vec!["user.9".into()],
+            data: "secret".into(),
+            private: false,
+            id: Some("urn:sse-broker:user.9/1-5".into()),
+            event_type: None,
+            retry: None,
+            channel: None,
+        };
+        let codec = HubCodec {
+            access: protecting(),
+        };
+        let logged = codec.logged(record_of(old_copy));
+        let id = EventId {
+            epoch: crate::broker::event::Epoch::from_raw(1),
+            seq: 9,
+        };
+        let event = codec.event(&hub_channel(), id, &logged, Instant::now());
+        assert!(!filter(&["user.9"], None).admits(&event));
+        assert!(filter(&["user.9"], Some(&["user.9"])).admits(&event));
+        let fresh = record_of(copy_of(
+            &origin("user.9"),
+            Record::plain(None, "x".into()),
+            &Arc::new(AccessPolicy::open()),
+        ));
+        let logged = codec.logged(fresh);
+        assert!(
+            logged.data.contains("\"channel\":\"user.9\""),
+            "{}",
+            logged.data
+        );
+        let event = codec.event(&hub_channel(), id, &logged, Instant::now());
+        assert!(!filter(&["user.9"], None).admits(&event));
     }
 }

@@ -7,11 +7,15 @@
 //! derived from the request, `scheme://Host/.well-known/mercure`, as the
 //! reference hub does, so a hub reachable under several names needs no
 //! configuration. The scheme is the connection's (`https` on a TLS
-//! listener); with `limits.trust_forwarded_for` the proxy's `Forwarded` /
-//! `X-Forwarded-Proto` / `X-Forwarded-Host` headers count instead.
+//! listener) and the host the `Host` header; from a trusted proxy
+//! (`limits.trusted_proxies`) the scheme and host it forwards count instead
+//! (`X-Forwarded-Proto` / `X-Forwarded-Host`, or the `Forwarded` element
+//! naming the client with `limits.forwarded_header = "forwarded"`).
 
 use actix_web::{HttpRequest, http::header};
 use url::Url;
+
+use crate::{config::LimitsSettings, http::client_ip::forwarded_origin};
 
 /// The hub's path. Topics under it are the hub's own (subscription events).
 pub const HUB_PATH: &str = "/.well-known/mercure";
@@ -37,9 +41,9 @@ pub struct HubIdentity {
 
 impl HubIdentity {
     /// The identity for `req`; `pinned` is `mercure.resource_identifier`
-    /// (empty: derived).
-    pub fn of(req: &HttpRequest, pinned: &str, trust_forwarded: bool) -> Self {
-        let url = hub_url(req, trust_forwarded);
+    /// (empty: derived), `limits` names the trusted proxies.
+    pub fn of(req: &HttpRequest, pinned: &str, limits: &LimitsSettings) -> Self {
+        let url = hub_url(req, limits);
         let origin = url.origin().ascii_serialization();
         if pinned.is_empty() {
             return Self {
@@ -67,30 +71,27 @@ impl HubIdentity {
 }
 
 /// The hub's URL as this request addressed it,
-/// `scheme://host/.well-known/mercure`. The `Forwarded` /
-/// `X-Forwarded-Proto` / `X-Forwarded-Host` headers count only with
-/// `limits.trust_forwarded_for` (behind a proxy that sets them, e.g. one
-/// terminating TLS); otherwise the `Host` the client sent. A host that does
-/// not make a URL falls back to the server's configured host.
-pub fn hub_url(req: &HttpRequest, trust_forwarded: bool) -> Url {
-    let (scheme, host) = if trust_forwarded {
-        let info = req.connection_info();
-        (info.scheme().to_owned(), info.host().to_owned())
+/// `scheme://host/.well-known/mercure`: the scheme of the connection and
+/// the `Host` the client sent, or what a trusted proxy forwarded of them
+/// (see [`forwarded_origin`]; a proxy terminating TLS says `https`). A host
+/// that does not make a URL falls back to the server's configured host.
+pub fn hub_url(req: &HttpRequest, limits: &LimitsSettings) -> Url {
+    let forwarded = forwarded_origin(req, limits).unwrap_or_default();
+    let scheme = forwarded.scheme.unwrap_or(if req.app_config().secure() {
+        "https"
     } else {
-        let scheme = if req.app_config().secure() {
-            "https"
-        } else {
-            "http"
-        };
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
-        (scheme.to_owned(), host)
-    };
+        "http"
+    });
+    let host = forwarded
+        .host
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
     let url = |host: &str| {
         let plain = !host.is_empty() && !host.contains(['/', '?', '#', '@', '\\']);
         plain
@@ -109,27 +110,46 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
 
-    /// The hub URL comes from Host (forwarded headers only when trusted).
+    /// `[limits]` trusting the proxies in 10.0.0.0/8 (or none).
+    fn limits(trusted: bool) -> LimitsSettings {
+        let mut limits = crate::config::Settings::defaults().limits;
+        if trusted {
+            limits.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        }
+        limits
+    }
+
+    /// The hub URL comes from Host; the forwarded scheme and host count
+    /// only when the peer is a trusted proxy.
     #[test]
     fn hub_url_from_the_request() {
-        let req = TestRequest::default()
-            .insert_header(("host", "hub.example:8443"))
-            .insert_header(("x-forwarded-host", "proxy.example"))
-            .insert_header(("x-forwarded-proto", "https"))
-            .to_http_request();
+        let from = |peer: &str| {
+            TestRequest::default()
+                .peer_addr(peer.parse().unwrap())
+                .insert_header(("host", "hub.example:8443"))
+                .insert_header(("x-forwarded-host", "proxy.example"))
+                .insert_header(("x-forwarded-proto", "https"))
+                .insert_header(("forwarded", "for=1.2.3.4;host=evil.example"))
+                .to_http_request()
+        };
+        let direct = "http://hub.example:8443/.well-known/mercure";
         assert_eq!(
-            hub_url(&req, false).as_str(),
-            "http://hub.example:8443/.well-known/mercure"
+            hub_url(&from("10.0.0.1:4000"), &limits(false)).as_str(),
+            direct
         );
         assert_eq!(
-            hub_url(&req, true).as_str(),
+            hub_url(&from("203.0.113.7:4000"), &limits(true)).as_str(),
+            direct
+        );
+        assert_eq!(
+            hub_url(&from("10.0.0.1:4000"), &limits(true)).as_str(),
             "https://proxy.example/.well-known/mercure"
         );
         let odd = TestRequest::default()
             .insert_header(("host", "a@b/c"))
             .to_http_request();
-        assert_eq!(hub_url(&odd, false).path(), "/.well-known/mercure");
-        assert_ne!(hub_url(&odd, false).host_str(), Some("b"));
+        assert_eq!(hub_url(&odd, &limits(false)).path(), "/.well-known/mercure");
+        assert_ne!(hub_url(&odd, &limits(false)).host_str(), Some("b"));
     }
 
     /// Derived: the request's hub URL; pinned: the configured identifier,
@@ -139,7 +159,7 @@ mod tests {
         let req = TestRequest::default()
             .insert_header(("host", "127.0.0.1:9000"))
             .to_http_request();
-        let derived = HubIdentity::of(&req, "", false);
+        let derived = HubIdentity::of(&req, "", &limits(false));
         assert_eq!(
             derived.resource,
             "http://127.0.0.1:9000/.well-known/mercure"
@@ -148,7 +168,11 @@ mod tests {
             derived.metadata_url.as_deref(),
             Some("http://127.0.0.1:9000/.well-known/oauth-protected-resource/.well-known/mercure")
         );
-        let pinned = HubIdentity::of(&req, "https://localhost/.well-known/mercure", false);
+        let pinned = HubIdentity::of(
+            &req,
+            "https://localhost/.well-known/mercure",
+            &limits(false),
+        );
         assert_eq!(pinned.resource, "https://localhost/.well-known/mercure");
         assert_eq!(
             pinned.base.as_str(),
@@ -162,7 +186,7 @@ mod tests {
             pinned.url.as_str(),
             "http://127.0.0.1:9000/.well-known/mercure"
         );
-        let other = HubIdentity::of(&req, "https://api.example.com/", false);
+        let other = HubIdentity::of(&req, "https://api.example.com/", &limits(false));
         assert_eq!(
             other.base.as_str(),
             "http://127.0.0.1:9000/.well-known/mercure"

@@ -11,11 +11,11 @@
 //! hub is one internal channel of the broker, whose log orders every update
 //! and whose members are the Mercure subscribers, each with a filter (see
 //! [`hub`]). Its streams are opened and written like every other stream
-//! (`crate::http::opening`, `crate::http::writer`).
+//! (`crate::http::stream`).
 //!
 //! ## Parts
-//! - [`hub`]: the hub's channel, its codec, the subscribers' filter and the
-//!   bridge from our channels.
+//! - [`hub`]: the hub's channel, its codec and the subscribers' filter.
+//! - [`bridge`]: the bridge between our channels and the hub, both ways.
 //! - [`subscribe`] (with [`request`]), [`publish`], [`api`], [`metadata`]:
 //!   the HTTP endpoints (subscribe with `GET`, `QUERY` and `HEAD`; publish;
 //!   the subscriptions API; the protected resource metadata).
@@ -31,16 +31,22 @@
 //! - [`error`]: `MercureError`, the statuses and challenges of the spec.
 //!
 //! ## Bridge to our channels
-//! A public update whose topic is a valid channel name is also published on
-//! that channel (`/stream/{channel}` subscribers get it); an event published
-//! on a channel (`POST /publish/{channel}`, batches, the demo) is also a
-//! public Mercure update whose topic is the channel name
-//! (`mercure.channel_updates`), with the id
-//! `urn:sse-broker:<channel>/<event id>`. Both are published as copies, which
-//! are never bridged back, so nothing loops.
+//! A channel and the hub topic of the same name are one resource, and the
+//! broker's access policy (`crate::auth::policy`) decides it whichever way
+//! it is reached. A public update whose topic is a valid channel name is
+//! also published on that channel (`/stream/{channel}` subscribers get it)
+//! when the publisher may publish to the channel: always with `[auth]` off,
+//! with it on when the Mercure token's `publish` matchers cover the
+//! channel's name. An event published on a channel (`POST
+//! /publish/{channel}`, batches, the demo) is also a Mercure update whose
+//! topic is the channel name (`mercure.channel_updates`), with the id
+//! `urn:sse-broker:<channel>/<event id>`, received only by subscribers who
+//! may read the channel ([`hub`]). Both are published as copies, which are
+//! never bridged back, so nothing loops.
 
 pub mod api;
 pub mod auth;
+pub mod bridge;
 pub mod error;
 pub mod hub;
 pub mod identity;
@@ -57,7 +63,7 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, http::Method, web};
 
-use crate::{config::Settings, metrics::Metrics};
+use crate::{auth::AccessPolicy, config::Settings, metrics::Metrics};
 
 /// The safe `QUERY` method (RFC 10008): a subscribe whose parameters fit
 /// in a body rather than a URL.
@@ -67,6 +73,9 @@ pub const QUERY_METHOD: &str = "QUERY";
 /// `AppState`, which the hub's requests reach as well).
 pub struct MercureState {
     pub tokens: auth::TokenChecker,
+    /// The broker's one access policy: decides the bridge between channels
+    /// and the hub, both ways.
+    pub access: Arc<AccessPolicy>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// This node's active subscriptions (the subscriptions API).
@@ -79,7 +88,7 @@ impl MercureState {
         identity::HubIdentity::of(
             req,
             &self.settings.mercure.resource_identifier,
-            self.settings.limits.trust_forwarded_for,
+            &self.settings.limits,
         )
     }
 }

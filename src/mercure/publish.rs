@@ -20,19 +20,16 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use super::{
     MercureState,
     auth::Role,
+    bridge,
     error::MercureError,
     hub::{hub_channel, record_of},
     identity::HUB_PATH,
     query::{first, parse_pairs, read_form, values},
     subscriptions::HUB_EVENT_TYPE,
     topic,
-    update::{EARLIEST, UpdateDraft, new_id},
+    update::{COPY_ID_PREFIX, EARLIEST, UpdateDraft, new_id},
 };
-use crate::{
-    broker::log::Record,
-    http::{AppState, body::nests_deeper_than},
-    names::{ChannelName, EventType},
-};
+use crate::http::{AppState, body::nests_deeper_than};
 
 /// Most topics one update may have (as the reference hub).
 pub const MAX_TOPICS: usize = 1000;
@@ -90,34 +87,10 @@ async fn publish_inner(
     app.broker
         .publish(&hub_channel(), record_of(draft.clone()), received_at, false)
         .await?;
-    forward_to_channels(app, &draft);
+    bridge::into_channels(&app.broker, &state.access, &claims, &draft);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(id))
-}
-
-/// A public update on topics that are channel names is published on those
-/// channels too (as a copy: not offered back to the hub).
-fn forward_to_channels(app: &AppState, draft: &UpdateDraft) {
-    if draft.private {
-        return;
-    }
-    let event_type = draft
-        .event_type
-        .as_deref()
-        .and_then(|t| EventType::parse(t).ok());
-    let mut sent: Vec<&str> = Vec::new();
-    for topic in &draft.topics {
-        if sent.contains(&topic.as_str()) {
-            continue;
-        }
-        let Ok(channel) = ChannelName::parse(topic) else {
-            continue;
-        };
-        sent.push(topic);
-        let record = Record::plain(event_type.clone(), draft.data.clone());
-        app.broker.publish_nowait(&channel, record, true);
-    }
 }
 
 /// The update a publish form describes, with the checks that come before
@@ -161,6 +134,7 @@ fn read_draft(form: &[(String, String)]) -> Result<UpdateDraft, MercureError> {
         id: field("id").filter(|id| !id.is_empty()),
         event_type: field("type").filter(|t| !t.is_empty()),
         retry,
+        channel: None,
     })
 }
 
@@ -180,13 +154,15 @@ fn check_reserved(draft: &UpdateDraft) -> Result<(), MercureError> {
         }
     }
     if let Some(id) = &draft.id
-        && (!topic::is_protocol_string(id) || id.starts_with('#') || id == EARLIEST)
+        && (!topic::is_protocol_string(id)
+            || id.starts_with('#')
+            || id.starts_with(COPY_ID_PREFIX)
+            || id == EARLIEST)
     {
-        return Err(MercureError::BadRequest(
-            "\"id\" must not start with \"#\", be \"earliest\" or contain a control or format \
-             character"
-                .into(),
-        ));
+        return Err(MercureError::BadRequest(format!(
+            "\"id\" must not start with \"#\" or {COPY_ID_PREFIX:?} (the ids of channel \
+             events' copies), be \"earliest\" or contain a control or format character"
+        )));
     }
     if let Some(kind) = &draft.event_type {
         if kind == HUB_EVENT_TYPE {
@@ -229,6 +205,7 @@ mod tests {
             "topic=a&retry=5%20",
             "topic=a&id=%23hub-id",
             "topic=a&id=earliest",
+            "topic=a&id=urn%3Asse-broker%3Auser.9%2F1-1",
             "topic=a%01",
             "topic=%2A",
             "topic=a&topic=%2F.well-known%2Fmercure%2Fsubscriptions%2Fx",

@@ -169,7 +169,12 @@ pub fn subscriber_claims(
     hub: &HubIdentity,
 ) -> Result<Option<Claims>, MercureError> {
     if !state.tokens.verifies(Role::Subscriber) {
-        return Ok(None);
+        // No key to check a token with (none configured, or only the
+        // development key, left out with auth on): everyone is anonymous.
+        return match state.settings.mercure.anonymous {
+            true => Ok(None),
+            false => Err(MercureError::token_required(hub)),
+        };
     }
     let claims = state
         .tokens
@@ -303,7 +308,7 @@ mod tests {
         let req = TestRequest::default()
             .insert_header(("host", "hub.test"))
             .to_http_request();
-        HubIdentity::of(&req, "", false)
+        HubIdentity::of(&req, "", &crate::config::Settings::defaults().limits)
     }
 
     fn read(query: &str, compatibility: bool) -> Result<Vec<Subscription>, Unread> {

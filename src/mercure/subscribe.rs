@@ -3,7 +3,7 @@
 //! for matcher lists too long for a URL) and `HEAD` (the checks and
 //! headers, no stream). The request ([`super::request`]) becomes a stream
 //! of the hub's channel with a [`SelectorFilter`], opened like every other
-//! stream (`crate::http::opening`).
+//! stream (`crate::http::stream::opening`).
 //!
 //! With a cursor (`Last-Event-ID` or `last_event_id`), the answer carries
 //! `Mercure-Last-Event-ID`: the cursor itself when the hub holds that
@@ -37,9 +37,11 @@ use crate::{
     broker::ResumeFrom,
     http::{
         AppState,
-        opening::{self, Expiry, StreamPlan},
-        outbox::Cursor,
-        writer::OnClose,
+        stream::{
+            cursor::Cursor,
+            end::OnClose,
+            opening::{self, Expiry, StreamPlan},
+        },
     },
     sse,
 };
@@ -128,6 +130,7 @@ async fn open_stream(
     let filter = SelectorFilter {
         selectors: subscriptions.iter().map(|s| s.selector.clone()).collect(),
         private: claims.subscribe,
+        access: Arc::clone(&state.access),
     };
     let plan = StreamPlan {
         channels: vec![hub_channel()],

@@ -210,6 +210,7 @@ pub fn subscription_update(info: SubscriptionInfo) -> UpdateDraft {
         id: None,
         event_type,
         retry: None,
+        channel: None,
     }
 }
 

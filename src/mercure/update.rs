@@ -13,7 +13,15 @@ use std::sync::Arc;
 use bytes::BufMut;
 use serde::{Deserialize, Serialize};
 
-use crate::sse::{self, Frame};
+use crate::{
+    auth::AccessPolicy,
+    broker::{
+        event::EVENT_ID_MAX_LEN,
+        log::{Origin, Record},
+    },
+    names::ChannelName,
+    sse::{self, Frame},
+};
 
 /// The `Last-Event-ID` asking for the whole history.
 pub const EARLIEST: &str = "earliest";
@@ -31,6 +39,11 @@ pub struct UpdateDraft {
     #[serde(rename = "type")]
     pub event_type: Option<String>,
     pub retry: Option<u64>,
+    /// For a channel event's copy (`mercure.channel_updates`): the channel,
+    /// whose own access rules decide who receives the copy. Never set by a
+    /// publisher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// What subscribers' filters read of an update (its event's tags).
@@ -38,6 +51,8 @@ pub struct UpdateDraft {
 pub struct UpdateTags {
     pub topics: Vec<String>,
     pub private: bool,
+    /// The channel a copy comes from (see [`UpdateDraft::channel`]).
+    pub channel: Option<ChannelName>,
 }
 
 /// An update as the hub's codec takes it from a publisher in this process:
@@ -55,12 +70,14 @@ pub struct PreparedUpdate {
 impl From<UpdateDraft> for PreparedUpdate {
     /// A draft without an id gets a fresh one.
     fn from(draft: UpdateDraft) -> Self {
+        let channel = copied_channel(draft.channel.as_deref(), draft.id.as_deref());
         Self {
             id: match draft.id {
                 Some(id) => id.into(),
                 None => new_id().into(),
             },
             tags: Arc::new(UpdateTags {
+                channel,
                 topics: draft.topics,
                 private: draft.private,
             }),
@@ -83,6 +100,8 @@ impl PreparedUpdate {
             #[serde(rename = "type")]
             event_type: Option<&'a str>,
             retry: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            channel: Option<&'a str>,
         }
         let logged = Logged {
             topics: &self.tags.topics,
@@ -91,6 +110,7 @@ impl PreparedUpdate {
             id: Some(&self.id),
             event_type: self.event_type.as_deref(),
             retry: self.retry,
+            channel: self.tags.channel.as_ref().map(ChannelName::as_str),
         };
         // Strings, numbers and booleans always serialise.
         serde_json::to_string(&logged).unwrap_or_default()
@@ -102,19 +122,55 @@ pub fn new_id() -> String {
     urn(uuid::Uuid::new_v4())
 }
 
+/// How the ids of channel events' copies start; reserved: a publisher's
+/// update may not take such an id.
+pub const COPY_ID_PREFIX: &str = "urn:sse-broker:";
+
 /// The id of the update a channel event becomes (`mercure.channel_updates`):
 /// `urn:sse-broker:<channel>/<event id>`, the event's own name (a channel
 /// name has no `/`), so it is unique as event ids are, says which event it
 /// is, and is the same when the copy is made again from its durable
 /// original after a restart.
 pub fn copy_id(channel: &str, event_id: &str) -> String {
-    const PREFIX: &str = "urn:sse-broker:";
-    let mut id = String::with_capacity(PREFIX.len() + channel.len() + 1 + event_id.len());
-    id.push_str(PREFIX);
+    let mut id = String::with_capacity(COPY_ID_PREFIX.len() + channel.len() + 1 + event_id.len());
+    id.push_str(COPY_ID_PREFIX);
     id.push_str(channel);
     id.push('/');
     id.push_str(event_id);
     id
+}
+
+/// The update a channel event becomes: on the channel's name, with its type
+/// and data, private when the channel is protected, and an id made from the
+/// channel and the event's id ([`copy_id`]), so it is the same when made
+/// again from the original.
+pub fn copy_of(origin: &Origin, record: Record, access: &AccessPolicy) -> PreparedUpdate {
+    let mut buf = [0; EVENT_ID_MAX_LEN];
+    let event_id = origin.id.encode(&mut buf);
+    PreparedUpdate {
+        id: copy_id(origin.channel.as_str(), event_id).into(),
+        tags: Arc::new(UpdateTags {
+            topics: vec![origin.channel.to_string()],
+            private: access.protects(&origin.channel),
+            channel: Some(origin.channel.clone()),
+        }),
+        event_type: record.event_type.map(|t| t.as_str().to_owned()),
+        retry: None,
+        data: record.data,
+    }
+}
+
+/// The channel a logged copy comes from: its `channel` field, or for a copy
+/// logged before that field existed, the channel its [`copy_id`] names. An
+/// update whose id merely looks like a copy's is then held to that
+/// channel's rules: stricter, never looser.
+fn copied_channel(channel: Option<&str>, id: Option<&str>) -> Option<ChannelName> {
+    let from_id = || {
+        id?.strip_prefix(COPY_ID_PREFIX)?
+            .split_once('/')
+            .map(|(channel, _)| channel)
+    };
+    ChannelName::parse(channel.or_else(from_id)?).ok()
 }
 
 /// `urn:uuid:` and the UUID, lowercase and hyphenated.

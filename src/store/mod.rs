@@ -11,7 +11,7 @@
 //!
 //! Tables:
 //! - `events`: `(channel, seq)` → `(published_at in ms since 1970, event type
-//!   or "", data)`; a mirror's copy (a record with an origin, e.g. a channel
+//!   or "", data)`; a bridged copy (a record with an origin, e.g. a channel
 //!   event on the Mercure hub's channel) is a reference instead, event type
 //!   [`REFERENCE`] and data `"<epoch> <seq> <channel>"` of the original's
 //!   row, so the event itself is written once; [`Store::load`] reads the

@@ -232,7 +232,7 @@ impl Writer {
                     }
                 }
                 let record = &append.record;
-                // A mirror's copy: only a reference to its original.
+                // A bridged copy: only a reference to its original.
                 let reference = record.origin.as_deref().map(Reference::text);
                 let (event_type, data) = match &reference {
                     Some(text) => (REFERENCE, text.as_str()),

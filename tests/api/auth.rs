@@ -48,8 +48,19 @@ pub fn with_auth(s: &mut Settings) {
     s.auth.private_channels = vec!["private.*".into()];
 }
 
+/// An HS256 token with the `monitor` grant, valid for an hour.
+pub fn monitor_token() -> String {
+    hs_token_with(
+        Algorithm::HS256,
+        &json!({"sse": {"monitor": true}, "exp": now() + 3600, "sub": "console"}),
+    )
+}
+
+/// Auth on (see [`with_auth`]); listings are read with a monitor token.
 async fn spawn_auth_app() -> TestApp {
-    spawn_app_with(with_auth).await
+    let mut app = spawn_app_with(with_auth).await;
+    app.api_token = Some(monitor_token());
+    app
 }
 
 impl TestApp {

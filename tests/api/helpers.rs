@@ -19,6 +19,9 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub stopper: Stopper,
+    /// A token [`TestApp::get_json`] sends (e.g. one with the `monitor`
+    /// grant, for listings when auth is on).
+    pub api_token: Option<String>,
 }
 
 impl Drop for TestApp {
@@ -53,6 +56,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         address,
         client: http_client(),
         stopper,
+        api_token: None,
     }
 }
 
@@ -127,7 +131,11 @@ impl TestApp {
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let res = self.client.get(self.url(path)).send().await.expect("GET");
+        let mut req = self.client.get(self.url(path));
+        if let Some(token) = &self.api_token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("GET");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -369,15 +377,22 @@ pub struct BrokerProcess {
     pub child: std::process::Child,
     /// `127.0.0.1:port`
     pub addr: String,
+    /// Every line it has logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BrokerProcess {
     /// Starts the binary listening on `bind`, demo off, with `env` set.
     pub fn start(bind: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(&["--bind", bind, "--demo", "false"], env)
+    }
+
+    /// Starts the binary with these arguments and `env` set.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::{BufRead, BufReader};
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sse-broker"));
         command
-            .args(["--bind", bind, "--demo", "false"])
+            .args(args)
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped());
         for (name, value) in env {
@@ -386,8 +401,11 @@ impl BrokerProcess {
         let mut child = command.spawn().expect("the broker starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().expect("not poisoned").push(line.clone());
                 if let Some(rest) = line.split("listening addr=").nth(1) {
                     let _ = addr_tx.send(
                         rest.split_whitespace()
@@ -399,7 +417,7 @@ impl BrokerProcess {
             }
         });
         match addr_rx.recv_timeout(PATIENCE) {
-            Ok(addr) => Self { child, addr },
+            Ok(addr) => Self { child, addr, log },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -1,6 +1,7 @@
 //! Integration tests: the real application on port 0, spoken to over HTTP.
 //! One binary, one module per area; each test is a scenario.
 
+mod access;
 mod acme;
 mod auth;
 mod channels;

@@ -1,18 +1,23 @@
 //! Behind a real nginx, configured with `deploy/nginx/sse-broker.conf` (the
 //! file the README recommends): events pass one by one without buffering,
-//! heartbeats keep an idle stream open past nginx's read timeout, and
-//! `Last-Event-ID` reaches the broker.
+//! heartbeats keep an idle stream open past nginx's read timeout,
+//! `Last-Event-ID` reaches the broker, and a client cannot move its address
+//! (the key of the per-IP limits) with forwarding headers of its own. Without
+//! nginx: a peer that is no trusted proxy is counted by its socket address,
+//! whatever headers it sends; a trusted one names the client.
 //!
 //! Needs the `nginx` binary (Debian package `nginx`; `scripts/test.sh`
 //! installs it). Each test runs its own nginx, in the foreground and as one
 //! process, in a temporary directory, and kills it at the end.
 
 use std::{
-    net::TcpListener,
+    net::{IpAddr, TcpListener},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use sse_broker::config::Settings;
 
 use crate::helpers::*;
 
@@ -277,4 +282,147 @@ async fn last_event_id_passes_through_nginx() {
         [r#"{"n":2}"#, r#"{"n":3}"#]
     );
     assert_eq!(missed[1].id, ids[2]);
+}
+
+/// A client whose connections come from `local` (any 127.0.0.0/8 address
+/// works on Linux): a distinct client IP on one machine.
+fn client_from(local: &str) -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .local_address(local.parse::<IpAddr>().expect("an address"))
+        .build()
+        .expect("a client")
+}
+
+/// Forwarding headers a client makes up, each set naming another address.
+fn spoofed(n: u8) -> [(String, String); 3] {
+    [
+        ("X-Forwarded-For".into(), format!("198.51.100.{n}")),
+        ("Forwarded".into(), format!("for=198.51.100.{n}")),
+        ("X-Real-IP".into(), format!("198.51.100.{n}")),
+    ]
+}
+
+/// A stream request to `url` with `headers`, whatever the answer.
+async fn open(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+) -> reqwest::Response {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    stream_request(client, url, &headers).await
+}
+
+/// The status of a publish to `url` with `headers`.
+async fn publish_status(client: &reqwest::Client, url: &str, headers: &[(String, String)]) -> u16 {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body("1");
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    req.send().await.expect("publish").status().as_u16()
+}
+
+/// One stream per client IP and one publish per second (no burst): a
+/// second of either from one client is refused.
+fn one_of_each(s: &mut Settings) {
+    s.limits.max_streams_per_ip = 1;
+    s.limits.publish_rate = 1;
+    s.limits.publish_burst = 1;
+}
+
+/// At `base` (the broker, or nginx in front of it, set up with
+/// [`one_of_each`]): `mallory` stays one client whatever forwarding headers
+/// it makes up (its second stream and second publish are refused 429), and
+/// `alice`, from another address, is another.
+async fn assert_spoofing_moves_nothing(
+    base: &str,
+    mallory: &reqwest::Client,
+    alice: &reqwest::Client,
+) {
+    let stream = format!("{base}/stream/spoof");
+    let first = open(mallory, &stream, &spoofed(1)).await;
+    assert_eq!(first.status(), 200);
+    let second = open(mallory, &stream, &spoofed(2)).await;
+    assert_eq!(
+        second.status(),
+        429,
+        "a made-up address opened a 2nd stream"
+    );
+    let (_, problem) = problem(second).await;
+    assert_eq!(problem["type"], "urn:sse-broker:problem:too-many-streams");
+    let other = open(alice, &stream, &spoofed(1)).await;
+    assert_eq!(other.status(), 200, "another client has its own slot");
+
+    let publish = format!("{base}/publish/spoof");
+    assert_eq!(publish_status(mallory, &publish, &spoofed(3)).await, 202);
+    let again = publish_status(mallory, &publish, &spoofed(4)).await;
+    assert_eq!(again, 429, "a made-up address escaped the publish rate");
+    assert_eq!(publish_status(alice, &publish, &spoofed(3)).await, 202);
+}
+
+/// Through the shipped nginx, trusted as config/production.toml trusts it,
+/// made-up X-Forwarded-For / Forwarded headers move neither a client's
+/// stream count nor its publish rate; another client behind the same nginx
+/// keeps its own.
+#[actix_web::test]
+async fn spoofed_forwarding_headers_do_not_move_a_client_behind_nginx() {
+    let app = spawn_app_with(|s| {
+        one_of_each(s);
+        s.limits.trusted_proxies =
+            vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()];
+    })
+    .await;
+    let nginx = Nginx::start(&upstream(&app), "60s").await;
+    let (mallory, alice) = (client_from("127.0.0.2"), client_from("127.0.0.3"));
+    assert_spoofing_moves_nothing(&nginx.address, &mallory, &alice).await;
+}
+
+/// With no proxy trusted (the default), a direct client sending forwarding
+/// headers is counted by its socket address.
+#[actix_web::test]
+async fn a_direct_client_is_counted_by_its_socket_address() {
+    let app = spawn_app_with(one_of_each).await;
+    let (mallory, alice) = (client_from("127.0.0.2"), client_from("127.0.0.3"));
+    assert_spoofing_moves_nothing(&app.address, &mallory, &alice).await;
+}
+
+/// A trusted peer (the test client playing the proxy) names the client:
+/// the right-most X-Forwarded-For address that is no trusted proxy counts,
+/// addresses left of it and the Forwarded header do not.
+#[actix_web::test]
+async fn a_trusted_proxy_names_the_client() {
+    let app = spawn_app_with(|s| {
+        s.limits.max_streams_per_ip = 1;
+        s.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let proxy = client_from("127.0.0.1");
+    let stream = app.url("/stream/named");
+    let via = |xff: &str, forwarded: &str| {
+        [
+            ("X-Forwarded-For".to_owned(), xff.to_owned()),
+            ("Forwarded".to_owned(), forwarded.to_owned()),
+        ]
+    };
+    let first = open(&proxy, &stream, &via("203.0.113.1", "for=198.51.100.1")).await;
+    assert_eq!(first.status(), 200);
+    let second = open(&proxy, &stream, &via("203.0.113.2", "for=198.51.100.1")).await;
+    assert_eq!(second.status(), 200, "another client behind the proxy");
+    let again = open(
+        &proxy,
+        &stream,
+        &via("6.6.6.6, 203.0.113.1", "for=198.51.100.9"),
+    )
+    .await;
+    assert_eq!(
+        again.status(),
+        429,
+        "the first client, whatever it put in front"
+    );
 }

@@ -65,9 +65,17 @@ impl RedisCluster {
             // Its own free port for the cluster bus (by default port + 10000,
             // which may be taken, or beyond 65535).
             let bus_port = free_port().to_string();
+            let data_dir = dir.path().to_str().expect("a UTF-8 path").to_owned();
             servers.push(RedisServer::start_with(
                 port,
                 &[
+                    // Its own folder: a replica's snapshot (dump.rdb) must
+                    // not be left where a later server would load it and
+                    // refuse to join a new cluster ("node is not empty").
+                    "--dir",
+                    &data_dir,
+                    "--dbfilename",
+                    &format!("dump-{port}.rdb"),
                     "--cluster-port",
                     &bus_port,
                     "--save",

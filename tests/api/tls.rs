@@ -156,7 +156,8 @@ async fn stalled_tls_client_is_evicted_and_resumes() {
 /// with the `broker.expired` notice and the reconnect hint.
 #[actix_web::test]
 async fn http2_stream_ends_when_its_token_expires() {
-    let tls = spawn_tls_app_with(auth::with_auth).await;
+    let mut tls = spawn_tls_app_with(auth::with_auth).await;
+    tls.app.api_token = Some(auth::monitor_token());
     let app = &tls.app;
     let short = auth::hs_token_with(
         Algorithm::HS256,

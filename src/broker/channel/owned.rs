@@ -1,16 +1,18 @@
-//! A channel whose events are numbered here: history in memory and, with
-//! durable history, on disk as well ([`DurableStore`]).
+//! `OwnedLog`: the log of a channel whose events are numbered here, as plain
+//! state. The history is in memory and, with durable history, on disk as
+//! well ([`DurableStore`]). Its methods say what the actor is to do next
+//! ([`Publishing`], [`Stored`]); they never fan out or answer anyone.
 //!
 //! The retained events are in memory (a [`History`], so replays never touch
-//! the disk). In memory mode an event joins the history and is fanned out at
+//! the disk). In memory mode an event joins the history and is accepted at
 //! once. With a store it gets the next id at once but waits in `pending`, in
 //! seq order, until the store says its commit is on disk; only then does it
-//! join the history, reach the subscribers and get its `202`. The actor
+//! join the history and get accepted (fanned out, `202`). The actor
 //! meanwhile handles other messages. A resuming client is served from the
 //! history: it never sees a pending event, so no id a client saw can be
 //! reused after a crash.
 //!
-//! A mirror's copy (a record with an [`Origin`](crate::broker::log::Origin),
+//! A bridged copy (a record with an [`Origin`](crate::broker::log::Origin),
 //! e.g. a channel event on the Mercure hub's channel) is stored as a
 //! reference to its original, which is on disk already; when the channel is
 //! read back, the store gives the original's record with its origin and the
@@ -18,31 +20,62 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Instant};
 
-use actix::prelude::*;
-use log::{error, info, warn};
+use log::{error, info};
+use tokio::sync::oneshot;
 
-use super::{Accepted, ChannelActor, ChannelLog};
+use super::answer::PendingAnswer;
 use crate::{
     broker::{
         codec::Codec,
         error::BrokerError,
-        event::{Epoch, Event, EventId, now_ms},
-        history::{History, Retention},
-        log::{DurableStore, LogError},
-        message::{Publish, Subscribe},
+        event::{Epoch, Event, EventId, ResumeFrom, now_ms},
+        history::{History, Replay, Retention},
+        log::{DurableStore, LogError, Record},
     },
     names::ChannelName,
 };
 
-/// An event whose commit is not yet known to be on disk.
-struct Pending {
-    event: Arc<Event>,
-    accepted: Accepted,
+/// An event whose commit is not yet known to be on disk, and its publisher.
+pub struct Pending {
+    pub event: Arc<Event>,
+    pub answer: PendingAnswer,
 }
 
-pub(super) struct OwnedLog {
+/// What became of a publish on an owned log.
+pub enum Publishing {
+    /// In memory: the event is in the history (`retained` events are):
+    /// accept it now.
+    Accept {
+        event: Arc<Event>,
+        answer: PendingAnswer,
+        retained: u64,
+    },
+    /// With a store: the event `seq` waits in seq order until the store's
+    /// answer says it is on disk (then [`OwnedLog::stored`]).
+    Store {
+        seq: u64,
+        stored: oneshot::Receiver<Result<(), LogError>>,
+    },
+    /// The channel could not be read from its store: refused (503).
+    Refused(PendingAnswer, BrokerError),
+}
+
+/// What the store's answer for one event settled.
+pub enum Stored {
+    /// These events are on disk and in the history, oldest first
+    /// (`retained` events are): accept them.
+    Accept { ready: Vec<Pending>, retained: u64 },
+    /// The commit failed, and so will every later one: these publishers get
+    /// the error (their seqs are free again, since no client saw them).
+    Refused {
+        answers: Vec<PendingAnswer>,
+        err: LogError,
+    },
+}
+
+pub struct OwnedLog {
     /// The accepted events still retained (nothing pending is in here).
-    pub history: History,
+    history: History,
     /// Durable history: where events are also kept.
     store: Option<Arc<dyn DurableStore>>,
     /// Events handed to the store, oldest first, with contiguous seqs after
@@ -80,15 +113,8 @@ impl OwnedLog {
             Ok(Some(stored)) => {
                 let events = stored
                     .entries
-                    .into_iter()
-                    .map(|entry| {
-                        let id = EventId {
-                            epoch: stored.epoch,
-                            seq: entry.seq,
-                        };
-                        let at = crate::broker::event::instant_of(entry.published_ms);
-                        codec.event(channel, id, &entry.record, at)
-                    })
+                    .iter()
+                    .map(|entry| codec.read_back(channel, stored.epoch, entry))
                     .collect();
                 let mut history =
                     History::restore(stored.epoch, stored.head, events, self.retention.clone());
@@ -108,11 +134,9 @@ impl OwnedLog {
         }
     }
 
-    /// Why the channel cannot be used, if it cannot.
-    fn unavailable(&self) -> Option<BrokerError> {
-        self.unreadable
-            .as_ref()
-            .map(|why| BrokerError::StoreUnavailable(why.clone()))
+    /// The accepted events still retained.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// The id of the newest accepted event.
@@ -120,23 +144,70 @@ impl OwnedLog {
         self.history.head()
     }
 
-    /// The tick: drops expired events from memory; whether the channel may
-    /// stop (nothing pending, no publish since the last tick). With a store
-    /// the history stays on disk and is read again if the channel comes back.
-    pub fn tick(&mut self, now: Instant) -> (usize, bool) {
-        let expired = self.history.expire(now);
-        let idle = match self.store {
-            Some(_) => self.pending.is_empty() && !self.busy,
-            None => self.history.is_empty(),
-        };
-        self.busy = false;
-        (expired, idle)
+    /// Why the channel cannot be used, if it cannot.
+    fn unavailable(&self) -> Option<BrokerError> {
+        self.unreadable
+            .as_ref()
+            .map(|why| BrokerError::StoreUnavailable(why.clone()))
     }
 
-    /// The event `seq` is on disk, and so is every earlier one (the store
-    /// commits a channel's appends in order): moves them into the history
-    /// and returns them for the fan-out, oldest first.
-    fn durable(&mut self, seq: u64) -> Vec<Pending> {
+    /// Numbers a publish's event (after the pending ones) and makes it with
+    /// `codec`: into the history at once (memory), or handed to the store.
+    pub fn publish(
+        &mut self,
+        channel: &ChannelName,
+        codec: &dyn Codec,
+        record: Record,
+        answer: PendingAnswer,
+    ) -> Publishing {
+        if let Some(err) = self.unavailable() {
+            return Publishing::Refused(answer, err);
+        }
+        let head = self.history.head();
+        let id = EventId {
+            epoch: head.epoch,
+            seq: head.seq + self.pending.len() as u64 + 1,
+        };
+        let event = codec.event(channel, id, &record, Instant::now());
+        let Some(store) = &self.store else {
+            self.history.push(Arc::clone(&event));
+            return Publishing::Accept {
+                event,
+                answer,
+                retained: self.history.len() as u64,
+            };
+        };
+        self.busy = true;
+        self.pending.push_back(Pending { event, answer });
+        // A copy is kept as a reference to its original (module docs).
+        let record = match record.origin {
+            Some(_) => record,
+            None => codec.logged(record),
+        };
+        let stored = store.append(channel, id, now_ms(), record);
+        Publishing::Store {
+            seq: id.seq,
+            stored,
+        }
+    }
+
+    /// The store answered for the event `seq`. On success it is on disk,
+    /// and so is every earlier one (the store commits a channel's appends in
+    /// order): they move into the history. On failure every later commit
+    /// fails too (the store refuses writes after a failure).
+    pub fn stored(&mut self, seq: u64, outcome: Result<(), LogError>) -> Stored {
+        if let Err(err) = outcome {
+            let keep = self
+                .pending
+                .iter()
+                .position(|p| p.event.id.seq >= seq)
+                .unwrap_or(self.pending.len());
+            let answers = self.pending.split_off(keep);
+            return Stored::Refused {
+                answers: answers.into_iter().map(|p| p.answer).collect(),
+                err,
+            };
+        }
         let mut ready = Vec::new();
         while self.pending.front().is_some_and(|p| p.event.id.seq <= seq) {
             let Some(pending) = self.pending.pop_front() else {
@@ -145,106 +216,37 @@ impl OwnedLog {
             self.history.push(Arc::clone(&pending.event));
             ready.push(pending);
         }
-        ready
-    }
-
-    /// The commit of `seq` failed, and so will every later one (the store
-    /// refuses writes after a failure): those publishers get the error and
-    /// their seqs are free again, since no client saw them.
-    fn failed(&mut self, seq: u64, err: &LogError) {
-        let keep = self
-            .pending
-            .iter()
-            .position(|p| p.event.id.seq >= seq)
-            .unwrap_or(self.pending.len());
-        for pending in self.pending.split_off(keep) {
-            if let Some(reply) = pending.accepted.reply {
-                let _ = reply.send(Err(BrokerError::StoreUnavailable(err.to_string())));
-            }
-        }
-    }
-}
-
-impl ChannelActor {
-    fn owned(&mut self) -> Option<&mut OwnedLog> {
-        match &mut self.log {
-            ChannelLog::Owned(log) => Some(log),
-            ChannelLog::Shared(_) => None,
+        Stored::Accept {
+            ready,
+            retained: self.history.len() as u64,
         }
     }
 
-    /// Numbers the event; fans it out now (memory) or once the store has it.
-    pub(super) fn publish_owned(&mut self, mut msg: Publish, ctx: &mut Context<Self>) {
-        let accepted = self.accepting(&mut msg);
-        let (name, codec) = (self.name.clone(), Arc::clone(&self.codec));
-        let Some(log) = self.owned() else {
-            return;
-        };
-        if let Some(err) = log.unavailable() {
-            if let Some(reply) = accepted.reply {
-                let _ = reply.send(Err(err));
-            }
-            return;
+    /// What a new subscriber resuming from `from` (live: `None`) gets: its
+    /// replay from the history and the head it continues from. Pending
+    /// events are not in either: they reach it once they are on disk.
+    pub fn subscribe(
+        &self,
+        from: Option<&ResumeFrom>,
+    ) -> Result<(Option<Replay>, EventId), BrokerError> {
+        if let Some(err) = self.unavailable() {
+            return Err(err);
         }
-        let head = log.history.head();
-        let id = EventId {
-            epoch: head.epoch,
-            seq: head.seq + log.pending.len() as u64 + 1,
-        };
-        let event = codec.event(&name, id, &msg.record, Instant::now());
-        let Some(store) = log.store.clone() else {
-            log.history.push(Arc::clone(&event));
-            let retained = log.history.len() as u64;
-            self.accepted(event, retained, accepted);
-            return;
-        };
-        log.busy = true;
-        log.pending.push_back(Pending { event, accepted });
-        // A copy is kept as a reference to its original (module docs).
-        let record = match msg.record.origin {
-            Some(_) => msg.record,
-            None => codec.logged(msg.record),
-        };
-        let answer = store.append(&name, id, now_ms(), record);
-        // The fan-out waits for the disk; other messages do not.
-        ctx.spawn(answer.into_actor(self).map(move |outcome, actor, _| {
-            let outcome = outcome.unwrap_or_else(|_| Err(LogError("the store stopped".into())));
-            actor.on_durable(id.seq, outcome);
-        }));
+        let replay = from.map(|from| self.history.since(from));
+        Ok((replay, self.history.head()))
     }
 
-    /// Durable history: the store answered for the event `seq`.
-    fn on_durable(&mut self, seq: u64, outcome: Result<(), LogError>) {
-        let name = self.name.clone();
-        let Some(log) = self.owned() else {
-            return;
+    /// The tick: drops expired events from memory; returns how many, and
+    /// whether the channel may stop (nothing pending, no publish since the
+    /// last tick). With a store the history stays on disk and is read again
+    /// if the channel comes back.
+    pub fn tick(&mut self, now: Instant) -> (usize, bool) {
+        let expired = self.history.expire(now);
+        let idle = match self.store {
+            Some(_) => self.pending.is_empty() && !self.busy,
+            None => self.history.is_empty(),
         };
-        if let Err(err) = outcome {
-            warn!("publish refused channel={name} seq={seq} reason={err}");
-            log.failed(seq, &err);
-            return;
-        }
-        let ready = log.durable(seq);
-        let retained = log.history.len() as u64;
-        for pending in ready {
-            self.accepted(pending.event, retained, pending.accepted);
-        }
-    }
-
-    /// Replay and registration in one handler: every later event goes to
-    /// the subscriber, every earlier one is in its replay. No gap, no
-    /// duplicate. Pending events are not in the history and reach it once
-    /// they are on disk.
-    pub(super) fn subscribe_owned(&mut self, msg: Subscribe) {
-        let Some(log) = self.owned() else {
-            return;
-        };
-        if let Some(err) = log.unavailable() {
-            self.refuse(msg, err);
-            return;
-        }
-        let replay = msg.from.as_ref().map(|from| log.history.since(from));
-        let head = log.history.head();
-        self.register(msg, replay, head);
+        self.busy = false;
+        (expired, idle)
     }
 }

@@ -1,5 +1,8 @@
-//! A channel whose events are numbered by a log several nodes share
-//! ([`SharedLog`], cluster mode).
+//! `SharedCursor`: how far a channel whose events are numbered by a log
+//! several nodes share ([`SharedLog`], cluster mode) has delivered them, as
+//! plain state. Its methods say what the actor is to do next (send an
+//! [`Append`], deliver these entries, announce a [`Gap`], await a read);
+//! they never fan out or answer anyone.
 //!
 //! A publish goes to the log, which answers with the event's id; the event
 //! comes back through the bus to every node that follows the channel, in
@@ -10,27 +13,25 @@
 //! The channel follows the log (its events are carried here) from its first
 //! subscriber until a tick finds it without one; it asks to follow before
 //! it reads the log, so every event after the read arrives on the bus (or,
-//! when carrying starts later, through a catch-up). The actor remembers how
-//! far it delivered; an event it already has is dropped, and an event that
-//! skips ahead makes it read the hole from the log first (`ctx.wait`:
-//! nothing else is handled meanwhile, so order holds). Each member also
-//! remembers the seq it has, so a client whose replay already reached
-//! further than the actor is not sent an event twice.
+//! when carrying starts later, through a catch-up). The cursor remembers how
+//! far the channel delivered; an event it already has is dropped, and an
+//! event that skips ahead makes it read the hole from the log first (the
+//! actor awaits that read with `ctx.wait`: nothing else is handled
+//! meanwhile, so order holds). Each member also remembers the seq it has,
+//! so a client whose replay already reached further than the cursor is not
+//! sent an event twice.
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{collections::VecDeque, future::Future, ops::Range, sync::Arc, time::Duration};
 
-use actix::prelude::*;
-use log::warn;
+use futures_util::future::BoxFuture;
 
-use super::{Accepted, ChannelActor, ChannelLog};
+use super::answer::PendingAnswer;
 use crate::{
     broker::{
-        error::BrokerError,
+        codec::Codec,
         event::{Epoch, EventId, ResumeFrom},
-        history::{GapReason, replay_from_log},
-        log::{FetchFrom, Fetched, LogEntry, LogError, Origin, Record, SharedLog},
-        message::{Publish, Published, Subscribe},
-        subscriber::Delivery,
+        history::{Replay, replay_from_log},
+        log::{FetchFrom, Fetched, LogEntry, LogError, Record, SharedLog},
     },
     names::ChannelName,
 };
@@ -47,23 +48,90 @@ const MAX_APPEND_EVENTS: usize = 256;
 /// alone): one bus message carries them all, to every following node.
 const MAX_APPEND_BYTES: usize = 1 << 20;
 
-pub(super) struct SharedCursor {
+/// A read of the log: what the channel has after the cursor.
+pub type Read = BoxFuture<'static, Result<Fetched, LogError>>;
+
+/// An append to send: the log's answer (the first event's id), and the
+/// publishers it answers, in order.
+pub struct Append {
+    pub stored: BoxFuture<'static, Result<EventId, LogError>>,
+    pub waiting: Vec<PendingAnswer>,
+}
+
+/// Events the subscribers will not get: after `last` the channel goes on
+/// at `resume_from` (the cursor is there now).
+pub struct Gap {
+    pub last: EventId,
+    pub resume_from: EventId,
+}
+
+/// How a new subscriber joins.
+pub enum Joining<F> {
+    /// A live start on a channel read already: at this head, no replay.
+    Now(EventId),
+    /// Read the log first (having asked it to carry the channel here, for
+    /// the first subscriber), then [`SharedCursor::joined`].
+    Read(F),
+}
+
+/// What a read for a new subscriber brought.
+pub struct Joined {
+    pub placed: Placed,
+    /// The subscriber's replay (when it resumes) and the head it goes on from.
+    pub replay: Option<Replay>,
+    pub head: EventId,
+}
+
+/// What a read for a new subscriber did to the cursor.
+pub enum Placed {
+    /// The first read since the channel follows the log: the cursor starts
+    /// at its head, in this life.
+    Started(Epoch),
+    /// The cursor was in the log's life already.
+    Along,
+    /// The log started a new life since (Redis restarted empty, or the
+    /// channel's keys expired): announce the gap, and await `read` (the
+    /// new life's events from its start, which the others need).
+    NewLife { gap: Gap, read: Read },
+}
+
+/// What to do with the events of one bus message (in this order).
+pub struct Arrived {
+    /// The log started a new life: announce the gap first.
+    pub new_life: Option<Gap>,
+    /// The entries to deliver, in order; the cursor is past them.
+    pub next: Range<usize>,
+    /// Events were missed after those: await this read of the hole (the
+    /// rest of the message included).
+    pub catch_up: Option<Read>,
+}
+
+/// What a catch-up read brought (in this order).
+pub struct CaughtUp {
+    /// The log started a new life: announce the gap first.
+    pub new_life: Option<Gap>,
+    /// Events left the log before this node read them: announce the gap,
+    /// and every member counts as having everything up to its
+    /// `resume_from`.
+    pub trimmed: Option<Gap>,
+    /// The entries to deliver, in order; the cursor is past them.
+    pub next: Range<usize>,
+}
+
+pub struct SharedCursor {
     log: Arc<dyn SharedLog>,
     /// The newest event delivered here (epoch and seq); `None` until the
     /// log was first read, which is done before the first subscriber.
     position: Option<EventId>,
     /// A read of the log failed: events are held back until the next tick
     /// reads the hole, rather than delivered with a gap.
-    pub behind: bool,
-    /// The [`name`](crate::broker::event::Tags::name) of the newest event
-    /// delivered here.
-    pub newest_name: Option<Arc<str>>,
+    behind: bool,
     /// This channel asked the log to carry its events here
     /// ([`SharedLog::follow`]); undone by [`Self::stop_following`].
     following: bool,
     /// Publishes that came while an append was in flight, in arrival order.
     /// Bounded by the publishers waiting for their answer.
-    queued: VecDeque<(Record, Accepted)>,
+    queued: VecDeque<(Record, PendingAnswer)>,
     /// An append is in flight.
     appending: bool,
 }
@@ -74,18 +142,23 @@ impl SharedCursor {
             log,
             position: None,
             behind: false,
-            newest_name: None,
             following: false,
             queued: VecDeque::new(),
             appending: false,
         }
     }
 
+    /// The newest event delivered here (epoch 0 until the log was read).
     pub fn head(&self) -> EventId {
         self.position.unwrap_or(EventId {
             epoch: Epoch::from_raw(0),
             seq: 0,
         })
+    }
+
+    /// No publish is waiting for the log (so the channel may retire).
+    pub fn is_idle(&self) -> bool {
+        !self.appending && self.queued.is_empty()
     }
 
     /// The channel has no subscriber here: its events need not come. The
@@ -98,13 +171,44 @@ impl SharedCursor {
         self.behind = false;
     }
 
-    /// No publish is waiting for the log (so the channel may retire).
-    pub fn is_idle(&self) -> bool {
-        !self.appending && self.queued.is_empty()
+    /// The tick, with `nobody` subscribed here: whether no publish waits
+    /// for the log, and a read to await when the channel is behind.
+    pub fn tick(&mut self, channel: &ChannelName, nobody: bool) -> (bool, Option<Read>) {
+        let idle = self.is_idle();
+        if nobody {
+            // Nobody here listens: the bus stops bringing its events.
+            self.stop_following(channel);
+            return (idle, None);
+        }
+        (idle, self.retry(channel))
     }
 
-    /// The next append: the oldest queued publishes, within the bounds.
-    fn next_batch(&mut self) -> (Vec<Record>, Vec<Accepted>) {
+    /// Queues a publish (its record as the log keeps it). The log numbers
+    /// and stores the event; the publisher's answer waits until it did.
+    /// Returns the append to send now, unless one is in flight: then this
+    /// publish goes with the next.
+    pub fn publish(
+        &mut self,
+        channel: &ChannelName,
+        record: Record,
+        answer: PendingAnswer,
+    ) -> Option<Append> {
+        self.queued.push_back((record, answer));
+        if self.appending {
+            return None;
+        }
+        self.next_append(channel)
+    }
+
+    /// The append in flight answered: the next one, if publishes queued
+    /// meanwhile.
+    pub fn appended(&mut self, channel: &ChannelName) -> Option<Append> {
+        self.appending = false;
+        self.next_append(channel)
+    }
+
+    /// The oldest queued publishes as one append, within the bounds.
+    fn next_append(&mut self, channel: &ChannelName) -> Option<Append> {
         let (mut records, mut waiting, mut bytes) = (Vec::new(), Vec::new(), 0);
         while let Some((record, _)) = self.queued.front() {
             let size = record.data.len();
@@ -112,377 +216,229 @@ impl SharedCursor {
             if !records.is_empty() && full {
                 break;
             }
-            let Some((record, accepted)) = self.queued.pop_front() else {
+            let Some((record, answer)) = self.queued.pop_front() else {
                 break;
             };
             bytes += size;
             records.push(record);
-            waiting.push(accepted);
+            waiting.push(answer);
         }
-        (records, waiting)
-    }
-}
-
-impl ChannelActor {
-    fn cursor(&mut self) -> Option<&mut SharedCursor> {
-        match &mut self.log {
-            ChannelLog::Shared(cursor) => Some(cursor),
-            ChannelLog::Owned(_) => None,
-        }
-    }
-
-    /// The log numbers and stores the event; the answer waits until it did
-    /// (503 otherwise, never 202). The event reaches subscribers, here too,
-    /// through the bus. While an append is in flight the event waits for
-    /// the next one.
-    pub(super) fn publish_shared(&mut self, mut msg: Publish, ctx: &mut Context<Self>) {
-        let accepted = self.accepting(&mut msg);
-        let record = self.codec.logged(msg.record);
-        let Some(cursor) = self.cursor() else {
-            return;
-        };
-        cursor.queued.push_back((record, accepted));
-        if !cursor.appending {
-            self.append_queued(ctx);
-        }
-    }
-
-    /// Sends the queued publishes to the log as one append; when it
-    /// answers, the next queued ones go.
-    fn append_queued(&mut self, ctx: &mut Context<Self>) {
-        let name = self.name.clone();
-        let Some(cursor) = self.cursor() else {
-            return;
-        };
-        let (records, waiting) = cursor.next_batch();
         if records.is_empty() {
-            return;
+            return None;
         }
-        cursor.appending = true;
-        let stored = cursor.log.append(&name, records, cursor.position);
-        ctx.spawn(stored.into_actor(self).map(move |stored, actor, ctx| {
-            actor.appended(stored, waiting);
-            if let Some(cursor) = actor.cursor() {
-                cursor.appending = false;
-            }
-            actor.append_queued(ctx);
-        }));
+        self.appending = true;
+        let stored = self.log.append(channel, records, self.position);
+        Some(Append { stored, waiting })
     }
 
-    /// Answers the publishers of one append, in order.
-    fn appended(&mut self, stored: Result<EventId, LogError>, waiting: Vec<Accepted>) {
-        let subscribers = self.members.len();
-        let first = match stored {
-            Ok(first) => first,
-            Err(err) => {
-                warn!(
-                    "publish refused channel={} events={} reason={err}",
-                    self.name,
-                    waiting.len()
-                );
-                for accepted in waiting {
-                    if let Some(reply) = accepted.reply {
-                        let _ = reply.send(Err(BrokerError::from(err.clone())));
-                    }
-                }
-                return;
-            }
-        };
-        for (seq, mut accepted) in (first.seq..).zip(waiting) {
-            let id = EventId {
-                epoch: first.epoch,
-                seq,
-            };
-            self.count_published(&accepted);
-            if let (Some(mirror), Some(record)) = (&self.mirror, accepted.mirror.take()) {
-                let origin = Origin {
-                    channel: self.name.clone(),
-                    id,
-                };
-                mirror.accepted(origin, record);
-            }
-            if let Some(reply) = accepted.reply {
-                let _ = reply.send(Ok(Published { id, subscribers }));
-            }
+    /// How a subscriber resuming from `from` (live: `None`) joins: at once
+    /// when it starts live on a channel read already, or after reading what
+    /// it missed from the log (or only the head, the first time).
+    pub fn subscribe(
+        &mut self,
+        channel: &ChannelName,
+        from: Option<&ResumeFrom>,
+    ) -> Joining<impl Future<Output = Result<Fetched, LogError>> + use<>> {
+        if let (None, Some(position)) = (from, self.position) {
+            return Joining::Now(position);
         }
-    }
-
-    /// Reads what the new subscriber missed from the log (or only the head,
-    /// the first time), unless a live start needs nothing.
-    pub(super) fn subscribe_shared(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
-        let name = self.name.clone();
-        let Some(cursor) = self.cursor() else {
-            return;
-        };
-        if let (None, Some(position)) = (&msg.from, cursor.position) {
-            self.register(msg, None, position);
-            return;
-        }
-        let from = match &msg.from {
+        let from = match from {
             None => FetchFrom::Head,
             Some(ResumeFrom::Id(id)) => FetchFrom::After(*id),
             Some(ResumeFrom::Unknown(_) | ResumeFrom::Name(_) | ResumeFrom::Start) => {
                 FetchFrom::All
             }
         };
-        let log = Arc::clone(&cursor.log);
+        let (log, channel) = (Arc::clone(&self.log), channel.clone());
         // The first subscriber here: the log carries the channel's events
         // to this node before it is read, so nothing falls between the two.
-        let follow = (!cursor.following).then(|| log.follow(&name));
-        cursor.following = true;
-        let read = async move {
+        let follow = (!self.following).then(|| log.follow(&channel));
+        self.following = true;
+        Joining::Read(async move {
             if let Some(follow) = follow {
                 follow.await?;
             }
-            log.fetch(&name, from).await
-        };
-        // `wait`: no bus event is handled until the replay is read, so the
-        // new subscriber's position and the channel's stay consistent.
-        ctx.wait(
-            read.into_actor(self)
-                .map(move |fetched, actor, ctx| actor.subscribe_from_log(msg, fetched, ctx)),
-        );
+            log.fetch(&channel, from).await
+        })
     }
 
-    /// The log was read for a new subscriber.
-    fn subscribe_from_log(
+    /// The log was read for a subscriber resuming from `from`: moves the
+    /// cursor, and makes the replay with `codec`.
+    pub fn joined(
         &mut self,
-        msg: Subscribe,
-        fetched: Result<Fetched, LogError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let fetched = match fetched {
-            Ok(fetched) => fetched,
-            Err(err) => {
-                warn!("subscribe refused channel={} reason={err}", self.name);
-                self.refuse(msg, BrokerError::from(err));
-                return;
-            }
-        };
+        channel: &ChannelName,
+        codec: &dyn Codec,
+        fetched: &Fetched,
+        from: Option<&ResumeFrom>,
+    ) -> Joined {
         let head = EventId {
             epoch: fetched.epoch,
             seq: fetched.head,
         };
-        let Some(cursor) = self.cursor() else {
-            return;
-        };
-        match cursor.position {
+        let placed = match self.position {
             None => {
-                cursor.position = Some(head);
-                self.stats
-                    .epoch
-                    .store(head.epoch.raw(), std::sync::atomic::Ordering::Relaxed);
+                self.position = Some(head);
+                Placed::Started(head.epoch)
             }
             Some(position) if position.epoch != fetched.epoch => {
-                self.change_epoch(fetched.epoch);
-                // The others need the new life's events from its start.
-                self.catch_up(ctx);
+                let gap = self.new_life(fetched.epoch);
+                let read = self.read_since(channel, gap.resume_from);
+                Placed::NewLife { gap, read }
             }
-            Some(_) => {}
-        }
-        let replay = msg.from.as_ref().map(|from| {
+            Some(_) => Placed::Along,
+        };
+        let replay = from.map(|from| {
             let events = fetched
                 .entries
                 .iter()
-                .map(|entry| {
-                    let id = EventId {
-                        epoch: fetched.epoch,
-                        seq: entry.seq,
-                    };
-                    self.event_of(id, entry)
-                })
+                .map(|entry| codec.read_back(channel, fetched.epoch, entry))
                 .collect();
             replay_from_log(fetched.epoch, fetched.head, events, from)
         });
-        self.register(msg, replay, head);
-    }
-
-    /// Delivers one event of the shared log and moves the position.
-    fn deliver(&mut self, epoch: Epoch, entry: &LogEntry) {
-        let event = self.event_of(
-            EventId {
-                epoch,
-                seq: entry.seq,
-            },
-            entry,
-        );
-        let name = event.tags.as_ref().and_then(|tags| tags.name.clone());
-        let delivered = self.fan_out(&Delivery::Event(event), Some(entry.seq));
-        // `published` counts on the node that took the publish.
-        self.metrics.delivered.increment(delivered);
-        if let Some(series) = &self.series {
-            series.delivered.increment(delivered);
+        Joined {
+            placed,
+            replay,
+            head,
         }
-        if let Some(cursor) = self.cursor() {
-            cursor.position = Some(EventId {
-                epoch,
-                seq: entry.seq,
-            });
-            cursor.newest_name = name;
-        }
-        let stats = &self.stats;
-        stats
-            .published
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        stats
-            .last_seq
-            .store(entry.seq, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The shared log started a new life (Redis restarted empty, or the
-    /// channel's keys expired): say so, and start over at its seq 0.
-    fn change_epoch(&mut self, epoch: Epoch) {
-        let Some(cursor) = self.cursor() else {
-            return;
-        };
-        let last = cursor.head();
-        let start = EventId { epoch, seq: 0 };
-        cursor.position = Some(start);
-        self.stats
-            .epoch
-            .store(epoch.raw(), std::sync::atomic::Ordering::Relaxed);
-        self.members.rewind();
-        self.notify_gap(GapReason::UnknownEpoch, last, start);
-    }
-
-    /// Events from the bus: each delivered when it is the next one, dropped
-    /// when it is already here; at a hole the log is read (it has the rest).
-    pub(super) fn delivered(
+    /// The events of one bus message (one append's, consecutive seqs): each
+    /// is delivered when it is the next one, dropped when it is here
+    /// already; at a hole the log is read (it has the rest). Nothing is
+    /// delivered before the first subscriber read the log (it reads it
+    /// anyway) or while the channel is behind (the tick reads these with
+    /// the hole before them).
+    pub fn arrived(
         &mut self,
+        channel: &ChannelName,
         epoch: Epoch,
-        entries: Vec<LogEntry>,
-        ctx: &mut Context<Self>,
-    ) {
-        for entry in entries {
-            if !self.delivered_one(epoch, &entry, ctx) {
-                return;
-            }
+        entries: &[LogEntry],
+    ) -> Arrived {
+        let mut arrived = Arrived {
+            new_life: None,
+            next: 0..0,
+            catch_up: None,
+        };
+        let Some(mut position) = self
+            .position
+            .filter(|_| !self.behind && !entries.is_empty())
+        else {
+            return arrived;
+        };
+        if position.epoch != epoch {
+            let gap = self.new_life(epoch);
+            position = gap.resume_from;
+            arrived.new_life = Some(gap);
         }
+        // Already delivered from the log.
+        let first = entries.partition_point(|entry| entry.seq <= position.seq);
+        let mut end = first;
+        while entries
+            .get(end)
+            .is_some_and(|entry| entry.seq == position.seq + 1)
+        {
+            position.seq += 1;
+            end += 1;
+        }
+        arrived.next = first..end;
+        self.position = Some(position);
+        if end < entries.len() {
+            // Bus messages were missed: read the hole, the rest included.
+            arrived.catch_up = self.catch_up(channel);
+        }
+        arrived
     }
 
-    /// One event from the bus; false when the rest is left to a read of
-    /// the log.
-    fn delivered_one(&mut self, epoch: Epoch, entry: &LogEntry, ctx: &mut Context<Self>) -> bool {
-        let Some(cursor) = self.cursor() else {
-            return false;
-        };
-        let Some(position) = cursor.position else {
-            // No subscriber yet: the first one reads the log anyway.
-            return false;
-        };
-        if cursor.behind {
-            // The next tick reads this event with the hole before it.
-            return false;
-        }
-        let position = if position.epoch == epoch {
-            position
-        } else {
-            self.change_epoch(epoch);
-            EventId { epoch, seq: 0 }
-        };
-        if entry.seq <= position.seq {
-            // Already delivered from the log.
-            return true;
-        }
-        if entry.seq == position.seq + 1 {
-            self.deliver(epoch, entry);
-            true
-        } else {
-            // Bus messages were missed: read the hole, this event included.
-            self.catch_up(ctx);
-            false
-        }
-    }
-
-    /// The bus (re)started carrying this channel: read what it may have
-    /// missed.
-    pub(super) fn resumed(&mut self, ctx: &mut Context<Self>) {
-        let nobody = self.members.is_empty();
-        let Some(cursor) = self.cursor() else {
-            return;
-        };
+    /// The bus (re)started carrying this channel: a read of what it may
+    /// have missed, unless `nobody` is subscribed here (then the next
+    /// subscriber reads the log afresh).
+    pub fn resumed(&mut self, channel: &ChannelName, nobody: bool) -> Option<Read> {
         if nobody {
-            // Nobody to deliver to: the next subscriber reads the log afresh.
-            cursor.position = None;
-            return;
+            self.position = None;
+            return None;
         }
-        self.catch_up(ctx);
+        self.catch_up(channel)
     }
 
-    /// Reads everything after the channel's position from the log and
-    /// delivers it; nothing else is handled meanwhile. A failed read leaves
-    /// the channel `behind`: it tries again.
-    pub(super) fn catch_up(&mut self, ctx: &mut Context<Self>) {
-        let name = self.name.clone();
-        let Some(cursor) = self.cursor() else {
-            return;
-        };
-        let Some(position) = cursor.position else {
-            return;
-        };
-        cursor.behind = false;
-        let log = Arc::clone(&cursor.log);
-        ctx.wait(
-            log.fetch(&name, FetchFrom::Since(position))
-                .into_actor(self)
-                .map(move |fetched, actor, ctx| match fetched {
-                    Ok(fetched) => actor.apply_catch_up(fetched),
-                    Err(err) => actor.catch_up_failed(err, ctx),
-                }),
-        );
+    /// A read of everything after the cursor (none before the first read).
+    fn catch_up(&mut self, channel: &ChannelName) -> Option<Read> {
+        let position = self.position?;
+        Some(self.read_since(channel, position))
     }
 
-    fn catch_up_failed(&mut self, err: LogError, ctx: &mut Context<Self>) {
-        warn!("catch-up failed channel={} reason={err}", self.name);
-        let Some(cursor) = self.cursor() else {
-            return;
-        };
-        cursor.behind = true;
-        // With the bus down, its return triggers the next try; with the bus
-        // up, nothing would until the tick.
-        if cursor.log.receiving() {
-            ctx.run_later(CATCH_UP_RETRY, |actor, ctx| {
-                if actor.members.is_empty() {
-                    return;
-                }
-                if actor.cursor().is_some_and(|cursor| cursor.behind) {
-                    actor.catch_up(ctx);
-                }
-            });
+    /// A read of everything after `position`, the cursor's.
+    fn read_since(&mut self, channel: &ChannelName, position: EventId) -> Read {
+        self.behind = false;
+        self.log.fetch(channel, FetchFrom::Since(position))
+    }
+
+    /// A read after a failed one, while the channel is behind.
+    pub fn retry(&mut self, channel: &ChannelName) -> Option<Read> {
+        if !self.behind {
+            return None;
         }
+        self.catch_up(channel)
     }
 
-    fn apply_catch_up(&mut self, fetched: Fetched) {
-        let Some(mut position) = self.cursor().and_then(|cursor| cursor.position) else {
-            return;
+    /// A catch-up read failed: the channel is behind until a read succeeds.
+    /// Returns when to [`retry`](Self::retry) on our own: with the bus up,
+    /// nothing else would until the tick; with the bus down, its return
+    /// triggers the next read.
+    pub fn catch_up_failed(&mut self) -> Option<Duration> {
+        self.behind = true;
+        self.log.receiving().then_some(CATCH_UP_RETRY)
+    }
+
+    /// A catch-up read answered: what of it to deliver (everything after
+    /// the cursor), and the gaps to announce first.
+    pub fn caught_up(&mut self, fetched: &Fetched) -> Option<CaughtUp> {
+        let mut position = self.position?;
+        let mut caught_up = CaughtUp {
+            new_life: None,
+            trimmed: None,
+            next: 0..0,
         };
         if position.epoch != fetched.epoch {
-            self.change_epoch(fetched.epoch);
-            position = EventId {
-                epoch: fetched.epoch,
-                seq: 0,
-            };
+            let gap = self.new_life(fetched.epoch);
+            position = gap.resume_from;
+            caught_up.new_life = Some(gap);
         }
-        let missing: Vec<&LogEntry> = fetched
+        let first = fetched
             .entries
-            .iter()
-            .filter(|e| e.seq > position.seq)
-            .collect();
-        let first_available = missing.first().map_or(fetched.head + 1, |e| e.seq);
+            .partition_point(|entry| entry.seq <= position.seq);
+        let first_available = fetched
+            .entries
+            .get(first)
+            .map_or(fetched.head + 1, |entry| entry.seq);
         if first_available > position.seq + 1 {
             // Trimmed (or expired) before this node could read it.
             let resume_from = EventId {
                 epoch: fetched.epoch,
                 seq: first_available - 1,
             };
-            self.notify_gap(GapReason::HistoryTrimmed, position, resume_from);
-            self.members.skip_to(resume_from.seq);
-            if let Some(cursor) = self.cursor() {
-                cursor.position = Some(resume_from);
-            }
+            caught_up.trimmed = Some(Gap {
+                last: position,
+                resume_from,
+            });
+            position = resume_from;
         }
-        for entry in missing {
-            self.deliver(fetched.epoch, entry);
+        if let Some(last) = fetched
+            .entries
+            .last()
+            .filter(|_| first < fetched.entries.len())
+        {
+            position.seq = last.seq;
         }
+        caught_up.next = first..fetched.entries.len();
+        self.position = Some(position);
+        Some(caught_up)
+    }
+
+    /// The log started a new life: the cursor goes to its start.
+    fn new_life(&mut self, epoch: Epoch) -> Gap {
+        let last = self.head();
+        let resume_from = EventId { epoch, seq: 0 };
+        self.position = Some(resume_from);
+        Gap { last, resume_from }
     }
 }

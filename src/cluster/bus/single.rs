@@ -20,7 +20,7 @@ use crate::{
     broker::Broker,
     cluster::{
         Cluster, ClusterError,
-        link::{SentinelLink, resp3_client},
+        connections::{SentinelLink, resp3_client},
     },
 };
 

@@ -28,6 +28,10 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::super::topic::{self, Compiler, MatchType, TopicSelector};
+use crate::{
+    auth::{Action, Rights},
+    names::ChannelName,
+};
 
 /// The `type` of Mercure authorization details.
 pub const DETAIL_TYPE: &str = "https://mercure.rocks/authorization-detail";
@@ -58,6 +62,20 @@ pub struct Claims {
     /// What compiling the token's matchers charged to the request's budget
     /// (nothing for those found in the cache).
     pub compiled_bytes: usize,
+}
+
+impl Rights for Claims {
+    /// A Mercure token's rights on our channels: a channel is the topic of
+    /// the same name, so its `publish` and `subscribe` matchers cover the
+    /// channels whose names they match (`*` every channel).
+    fn covers(&self, action: Action, channel: &ChannelName) -> bool {
+        let selectors = match action {
+            Action::Publish => &self.publish,
+            Action::Subscribe => &self.subscribe,
+            Action::Inspect => return false,
+        };
+        selectors.iter().any(|s| s.matches(channel.as_str()))
+    }
 }
 
 #[derive(Debug, Clone)]

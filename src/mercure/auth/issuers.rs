@@ -30,7 +30,8 @@ use serde_json::{Map, Value};
 
 use super::{Role, error::AuthError, jwks::JwkSet};
 use crate::config::{
-    DEFAULT_JWKS_ALGORITHMS, MercureSettings, VerifierSettings, check_pem_algorithm,
+    DEFAULT_JWKS_ALGORITHMS, MERCURE_DEVELOPMENT_KEY, MercureSettings, VerifierSettings,
+    check_pem_algorithm,
 };
 
 /// The `typ` of JWT access tokens (RFC 9068), without `application/`.
@@ -73,12 +74,19 @@ struct NamedIssuer {
 
 impl Issuers {
     /// Reads every key: a PEM key that does not parse, an unreadable file
-    /// or a JWK Set that cannot be fetched is an error naming it.
-    pub fn from_settings(settings: &MercureSettings) -> Result<Self, String> {
+    /// or a JWK Set that cannot be fetched is an error naming it. Without
+    /// `accept_development_key`, a role whose key is Mercure's public
+    /// development key is left out (its tokens are refused).
+    pub fn from_settings(
+        settings: &MercureSettings,
+        accept_development_key: bool,
+    ) -> Result<Self, String> {
+        let usable = |v: &&VerifierSettings| accept_development_key || !v.is_development_key();
         let mut list = Vec::with_capacity(settings.issuers.len() + 1);
         for issuer in &settings.issuers {
             let verifier = |role: &str, v: &Option<VerifierSettings>| {
                 v.as_ref()
+                    .filter(usable)
                     .map(Verifier::new)
                     .transpose()
                     .map_err(|err| format!("issuer {:?} {role}: {err}", issuer.id))
@@ -92,7 +100,8 @@ impl Issuers {
         }
         if settings.legacy_keys() {
             let legacy = |key: &str, name: &str| -> Result<Option<Verifier>, String> {
-                if key.is_empty() {
+                let development = key == MERCURE_DEVELOPMENT_KEY && !accept_development_key;
+                if key.is_empty() || development {
                     return Ok(None);
                 }
                 let settings = VerifierSettings {
@@ -308,7 +317,7 @@ mod tests {
         if compatibility {
             settings.protocol_version_compatibility = 8;
         }
-        Issuers::from_settings(&settings).expect("valid issuers")
+        Issuers::from_settings(&settings, true).expect("valid issuers")
     }
 
     fn sign(header: Header, claims: Value, key: &str) -> String {
@@ -459,7 +468,7 @@ mod tests {
     fn compatibility_mode_relaxes_the_profile() {
         let mut settings = Settings::defaults().mercure;
         settings.protocol_version_compatibility = 8;
-        let single = Issuers::from_settings(&settings).expect("valid");
+        let single = Issuers::from_settings(&settings, true).expect("valid");
         let legacy = sign(
             Header::default(),
             json!({"mercure": {}}),

@@ -61,10 +61,14 @@ pub struct TokenChecker {
 
 impl TokenChecker {
     /// Reads every issuer's keys; a key that does not parse, a file that
-    /// cannot be read or a JWK Set that cannot be fetched is an error.
-    pub fn from_settings(settings: &MercureSettings) -> Result<Self, String> {
+    /// cannot be read or a JWK Set that cannot be fetched is an error. The
+    /// development key is left out unless `accept_development_key`.
+    pub fn from_settings(
+        settings: &MercureSettings,
+        accept_development_key: bool,
+    ) -> Result<Self, String> {
         Ok(Self {
-            issuers: Issuers::from_settings(settings)?,
+            issuers: Issuers::from_settings(settings, accept_development_key)?,
             compatibility: settings.compatibility(),
             cookie_name: settings.cookie_name.clone(),
             publish_origins: settings.publish_origins.clone(),
@@ -225,14 +229,14 @@ mod tests {
         if compatibility {
             settings.protocol_version_compatibility = 8;
         }
-        TokenChecker::from_settings(&settings).expect("defaults are valid")
+        TokenChecker::from_settings(&settings, true).expect("defaults are valid")
     }
 
     fn hub() -> HubIdentity {
         let req = TestRequest::default()
             .insert_header(("host", "hub.test"))
             .to_http_request();
-        HubIdentity::of(&req, "", false)
+        HubIdentity::of(&req, "", &crate::config::Settings::defaults().limits)
     }
 
     /// A 1.0 access token from the development issuer for `hub()`.

@@ -1,24 +1,20 @@
-//! Tokens: who may publish to and subscribe to which channels.
-//!
-//! A token is a JWT signed with the one configured algorithm (HS256/384/512
-//! with a shared secret, RS256 or ES256 with a public key). Its claims follow
-//! Mercure's shape under the claim name [`CLAIM`]:
+//! Our tokens: JWTs signed with the one configured algorithm (HS256/384/512
+//! with a shared secret, RS256 or ES256 with a public key). Their claims
+//! follow Mercure's shape under the claim name [`CLAIM`]:
 //!
 //! ```json
-//! {"sse": {"publish": ["orders.*"], "subscribe": ["orders.*", "news"]},
+//! {"sse": {"publish": ["orders.*"], "subscribe": ["orders.*", "news"], "monitor": true},
 //!  "exp": 1767225600, "sub": "billing-job"}
 //! ```
 //!
 //! `exp` is required. `sub` (or else `jti`) names the bearer for the publish
-//! rate limit. Each entry of `publish`/`subscribe` is a [`Pattern`].
-//!
-//! This module only decides; `http::guard` applies the decisions to
-//! requests, and [`crate::error::ApiError`] turns refusals into 401/403. It
-//! owns its settings ([`AuthSettings`], the `[auth]` section): a leaf that
-//! the configuration embeds, importing nothing but `crate::names`.
+//! rate limit. Each entry of `publish`/`subscribe` is a [`Pattern`];
+//! `monitor` lets an operator's console see every channel's metadata and
+//! the pulse book. A verified token is a [`Grant`], whose [`Rights`] the
+//! access policy ([`super::policy`]) weighs.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -27,92 +23,15 @@ use jsonwebtoken::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::names::{ChannelName, MAX_CHANNEL_LEN};
-
-/// Signature algorithms the broker verifies (one per deployment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum JwtAlgorithm {
-    HS256,
-    HS384,
-    HS512,
-    RS256,
-    ES256,
-}
-
-impl JwtAlgorithm {
-    /// HMAC algorithms use a shared secret; the others a public key file.
-    pub fn is_hmac(self) -> bool {
-        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
-    }
-}
-
-/// The `[auth]` section of the configuration (each key is explained in
-/// `config/default.toml`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    /// Require tokens from publishers (and subscribers of private channels).
-    pub enabled: bool,
-    /// The one algorithm tokens must be signed with.
-    pub algorithm: JwtAlgorithm,
-    /// Shared HMAC secret (HS*); prefer `secret_file` or the environment.
-    pub secret: String,
-    /// File holding the shared HMAC secret (trailing newline ignored).
-    pub secret_file: Option<PathBuf>,
-    /// PEM public key (RS256: RSA, ES256: P-256) for verification.
-    pub public_key_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp` (and `nbf`).
-    #[serde(with = "humantime_serde")]
-    pub leeway: Duration,
-    /// Channel patterns whose subscribers need a token.
-    pub private_channels: Vec<String>,
-    /// Whether anonymous clients may subscribe to public channels.
-    pub anonymous_subscribe: bool,
-    /// Cookie a browser may carry its subscriber token in.
-    pub cookie_name: String,
-}
+use super::{
+    AuthSettings, JwtAlgorithm,
+    pattern::Pattern,
+    policy::{Action, Rights},
+};
+use crate::names::ChannelName;
 
 /// The claim that holds the broker's permissions.
 pub const CLAIM: &str = "sse";
-
-/// A channel pattern: an exact channel name (`news`), a prefix followed by a
-/// trailing `*` (`orders.*` matches every channel whose name starts with
-/// `orders.`, such as `orders.eu` or `orders.eu.1`, but not `orders`), or
-/// `*` alone, which matches every channel. The prefix follows the channel
-/// grammar (`A-Z a-z 0-9 _ - . : @`); `*` anywhere else is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pattern {
-    Exact(String),
-    Prefix(String),
-}
-
-impl Pattern {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text == "*" {
-            return Ok(Self::Prefix(String::new()));
-        }
-        let (name, prefix) = match text.strip_suffix('*') {
-            Some(prefix) => (prefix, true),
-            None => (text, false),
-        };
-        if name.is_empty() || name.len() > MAX_CHANNEL_LEN {
-            return Err(format!("pattern {text:?} is empty or too long"));
-        }
-        ChannelName::parse(name).map_err(|e| format!("pattern {text:?}: {e}"))?;
-        Ok(if prefix {
-            Self::Prefix(name.to_owned())
-        } else {
-            Self::Exact(name.to_owned())
-        })
-    }
-
-    pub fn matches(&self, channel: &str) -> bool {
-        match self {
-            Self::Exact(name) => name == channel,
-            Self::Prefix(prefix) => channel.len() > prefix.len() && channel.starts_with(prefix),
-        }
-    }
-}
 
 /// The permissions in a token.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,6 +40,9 @@ pub struct Permissions {
     pub publish: Vec<String>,
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// See every channel's metadata and the pulse book (no events).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub monitor: bool,
 }
 
 /// The claims the broker reads (others are ignored).
@@ -145,20 +67,45 @@ pub struct Claims {
 pub struct Grant {
     publish: Vec<Pattern>,
     subscribe: Vec<Pattern>,
+    monitor: bool,
     /// When the token stops being accepted (its `exp` plus the leeway).
     pub expires_at: SystemTime,
     /// `sub`, else `jti`: who the bearer is, for rate limits and logs.
     pub subject: Option<String>,
 }
 
-impl Grant {
-    pub fn may_publish(&self, channel: &ChannelName) -> bool {
-        self.publish.iter().any(|p| p.matches(channel.as_str()))
+impl Rights for Grant {
+    fn covers(&self, action: Action, channel: &ChannelName) -> bool {
+        let patterns = match action {
+            Action::Publish => &self.publish,
+            Action::Subscribe => &self.subscribe,
+            Action::Inspect => return false,
+        };
+        patterns.iter().any(|p| p.matches(channel.as_str()))
     }
 
-    pub fn may_subscribe(&self, channel: &ChannelName) -> bool {
-        self.subscribe.iter().any(|p| p.matches(channel.as_str()))
+    fn monitors(&self) -> bool {
+        self.monitor
     }
+}
+
+/// The most clock skew `auth.leeway` may tolerate: a day is far more than
+/// any clock is off, and it keeps the token library's `now ± leeway` far
+/// from the ends of its integers.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(86_400);
+
+/// The latest expiry a token can have: `exp` beyond it (the claim is any
+/// JSON number up to `u64::MAX`) counts as this, about the year 5138, so
+/// no arithmetic on a client's claim can overflow.
+const LATEST_EXPIRY: Duration = Duration::from_secs(100_000_000_000);
+
+/// When a token with this `exp` (seconds since the epoch) and `leeway`
+/// stops being accepted, saturating at [`LATEST_EXPIRY`].
+pub fn expiry(exp: u64, leeway: Duration) -> SystemTime {
+    let at = Duration::from_secs(exp)
+        .saturating_add(leeway)
+        .min(LATEST_EXPIRY);
+    UNIX_EPOCH + at
 }
 
 /// Why a token was refused. The messages are safe to show: they never
@@ -307,19 +254,19 @@ impl Verifier {
         Ok(Grant {
             publish: patterns(&claims.sse.publish),
             subscribe: patterns(&claims.sse.subscribe),
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp) + self.leeway,
+            monitor: claims.sse.monitor,
+            expires_at: expiry(claims.exp, self.leeway),
             subject: claims.sub.or(claims.jti),
         })
     }
 }
 
-/// Everything the HTTP layer asks about tokens.
+/// How the HTTP layer checks our tokens: the verifier (none with auth off)
+/// and the cookie a browser may carry its token in.
 #[derive(Debug)]
 pub struct Auth {
-    /// `None` when auth is off: everything is allowed.
+    /// `None` when auth is off: no token is ever read.
     pub verifier: Option<Verifier>,
-    private: Vec<Pattern>,
-    pub anonymous_subscribe: bool,
     pub cookie_name: String,
 }
 
@@ -330,28 +277,10 @@ impl Auth {
         } else {
             None
         };
-        let private = settings
-            .private_channels
-            .iter()
-            .map(|p| Pattern::parse(p).map_err(AuthSetupError::Invalid))
-            .collect::<Result<_, _>>()?;
         Ok(Self {
             verifier,
-            private,
-            anonymous_subscribe: settings.anonymous_subscribe,
             cookie_name: settings.cookie_name.clone(),
         })
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.verifier.is_some()
-    }
-
-    /// Whether subscribing to `channel` needs a token.
-    pub fn needs_subscriber_token(&self, channel: &ChannelName) -> bool {
-        self.enabled()
-            && (!self.anonymous_subscribe
-                || self.private.iter().any(|p| p.matches(channel.as_str())))
     }
 }
 
@@ -403,21 +332,6 @@ pub fn mint(
 mod tests {
     use super::*;
 
-    #[test]
-    fn pattern_grammar() {
-        let p = |t: &str| Pattern::parse(t).unwrap();
-        assert!(p("news").matches("news"));
-        assert!(!p("news").matches("news.eu"));
-        assert!(p("orders.*").matches("orders.eu"));
-        assert!(p("orders.*").matches("orders.eu.1"));
-        assert!(!p("orders.*").matches("orders"));
-        assert!(!p("orders.*").matches("ordersx"));
-        assert!(p("*").matches("anything"));
-        for bad in ["", "a*b", "**", "a b*", ".*.", "x,y", "*a"] {
-            assert!(Pattern::parse(bad).is_err(), "{bad}");
-        }
-    }
-
     fn settings() -> AuthSettings {
         AuthSettings {
             enabled: true,
@@ -440,15 +354,18 @@ mod tests {
             Permissions {
                 publish: vec!["orders.*".into()],
                 subscribe: vec!["news".into()],
+                monitor: false,
             },
             Duration::from_secs(60),
             Some("job".into()),
         )
         .unwrap();
         let grant = Verifier::from_settings(&s).unwrap().verify(&token).unwrap();
-        assert!(grant.may_publish(&ChannelName::parse("orders.1").unwrap()));
-        assert!(!grant.may_publish(&ChannelName::parse("news").unwrap()));
-        assert!(grant.may_subscribe(&ChannelName::parse("news").unwrap()));
+        let channel = |name| ChannelName::parse(name).unwrap();
+        assert!(grant.covers(Action::Publish, &channel("orders.1")));
+        assert!(!grant.covers(Action::Publish, &channel("news")));
+        assert!(grant.covers(Action::Subscribe, &channel("news")));
+        assert!(!grant.monitors());
         assert_eq!(grant.subject.as_deref(), Some("job"));
     }
 
@@ -461,5 +378,65 @@ mod tests {
             assert!(!err.contains(&s.secret));
         }
         assert!(!format!("{verifier:?}").contains(&s.secret));
+    }
+
+    /// Signs `claims` (any JSON) with the test secret.
+    fn signed(claims: &serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(settings().secret.as_bytes()).expect("an HMAC key");
+        encode(&Header::new(Algorithm::HS256), claims, &key).expect("JSON claims encode")
+    }
+
+    /// Any JSON value a client may put in a numeric claim.
+    fn claim_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::json;
+        prop_oneof![
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|n| json!(n)),
+            Just(json!(u64::MAX)),
+            Just(json!(1u64 << 63)),
+            Just(json!(1e300)),
+            Just(json!(-1)),
+            ".{0,20}".prop_map(|s| json!(s)),
+            Just(serde_json::Value::Null),
+            Just(json!([1, 2])),
+        ]
+    }
+
+    proptest::proptest! {
+        /// No claim value panics verification: every token is a grant or a
+        /// refusal, and a grant's expiry is a time the clock can hold.
+        #[test]
+        fn no_claim_value_panics(
+            exp in claim_value(),
+            nbf in claim_value(),
+            iat in claim_value(),
+            sub in claim_value(),
+            leeway in 0u64..=MAX_LEEWAY.as_secs(),
+        ) {
+            let mut s = settings();
+            s.leeway = Duration::from_secs(leeway);
+            let verifier = Verifier::from_settings(&s).expect("valid settings");
+            let token = signed(&serde_json::json!({
+                "sse": {"subscribe": ["*"]}, "exp": exp, "nbf": nbf, "iat": iat, "sub": sub,
+            }));
+            if let Ok(grant) = verifier.verify(&token) {
+                proptest::prop_assert!(grant.expires_at <= UNIX_EPOCH + LATEST_EXPIRY);
+            }
+        }
+    }
+
+    /// A validly signed token with `exp` at or past 2^63 is accepted with
+    /// the latest expiry, not a panic.
+    #[test]
+    fn huge_expiry_saturates() {
+        let verifier = Verifier::from_settings(&settings()).expect("valid settings");
+        for exp in [1u64 << 63, u64::MAX] {
+            let token = signed(&serde_json::json!({"sse": {}, "exp": exp}));
+            let grant = verifier.verify(&token).expect("a valid token");
+            assert_eq!(grant.expires_at, UNIX_EPOCH + LATEST_EXPIRY);
+        }
+        assert_eq!(expiry(u64::MAX, Duration::MAX), UNIX_EPOCH + LATEST_EXPIRY);
     }
 }

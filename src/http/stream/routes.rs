@@ -1,9 +1,9 @@
 //! `GET /stream/{channel}` and `GET /stream?channel=a&channel=b`: our own
 //! event streams. The handler checks the request (channel names, the
-//! subscriber token, `Last-Event-ID`), opens the stream (`opening`), and
-//! writes our prelude: the retry hint, then per channel any `broker.gap`
+//! subscriber token, `Last-Event-ID`), opens the stream (`super::opening`),
+//! and writes our prelude: the retry hint, then per channel any `broker.gap`
 //! notice, a `broker.replay` marker and the replayed events. A multi-channel
-//! stream's ids are cursors over all its channels (see `broker::event`).
+//! stream's ids are cursors over all its channels (`super::cursor`).
 
 use actix_web::{
     HttpRequest, HttpResponse,
@@ -15,13 +15,13 @@ use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 
 use super::{
-    AppState, guard,
+    cursor::{Cursor, parse_cursor},
     opening::{self, Expiry, StreamPlan},
-    outbox::Cursor,
 };
 use crate::{
-    broker::{event::parse_cursor, history::Replay},
+    broker::history::Replay,
     error::ApiError,
+    http::{AppState, access},
     names::ChannelName,
     sse,
 };
@@ -125,7 +125,7 @@ async fn open(
 ) -> Result<HttpResponse, ApiError> {
     // Every private channel of the stream is checked; the stream ends when
     // the token that opened it expires.
-    let expires_at = guard::check_subscriber(&state.auth, req, token.as_deref(), &channels)?;
+    let expires_at = access::check_subscriber(state, req, token.as_deref(), &channels)?;
     let resume = match &last_id {
         Some(text) => parse_cursor(text, &channels),
         None => vec![None; channels.len()],

@@ -1,6 +1,6 @@
 //! The broker-wide memory budget of retained history
 //! (`history.max_total_bytes`): the bytes every channel's in-memory
-//! [`History`](super::history::History) holds together, and which events
+//! [`History`](super::History) holds together, and which events
 //! must go when the total passes the budget.
 //!
 //! Each history charges the budget for every event it keeps
@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::event::Event;
+use crate::broker::event::Event;
 
 /// What a cut leaves of the budget: cutting a little further than needed
 /// makes cuts rare (one per eighth of the budget published) instead of one

@@ -4,10 +4,11 @@
 //! `text/event-stream` response.
 //!
 //! A protocol handler validates its request into a [`StreamPlan`], calls
-//! [`open`] (which takes the client IP's stream slot and subscribes to every
-//! channel at once), writes its own prelude from the answers (the replay, in
-//! its own format), and calls [`Opening::respond`] with its response head.
-//! `respond` picks the writer (`crate::http::writer`): the direct writer for
+//! [`open`] (which takes the client IP's stream slot, makes the outbox and
+//! its subscriber, and subscribes to every channel at once), writes its own
+//! prelude from the answers (the replay, in its own format), and calls
+//! [`Opening::respond`] with its response head. `respond` hands the stream's
+//! [`StreamEnd`] to a writer (`super::writer`): the direct writer for
 //! plain-TCP HTTP/1 connections unless `stream.writer = "body"`, the body
 //! writer for everything else (TLS, HTTP/2); an HTTP/1 stream on the body
 //! writer gets its connection's socket to bound its end, an HTTP/2 one does
@@ -23,10 +24,12 @@ use bytes::Bytes;
 use log::Level;
 
 use super::{
-    AppState,
-    guard::StreamSlot,
-    outbox::{Cursor, Outbox},
-    writer::{self, ConnectionSocket, OnClose, OpenStream, StreamEnd, SubscriptionGuard},
+    cursor::Cursor,
+    end::{OnClose, OpenStream, StreamEnd, SubscriptionGuard},
+    outbox::Outbox,
+    slots::StreamSlot,
+    socket::ConnectionSocket,
+    writer,
 };
 use crate::{
     broker::{
@@ -36,6 +39,7 @@ use crate::{
     },
     config::StreamWriter,
     error::ApiError,
+    http::AppState,
     names::ChannelName,
 };
 
@@ -83,7 +87,7 @@ pub async fn open(
     req: &HttpRequest,
     plan: StreamPlan,
 ) -> Result<Opening, ApiError> {
-    let slot = state.limits.open_stream(req)?;
+    let slot = state.stream_slots.acquire(req)?;
     let stream = &state.settings.stream;
     let outbox = Outbox::new(
         stream.subscriber_buffer,

@@ -1,23 +1,25 @@
-//! A stream's outbox: the bytes on their way to one `text/event-stream`
-//! connection, and the fast path that writes them straight to its socket.
-//! The outbox is the subscriber's [`Sink`] as the broker sees it.
+//! A stream's outbox: the queue of bytes on their way to one
+//! `text/event-stream` connection, and its slow-consumer policy. The outbox
+//! is the subscriber's [`Sink`] as the broker sees it: the fan-out calls
+//! its [`Sink::offer`] and nothing stands in between.
 //!
-//! Channel actors offer every event to the outbox of each subscriber
-//! ([`Outbox::offer`]). With the direct writer, when nothing is queued and
-//! the socket is ours, the offer writes the event with one non-blocking
-//! `send` right inside the fan-out loop: no queue, no task wake-up, no second
-//! pass over the subscriber's state, which is most of what a delivery cost in
-//! user space (see BENCHMARKS.md, "direct writes"). What the socket does not
-//! take is queued, in order, and the stream's writer (`http::writer`) sends
-//! it when the socket is writable again; while anything is queued, later
-//! events queue behind it, so order always holds. With the body writer there
-//! is no socket: every offer queues, and the response body takes the queue
-//! ([`Outbox::pop_body`]). One mutex per outbox orders the channel actors'
-//! offers with the writer; it is held for one `send` at most.
+//! With the direct writer, when nothing is queued and the socket is ours,
+//! an offer writes the event with one non-blocking `send` right inside the
+//! fan-out loop (`super::socket::send`): no queue, no task wake-up, no
+//! second pass over the subscriber's state, which is most of what a
+//! delivery cost in user space (see BENCHMARKS.md, "direct writes"). What
+//! the socket does not take is queued, in order, and the stream's writer
+//! (`super::writer`) sends it when the socket is writable again; while
+//! anything is queued, later events queue behind it, so order always holds.
+//! With the body writer there is no socket: every offer queues, and the
+//! response body takes the queue ([`Outbox::pop_body`]). One mutex per
+//! outbox orders the channel actors' offers with the writer; it is held for
+//! one `send` at most.
 //!
 //! Slow-consumer policy: a queue of `capacity` units (`stream.subscriber_buffer`)
-//! that is full when another event comes evicts the subscriber: the stream
-//! ends with a reconnect hint and the client replays from history with
+//! or `max_bytes` bytes (`stream.subscriber_buffer_bytes`) that is full when
+//! another event comes evicts the subscriber: the stream ends with a
+//! reconnect hint and the client replays from history with
 //! `Last-Event-ID`. Bytes the socket already took part of are always
 //! completed first, so a client never sees half an event.
 //!
@@ -25,8 +27,9 @@
 //! channels' answers, or the connection was not handed over yet) offers are
 //! only queued; the prelude (retry hint and replay) goes in front of them
 //! ([`Outbox::start`]), and, for the direct writer, the head in front of
-//! everything ([`Outbox::attach`]). Bodies are framed as HTTP/1.1 chunks at
-//! write time when the head announced `Transfer-Encoding: chunked`.
+//! everything ([`Outbox::attach`]). Live events are encoded for the stream
+//! by its [`Cursor`] (a multi-channel stream's ids), and framed as HTTP/1.1
+//! chunks at write time when the head announced `Transfer-Encoding: chunked`.
 
 use std::{
     collections::VecDeque,
@@ -38,17 +41,16 @@ use std::{
 };
 
 use actix_web::rt::net::TcpStream;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use super::{
+    cursor::{Cursor, Live},
+    socket,
+};
 use crate::{
-    broker::{
-        EventId,
-        event::Event,
-        subscriber::{Delivery, Offer, Sink},
-    },
-    names::ChannelName,
+    broker::subscriber::{Delivery, Offer, Sink},
     sse::chunk,
 };
 
@@ -109,6 +111,8 @@ const WRITE_BATCH: usize = 16;
 /// The chunk that ends a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// One stream's outbox (see the module documentation), shared by the
+/// channels that hold the stream and the writer that serves it.
 pub struct Outbox {
     state: Mutex<State>,
     /// Wakes the direct writer: something is queued, or the stream ends.
@@ -150,6 +154,47 @@ struct State {
     events: u64,
 }
 
+/// The outbox as the broker sees it: the subscriber's [`Sink`]. The
+/// fan-out's one call per delivery ([`Sink::offer`]) lands here.
+impl Sink for Outbox {
+    /// Offers one delivery: written now when nothing is queued and the
+    /// socket takes it, else queued (or refused, see [`Offer`]).
+    fn offer(&self, delivery: &Delivery) -> Offer {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.end.is_some() {
+            return Offer::Closed;
+        }
+        let Some(cursor) = &mut state.cursor else {
+            let len = match delivery {
+                Delivery::Event(event) => event.frame.chunk().len(),
+                Delivery::Heartbeat => HEARTBEAT_CHUNK.len(),
+            };
+            if state.early.len() >= self.capacity || state.queued_bytes + len > self.max_bytes {
+                return self.evict(state);
+            }
+            state.queued_bytes += len;
+            state.early.push(delivery.clone());
+            return Offer::Taken;
+        };
+        let unit = encode(delivery, cursor, &mut state.events);
+        self.queue(state, unit)
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Every channel let go (the broker is shutting down): the stream ends
+    /// with a reconnect hint.
+    fn released(&self) {
+        if self.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.lock().end.get_or_insert(End::Released);
+            self.notify();
+        }
+    }
+}
+
 impl Outbox {
     /// A new outbox holding up to `capacity` queued units of at most
     /// `max_bytes` together, for a stream of `channels` channels.
@@ -185,30 +230,6 @@ impl Outbox {
         // A panic while holding the lock leaves consistent state (every
         // update is a single push, pop or assignment), so go on with it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Offers one delivery: written now when nothing is queued and the
-    /// socket takes it, else queued (or refused, see [`Offer`]).
-    pub fn offer(&self, delivery: &Delivery) -> Offer {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        if state.end.is_some() {
-            return Offer::Closed;
-        }
-        let Some(cursor) = &mut state.cursor else {
-            let len = match delivery {
-                Delivery::Event(event) => event.frame.chunk().len(),
-                Delivery::Heartbeat => HEARTBEAT_CHUNK.len(),
-            };
-            if state.early.len() >= self.capacity || state.queued_bytes + len > self.max_bytes {
-                return self.evict(state);
-            }
-            state.queued_bytes += len;
-            state.early.push(delivery.clone());
-            return Offer::Taken;
-        };
-        let unit = encode(delivery, cursor, &mut state.events);
-        self.queue(state, unit)
     }
 
     /// Queues the prelude (retry hint, replay) in front of every offer so
@@ -417,7 +438,10 @@ fn encode(delivery: &Delivery, cursor: &mut Cursor, events: &mut u64) -> Unit {
     match delivery {
         Delivery::Event(event) => {
             *events += 1;
-            cursor.unit(event)
+            match cursor.live(event) {
+                Live::Shared => Unit::Chunk(event.frame.chunk().clone()),
+                Live::Own(bytes) => Unit::Body(bytes),
+            }
         }
         Delivery::Heartbeat => Unit::Chunk(HEARTBEAT_CHUNK),
     }
@@ -467,22 +491,18 @@ fn wire_len(unit: &Unit, chunked: bool) -> usize {
         .sum()
 }
 
-/// The fan-out's write of one unit: a single `send`, straight on the
-/// socket. It skips tokio's readiness check (a cold cache line per
-/// subscriber, ~6 % of the broker's CPU in a wide fan-out), which is safe
-/// because the writer's own writes ([`write_units`]) go through tokio: a
-/// `WouldBlock` here queues the unit and wakes the writer, whose write then
-/// learns from tokio that the socket is full and waits for it to drain.
+/// The fan-out's write of one unit: a single `send` ([`socket::send`]); a
+/// body framed here goes as its header, data and trailer in one `writev`.
 fn send_now(socket: &TcpStream, chunked: bool, unit: &Unit) -> io::Result<usize> {
     match unit.pieces(chunked, &mut [0; CHUNK_HEADER_MAX]) {
-        [bytes, [], []] => socket2::SockRef::from(socket).send(bytes),
-        // A body framed here: its header, data and trailer in one `writev`.
+        [bytes, [], []] => socket::send(socket, bytes),
         _ => write_units(socket, chunked, std::iter::once(unit), 0),
     }
 }
 
-/// One `writev` of `units`, skipping the `skip` wire bytes of the first
-/// that are already out. Returns the wire bytes written.
+/// One write of `units` (a `writev` when they are several pieces), skipping
+/// the `skip` wire bytes of the first that are already out. Returns the
+/// wire bytes written.
 fn write_units<'a>(
     socket: &TcpStream,
     chunked: bool,
@@ -490,7 +510,7 @@ fn write_units<'a>(
     mut skip: usize,
 ) -> io::Result<usize> {
     let mut headers = [[0u8; CHUNK_HEADER_MAX]; WRITE_BATCH];
-    let mut parts: [&[u8]; 3 * WRITE_BATCH] = [&[]; 3 * WRITE_BATCH];
+    let mut parts = [IoSlice::new(&[]); 3 * WRITE_BATCH];
     let mut count = 0;
     for (unit, header) in units.take(WRITE_BATCH).zip(headers.iter_mut()) {
         for piece in unit.pieces(chunked, header) {
@@ -502,112 +522,21 @@ fn write_units<'a>(
                 skip = 0;
                 rest
             };
-            parts[count] = piece;
+            parts[count] = IoSlice::new(piece);
             count += 1;
         }
     }
-    match count {
-        0 => Ok(0),
-        1 => socket.try_write(parts[0]),
-        _ => {
-            let slices: [IoSlice<'_>; 3 * WRITE_BATCH] = parts.map(IoSlice::new);
-            socket.try_write_vectored(&slices[..count])
-        }
-    }
-}
-
-/// The outbox as the broker sees it: the subscriber's [`Sink`], offered
-/// to straight (no extra indirection in the fan-out loop).
-impl Sink for Outbox {
-    fn offer(&self, delivery: &Delivery) -> Offer {
-        Outbox::offer(self, delivery)
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Every channel let go (the broker is shutting down): the stream ends
-    /// with a reconnect hint.
-    fn released(&self) {
-        if self.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.lock().end.get_or_insert(End::Released);
-            self.notify();
-        }
-    }
-}
-
-/// How far the client has got on each channel of its stream, in the order
-/// it named them. Single-channel streams use the event's own id.
-#[derive(Debug)]
-pub struct Cursor {
-    positions: Vec<(ChannelName, EventId)>,
-    multi: bool,
-}
-
-impl Cursor {
-    pub fn new(positions: Vec<(ChannelName, EventId)>, multi: bool) -> Self {
-        Self { positions, multi }
-    }
-
-    pub fn channel(&self, index: usize) -> &ChannelName {
-        &self.positions[index].0
-    }
-
-    /// The id line value for an event of channel `index`: that channel first.
-    pub fn id_for(&self, index: usize) -> String {
-        let (channel, id) = &self.positions[index];
-        if !self.multi {
-            return id.to_string();
-        }
-        let mut text = format!("{channel}={id}");
-        for (other, (name, id)) in self.positions.iter().enumerate() {
-            if other != index {
-                text.push_str(&format!(",{name}={id}"));
-            }
-        }
-        text
-    }
-
-    fn index_of(&self, channel: &ChannelName) -> Option<usize> {
-        self.positions.iter().position(|(name, _)| name == channel)
-    }
-
-    /// Appends the bytes of an event of channel `index` (a replay).
-    pub fn write_event(&mut self, out: &mut BytesMut, index: usize, event: &Event) {
-        self.positions[index].1 = event.id;
-        if self.multi {
-            out.put_slice(b"id: ");
-            out.put_slice(self.id_for(index).as_bytes());
-            out.put_u8(b'\n');
-            out.put_slice(event.frame.rest());
-        } else {
-            out.put_slice(event.frame.full());
-        }
-    }
-
-    /// The bytes of a live event: shared as-is on a single-channel stream.
-    fn unit(&mut self, event: &Event) -> Unit {
-        if !self.multi {
-            // Subscribed to this one channel only: no name to compare.
-            if let Some((_, id)) = self.positions.first_mut() {
-                *id = event.id;
-            }
-            return Unit::Chunk(event.frame.chunk().clone());
-        }
-        let Some(index) = self.index_of(&event.channel) else {
-            return Unit::Body(Bytes::new());
-        };
-        let mut out = BytesMut::with_capacity(event.frame.full().len() + 64 * self.positions.len());
-        self.write_event(&mut out, index, event);
-        Unit::Body(out.freeze())
-    }
+    socket::write(socket, &parts[..count])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::HEARTBEAT;
+    use crate::{
+        broker::{EventId, event::Event},
+        names::ChannelName,
+        sse::HEARTBEAT,
+    };
     use std::time::Duration;
 
     /// Chunk headers are lowercase hex without leading zeros.
