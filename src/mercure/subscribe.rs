@@ -69,7 +69,7 @@ pub async fn subscribe_head(
     req: HttpRequest,
 ) -> Result<HttpResponse, MercureError> {
     let query = parse_pairs(req.query_string())?;
-    read_subscribe(&state, &req, &query, &query)?;
+    read_subscribe(&state, &req, &query, query.clone()).await?;
     let mut response = HttpResponse::Ok();
     stream_headers(&mut response);
     Ok(response.finish())
@@ -84,7 +84,7 @@ pub async fn subscribe(
     req: HttpRequest,
 ) -> Result<HttpResponse, MercureError> {
     let query = parse_pairs(req.query_string())?;
-    let request = read_subscribe(&state, &req, &query, &query)?;
+    let request = read_subscribe(&state, &req, &query, query.clone()).await?;
     open_stream(&state, &req, request).await
 }
 
@@ -104,7 +104,7 @@ pub async fn subscribe_query(
             )
         })?;
     let params: Vec<(String, String)> = query.iter().cloned().chain(body).collect();
-    let request = read_subscribe(&state, &req, &query, &params)?;
+    let request = read_subscribe(&state, &req, &query, params).await?;
     open_stream(&state, &req, request).await
 }
 

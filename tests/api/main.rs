@@ -16,6 +16,7 @@ mod limits;
 mod mercure_compat;
 mod mercure_issuers;
 mod mercure_modern;
+mod mercure_selectors;
 mod mercure_support;
 mod multi_channel;
 mod openapi;
