@@ -18,6 +18,7 @@ mod cluster;
 mod hooks;
 mod limits;
 mod mercure;
+mod publish;
 pub mod secrets;
 mod tls;
 
@@ -30,6 +31,7 @@ pub use mercure::{
     COMPATIBLE_PROTOCOL_VERSION, DEFAULT_JWKS_ALGORITHMS, IssuerSettings, MERCURE_DEVELOPMENT_KEY,
     MercureSettings, VerifierSettings, check_pem_algorithm,
 };
+pub use publish::PublishSettings;
 pub use tls::{AcmeSettings, TlsSettings};
 
 /// The development defaults, compiled in so the binary runs with no file.
@@ -45,6 +47,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub stream: StreamSettings,
     pub history: HistorySettings,
+    pub publish: PublishSettings,
     pub broker: BrokerSettings,
     pub pulses: PulseSettings,
     pub cors: CorsSettings,
@@ -339,6 +342,7 @@ impl Settings {
             return bad("auth.cookie_name must be a plain token (letters, digits, _ - .)");
         }
         self.limits.validate().map_err(ConfigError::Inconsistent)?;
+        self.publish.validate().map_err(ConfigError::Inconsistent)?;
         self.mercure.validate()?;
         self.server.tls.validate()?;
         self.hooks.validate()?;

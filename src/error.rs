@@ -71,6 +71,18 @@ pub enum ApiError {
         detail: String,
         retry_after_secs: u64,
     },
+    /// An `Idempotency-Key` (or a batch item's `idempotencyKey`) that is
+    /// not 1–128 printable ASCII characters (400).
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    /// An idempotency key reused with another request within its window
+    /// (422, as the IETF Idempotency-Key draft asks).
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// An idempotency key whose first publish is still in progress (409,
+    /// as the IETF Idempotency-Key draft asks): retry.
+    #[error("{0}")]
+    IdempotencyKeyInFlight(String),
 }
 
 impl ApiError {
@@ -95,6 +107,9 @@ impl ApiError {
             Self::TooManyStreams(_) => "too-many-streams",
             Self::TooManySubscribers(_) => "too-many-subscribers",
             Self::HookUnavailable { .. } => "hook-unavailable",
+            Self::InvalidIdempotencyKey(_) => "invalid-idempotency-key",
+            Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
+            Self::IdempotencyKeyInFlight(_) => "idempotency-key-in-flight",
         }
     }
 
@@ -118,6 +133,9 @@ impl ApiError {
             Self::TooManyStreams(_) => "Too many streams",
             Self::TooManySubscribers(_) => "Too many subscribers",
             Self::HookUnavailable { .. } => "Authorization unavailable",
+            Self::InvalidIdempotencyKey(_) => "Invalid idempotency key",
+            Self::IdempotencyKeyReused(_) => "Idempotency key reused",
+            Self::IdempotencyKeyInFlight(_) => "Idempotency key in use",
         }
     }
 }
@@ -164,7 +182,10 @@ impl ResponseError for ApiError {
             | Self::InvalidLastEventId(_)
             | Self::InvalidJson(_)
             | Self::InvalidBody(_)
-            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidQuery(_)
+            | Self::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyInFlight(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

@@ -8,9 +8,9 @@
 //! once (`delivered` adds the number of subscribers reached in one step),
 //! never once per subscriber.
 //!
-//! Who writes what: channel actors count published, delivered, replayed and
-//! evicted events and the publish-to-enqueue latency; the registry counts
-//! pulses and, when `/metrics` is scraped, samples the gauges it owns
+//! Who writes what: channel actors count published, delivered, replayed,
+//! deduplicated and evicted events and the publish-to-enqueue latency; the
+//! registry counts pulses and, when `/metrics` is scraped, samples the gauges it owns
 //! (channels, subscribers, mailbox depths, opted-in per-channel series); the
 //! stream handler counts open streams; the publish handlers count refusals by
 //! HTTP status; the broker handle counts the events the cluster bus brings;
@@ -64,6 +64,9 @@ pub struct Metrics {
     pub replayed: Counter,
     /// Subscribers disconnected because their queue was full.
     pub evicted: Counter,
+    /// Publishes answered as repeats of an earlier one with the same
+    /// idempotency key: nothing was stored or delivered for them.
+    pub deduplicated: Counter,
     /// Pulses received (`POST /pulse`).
     pub pulses: Counter,
     /// From the publish handler's start to the end of the channel's fan-out.
@@ -148,6 +151,10 @@ impl Metrics {
             "publish_errors_total",
             "Publish requests refused, by HTTP status.",
         );
+        describe(
+            "publish_deduplicated_total",
+            "Publishes that repeated an earlier one's idempotency key: answered its id, nothing stored.",
+        );
         describe("pulses_total", "Pulses received.");
         describe(
             PUBLISH_LATENCY,
@@ -196,6 +203,7 @@ impl Metrics {
             delivered: counter("events_delivered_total"),
             replayed: counter("events_replayed_total"),
             evicted: counter("subscribers_evicted_total"),
+            deduplicated: counter("publish_deduplicated_total"),
             pulses: counter("pulses_total"),
             publish_latency: recorder.register_histogram(&key(PUBLISH_LATENCY, vec![]), &METADATA),
             channel_mailbox_depth: gauge("channel_mailbox_depth"),

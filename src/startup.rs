@@ -151,12 +151,13 @@ impl Backends {
             true => Some(Cluster::new(
                 &settings.cluster,
                 &settings.history,
+                &settings.publish,
                 &settings.pulses,
             )?),
             false => None,
         };
         let store = match settings.history.durable() {
-            true => Some(Store::open(&settings.history, metrics)?),
+            true => Some(Store::open(&settings.history, &settings.publish, metrics)?),
             false => None,
         };
         Ok(Self { cluster, store })

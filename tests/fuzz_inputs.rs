@@ -1,7 +1,9 @@
 //! The long proptest: fuzzes what a publisher controls end to end — the
 //! Content-Type header (`BodyKind::of`), the body (`compact_json`,
 //! `event_data`), the event type (`EventType::parse`) — and the SSE encoder
-//! that turns the result into bytes every subscriber reads.
+//! that turns the result into bytes every subscriber reads; and what a
+//! Mercure subscriber controls: its `match`, `match_urlpattern` and 0.x
+//! `topic` values, compiled within one request's budget.
 //!
 //! A plain `cargo test` runs each property once with proptest's usual case
 //! count (`PROPTEST_CASES`, 256 by default). With `FUZZ_SECONDS=N` each
@@ -22,6 +24,7 @@ use proptest::{
 };
 use sse_broker::{
     http::body::{BodyKind, compact_json, event_data},
+    mercure::topic::{Compiler, MAX_REQUEST_BYTES, MatchType, SelectorError},
     names::EventType,
     sse::{encode_comment, encode_event, encode_notice, parse::parse_stream, prelude},
 };
@@ -335,4 +338,86 @@ fn corpus_inputs() {
         }
         let _ = EventType::parse(input);
     }
+}
+
+/// Text built from URL pattern, regex and URI template pieces.
+fn selector_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("https://".to_owned()),
+        Just("example.com".to_owned()),
+        Just("/".to_owned()),
+        Just(":id".to_owned()),
+        Just("(".to_owned()),
+        Just(")".to_owned()),
+        Just("\\w".to_owned()),
+        Just("\\d".to_owned()),
+        Just("\\W".to_owned()),
+        Just("\\b".to_owned()),
+        Just("\\pL".to_owned()),
+        Just("[\\w-]".to_owned()),
+        Just("{200}".to_owned()),
+        Just("{1000}".to_owned()),
+        Just("*".to_owned()),
+        Just("+".to_owned()),
+        Just("?".to_owned()),
+        Just("|".to_owned()),
+        Just("(?i)".to_owned()),
+        Just("{".to_owned()),
+        Just("}".to_owned()),
+        Just("{/a,b,c}".to_owned()),
+        Just("{+path}".to_owned()),
+        Just("{?q*}".to_owned()),
+        Just(":8080".to_owned()),
+        Just("@".to_owned()),
+        Just("#".to_owned()),
+        Just("%".to_owned()),
+        Just("%C3%A9".to_owned()),
+        Just("é".to_owned()),
+        Just("[".to_owned()),
+        Just("]".to_owned()),
+        "[a-z0-9.]{1,4}",
+        any::<String>(),
+    ];
+    proptest::collection::vec(piece, 0..24).prop_map(|parts| parts.concat())
+}
+
+/// A subscribe request's matchers, each a `match`, `match_urlpattern` or
+/// 0.x `topic`, compiled by one compiler: no panic, every refusal a named
+/// one, never more charged than one request may compile; what compiled
+/// matches topics without panicking.
+#[test]
+fn mercure_selectors_within_budget() {
+    let hub = url::Url::parse("http://hub.test/.well-known/mercure").expect("a URL");
+    let kind = prop_oneof![
+        Just(None),
+        Just(Some(MatchType::Exact)),
+        Just(Some(MatchType::UrlPattern)),
+    ];
+    let matchers = proptest::collection::vec((kind, selector_text()), 1..12);
+    let topics = proptest::collection::vec(selector_text(), 0..4);
+    fuzz(
+        "Mercure selectors",
+        (matchers, topics),
+        |(matchers, topics)| {
+            let mut compiler = Compiler::default();
+            for (kind, raw) in &matchers {
+                let compiled = match kind {
+                    None => compiler.legacy(raw),
+                    Some(kind) => compiler.typed(*kind, raw, &hub),
+                };
+                prop_assert!(compiler.spent() <= MAX_REQUEST_BYTES);
+                match compiled {
+                    Ok(selector) => {
+                        for topic in &topics {
+                            let _ = selector.matches(topic);
+                        }
+                        prop_assert!(selector.matches(raw) || kind.is_some());
+                    }
+                    Err(SelectorError::NotCached) => prop_assert!(false, "compiled nothing"),
+                    Err(_) => {}
+                }
+            }
+            Ok(())
+        },
+    );
 }

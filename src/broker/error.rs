@@ -21,6 +21,16 @@ pub enum BrokerError {
     /// cluster mode) failed or is out of reach.
     #[error("the cluster store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// A publish brought an idempotency key remembered with another body.
+    #[error(
+        "the idempotency key was used for another request (another channel, event type or \
+         data) within the window"
+    )]
+    IdempotencyKeyReused,
+    /// A publish brought the idempotency key of a publish not settled yet
+    /// (its event is on its way to disk).
+    #[error("a publish with this idempotency key is still in progress: retry")]
+    IdempotencyKeyInFlight,
 }
 
 /// The answer to a caller awaiting a broker message.

@@ -15,9 +15,13 @@ use tokio::sync::oneshot;
 
 use super::{
     error::{BrokerError, await_reply},
-    event::{Epoch, ResumeFrom},
+    event::{Epoch, EventId, ResumeFrom},
+    history::HistoryPage,
+    idempotency::Idempotency,
     log::{LogEntry, Record},
-    message::{ChannelDetail, ChannelMessage, Publish, Published, Subscribe, Subscribed},
+    message::{
+        ChannelDetail, ChannelMessage, Publish, Published, ReadHistory, Subscribe, Subscribed,
+    },
     peers::Peers,
     pulse::PulseRecord,
     registry::{
@@ -127,9 +131,56 @@ impl Broker {
             channel,
             ChannelMessage::Publish(Publish {
                 record,
+                idempotency: None,
                 reply: Some(reply),
                 received_at,
                 copy,
+            }),
+        );
+        await_reply(answer).await
+    }
+
+    /// [`Self::publish`] under a publisher's idempotency key: a repeat of
+    /// a publish with the same key (within `publish.idempotency_window`)
+    /// stores and delivers nothing and is answered that publish's id; the
+    /// key with another body is [`BrokerError::IdempotencyKeyReused`].
+    pub async fn publish_with_key(
+        &self,
+        channel: &ChannelName,
+        record: Record,
+        idempotency: Idempotency,
+        received_at: Instant,
+    ) -> Result<Published, BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            channel,
+            ChannelMessage::Publish(Publish {
+                record,
+                idempotency: Some(Box::new(idempotency)),
+                reply: Some(reply),
+                received_at,
+                copy: false,
+            }),
+        );
+        await_reply(answer).await
+    }
+
+    /// Up to `limit` retained events of `channel` after `after` (from the
+    /// oldest retained without it), oldest first, with the same ids and
+    /// gap rules as a stream's replay.
+    pub async fn history(
+        &self,
+        channel: &ChannelName,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            channel,
+            ChannelMessage::ReadHistory(ReadHistory {
+                after,
+                limit,
+                reply,
             }),
         );
         await_reply(answer).await
@@ -141,6 +192,7 @@ impl Broker {
             channel,
             ChannelMessage::Publish(Publish {
                 record,
+                idempotency: None,
                 reply: None,
                 received_at: Instant::now(),
                 copy,

@@ -80,6 +80,40 @@ pub struct Replay {
     pub from: EventId,
 }
 
+/// A page of a channel's retained events, for a reader rather than a
+/// subscriber (`GET /channels/{channel}/history`): the same events and gap
+/// rules as a replay, at most a page of them.
+#[derive(Debug)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub events: Vec<Arc<Event>>,
+    /// The last event of the page when more follow it: the next page is
+    /// read after it.
+    pub next: Option<EventId>,
+    /// When the position read after is not covered: why, and where the
+    /// events go on from (as a stream's `broker.gap` notice says).
+    pub gap: Option<(GapReason, EventId)>,
+}
+
+impl HistoryPage {
+    /// The first `limit` events of `replay`.
+    pub fn of(replay: Replay, limit: usize) -> Self {
+        let limit = limit.max(1);
+        let Replay {
+            mut events,
+            gap,
+            from,
+        } = replay;
+        let next = (events.len() > limit).then(|| events[limit - 1].id);
+        events.truncate(limit);
+        Self {
+            events,
+            next,
+            gap: gap.map(|reason| (reason, from)),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct History {
     epoch: Epoch,

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::{
     error::BrokerError,
     event::{Epoch, EventId},
+    idempotency::{Idempotency, Logged, RememberedKey},
 };
 use crate::names::{ChannelName, EventType};
 
@@ -70,6 +71,15 @@ impl fmt::Debug for Record {
             .field("origin", &self.origin)
             .finish()
     }
+}
+
+/// A record on its way into a shared log, with its publisher's
+/// idempotency key (if it gave one): the log checks and records the key in
+/// the same step as it stores the record.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub record: Record,
+    pub idempotency: Option<Idempotency>,
 }
 
 /// One event as a log returns it.
@@ -132,6 +142,9 @@ pub trait DurableStore: Send + Sync {
     /// gives back the original's record with `origin` set (or leaves the
     /// event out, and everything before it, when the original is gone).
     ///
+    /// `idempotency`, when set, is kept in the event's own commit (so a
+    /// restart remembers it) until `publish.idempotency_window` has passed.
+    ///
     /// [`load`]: DurableStore::load
     fn append(
         &self,
@@ -139,7 +152,12 @@ pub trait DurableStore: Send + Sync {
         id: EventId,
         published_ms: u64,
         record: Record,
+        idempotency: Option<Idempotency>,
     ) -> oneshot::Receiver<Result<(), LogError>>;
+
+    /// The idempotency keys the store kept whose window had not ended when
+    /// it opened, oldest first (the broker's book takes them at start).
+    fn remembered(&self) -> Vec<RememberedKey>;
 }
 
 /// A log shared by the nodes of a cluster: it numbers the events, keeps
@@ -153,17 +171,20 @@ pub trait DurableStore: Send + Sync {
 /// a [`CatchUp`](super::message::ChannelMessage::CatchUp), so it reads what
 /// it may have missed: no event is lost in a hand-over.
 pub trait SharedLog: Send + Sync {
-    /// Stores (and broadcasts) events of one channel, in the order given;
-    /// the id of the first once the log has them all (the others follow it:
-    /// same epoch, consecutive seqs). `seen` is the newest event of the
-    /// channel this node delivered, if any: the log never numbers at or
-    /// below it again, even when it lost it.
+    /// Stores (and broadcasts) events of one channel, in the order given,
+    /// and answers what became of each, in that order, once the log has
+    /// them all: the new ones are numbered in order (same epoch,
+    /// consecutive seqs); a submission whose idempotency key the log
+    /// remembers (for `publish.idempotency_window`) is a repeat, or refused
+    /// when its digest differs, and is neither stored nor broadcast. `seen`
+    /// is the newest event of the channel this node delivered, if any: the
+    /// log never numbers at or below it again, even when it lost it.
     fn append(
         &self,
         channel: &ChannelName,
-        records: Vec<Record>,
+        submissions: Vec<Submission>,
         seen: Option<EventId>,
-    ) -> BoxFuture<'static, Result<EventId, LogError>>;
+    ) -> BoxFuture<'static, Result<Vec<Logged>, LogError>>;
 
     /// Reads the channel's epoch, head and retained events.
     fn fetch(

@@ -16,7 +16,8 @@ use actix::prelude::*;
 use super::{
     error::Reply,
     event::{Epoch, EventId, ResumeFrom},
-    history::Replay,
+    history::{HistoryPage, Replay},
+    idempotency::Idempotency,
     log::{LogEntry, Record},
     subscriber::Subscriber,
 };
@@ -55,6 +56,9 @@ pub enum ChannelMessage {
     Inspect {
         reply: Reply<ChannelDetail>,
     },
+    /// A page of the channel's retained events
+    /// (`GET /channels/{channel}/history`).
+    ReadHistory(ReadHistory),
     /// Shutdown: drop every subscriber so their streams end cleanly, and
     /// refuse publishes from now on.
     CloseSubscribers,
@@ -64,13 +68,23 @@ impl ChannelMessage {
     /// Whether this message may start its channel when none runs (the
     /// others are answered, or dropped, without one).
     pub fn starts_channel(&self) -> bool {
-        matches!(self, Self::Publish(_) | Self::Subscribe(_))
+        // A history read starts its channel too: with durable history or a
+        // shared log the events outlive the channel's actor.
+        matches!(
+            self,
+            Self::Publish(_) | Self::Subscribe(_) | Self::ReadHistory(_)
+        )
     }
 }
 
 /// Publish an event: the channel gives it its id, keeps it and fans it out.
 pub struct Publish {
     pub record: Record,
+    /// The publisher's idempotency key and its request's digest: a repeat
+    /// of a publish with this key is answered that publish's id and stores
+    /// nothing (see `idempotency`). Never set on a copy. Boxed: most
+    /// publishes have none, and every message is as large as this one.
+    pub idempotency: Option<Box<Idempotency>>,
     pub reply: Option<Reply<Published>>,
     /// When the publish handler started on it: the latency metric runs from
     /// here to the end of the fan-out.
@@ -104,6 +118,14 @@ pub struct Subscribe {
 pub struct Subscribed {
     pub replay: Option<Replay>,
     pub head: EventId,
+}
+
+/// Read the retained events after `after` (from the oldest retained
+/// without it), at most `limit` of them, oldest first.
+pub struct ReadHistory {
+    pub after: Option<EventId>,
+    pub limit: usize,
+    pub reply: Reply<HistoryPage>,
 }
 
 /// A channel's state as `GET /channels/{channel}` shows it.

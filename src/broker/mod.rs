@@ -14,6 +14,8 @@
 //!   construction).
 //! - [`event`]: epochs, event ids, resume points and the [`Event`].
 //! - [`codec`]: how a channel turns a stored record into an event.
+//! - [`idempotency`]: idempotency keys, so a retried publish is stored once
+//!   (the book an owned log keeps; a shared log keeps its own).
 //! - Traits the surroundings implement: [`subscriber::Sink`] (where a
 //!   subscriber's bytes go: the HTTP layer's outbox), [`subscriber::Filter`]
 //!   (which events a subscriber wants: Mercure's selectors),
@@ -34,6 +36,7 @@ pub mod event;
 pub mod handle;
 pub mod history;
 pub mod identity;
+pub mod idempotency;
 pub mod log;
 pub mod members;
 pub mod message;

@@ -33,6 +33,7 @@ use super::{
     error::BrokerError,
     event::{Epoch, EventId},
     history::{Retention, budget::HistoryBudget},
+    idempotency::IdempotencyBook,
     log::{DurableStore, SharedLog},
     message::{ChannelIdle, ChannelMessage},
     pulse::{PulseBook, PulseRecord},
@@ -91,6 +92,10 @@ impl RegistryActor {
                 durable: None,
                 shared: None,
                 bridge: None,
+                idempotency: Arc::new(IdempotencyBook::new(
+                    settings.publish.idempotency_window,
+                    settings.publish.idempotency_max_keys,
+                )),
             },
             codecs: HashMap::new(),
             max_channels: settings.broker.max_channels,
@@ -125,8 +130,10 @@ impl RegistryActor {
         self
     }
 
-    /// Durable history: channels keep their events in this store too.
+    /// Durable history: channels keep their events in this store too,
+    /// and the book takes back the idempotency keys it kept.
     pub fn with_durable(mut self, store: Arc<dyn DurableStore>) -> Self {
+        self.config.idempotency.restore(store.remembered());
         self.config.durable = Some(store);
         self
     }
@@ -281,6 +288,9 @@ fn answer_without_channel(channel: &ChannelName, message: ChannelMessage, err: B
         // No channel, so none of its streams to end.
         ChannelMessage::Disconnect { reply, .. } => {
             let _ = reply.send(Ok(Vec::new()));
+        }
+        ChannelMessage::ReadHistory(read) => {
+            let _ = read.reply.send(Err(err));
         }
         // Nothing to tell: no channel, no subscribers, no pulses to count.
         ChannelMessage::Unsubscribe { .. }

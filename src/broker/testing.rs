@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     BrokerError, RegistryActor, ResumeFrom, await_reply,
     handle::Broker,
+    idempotency::{Idempotency, IdempotencyKey},
     log::Record,
     message::{ChannelMessage, Publish, Published, Subscribed},
     subscriber::{Delivery, Offer, Sink, Subscriber},
@@ -54,11 +55,33 @@ pub fn send_publish(
     channel: &ChannelName,
     data: &str,
 ) -> oneshot::Receiver<Result<Published, BrokerError>> {
+    send_keyed(broker, channel, data, None)
+}
+
+/// Sends a publish of `data` under the idempotency key `key`, if any; the
+/// receiver gets its answer.
+pub fn send_keyed(
+    broker: &Broker,
+    channel: &ChannelName,
+    data: &str,
+    key: Option<&str>,
+) -> oneshot::Receiver<Result<Published, BrokerError>> {
     let (reply, rx) = oneshot::channel();
+    let record = record(data);
+    let idempotency = key.map(|key| {
+        let key = IdempotencyKey::parse(key).expect("a valid test key");
+        Box::new(Idempotency::new(
+            key,
+            channel,
+            record.event_type.as_ref(),
+            &record.data,
+        ))
+    });
     broker.send(
         channel,
         ChannelMessage::Publish(Publish {
-            record: record(data),
+            record,
+            idempotency,
             reply: Some(reply),
             received_at: Instant::now(),
             copy: false,

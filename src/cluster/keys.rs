@@ -7,7 +7,7 @@
 //! Channel names cannot hold braces, and `cluster.key_prefix` may not
 //! either, so the first `{…}` of a key is always the tag.
 
-use crate::names::ChannelName;
+use crate::{broker::idempotency::IdempotencyKey, names::ChannelName};
 
 /// The internal channel whose bus carries the cluster's control messages
 /// (no actor runs for it; its name is one no client can use).
@@ -45,6 +45,13 @@ impl Keys {
     /// is how the publish script notices a failover (see `log`).
     pub fn fence(&self, channel: &ChannelName) -> String {
         format!("{}{{{channel}}}:fence", self.prefix)
+    }
+
+    /// A publisher's idempotency key on the channel: the first publish's
+    /// request digest and event id, for `publish.idempotency_window` (see
+    /// `log`). The key may hold braces: the channel's tag comes first.
+    pub fn idempotency(&self, channel: &ChannelName, key: &IdempotencyKey) -> String {
+        format!("{}{{{channel}}}:idempotency:{}", self.prefix, key.as_str())
     }
 
     /// The pub/sub channel that carries the channel's events.
@@ -106,11 +113,13 @@ mod tests {
         let orders = ChannelName::parse("orders").unwrap();
         let slot = |key: &str| redis::cluster_routing::Slot::for_key(key);
         let bus = keys.bus(&orders);
+        let retry = IdempotencyKey::parse("job {7}").unwrap();
         for key in [
             keys.epoch(&orders),
             keys.seq(&orders),
             keys.stream(&orders),
             keys.fence(&orders),
+            keys.idempotency(&orders, &retry),
         ] {
             assert_eq!(slot(&key), slot(&bus), "{key}");
         }

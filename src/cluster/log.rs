@@ -2,7 +2,9 @@
 //! Redis Stream of the retained events. Two Lua scripts, each atomic and in
 //! one slot (the channel's keys share a hash tag, see `keys`):
 //!
-//! - **publish** assigns the next ids (`INCRBY`), appends the events to the
+//! - **publish** checks and records the publishers' idempotency keys (a
+//!   repeat is answered the first publish's id and stored again nowhere),
+//!   assigns the next ids (`INCRBY`), appends the events to the
 //!   stream (trimmed to `history.max_events`, and by age every 16th seq:
 //!   reads skip older entries anyway), and publishes them
 //!   as one message on the channel's bus (`SPUBLISH` on a Redis Cluster, so
@@ -55,7 +57,8 @@ use crate::{
     broker::{
         EventId,
         event::Epoch,
-        log::{FetchFrom, Fetched, LogEntry, LogError, Record, SharedLog},
+        idempotency::Logged,
+        log::{FetchFrom, Fetched, LogEntry, LogError, Record, SharedLog, Submission},
     },
     names::{ChannelName, EventType},
 };
@@ -66,11 +69,65 @@ use crate::{
 /// failovers.
 pub const FAILOVER_SEQ_JUMP: u64 = 1 << 32;
 
-/// KEYS: epoch, seq, stream, fence. ARGV: publish command, bus channel,
+/// KEYS: epoch, seq, stream, fence, then the idempotency key of each
+/// submission that has one, in order. ARGV: publish command, bus channel,
 /// channel, max events, max age ms, failover jump, the epoch and seq the
-/// publishing node delivered last ('' and 0 for none), then the type (''
-/// for none) and data of each event. Returns {epoch, first seq}.
+/// publishing node delivered last ('' and 0 for none), the idempotency
+/// window ms, then per submission its type ('' for none), data, the index
+/// of its key in KEYS (0 for none) and its request digest ('' for none).
+/// Returns {epoch, first seq, then per submission '' (stored: the stored
+/// ones have consecutive seqs from the first, in order), 'r <epoch> <seq>'
+/// (a repeat of the publish that stored that event) or 'x' (its key was
+/// used with another digest)}; epoch '' and first 0 when none was stored.
+///
+/// Idempotency, all inside the script so a re-sent call (the Redis client
+/// re-sends one whose answer died with a primary) or a retry through another
+/// node finds what the first did: an idempotency key is one string key in
+/// the channel's slot, `'<digest> <epoch> <seq>'` with the window as TTL.
+/// Its cost in `INFO commandstats` terms: a keyed publish adds one `GET` and
+/// one `SET … PX`; a repeat costs a `GET` and a `SET … KEEPTTL` (the same
+/// value: a write, so that a `WAIT` after it also covers the first publish's
+/// writes, which may have come through another connection) and nothing
+/// else: no `INCRBY`, `XADD` or `PUBLISH`.
 const PUBLISH: &str = r#"
+local count = (#ARGV - 9) / 4
+local answers = {}
+local stored = {}
+local first_of = {}
+for i = 0, count - 1 do
+  local at = 10 + 4 * i
+  local k = tonumber(ARGV[at + 2])
+  local answer = ''
+  if k > 0 then
+    local digest = ARGV[at + 3]
+    local earlier = first_of[KEYS[k]]
+    if earlier then
+      -- The same key twice in one call: the second repeats the first.
+      if earlier[1] == digest then answer = earlier[2] else answer = 'x' end
+    else
+      local known = redis.call('GET', KEYS[k])
+      if known then
+        local d, e, s = string.match(known, '^(%x+) (%d+) (%d+)$')
+        if d == digest then
+          answer = 'r ' .. e .. ' ' .. s
+          redis.call('SET', KEYS[k], known, 'KEEPTTL')
+        else
+          answer = 'x'
+        end
+      end
+    end
+  end
+  if answer == '' then
+    stored[#stored + 1] = at
+    if k > 0 then first_of[KEYS[k]] = {ARGV[at + 3], #stored} end
+  end
+  answers[#answers + 1] = answer
+end
+if #stored == 0 then
+  local out = {'', '0'}
+  for _, answer in ipairs(answers) do out[#out + 1] = answer end
+  return out
+end
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local max_events = tonumber(ARGV[4])
@@ -90,15 +147,19 @@ else
     redis.call('INCRBY', KEYS[2], ARGV[6])
   end
 end
-local count = (#ARGV - 8) / 2
-local last = redis.call('INCRBY', KEYS[2], count)
-local first = last - count + 1
-local message = {ARGV[3], epoch, string.format('%d', first), now_ms, count}
-for i = 0, count - 1 do
-  local event_type, data = ARGV[9 + 2 * i], ARGV[10 + 2 * i]
+local last = redis.call('INCRBY', KEYS[2], #stored)
+local first = last - #stored + 1
+local message = {ARGV[3], epoch, string.format('%d', first), now_ms, #stored}
+for i, at in ipairs(stored) do
+  local seq = string.format('%d', first + i - 1)
+  local event_type, data = ARGV[at], ARGV[at + 1]
   if max_events > 0 then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_events,
-      string.format('%d', first + i) .. '-0', 't', now_ms, 'e', event_type, 'd', data)
+      seq .. '-0', 't', now_ms, 'e', event_type, 'd', data)
+  end
+  local k = tonumber(ARGV[at + 2])
+  if k > 0 then
+    redis.call('SET', KEYS[k], ARGV[at + 3] .. ' ' .. epoch .. ' ' .. seq, 'PX', ARGV[9])
   end
   message[#message + 1] = event_type
   message[#message + 1] = #data
@@ -126,7 +187,14 @@ redis.set_repl(redis.REPL_AOF)
 redis.call('SET', KEYS[4], string.format('%d', last), 'PX', ttl)
 redis.set_repl(redis.REPL_ALL)
 redis.call(ARGV[1], ARGV[2], table.concat(message, '\n'))
-return {epoch, first}
+local out = {epoch, string.format('%d', first)}
+for _, answer in ipairs(answers) do
+  if type(answer) == 'number' then
+    answer = 'r ' .. epoch .. ' ' .. string.format('%d', first + answer - 1)
+  end
+  out[#out + 1] = answer
+end
+return out
 "#;
 
 /// KEYS: epoch, seq, stream, fence. ARGV: mode ('head', 'all', 'after' or
@@ -205,15 +273,15 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Cluster {
-    /// Stores and broadcasts events of one channel; the id of the first
-    /// once Redis has them all (and, with `publish_wait_replicas`, as many
-    /// replicas).
+    /// Stores and broadcasts events of one channel, and says what became
+    /// of each submission (see [`SharedLog::append`]) once Redis has them
+    /// all (and, with `publish_wait_replicas`, as many replicas).
     pub async fn publish(
         &self,
         channel: &ChannelName,
-        records: &[Record],
+        submissions: &[Submission],
         seen: Option<EventId>,
-    ) -> Result<EventId, ClusterError> {
+    ) -> Result<Vec<Logged>, ClusterError> {
         let keys = self.keys();
         let history = &self.inner.history;
         let publish = if self.inner.commands.is_cluster() {
@@ -226,7 +294,20 @@ impl Cluster {
             .key(keys.epoch(channel))
             .key(keys.seq(channel))
             .key(keys.stream(channel))
-            .key(keys.fence(channel))
+            .key(keys.fence(channel));
+        let mut next_key = 5;
+        let mut key_index = Vec::with_capacity(submissions.len());
+        for submission in submissions {
+            match &submission.idempotency {
+                Some(idempotency) => {
+                    invocation.key(keys.idempotency(channel, &idempotency.key));
+                    key_index.push(next_key);
+                    next_key += 1;
+                }
+                None => key_index.push(0),
+            }
+        }
+        invocation
             .arg(publish)
             .arg(keys.bus(channel))
             .arg(channel.as_str())
@@ -234,34 +315,40 @@ impl Cluster {
             .arg(millis(history.max_age))
             .arg(FAILOVER_SEQ_JUMP)
             .arg(seen.map_or(String::new(), |id| id.epoch.raw().to_string()))
-            .arg(seen.map_or(0, |id| id.seq));
-        for record in records {
+            .arg(seen.map_or(0, |id| id.seq))
+            .arg(millis(self.inner.idempotency_window).max(1));
+        for (submission, index) in submissions.iter().zip(key_index) {
+            let record = &submission.record;
+            let digest = submission
+                .idempotency
+                .as_ref()
+                .map_or(String::new(), |i| i.digest.to_hex());
             invocation
                 .arg(record.event_type.as_ref().map_or("", EventType::as_str))
-                .arg(&record.data);
+                .arg(&record.data)
+                .arg(index)
+                .arg(digest);
         }
         let mut conn = self.conn();
         let replicas = self.inner.publish_wait_replicas;
-        let (epoch, seq): (String, u64) = if replicas == 0 {
+        let answer: Vec<String> = if replicas == 0 {
             self.run(invocation.invoke_async(&mut conn)).await?
         } else {
             let wait = millis(self.inner.publish_wait_timeout);
-            let (stored, acknowledged): ((String, u64), u32) = self
+            let (stored, acknowledged): (Vec<String>, u32) = self
                 .run(replicated(&invocation, replicas, wait, &mut conn))
                 .await?;
             if acknowledged < replicas {
                 return Err(ClusterError::NotReplicated(format!(
                     "the primary stored the events but {acknowledged} of {replicas} replicas \
                      confirmed them within {wait} ms: a failover could lose them (subscribers \
-                     may have them already; a retry may store them twice)"
+                     may have them already; a retry without an idempotency key may store them \
+                     twice)"
                 )));
             }
             stored
         };
-        Ok(EventId {
-            epoch: parse_epoch(&epoch)?,
-            seq,
-        })
+        parse_logged(answer, submissions.len())
     }
 
     /// Reads the channel's epoch, head and retained events (see [`FetchFrom`]).
@@ -312,6 +399,49 @@ pub(crate) fn parse_event_type(text: &str) -> Option<EventType> {
         .flatten()
 }
 
+/// The publish script's answer: what became of each of `count`
+/// submissions (the stored ones numbered in order from the first seq).
+fn parse_logged(fields: Vec<String>, count: usize) -> Result<Vec<Logged>, ClusterError> {
+    if fields.len() != count + 2 {
+        return Err(ClusterError::Protocol(format!(
+            "publish answered {} fields for {count} events",
+            fields.len()
+        )));
+    }
+    let mut fields = fields.into_iter();
+    let epoch = fields.next().unwrap_or_default();
+    let mut next_seq = parse_u64(&fields.next().unwrap_or_default(), "seq")?;
+    let mut logged = Vec::with_capacity(count);
+    for answer in fields {
+        logged.push(match answer.as_str() {
+            "" => {
+                let id = EventId {
+                    epoch: parse_epoch(&epoch)?,
+                    seq: next_seq,
+                };
+                next_seq += 1;
+                Logged::New(id)
+            }
+            "x" => Logged::KeyReused,
+            repeat => {
+                let mut parts = repeat.split(' ');
+                let (Some("r"), Some(epoch), Some(seq), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(ClusterError::Protocol(format!(
+                        "publish answered {repeat:?} for an event"
+                    )));
+                };
+                Logged::Repeat(EventId {
+                    epoch: parse_epoch(epoch)?,
+                    seq: parse_u64(seq, "seq")?,
+                })
+            }
+        });
+    }
+    Ok(logged)
+}
+
 fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
     if fields.len() < 2 || !(fields.len() - 2).is_multiple_of(4) {
         return Err(ClusterError::Protocol(format!(
@@ -350,7 +480,7 @@ async fn replicated(
     replicas: u32,
     wait_ms: u64,
     conn: &mut Commands,
-) -> redis::RedisResult<((String, u64), u32)> {
+) -> redis::RedisResult<(Vec<String>, u32)> {
     let mut pipe = redis::pipe();
     pipe.invoke_script(invocation)
         .cmd("WAIT")
@@ -370,11 +500,11 @@ impl SharedLog for Cluster {
     fn append(
         &self,
         channel: &ChannelName,
-        records: Vec<Record>,
+        submissions: Vec<Submission>,
         seen: Option<EventId>,
-    ) -> BoxFuture<'static, Result<EventId, LogError>> {
+    ) -> BoxFuture<'static, Result<Vec<Logged>, LogError>> {
         let (cluster, channel) = (self.clone(), channel.clone());
-        Box::pin(async move { Ok(cluster.publish(&channel, &records, seen).await?) })
+        Box::pin(async move { Ok(cluster.publish(&channel, &submissions, seen).await?) })
     }
 
     fn fetch(
@@ -438,5 +568,29 @@ mod tests {
             "t"
         );
         assert!(parse_fetched(vec!["1".into()]).is_err());
+    }
+
+    /// The publish answer numbers the stored events in order around repeats and refusals.
+    #[test]
+    fn parses_publish_answer() {
+        let fields = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let id = |epoch, seq| EventId {
+            epoch: Epoch::from_raw(epoch),
+            seq,
+        };
+        let logged = parse_logged(fields(&["9", "4", "", "r 8 2", "x", ""]), 4).unwrap();
+        assert_eq!(
+            logged,
+            vec![
+                Logged::New(id(9, 4)),
+                Logged::Repeat(id(8, 2)),
+                Logged::KeyReused,
+                Logged::New(id(9, 5)),
+            ]
+        );
+        let repeats_only = parse_logged(fields(&["", "0", "r 8 2"]), 1).unwrap();
+        assert_eq!(repeats_only, vec![Logged::Repeat(id(8, 2))]);
+        assert!(parse_logged(fields(&["9", "4", ""]), 2).is_err());
+        assert!(parse_logged(fields(&["9", "4", "r 8"]), 1).is_err());
     }
 }

@@ -46,7 +46,7 @@ use self::{
 };
 use crate::{
     broker::{Broker, BrokerError, log::LogError},
-    config::{ClusterSettings, HistorySettings, PulseSettings},
+    config::{ClusterSettings, HistorySettings, PublishSettings, PulseSettings},
     readiness::ReadinessCheck,
 };
 
@@ -112,6 +112,9 @@ struct Inner {
     publish_wait_replicas: u32,
     publish_wait_timeout: Duration,
     history: HistorySettings,
+    /// How long the publish script keeps an idempotency key
+    /// (`publish.idempotency_window`, its TTL).
+    idempotency_window: Duration,
     pulses: PulseSettings,
     /// The last command failed (cleared by the next one that succeeds).
     commands_failing: AtomicBool,
@@ -128,6 +131,7 @@ impl Cluster {
     pub fn new(
         settings: &ClusterSettings,
         history: &HistorySettings,
+        publish: &PublishSettings,
         pulses: &PulseSettings,
     ) -> Result<Self, ClusterError> {
         let connections = connections::connect(settings)?;
@@ -145,6 +149,7 @@ impl Cluster {
                 publish_wait_replicas: settings.publish_wait_replicas,
                 publish_wait_timeout: settings.publish_wait_timeout,
                 history: history.clone(),
+                idempotency_window: publish.idempotency_window,
                 pulses: pulses.clone(),
                 commands_failing: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),

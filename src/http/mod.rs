@@ -1,8 +1,8 @@
 //! The HTTP API: one file per resource, each handler thin: it validates
 //! its input, asks the broker what it needs, and shapes the answer. Most
-//! ask once; a batch publish asks once per event, `/killall` once for the
-//! tabs and once per tab, a channel's detail twice, a stream once per
-//! channel (all at once). [`configure`] mounts them.
+//! ask once (a history read too); a batch publish asks once per event,
+//! `/killall` once for the tabs and once per tab, a channel's detail twice,
+//! a stream once per channel (all at once). [`configure`] mounts them.
 //!
 //! [`stream`] holds our `/stream` routes and the event-stream machinery of
 //! every protocol (opening a stream, the subscriber's outbox, the two
@@ -17,6 +17,7 @@ pub mod body;
 pub mod channels;
 pub mod client_ip;
 pub mod health;
+pub mod history;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
@@ -76,6 +77,8 @@ impl From<BrokerError> for ApiError {
             BrokerError::ShuttingDown
             | BrokerError::Unavailable
             | BrokerError::StoreUnavailable(_) => Self::Unavailable(err.to_string()),
+            BrokerError::IdempotencyKeyReused => Self::IdempotencyKeyReused(err.to_string()),
+            BrokerError::IdempotencyKeyInFlight => Self::IdempotencyKeyInFlight(err.to_string()),
         }
     }
 }
@@ -95,6 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/pulses", web::get().to(pulse::pulses))
         .route("/channels", web::get().to(channels::list))
         .route("/channels/{channel}", web::get().to(channels::detail))
+        .route("/channels/{channel}/history", web::get().to(history::read))
         .route("/killSession", web::delete().to(session::kill_session))
         .route("/killall", web::delete().to(session::kill_all))
         .route(

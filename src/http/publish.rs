@@ -1,5 +1,12 @@
 //! `POST /publish/{channel}` (one event) and `POST /publish` (a batch, for
 //! backend jobs).
+//!
+//! Either may carry idempotency keys (the `Idempotency-Key` header of a
+//! single publish, `idempotencyKey` per item of a batch), so a job can
+//! retry a publish whose answer it lost: the channel's log answers a repeat
+//! with the first publish's id and stores nothing (`broker::idempotency`).
+//! The key of a batch is per item: a batch retried whole is answered the
+//! ids of the items that went through and publishes the rest.
 
 use std::time::Instant;
 
@@ -13,10 +20,18 @@ use super::{
     body::{BodyKind, compact_json, event_data, read_body, utf8},
 };
 use crate::{
-    broker::log::Record,
+    broker::{
+        Broker, BrokerError,
+        idempotency::{Idempotency, IdempotencyKey},
+        log::Record,
+        message::Published,
+    },
     error::ApiError,
     names::{ChannelName, EventType},
 };
+
+/// The header that names a single publish for its retries.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Most events in one batch publish.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -73,19 +88,52 @@ async fn publish_one_inner(
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
     publisher.check(&channel)?;
     let event_type = parse_event_type(query.into_inner().event)?;
+    let key = idempotency_key(&req)?;
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let data = event_data(kind, &body, state.settings.server.max_json_depth)?;
     let record = Record::plain(event_type, data);
-    let published = state
-        .broker
-        .publish(&channel, record, received_at, false)
-        .await?;
+    let published = publish(&state.broker, &channel, record, key, received_at).await?;
     Ok(accepted(&PublishedEvent {
         id: published.id.to_string(),
         channel: channel.to_string(),
         subscribers: published.subscribers,
     }))
+}
+
+/// The one call into the broker for an event: under its idempotency key
+/// when it has one.
+async fn publish(
+    broker: &Broker,
+    channel: &ChannelName,
+    record: Record,
+    key: Option<IdempotencyKey>,
+    received_at: Instant,
+) -> Result<Published, BrokerError> {
+    match key {
+        Some(key) => {
+            let idempotency =
+                Idempotency::new(key, channel, record.event_type.as_ref(), &record.data);
+            broker
+                .publish_with_key(channel, record, idempotency, received_at)
+                .await
+        }
+        None => broker.publish(channel, record, received_at, false).await,
+    }
+}
+
+/// The `Idempotency-Key` header, if the request has one (400 when it is
+/// not 1–128 printable ASCII characters).
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::InvalidIdempotencyKey("the Idempotency-Key header is not ASCII".into())
+    })?;
+    IdempotencyKey::parse(text)
+        .map(Some)
+        .map_err(|e| ApiError::InvalidIdempotencyKey(format!("Idempotency-Key: {e}")))
 }
 
 fn parse_event_type(event: Option<String>) -> Result<Option<EventType>, ApiError> {
@@ -99,11 +147,13 @@ fn parse_event_type(event: Option<String>) -> Result<Option<EventType>, ApiError
 /// One item of a batch: `data` is any JSON value; a JSON string is
 /// delivered as plain text, anything else as compact JSON.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct BatchItem {
     channel: String,
     event: Option<String>,
     data: Box<RawValue>,
+    /// Names this item for the batch's retries (see the module docs).
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,9 +161,10 @@ struct BatchAnswer {
     events: Vec<PublishedEvent>,
 }
 
-/// `POST /publish` with `[{"channel": …, "event": …, "data": …}, …]`:
-/// every item is validated (and its channel checked against the token)
-/// before any is published; ids come back in order.
+/// `POST /publish` with `[{"channel": …, "event": …, "data": …,
+/// "idempotencyKey": …}, …]`: every item is validated (and its channel
+/// checked against the token) before any is published; ids come back in
+/// order.
 pub async fn publish_batch(
     state: web::Data<AppState>,
     publisher: Publisher,
@@ -137,6 +188,11 @@ async fn publish_batch_inner(
             "a batch publish must be application/json".into(),
         ));
     }
+    if req.headers().contains_key(IDEMPOTENCY_KEY) {
+        return Err(ApiError::InvalidIdempotencyKey(
+            "a batch takes no Idempotency-Key header: give each item its idempotencyKey".into(),
+        ));
+    }
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let text = utf8(&body)?;
     // The batch and its items are two levels around each item's data.
@@ -144,7 +200,8 @@ async fn publish_batch_inner(
     compact_json(text, max_depth + 2)?;
     let items: Vec<BatchItem> = serde_json::from_str(text).map_err(|err| {
         ApiError::InvalidBody(format!(
-            "expected an array of {{\"channel\", \"event\"?, \"data\"}}: {err}"
+            "expected an array of {{\"channel\", \"event\"?, \"data\", \"idempotencyKey\"?}}: \
+             {err}"
         ))
     })?;
     if items.is_empty() || items.len() > MAX_BATCH_EVENTS {
@@ -168,15 +225,28 @@ async fn publish_batch_inner(
             Err(_) => compact_json(raw, max_depth)
                 .map_err(|e| ApiError::InvalidBody(at(e.to_string())))?,
         };
-        events.push((channel, event_type, data));
+        let key = item
+            .idempotency_key
+            .as_deref()
+            .map(IdempotencyKey::parse)
+            .transpose()
+            .map_err(|e| ApiError::InvalidIdempotencyKey(at(format!("idempotencyKey: {e}"))))?;
+        events.push((channel, event_type, data, key));
     }
     let mut answers = Vec::with_capacity(events.len());
-    for (channel, event_type, data) in events {
+    for (index, (channel, event_type, data, key)) in events.into_iter().enumerate() {
         let record = Record::plain(event_type, data);
-        let published = state
-            .broker
-            .publish(&channel, record, received_at, false)
-            .await?;
+        let published = publish(&state.broker, &channel, record, key, received_at)
+            .await
+            .map_err(|err| match ApiError::from(err) {
+                ApiError::IdempotencyKeyReused(e) => {
+                    ApiError::IdempotencyKeyReused(format!("item {index}: {e}"))
+                }
+                ApiError::IdempotencyKeyInFlight(e) => {
+                    ApiError::IdempotencyKeyInFlight(format!("item {index}: {e}"))
+                }
+                other => other,
+            })?;
         answers.push(PublishedEvent {
             id: published.id.to_string(),
             channel: channel.to_string(),

@@ -72,7 +72,7 @@ pub async fn subscribe_head(
     req: HttpRequest,
 ) -> Result<HttpResponse, MercureError> {
     let query = parse_pairs(req.query_string())?;
-    let request = read_subscribe(&state, &req, &query, &query)?;
+    let request = read_subscribe(&state, &req, &query, query.clone()).await?;
     let app = AppState::of(&req).map_err(MercureError::from)?;
     ask_hook(&state, app, &req, &request).await?;
     let mut response = HttpResponse::Ok();
@@ -89,7 +89,7 @@ pub async fn subscribe(
     req: HttpRequest,
 ) -> Result<HttpResponse, MercureError> {
     let query = parse_pairs(req.query_string())?;
-    let request = read_subscribe(&state, &req, &query, &query)?;
+    let request = read_subscribe(&state, &req, &query, query.clone()).await?;
     open_stream(&state, &req, request).await
 }
 
@@ -109,7 +109,7 @@ pub async fn subscribe_query(
             )
         })?;
     let params: Vec<(String, String)> = query.iter().cloned().chain(body).collect();
-    let request = read_subscribe(&state, &req, &query, &params)?;
+    let request = read_subscribe(&state, &req, &query, params).await?;
     open_stream(&state, &req, request).await
 }
 

@@ -17,6 +17,12 @@
 //!   row, so the event itself is written once; [`Store::load`] reads the
 //!   original in its place;
 //! - `channels`: `channel` → `(epoch, head seq, published_at of the head)`;
+//! - `idempotency`: `(published_at in ms, channel, idempotency key)` →
+//!   `(epoch, seq, request digest)`: the key a publish brought, written in
+//!   its event's commit, so a restart still knows it
+//!   (`crate::broker::idempotency`); ordered by time, so the rows whose
+//!   `publish.idempotency_window` ended are the first ones, deleted with
+//!   each commit and by the sweep, and the book reads the rest at start;
 //! - `meta`: `"format"` → the layout version ([`FORMAT`]).
 //!
 //! Reads (a channel's restore) run on the caller's thread in their own read
@@ -44,10 +50,11 @@ pub use writer::Append;
 use crate::{
     broker::{
         EventId,
-        event::Epoch,
+        event::{Epoch, now_ms},
+        idempotency::{Idempotency, IdempotencyKey, RememberedKey, RequestDigest},
         log::{DurableStore, Fetched, LogEntry, LogError, Origin, Record},
     },
-    config::HistorySettings,
+    config::{HistorySettings, PublishSettings},
     metrics::Metrics,
     names::{ChannelName, EventType},
     readiness::ReadinessCheck,
@@ -58,7 +65,9 @@ pub const FILE_NAME: &str = "history.redb";
 
 /// Version of the table layout; a file with another one is refused at start.
 /// Layout 2 added reference rows ([`REFERENCE`]); a layout-1 file is a
-/// layout-2 file without any, and is marked 2 when opened.
+/// layout-2 file without any, and is marked 2 when opened. The
+/// `idempotency` table came later without a new layout: a file without it
+/// gets it empty, and an older broker leaves it alone.
 pub const FORMAT: u64 = 2;
 
 /// The event type column of a reference row: no event type has a space.
@@ -70,8 +79,11 @@ const REFERENCE: &str = " copy-of";
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 type EventsTable = TableDefinition<'static, (&'static str, u64), (u64, &'static str, &'static str)>;
+type IdempotencyTable =
+    TableDefinition<'static, (u64, &'static str, &'static str), (u64, u64, &'static [u8])>;
 
 const EVENTS: EventsTable = TableDefinition::new("events");
+const IDEMPOTENCY: IdempotencyTable = TableDefinition::new("idempotency");
 const CHANNELS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("channels");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -119,6 +131,8 @@ struct Inner {
     /// so nothing is ever acknowledged that is not on disk.
     failed: Arc<AtomicBool>,
     max_events: usize,
+    /// The idempotency keys read at open, for the broker's book (taken once).
+    remembered: std::sync::Mutex<Vec<RememberedKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -130,10 +144,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) `<data_dir>/history.redb`, checks it can be read
-    /// and starts the writer thread. Any problem is an [`StoreError::Open`]
+    /// Opens (or creates) `<data_dir>/history.redb`, checks it can be read,
+    /// reads the idempotency keys still in their window (`publish`) and
+    /// starts the writer thread. Any problem is an [`StoreError::Open`]
     /// naming the file: never a silent empty history.
-    pub fn open(settings: &HistorySettings, metrics: &Metrics) -> Result<Self, StoreError> {
+    pub fn open(
+        settings: &HistorySettings,
+        publish: &PublishSettings,
+        metrics: &Metrics,
+    ) -> Result<Self, StoreError> {
         let dir = &settings.data_dir;
         std::fs::create_dir_all(dir).map_err(|err| StoreError::Open {
             path: dir.clone(),
@@ -146,11 +165,13 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|err| open_error(&path, err))?;
-        let rows = prepare(&opened).map_err(|reason| StoreError::Open {
+        let damaged = |reason| StoreError::Open {
             path: path.clone(),
             reason,
             advice: ADVICE_DAMAGED,
-        })?;
+        };
+        let rows = prepare(&opened).map_err(damaged)?;
+        let remembered = remembered_keys(&opened, publish).map_err(damaged)?;
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
         ::log::info!(
             "history store opened path={} channels={} events={} bytes={bytes} ms={}",
@@ -167,6 +188,7 @@ impl Store {
             Arc::clone(&db),
             path.clone(),
             settings,
+            publish.idempotency_window,
             Arc::clone(&failed),
             metrics,
             rows.events,
@@ -183,6 +205,7 @@ impl Store {
                 commands,
                 failed,
                 max_events: settings.max_events,
+                remembered: std::sync::Mutex::new(remembered),
             }),
         })
     }
@@ -458,6 +481,7 @@ fn prepare(db: &Database) -> Result<Rows, String> {
         }
         txn.open_table(EVENTS).map_err(|e| e.to_string())?;
         txn.open_table(CHANNELS).map_err(|e| e.to_string())?;
+        txn.open_table(IDEMPOTENCY).map_err(|e| e.to_string())?;
     }
     txn.commit().map_err(|e| e.to_string())?;
     let read = db.begin_read().map_err(|e| e.to_string())?;
@@ -472,6 +496,49 @@ fn prepare(db: &Database) -> Result<Rows, String> {
         channels: channels.len().map_err(|e| e.to_string())?,
         events: events.len().map_err(|e| e.to_string())?,
     })
+}
+
+/// The idempotency keys whose window has not ended, oldest first; at most
+/// `publish.idempotency_max_keys`, the newest (the book holds no more).
+fn remembered_keys(db: &Database, publish: &PublishSettings) -> Result<Vec<RememberedKey>, String> {
+    let window = publish.idempotency_window.as_millis() as u64;
+    let since = now_ms().saturating_sub(window);
+    let read = db.begin_read().map_err(|e| e.to_string())?;
+    let table = read.open_table(IDEMPOTENCY).map_err(|e| e.to_string())?;
+    let mut keys = Vec::new();
+    let rows = table
+        .range((since, "", "")..)
+        .map_err(|e| e.to_string())?
+        .rev()
+        .take(publish.idempotency_max_keys);
+    for row in rows {
+        let (key, value) = row.map_err(|e| e.to_string())?;
+        let (published_ms, channel, text) = key.value();
+        let (epoch, seq, digest) = value.value();
+        // Rows were written from checked values; one that no longer reads
+        // as one is left out rather than failing the start.
+        let (Ok(channel), Ok(key), Ok(digest)) = (
+            ChannelName::parse_recorded(channel),
+            IdempotencyKey::parse(text),
+            <[u8; 16]>::try_from(digest),
+        ) else {
+            continue;
+        };
+        keys.push(RememberedKey {
+            channel,
+            idempotency: Idempotency {
+                key,
+                digest: RequestDigest::from_bytes(digest),
+            },
+            id: EventId {
+                epoch: Epoch::from_raw(epoch),
+                seq,
+            },
+            published_ms,
+        });
+    }
+    keys.reverse();
+    Ok(keys)
 }
 
 /// Channel and event rows in a store file that no broker has open (tests,
@@ -505,6 +572,7 @@ impl DurableStore for Store {
         id: EventId,
         published_ms: u64,
         record: Record,
+        idempotency: Option<Idempotency>,
     ) -> oneshot::Receiver<Result<(), LogError>> {
         let (done, answer) = oneshot::channel();
         Store::append(
@@ -514,10 +582,20 @@ impl DurableStore for Store {
                 id,
                 published_ms,
                 record,
+                idempotency,
                 done,
             },
         );
         answer
+    }
+
+    fn remembered(&self) -> Vec<RememberedKey> {
+        let mut remembered = self
+            .inner
+            .remembered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::take(&mut *remembered)
     }
 }
 

@@ -30,7 +30,8 @@ fn settings(dir: &std::path::Path, sync: SyncPolicy) -> Settings {
 }
 
 fn registry(settings: &Settings) -> (Broker, Store) {
-    let store = Store::open(&settings.history, &Metrics::detached()).expect("the store opens");
+    let store = Store::open(&settings.history, &settings.publish, &Metrics::detached())
+        .expect("the store opens");
     let registry = RegistryActor::new(settings).with_durable(Arc::new(store.clone()));
     (Broker::start(registry, None), store)
 }
@@ -155,7 +156,8 @@ async fn copies_are_kept_as_references_to_their_originals() {
 
     let dir = tempfile::tempdir().unwrap();
     let settings = settings(dir.path(), SyncPolicy::Always);
-    let store = Store::open(&settings.history, &Metrics::detached()).expect("the store opens");
+    let store = Store::open(&settings.history, &settings.publish, &Metrics::detached())
+        .expect("the store opens");
     let (orders, hub) = (
         ChannelName::parse("orders").unwrap(),
         ChannelName::internal("hub"),
@@ -173,10 +175,10 @@ async fn copies_are_kept_as_references_to_their_originals() {
         copy
     };
     let appends = [
-        DurableStore::append(&store, &orders, id(1), 10, original.clone()),
-        DurableStore::append(&store, &orders, id(2), 11, original),
-        DurableStore::append(&store, &hub, id(1), 12, copy_of(1)),
-        DurableStore::append(&store, &hub, id(2), 13, copy_of(2)),
+        DurableStore::append(&store, &orders, id(1), 10, original.clone(), None),
+        DurableStore::append(&store, &orders, id(2), 11, original, None),
+        DurableStore::append(&store, &hub, id(1), 12, copy_of(1), None),
+        DurableStore::append(&store, &hub, id(2), 13, copy_of(2), None),
     ];
     for append in appends {
         append.await.expect("answered").expect("committed");
@@ -212,11 +214,11 @@ async fn copies_are_kept_as_references_to_their_originals() {
 
     // A copy of an event its channel no longer has: a hole, and only what
     // follows it is retained.
-    DurableStore::append(&store, &hub, id(3), 14, copy_of(99))
+    DurableStore::append(&store, &hub, id(3), 14, copy_of(99), None)
         .await
         .expect("answered")
         .expect("committed");
-    DurableStore::append(&store, &hub, id(4), 15, copy_of(2))
+    DurableStore::append(&store, &hub, id(4), 15, copy_of(2), None)
         .await
         .expect("answered")
         .expect("committed");
@@ -225,4 +227,101 @@ async fn copies_are_kept_as_references_to_their_originals() {
         .expect("known");
     let seqs: Vec<_> = loaded.entries.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [4]);
+}
+
+/// Opens the store of `settings` once the closed one's writer thread has
+/// let go of the file.
+async fn reopen(settings: &Settings) -> Store {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open(&settings.history, &settings.publish, &Metrics::detached()) {
+            Ok(store) => return store,
+            Err(err) if Instant::now() < deadline => {
+                assert!(err.to_string().contains("already open"), "{err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("the store did not open again: {err}"),
+        }
+    }
+}
+
+/// An idempotency key is written with its event's commit and given back by the next open, unless its window ended.
+#[actix::test]
+async fn idempotency_keys_outlive_the_store() {
+    use crate::broker::{
+        EventId,
+        event::{Epoch, now_ms},
+        idempotency::{Idempotency, IdempotencyKey},
+        log::{DurableStore, Record},
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(dir.path(), SyncPolicy::Always);
+    let orders = ChannelName::parse("orders").unwrap();
+    let id = EventId {
+        epoch: Epoch::new(),
+        seq: 1,
+    };
+    let record = Record::plain(None, "a".into());
+    let key = IdempotencyKey::parse("job-1").unwrap();
+    let idempotency = Idempotency::new(key, &orders, record.event_type.as_ref(), &record.data);
+    {
+        let store = Store::open(&settings.history, &settings.publish, &Metrics::detached())
+            .expect("the store opens");
+        DurableStore::append(
+            &store,
+            &orders,
+            id,
+            now_ms(),
+            record,
+            Some(idempotency.clone()),
+        )
+        .await
+        .expect("answered")
+        .expect("committed");
+        store.close().await;
+    }
+    let store = reopen(&settings).await;
+    let remembered = DurableStore::remembered(&store);
+    assert_eq!(remembered.len(), 1);
+    assert_eq!(
+        (
+            &remembered[0].channel,
+            &remembered[0].idempotency,
+            remembered[0].id
+        ),
+        (&orders, &idempotency, id)
+    );
+    assert!(DurableStore::remembered(&store).is_empty(), "taken once");
+    store.close().await;
+    drop(store);
+    settings.publish.idempotency_window = Duration::from_millis(1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let store = reopen(&settings).await;
+    assert!(
+        DurableStore::remembered(&store).is_empty(),
+        "its window ended"
+    );
+}
+
+/// A repeat that arrives while the first publish is on its way to disk is refused (retry), never answered before the first is stored.
+#[actix::test]
+async fn a_repeat_of_a_publish_on_its_way_to_disk_is_refused() {
+    use crate::broker::{BrokerError, testing::send_keyed};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Commits wait 20 ms for company: the repeat comes meanwhile.
+    let (registry, _store) = registry(&settings(dir.path(), SyncPolicy::Interval));
+    let channel = ChannelName::parse("jobs").unwrap();
+    let first = send_keyed(&registry, &channel, "a", Some("job-1"));
+    let repeat = send_keyed(&registry, &channel, "a", Some("job-1"));
+    assert_eq!(
+        await_reply(repeat).await.unwrap_err(),
+        BrokerError::IdempotencyKeyInFlight
+    );
+    let first = await_reply(first).await.expect("stored");
+    let again = await_reply(send_keyed(&registry, &channel, "a", Some("job-1")))
+        .await
+        .expect("a repeat once stored");
+    assert_eq!(again.id, first.id);
 }

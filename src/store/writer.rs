@@ -26,6 +26,11 @@
 //!   row too, so the file does not grow with every channel name ever used
 //!   (a client resuming there gets an `unknown-epoch` gap, as in memory).
 //!
+//! - idempotency keys, in time order: those whose window ended are deleted
+//!   with every commit (at most its keyed appends plus [`TRIM_CATCH_UP`])
+//!   and by the sweep (at most [`SWEEP_ROWS`]), so the table holds about
+//!   one window of keyed publishes.
+//!
 //! redb reuses the pages freed by deletions, so the file stops growing once
 //! retention deletes as much as publishing adds.
 
@@ -46,11 +51,12 @@ use metrics::Gauge;
 use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
-use super::{CHANNELS, EVENTS, REFERENCE, Reference, StoreError};
+use super::{CHANNELS, EVENTS, IDEMPOTENCY, REFERENCE, Reference, StoreError};
 use crate::{
     broker::{
         EventId,
         event::now_ms,
+        idempotency::Idempotency,
         log::{LogError, Record},
     },
     config::{HistorySettings, SyncPolicy},
@@ -78,6 +84,8 @@ pub struct Append {
     /// Milliseconds since 1970: age retention after a restart counts from here.
     pub published_ms: u64,
     pub record: Record,
+    /// The publisher's idempotency key, kept in the same commit.
+    pub idempotency: Option<Idempotency>,
     /// Answered once the commit holding the event is on disk, or failed.
     pub done: oneshot::Sender<Result<(), LogError>>,
 }
@@ -89,6 +97,7 @@ pub enum Command {
 }
 
 type Events<'t> = Table<'t, (&'static str, u64), (u64, &'static str, &'static str)>;
+type Keys<'t> = Table<'t, (u64, &'static str, &'static str), (u64, u64, &'static [u8])>;
 
 pub struct Writer {
     db: Arc<Database>,
@@ -97,6 +106,8 @@ pub struct Writer {
     sync_interval: Duration,
     max_events: u64,
     max_age: Duration,
+    /// How long an idempotency key is kept (`publish.idempotency_window`).
+    idempotency_window: Duration,
     /// Shared with the [`Store`](super::Store): set when a commit failed.
     failed: Arc<AtomicBool>,
     /// Event rows in the file, kept up to date from what each commit did.
@@ -113,6 +124,7 @@ impl Writer {
         db: Arc<Database>,
         path: PathBuf,
         settings: &HistorySettings,
+        idempotency_window: Duration,
         failed: Arc<AtomicBool>,
         metrics: &Metrics,
         rows: u64,
@@ -124,6 +136,7 @@ impl Writer {
             sync_interval: settings.sync_interval,
             max_events: settings.max_events as u64,
             max_age: settings.max_age,
+            idempotency_window,
             failed,
             rows,
             rows_gauge: metrics.store_events.clone(),
@@ -212,10 +225,11 @@ impl Writer {
 
     fn write(&mut self, batch: &[Append]) -> Result<(), String> {
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        let (mut added, mut removed) = (0u64, 0u64);
+        let (mut added, mut removed, mut keyed) = (0u64, 0u64, 0usize);
         {
             let mut events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
             let mut channels = txn.open_table(CHANNELS).map_err(|e| e.to_string())?;
+            let mut keys = txn.open_table(IDEMPOTENCY).map_err(|e| e.to_string())?;
             // Per channel: epoch, head, its time, appends in this batch.
             let mut touched: HashMap<&str, (u64, u64, u64, usize)> = HashMap::new();
             for append in batch {
@@ -251,6 +265,18 @@ impl Writer {
                 if !replaced {
                     added += 1;
                 }
+                if let Some(idempotency) = &append.idempotency {
+                    keys.insert(
+                        (append.published_ms, name, idempotency.key.as_str()),
+                        (
+                            epoch,
+                            append.id.seq,
+                            idempotency.digest.as_bytes().as_slice(),
+                        ),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    keyed += 1;
+                }
                 let entry = touched.entry(name).or_insert((epoch, 0, 0, 0));
                 *entry = (epoch, append.id.seq, append.published_ms, entry.3 + 1);
             }
@@ -262,6 +288,9 @@ impl Writer {
                 if beyond > 0 {
                     removed += remove_range(&mut events, name, beyond, appended + TRIM_CATCH_UP)?;
                 }
+            }
+            if keyed > 0 {
+                self.expire_keys(&mut keys, keyed + TRIM_CATCH_UP)?;
             }
         }
         txn.commit().map_err(|e| e.to_string())?;
@@ -296,12 +325,36 @@ impl Writer {
         }
     }
 
+    /// Deletes idempotency keys whose window ended, oldest first, at most
+    /// `budget`; returns how many.
+    fn expire_keys(&self, keys: &mut Keys<'_>, budget: usize) -> Result<usize, String> {
+        let ended = now_ms().saturating_sub(self.idempotency_window.as_millis() as u64);
+        let mut expired = Vec::new();
+        for row in keys
+            .range(..(ended, "", ""))
+            .map_err(|e| e.to_string())?
+            .take(budget)
+        {
+            let (key, _) = row.map_err(|e| e.to_string())?;
+            let (published_ms, channel, key) = key.value();
+            expired.push((published_ms, channel.to_owned(), key.to_owned()));
+        }
+        for (published_ms, channel, key) in &expired {
+            keys.remove((*published_ms, channel.as_str(), key.as_str()))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(expired.len())
+    }
+
     /// One bounded sweep; returns the event rows it deleted.
     fn sweep_once(&mut self) -> Result<u64, String> {
         let too_old = now_ms().saturating_sub(self.max_age.as_millis() as u64);
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
         let (mut removed, mut forgotten) = (0u64, 0usize);
+        let keys_expired;
         {
+            let mut keys = txn.open_table(IDEMPOTENCY).map_err(|e| e.to_string())?;
+            keys_expired = self.expire_keys(&mut keys, SWEEP_ROWS)?;
             let mut events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
             let mut channels = txn.open_table(CHANNELS).map_err(|e| e.to_string())?;
             let from = match &self.sweep_cursor {
@@ -345,11 +398,15 @@ impl Writer {
                 }
             }
         }
-        if removed == 0 && forgotten == 0 {
+        if removed == 0 && forgotten == 0 && keys_expired == 0 {
             txn.abort().map_err(|e| e.to_string())?;
         } else {
             txn.commit().map_err(|e| e.to_string())?;
-            info!("history store swept events_removed={removed} channels_forgotten={forgotten}");
+            if removed > 0 || forgotten > 0 {
+                info!(
+                    "history store swept events_removed={removed} channels_forgotten={forgotten}"
+                );
+            }
         }
         Ok(removed)
     }

@@ -192,7 +192,13 @@ async fn readiness_follows_redis() {
     let mut settings = Settings::defaults();
     settings.cluster.redis_url = proxy.url();
     settings.cluster.max_reconnect_delay = Duration::from_millis(200);
-    let cluster = Cluster::new(&settings.cluster, &settings.history, &settings.pulses).unwrap();
+    let cluster = Cluster::new(
+        &settings.cluster,
+        &settings.history,
+        &settings.publish,
+        &settings.pulses,
+    )
+    .unwrap();
     cluster.start(Broker::start(RegistryActor::new(&settings), None));
     wait_until(|| async { cluster.is_connected() }).await;
     proxy.cut();

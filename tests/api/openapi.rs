@@ -128,6 +128,18 @@ async fn key_answers_conform_to_the_spec() {
         .await
         .unwrap();
     check(&app, &spec, "/publish", "post", res).await;
+    for (body, status) in [("1", 202), ("1", 202), ("2", 422)] {
+        let res = c
+            .post(app.url("/publish/orders"))
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", "once")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status);
+        check(&app, &spec, "/publish/{channel}", "post", res).await;
+    }
     let res = c
         .post(app.url("/pulse"))
         .header("content-type", "application/json")
@@ -142,6 +154,18 @@ async fn key_answers_conform_to_the_spec() {
         ("/channels", "/channels"),
         ("/channels/{channel}", "/channels/orders"),
         ("/channels/{channel}", "/channels/nothing-here"),
+        (
+            "/channels/{channel}/history",
+            "/channels/orders/history?limit=1",
+        ),
+        (
+            "/channels/{channel}/history",
+            "/channels/orders/history?after=1-1",
+        ),
+        (
+            "/channels/{channel}/history",
+            "/channels/orders/history?limit=0",
+        ),
         ("/stream", "/stream"),
     ] {
         let res = c.get(app.url(url)).send().await.unwrap();

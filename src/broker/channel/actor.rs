@@ -33,11 +33,12 @@ use crate::{
         error::BrokerError,
         event::{Epoch, Event, EventId},
         history::{GapReason, Replay},
-        log::{Fetched, LogEntry, LogError, Origin},
+        idempotency::Logged,
+        log::{Fetched, LogEntry, LogError, Origin, Submission},
         members::Members,
         message::{
-            ChannelDetail, ChannelIdle, ChannelMessage, Publish, Published, Retire, Subscribe,
-            Subscribed,
+            ChannelDetail, ChannelIdle, ChannelMessage, Publish, Published, ReadHistory, Retire,
+            Subscribe, Subscribed,
         },
         pulse::ChannelPulses,
         subscriber::Delivery,
@@ -95,6 +96,7 @@ impl ChannelActor {
             None => ChannelLog::Owned(OwnedLog::new(
                 config.durable.clone(),
                 config.retention.clone(),
+                Arc::clone(&config.idempotency),
             )),
         };
         let internal = name.is_internal();
@@ -142,15 +144,16 @@ impl ChannelActor {
             }
             return;
         }
-        let (record, answer) = PendingAnswer::split(msg, self.bridge.is_some());
+        let (record, idempotency, answer) = PendingAnswer::split(msg, self.bridge.is_some());
         match &mut self.log {
             ChannelLog::Owned(log) => {
-                match log.publish(&self.name, self.codec.as_ref(), record, answer) {
+                match log.publish(&self.name, self.codec.as_ref(), record, idempotency, answer) {
                     Publishing::Accept {
                         event,
                         answer,
                         retained,
                     } => self.on_accepted(event, retained, answer),
+                    Publishing::Repeat { id, answer } => self.repeat(answer, id),
                     Publishing::Store { seq, stored } => {
                         // The fan-out waits for the disk; other messages do not.
                         ctx.spawn(stored.into_actor(self).map(move |outcome, actor, _| {
@@ -163,8 +166,11 @@ impl ChannelActor {
                 }
             }
             ChannelLog::Shared(cursor) => {
-                let record = self.codec.logged(record);
-                if let Some(append) = cursor.publish(&self.name, record, answer) {
+                let submission = Submission {
+                    record: self.codec.logged(record),
+                    idempotency,
+                };
+                if let Some(append) = cursor.publish(&self.name, submission, answer) {
                     self.send_append(append, ctx);
                 }
             }
@@ -209,6 +215,20 @@ impl ChannelActor {
         }
     }
 
+    /// A repeat of an earlier publish (same idempotency key and body): its
+    /// publisher gets that publish's id; nothing was stored or delivered,
+    /// so nothing is counted as published or offered to the bridge.
+    fn repeat(&self, answer: PendingAnswer, id: EventId) {
+        debug!("publish repeated channel={} id={id}", self.name);
+        self.metrics.deduplicated.increment(1);
+        if let Some(reply) = answer.reply {
+            let _ = reply.send(Ok(Published {
+                id,
+                subscribers: self.members.len(),
+            }));
+        }
+    }
+
     /// Durable history: the store answered for the event `seq`.
     fn on_stored(&mut self, seq: u64, outcome: Result<(), LogError>) {
         let ChannelLog::Owned(log) = &mut self.log else {
@@ -242,21 +262,22 @@ impl ChannelActor {
     }
 
     /// The shared log answered an append: its publishers learn their ids,
-    /// in order (the events reach subscribers, here too, through the bus).
+    /// in order (the events reach subscribers, here too, through the bus),
+    /// or that they repeated an earlier publish, or reused its key.
     fn on_appended(
         &mut self,
-        stored: Result<EventId, LogError>,
+        stored: Result<Vec<Logged>, LogError>,
         waiting: Vec<PendingAnswer>,
         ctx: &mut Context<Self>,
     ) {
         match stored {
-            Ok(first) => {
-                for (seq, answer) in (first.seq..).zip(waiting) {
-                    let id = EventId {
-                        epoch: first.epoch,
-                        seq,
-                    };
-                    self.answer(answer, id);
+            Ok(logged) => {
+                for (logged, answer) in logged.into_iter().zip(waiting) {
+                    match logged {
+                        Logged::New(id) => self.answer(answer, id),
+                        Logged::Repeat(id) => self.repeat(answer, id),
+                        Logged::KeyReused => answer.refuse(BrokerError::IdempotencyKeyReused),
+                    }
                 }
             }
             Err(err) => {
@@ -588,6 +609,36 @@ impl ChannelActor {
         }
     }
 
+    /// A page of the retained events: from memory (owned), or read from
+    /// the shared log without holding up anything else.
+    fn read_history(&mut self, msg: ReadHistory, ctx: &mut Context<Self>) {
+        let ReadHistory {
+            after,
+            limit,
+            reply,
+        } = msg;
+        match &self.log {
+            ChannelLog::Owned(log) => {
+                let _ = reply.send(log.read(after, limit));
+            }
+            ChannelLog::Shared(cursor) => {
+                let read = cursor.read_history(&self.name, after);
+                ctx.spawn(read.into_actor(self).map(move |fetched, actor, _| {
+                    let page = fetched.map_err(BrokerError::from).map(|fetched| {
+                        SharedCursor::history_page(
+                            &actor.name,
+                            actor.codec.as_ref(),
+                            &fetched,
+                            after,
+                            limit,
+                        )
+                    });
+                    let _ = reply.send(page);
+                }));
+            }
+        }
+    }
+
     fn count_pulse(&mut self, client_id: Arc<str>) {
         self.stats.pulses.fetch_add(1, Ordering::Relaxed);
         self.pulses.count(client_id);
@@ -665,6 +716,7 @@ impl Handler<ChannelMessage> for ChannelActor {
             ChannelMessage::Inspect { reply } => {
                 let _ = reply.send(Ok(self.inspect()));
             }
+            ChannelMessage::ReadHistory(msg) => self.read_history(msg, ctx),
             ChannelMessage::CloseSubscribers => {
                 self.closing = true;
                 self.members.clear();

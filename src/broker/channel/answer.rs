@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::broker::{
     error::{BrokerError, Reply},
+    idempotency::Idempotency,
     log::Record,
     message::{Publish, Published},
 };
@@ -26,11 +27,13 @@ pub struct PendingAnswer {
 }
 
 impl PendingAnswer {
-    /// Splits a publish into its record (for the log) and what waits for
-    /// the answer; `bridged`: the channel offers its events to a bridge.
-    pub fn split(msg: Publish, bridged: bool) -> (Record, Self) {
+    /// Splits a publish into its record and idempotency key (for the log)
+    /// and what waits for the answer; `bridged`: the channel offers its
+    /// events to a bridge.
+    pub fn split(msg: Publish, bridged: bool) -> (Record, Option<Idempotency>, Self) {
         let Publish {
             record,
+            idempotency,
             reply,
             received_at,
             copy,
@@ -42,7 +45,7 @@ impl PendingAnswer {
             copy,
             bridge,
         };
-        (record, answer)
+        (record, idempotency.map(|boxed| *boxed), answer)
     }
 
     /// The event will not be accepted: the publisher learns why.

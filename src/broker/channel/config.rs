@@ -12,6 +12,7 @@ use crate::{
     broker::{
         bridge::Bridge,
         history::Retention,
+        idempotency::IdempotencyBook,
         log::{DurableStore, SharedLog},
     },
     metrics::Metrics,
@@ -39,6 +40,9 @@ pub struct ChannelConfig {
     pub shared: Option<Arc<dyn SharedLog>>,
     /// Offered every event accepted on a non-internal channel.
     pub bridge: Option<Arc<dyn Bridge>>,
+    /// The idempotency keys owned logs remember, for the whole broker (a
+    /// shared log keeps its own).
+    pub idempotency: Arc<IdempotencyBook>,
 }
 
 /// Counters the registry reads for listings without asking the actor.

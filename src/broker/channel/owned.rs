@@ -12,6 +12,14 @@
 //! history: it never sees a pending event, so no id a client saw can be
 //! reused after a crash.
 //!
+//! A publish with an idempotency key is checked against the broker's
+//! [`IdempotencyBook`] before it is numbered: a repeat is answered the
+//! first publish's id at once ([`Publishing::Repeat`]) and stores nothing.
+//! A new key is remembered with the event's id as it is numbered; with a
+//! store it goes to disk in the event's commit, and is forgotten again if
+//! that commit fails. A repeat that arrives while the first is still on its
+//! way to disk is refused (409: retry), never answered before the first.
+//!
 //! A bridged copy (a record with an [`Origin`](crate::broker::log::Origin),
 //! e.g. a channel event on the Mercure hub's channel) is stored as a
 //! reference to its original, which is on disk already; when the channel is
@@ -29,7 +37,8 @@ use crate::{
         codec::Codec,
         error::BrokerError,
         event::{Epoch, Event, EventId, ResumeFrom, now_ms},
-        history::{History, Replay, Retention},
+        history::{History, HistoryPage, Replay, Retention},
+        idempotency::{Idempotency, IdempotencyBook, Known},
         log::{DurableStore, LogError, Record},
     },
     names::ChannelName,
@@ -39,6 +48,8 @@ use crate::{
 pub struct Pending {
     pub event: Arc<Event>,
     pub answer: PendingAnswer,
+    /// Forgotten from the book if the commit fails.
+    idempotency: Option<Idempotency>,
 }
 
 /// What became of a publish on an owned log.
@@ -56,7 +67,12 @@ pub enum Publishing {
         seq: u64,
         stored: oneshot::Receiver<Result<(), LogError>>,
     },
-    /// The channel could not be read from its store: refused (503).
+    /// A repeat of the publish that stored the event `id` (its idempotency
+    /// key and digest are remembered): answer that id, store nothing.
+    Repeat { id: EventId, answer: PendingAnswer },
+    /// The channel could not be read from its store (503), or the
+    /// idempotency key was used for another body (422) or by a publish not
+    /// yet on disk (409): refused.
     Refused(PendingAnswer, BrokerError),
 }
 
@@ -87,11 +103,17 @@ pub struct OwnedLog {
     /// A publish arrived since the last tick (the channel is not idle).
     busy: bool,
     retention: Retention,
+    /// The idempotency keys of every owned log in the broker.
+    book: Arc<IdempotencyBook>,
 }
 
 impl OwnedLog {
     /// A log of a fresh epoch; [`Self::load`] restores a stored one.
-    pub fn new(store: Option<Arc<dyn DurableStore>>, retention: Retention) -> Self {
+    pub fn new(
+        store: Option<Arc<dyn DurableStore>>,
+        retention: Retention,
+        book: Arc<IdempotencyBook>,
+    ) -> Self {
         Self {
             history: History::new(Epoch::new(), retention.clone()),
             store,
@@ -99,6 +121,7 @@ impl OwnedLog {
             unreadable: None,
             busy: false,
             retention,
+            book,
         }
     }
 
@@ -152,23 +175,41 @@ impl OwnedLog {
     }
 
     /// Numbers a publish's event (after the pending ones) and makes it with
-    /// `codec`: into the history at once (memory), or handed to the store.
+    /// `codec`: into the history at once (memory), or handed to the store;
+    /// unless its idempotency key makes it a repeat (module docs).
     pub fn publish(
         &mut self,
         channel: &ChannelName,
         codec: &dyn Codec,
         record: Record,
+        idempotency: Option<Idempotency>,
         answer: PendingAnswer,
     ) -> Publishing {
         if let Some(err) = self.unavailable() {
             return Publishing::Refused(answer, err);
+        }
+        let now = Instant::now();
+        if let Some(idempotency) = &idempotency {
+            match self.book.check(channel, idempotency, now) {
+                Known::Unknown => {}
+                Known::Same(id) if self.is_pending(id) => {
+                    return Publishing::Refused(answer, BrokerError::IdempotencyKeyInFlight);
+                }
+                Known::Same(id) => return Publishing::Repeat { id, answer },
+                Known::Other => {
+                    return Publishing::Refused(answer, BrokerError::IdempotencyKeyReused);
+                }
+            }
         }
         let head = self.history.head();
         let id = EventId {
             epoch: head.epoch,
             seq: head.seq + self.pending.len() as u64 + 1,
         };
-        let event = codec.event(channel, id, &record, Instant::now());
+        if let Some(idempotency) = &idempotency {
+            self.book.remember(channel, idempotency, id, now);
+        }
+        let event = codec.event(channel, id, &record, now);
         let Some(store) = &self.store else {
             self.history.push(Arc::clone(&event));
             return Publishing::Accept {
@@ -178,13 +219,17 @@ impl OwnedLog {
             };
         };
         self.busy = true;
-        self.pending.push_back(Pending { event, answer });
+        self.pending.push_back(Pending {
+            event,
+            answer,
+            idempotency: idempotency.clone(),
+        });
         // A copy is kept as a reference to its original (module docs).
         let record = match record.origin {
             Some(_) => record,
             None => codec.logged(record),
         };
-        let stored = store.append(channel, id, now_ms(), record);
+        let stored = store.append(channel, id, now_ms(), record, idempotency);
         Publishing::Store {
             seq: id.seq,
             stored,
@@ -202,11 +247,18 @@ impl OwnedLog {
                 .iter()
                 .position(|p| p.event.id.seq >= seq)
                 .unwrap_or(self.pending.len());
-            let answers = self.pending.split_off(keep);
-            return Stored::Refused {
-                answers: answers.into_iter().map(|p| p.answer).collect(),
-                err,
-            };
+            let refused = self.pending.split_off(keep);
+            let answers = refused
+                .into_iter()
+                .map(|pending| {
+                    if let Some(idempotency) = &pending.idempotency {
+                        // Not stored: a retry may store it.
+                        self.book.forget(&pending.event.channel, &idempotency.key);
+                    }
+                    pending.answer
+                })
+                .collect();
+            return Stored::Refused { answers, err };
         }
         let mut ready = Vec::new();
         while self.pending.front().is_some_and(|p| p.event.id.seq <= seq) {
@@ -234,6 +286,23 @@ impl OwnedLog {
         }
         let replay = from.map(|from| self.history.since(from));
         Ok((replay, self.history.head()))
+    }
+
+    /// Whether the event `id` is still on its way to disk.
+    fn is_pending(&self, id: EventId) -> bool {
+        let head = self.history.head();
+        id.epoch == head.epoch && id.seq > head.seq
+    }
+
+    /// Up to `limit` retained events after `after` (from the oldest
+    /// without it), with the replay's gap rules. Pending events are not
+    /// read: no reader sees an event before it is on disk.
+    pub fn read(&self, after: Option<EventId>, limit: usize) -> Result<HistoryPage, BrokerError> {
+        if let Some(err) = self.unavailable() {
+            return Err(err);
+        }
+        let from = after.map_or(ResumeFrom::Start, ResumeFrom::Id);
+        Ok(HistoryPage::of(self.history.since(&from), limit))
     }
 
     /// The tick: drops expired events from memory; returns how many, and

@@ -8,7 +8,11 @@
 //! comes back through the bus to every node that follows the channel, in
 //! seq order ([`ChannelMessage::Delivered`](crate::broker::message::ChannelMessage)).
 //! Publishes that arrive while an append is in flight wait and go together
-//! as the next one (one round trip, one bus message), in arrival order.
+//! as the next one (one round trip, one bus message), in arrival order. A
+//! publish's idempotency key goes with it: the log checks and records it in
+//! the append itself, and answers a repeat with the first publish's id
+//! (appends of a channel go one at a time, so a retry through this node
+//! always finds its first publish settled).
 //!
 //! The channel follows the log (its events are carried here) from its first
 //! subscriber until a tick finds it without one; it asks to follow before
@@ -30,8 +34,9 @@ use crate::{
     broker::{
         codec::Codec,
         event::{Epoch, EventId, ResumeFrom},
-        history::{Replay, replay_from_log},
-        log::{FetchFrom, Fetched, LogEntry, LogError, Record, SharedLog},
+        history::{HistoryPage, Replay, replay_from_log},
+        idempotency::Logged,
+        log::{FetchFrom, Fetched, LogEntry, LogError, SharedLog, Submission},
     },
     names::ChannelName,
 };
@@ -51,10 +56,10 @@ const MAX_APPEND_BYTES: usize = 1 << 20;
 /// A read of the log: what the channel has after the cursor.
 pub type Read = BoxFuture<'static, Result<Fetched, LogError>>;
 
-/// An append to send: the log's answer (the first event's id), and the
-/// publishers it answers, in order.
+/// An append to send: the log's answer (what became of each publish), and
+/// the publishers it answers, in order.
 pub struct Append {
-    pub stored: BoxFuture<'static, Result<EventId, LogError>>,
+    pub stored: BoxFuture<'static, Result<Vec<Logged>, LogError>>,
     pub waiting: Vec<PendingAnswer>,
 }
 
@@ -131,7 +136,7 @@ pub struct SharedCursor {
     following: bool,
     /// Publishes that came while an append was in flight, in arrival order.
     /// Bounded by the publishers waiting for their answer.
-    queued: VecDeque<(Record, PendingAnswer)>,
+    queued: VecDeque<(Submission, PendingAnswer)>,
     /// An append is in flight.
     appending: bool,
 }
@@ -190,10 +195,10 @@ impl SharedCursor {
     pub fn publish(
         &mut self,
         channel: &ChannelName,
-        record: Record,
+        submission: Submission,
         answer: PendingAnswer,
     ) -> Option<Append> {
-        self.queued.push_back((record, answer));
+        self.queued.push_back((submission, answer));
         if self.appending {
             return None;
         }
@@ -209,25 +214,25 @@ impl SharedCursor {
 
     /// The oldest queued publishes as one append, within the bounds.
     fn next_append(&mut self, channel: &ChannelName) -> Option<Append> {
-        let (mut records, mut waiting, mut bytes) = (Vec::new(), Vec::new(), 0);
-        while let Some((record, _)) = self.queued.front() {
-            let size = record.data.len();
-            let full = records.len() == MAX_APPEND_EVENTS || bytes + size > MAX_APPEND_BYTES;
-            if !records.is_empty() && full {
+        let (mut submissions, mut waiting, mut bytes) = (Vec::new(), Vec::new(), 0);
+        while let Some((submission, _)) = self.queued.front() {
+            let size = submission.record.data.len();
+            let full = submissions.len() == MAX_APPEND_EVENTS || bytes + size > MAX_APPEND_BYTES;
+            if !submissions.is_empty() && full {
                 break;
             }
-            let Some((record, answer)) = self.queued.pop_front() else {
+            let Some((submission, answer)) = self.queued.pop_front() else {
                 break;
             };
             bytes += size;
-            records.push(record);
+            submissions.push(submission);
             waiting.push(answer);
         }
-        if records.is_empty() {
+        if submissions.is_empty() {
             return None;
         }
         self.appending = true;
-        let stored = self.log.append(channel, records, self.position);
+        let stored = self.log.append(channel, submissions, self.position);
         Some(Append { stored, waiting })
     }
 
@@ -432,6 +437,33 @@ impl SharedCursor {
         caught_up.next = first..fetched.entries.len();
         self.position = Some(position);
         Some(caught_up)
+    }
+
+    /// A read of the log for a history reader: the retained events after
+    /// `after`, or all of them. It moves nothing: the cursor is the
+    /// subscribers' business.
+    pub fn read_history(&self, channel: &ChannelName, after: Option<EventId>) -> Read {
+        let from = after.map_or(FetchFrom::All, FetchFrom::After);
+        self.log.fetch(channel, from)
+    }
+
+    /// A history reader's page of what the log returned, with `codec`:
+    /// the same events and gap rules as a subscriber's replay.
+    pub fn history_page(
+        channel: &ChannelName,
+        codec: &dyn Codec,
+        fetched: &Fetched,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> HistoryPage {
+        let events = fetched
+            .entries
+            .iter()
+            .map(|entry| codec.read_back(channel, fetched.epoch, entry))
+            .collect();
+        let from = after.map_or(ResumeFrom::Start, ResumeFrom::Id);
+        let replay = replay_from_log(fetched.epoch, fetched.head, events, &from);
+        HistoryPage::of(replay, limit)
     }
 
     /// The log started a new life: the cursor goes to its start.

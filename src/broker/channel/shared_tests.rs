@@ -12,11 +12,12 @@ use tokio::sync::Semaphore;
 
 use crate::{
     broker::{
-        Broker, EventId, RegistryActor, await_reply,
+        Broker, BrokerError, EventId, RegistryActor, await_reply,
         event::Epoch,
-        log::{FetchFrom, Fetched, LogEntry, LogError, Record, SharedLog},
+        idempotency::{IdempotencyKey, Logged, RequestDigest},
+        log::{FetchFrom, Fetched, LogEntry, LogError, SharedLog, Submission},
         subscriber::Delivery,
-        testing::{send_publish, subscribe},
+        testing::{send_keyed, send_publish, subscribe},
     },
     config::Settings,
     names::ChannelName,
@@ -32,6 +33,8 @@ struct MemoryLog {
     follows: Mutex<HashMap<ChannelName, i64>>,
     /// The size of each append, in order.
     appends: Mutex<Vec<usize>>,
+    /// Idempotency keys, as the Redis script keeps them (no window here).
+    keys: Mutex<HashMap<IdempotencyKey, (RequestDigest, EventId)>>,
     gate: Semaphore,
     broker: OnceLock<Broker>,
 }
@@ -42,6 +45,7 @@ impl MemoryLog {
             entries: Mutex::default(),
             follows: Mutex::default(),
             appends: Mutex::default(),
+            keys: Mutex::default(),
             gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
             broker: OnceLock::new(),
         })
@@ -61,9 +65,9 @@ impl SharedLog for Arc<MemoryLog> {
     fn append(
         &self,
         channel: &ChannelName,
-        records: Vec<Record>,
+        submissions: Vec<Submission>,
         _seen: Option<EventId>,
-    ) -> BoxFuture<'static, Result<EventId, LogError>> {
+    ) -> BoxFuture<'static, Result<Vec<Logged>, LogError>> {
         let (log, channel) = (Arc::clone(self), channel.clone());
         Box::pin(async move {
             log.gate
@@ -71,30 +75,51 @@ impl SharedLog for Arc<MemoryLog> {
                 .await
                 .expect("the gate stays open")
                 .forget();
-            let added: Vec<LogEntry> = {
+            let (added, logged) = {
                 let mut entries = log.entries.lock().unwrap();
-                let first = entries.len() as u64 + 1;
-                let added: Vec<LogEntry> = (first..)
-                    .zip(records)
-                    .map(|(seq, record)| LogEntry {
-                        seq,
+                let mut keys = log.keys.lock().unwrap();
+                let (mut added, mut logged) = (Vec::new(), Vec::new());
+                for Submission {
+                    record,
+                    idempotency,
+                } in submissions
+                {
+                    let known = idempotency.as_ref().and_then(|i| keys.get(&i.key));
+                    match (known, &idempotency) {
+                        (Some((digest, id)), Some(i)) if *digest == i.digest => {
+                            logged.push(Logged::Repeat(*id));
+                            continue;
+                        }
+                        (Some(_), _) => {
+                            logged.push(Logged::KeyReused);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let id = EventId {
+                        epoch: Epoch::from_raw(EPOCH),
+                        seq: entries.len() as u64 + 1,
+                    };
+                    if let Some(i) = idempotency {
+                        keys.insert(i.key, (i.digest, id));
+                    }
+                    let entry = LogEntry {
+                        seq: id.seq,
                         published_ms: 0,
                         record,
-                    })
-                    .collect();
-                entries.extend(added.iter().cloned());
-                added
+                    };
+                    entries.push(entry.clone());
+                    added.push(entry);
+                    logged.push(Logged::New(id));
+                }
+                (added, logged)
             };
             log.appends.lock().unwrap().push(added.len());
-            let first = added[0].seq;
-            if log.followers(&channel) > 0 {
+            if log.followers(&channel) > 0 && !added.is_empty() {
                 let broker = log.broker.get().expect("the test set the broker");
                 broker.deliver(&channel, Epoch::from_raw(EPOCH), added);
             }
-            Ok(EventId {
-                epoch: Epoch::from_raw(EPOCH),
-                seq: first,
-            })
+            Ok(logged)
         })
     }
 
@@ -221,4 +246,44 @@ async fn channel_follows_while_it_has_subscribers() {
     let (subscribed, _again, _rx) = subscribe(&broker, &channel, 16, None).await;
     assert_eq!(subscribed.head.seq, 3);
     assert_eq!(log.followers(&channel), 1);
+}
+
+/// Repeats in one append and in a later one are answered the first id; the log stores each key's event once and reads it back as history.
+#[actix::test]
+async fn repeats_through_a_shared_log_store_nothing() {
+    let log = MemoryLog::new(false);
+    let broker = broker_on(&log);
+    let channel = ChannelName::parse("jobs").unwrap();
+    let (_, _subscriber, mut rx) = subscribe(&broker, &channel, 16, None).await;
+    let answers: Vec<_> = [("a", "k1"), ("a", "k1"), ("b", "k1"), ("c", "k2")]
+        .into_iter()
+        .map(|(data, key)| send_keyed(&broker, &channel, data, Some(key)))
+        .collect();
+    broker.inspect(&channel).await.unwrap();
+    log.gate.add_permits(3);
+    let mut answers = answers.into_iter();
+    let first = await_reply(answers.next().unwrap()).await.unwrap().id;
+    let mut rest = Vec::new();
+    for answer in answers {
+        rest.push(await_reply(answer).await.map(|p| p.id));
+    }
+    assert_eq!(
+        rest[0],
+        Ok(first),
+        "a repeat sent while the first was in flight"
+    );
+    assert_eq!(rest[1], Err(BrokerError::IdempotencyKeyReused));
+    let second = rest[2].clone().unwrap();
+    assert_eq!(second.seq, first.seq + 1);
+    let later = await_reply(send_keyed(&broker, &channel, "a", Some("k1")))
+        .await
+        .unwrap();
+    assert_eq!(later.id, first, "a repeat in a later append");
+    assert_eq!(seq_of(rx.recv().await.unwrap()), first.seq);
+    assert_eq!(seq_of(rx.recv().await.unwrap()), second.seq);
+    let page = broker.history(&channel, None, 10).await.unwrap();
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.id.seq).collect();
+    assert_eq!(seqs, [first.seq, second.seq]);
+    let after = broker.history(&channel, Some(first), 10).await.unwrap();
+    assert_eq!(after.events.len(), 1);
 }

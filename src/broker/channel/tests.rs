@@ -4,11 +4,12 @@ use std::sync::{Arc, atomic::Ordering};
 
 use crate::{
     broker::{
-        Broker, ResumeFrom, await_reply,
+        Broker, BrokerError, ResumeFrom, await_reply,
         event::Event,
+        history::{GapReason, HistoryPage},
         message::Published,
         subscriber::{Delivery, Filter},
-        testing::{broker, queue, send_publish, subscribe},
+        testing::{broker, queue, send_keyed, send_publish, subscribe},
     },
     config::Settings,
     names::ChannelName,
@@ -150,4 +151,49 @@ async fn idle_channels_retire_and_come_back() {
     let again = publish(&broker, &channel, "b").await;
     assert_ne!(first.id.epoch, again.id.epoch, "a new life, a new epoch");
     assert_eq!(again.id.seq, 1);
+}
+
+/// A publish that repeats an idempotency key with the same body is answered the first id and stores and delivers nothing; another body is refused.
+#[actix::test]
+async fn a_repeated_key_stores_nothing() {
+    let broker = broker(&Settings::defaults());
+    let channel = ChannelName::parse("jobs").unwrap();
+    let (_, _sub, mut rx) = subscribe(&broker, &channel, 16, None).await;
+    let keyed = |data: &str, key: &str| await_reply(send_keyed(&broker, &channel, data, Some(key)));
+    let first = keyed("a", "job-1").await.expect("stored");
+    let again = keyed("a", "job-1").await.expect("a repeat");
+    assert_eq!(again.id, first.id);
+    assert_eq!(
+        keyed("b", "job-1").await.unwrap_err(),
+        BrokerError::IdempotencyKeyReused
+    );
+    let other = keyed("a", "job-2").await.expect("another key");
+    assert_eq!(other.id.seq, first.id.seq + 1);
+    assert_eq!(event_seq(rx.recv().await.unwrap()), first.id.seq);
+    assert_eq!(event_seq(rx.recv().await.unwrap()), other.id.seq);
+    let page = broker.history(&channel, None, 10).await.unwrap();
+    assert_eq!(page.events.len(), 2, "one event per key");
+}
+
+/// History reads page through the retained events oldest first, and an id the history no longer covers is a gap.
+#[actix::test]
+async fn history_reads_in_pages_with_the_replay_rules() {
+    let mut settings = Settings::defaults();
+    settings.history.max_events = 4;
+    let broker = broker(&settings);
+    let channel = ChannelName::parse("pages").unwrap();
+    let empty = broker.history(&channel, None, 10).await.unwrap();
+    assert!(empty.events.is_empty() && empty.next.is_none() && empty.gap.is_none());
+    let mut ids = Vec::new();
+    for n in 1..=6 {
+        ids.push(publish(&broker, &channel, &format!("e{n}")).await.id);
+    }
+    let seqs = |page: &HistoryPage| page.events.iter().map(|e| e.id.seq).collect::<Vec<_>>();
+    let first = broker.history(&channel, None, 3).await.unwrap();
+    assert_eq!((seqs(&first), first.next), (vec![3, 4, 5], Some(ids[4])));
+    let rest = broker.history(&channel, first.next, 3).await.unwrap();
+    assert_eq!((seqs(&rest), rest.next, rest.gap), (vec![6], None, None));
+    let trimmed = broker.history(&channel, Some(ids[0]), 10).await.unwrap();
+    assert_eq!(seqs(&trimmed), vec![3, 4, 5, 6]);
+    assert_eq!(trimmed.gap, Some((GapReason::HistoryTrimmed, ids[1])));
 }

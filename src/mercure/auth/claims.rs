@@ -15,13 +15,19 @@
 //! selectors read like 0.x `topic` parameters (or matcher objects), and
 //! whose `payload` is every subscription's payload when no entry names
 //! one.
+//!
+//! URL patterns and templates compile within one request's budget and
+//! through the shared cache ([`Compiler`]): a token whose matchers are too
+//! expensive to compile is invalid, like one whose matchers do not parse.
+//! What they cost is kept ([`Claims::compiled_bytes`]) so that the
+//! request's own matchers get only the rest of the budget.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::super::topic::{self, MatchType, TopicSelector};
+use super::super::topic::{self, Compiler, MatchType, TopicSelector};
 use crate::{
     auth::{Action, Rights},
     names::ChannelName,
@@ -53,6 +59,9 @@ pub struct Claims {
     /// `sub`: who the bearer is; publishers with one have their own rate
     /// limit instead of their IP's.
     pub subject: Option<String>,
+    /// What compiling the token's matchers charged to the request's budget
+    /// (nothing for those found in the cache).
+    pub compiled_bytes: usize,
 }
 
 impl Rights for Claims {
@@ -90,6 +99,12 @@ impl Claims {
     /// of the first `subscribe` entry whose topics match it as if it were a
     /// topic, else the 0.x `mercure.payload`.
     pub fn payload_for(&self, matcher: &str) -> Option<Value> {
+        // Matching every entry against every subscription of a request is
+        // up to 100 x 1,000 URL pattern tests: skipped when no entry has a
+        // payload to give.
+        if self.subscribe_details.iter().all(|d| d.payload.is_none()) {
+            return self.fallback_payload.clone();
+        }
         self.subscribe_details
             .iter()
             .find(|d| d.selectors.iter().any(|s| s.matches(matcher)))
@@ -113,23 +128,30 @@ impl Claims {
                 .map(str::to_owned),
             ..Self::default()
         };
+        let mut compiler = Compiler::default();
         match claims.get("authorization_details") {
-            Some(details) => read.add_details(details, base)?,
+            Some(details) => read.add_details(details, base, &mut compiler)?,
             None if legacy => {
                 let claim = claims
                     .get("https://mercure.rocks/")
                     .or_else(|| claims.get("mercure"));
                 if let Some(claim) = claim.filter(|c| !c.is_null()) {
-                    read.add_legacy(claim, base)?;
+                    read.add_legacy(claim, base, &mut compiler)?;
                 }
             }
             None => {}
         }
+        read.compiled_bytes = compiler.spent();
         Ok(read)
     }
 
     /// Adds the rights of `authorization_details`.
-    fn add_details(&mut self, details: &Value, base: &Url) -> Result<(), String> {
+    fn add_details(
+        &mut self,
+        details: &Value,
+        base: &Url,
+        compiler: &mut Compiler,
+    ) -> Result<(), String> {
         let invalid = |why: String| format!("authorization_details: {why}");
         let entries = details
             .as_array()
@@ -156,13 +178,18 @@ impl Claims {
                     "more than {MAX_DETAILS} Mercure entries or topic matchers"
                 )));
             }
-            self.add_detail(entry, base).map_err(invalid)?;
+            self.add_detail(entry, base, compiler).map_err(invalid)?;
         }
         Ok(())
     }
 
     /// Adds one Mercure authorization detail.
-    fn add_detail(&mut self, entry: &Map<String, Value>, base: &Url) -> Result<(), String> {
+    fn add_detail(
+        &mut self,
+        entry: &Map<String, Value>,
+        base: &Url,
+        compiler: &mut Compiler,
+    ) -> Result<(), String> {
         let actions = entry
             .get("actions")
             .and_then(Value::as_array)
@@ -184,7 +211,7 @@ impl Claims {
             .ok_or("\"topics\" must be a non-empty array")?;
         let selectors = topics
             .iter()
-            .map(|topic| matcher_object(topic, base))
+            .map(|topic| matcher_object(topic, base, compiler))
             .collect::<Result<Vec<_>, _>>()?;
         let payload = entry.get("payload").filter(|p| !p.is_null()).cloned();
         if publish {
@@ -199,11 +226,16 @@ impl Claims {
     }
 
     /// Adds the rights of a 0.x `mercure` claim.
-    fn add_legacy(&mut self, claim: &Value, base: &Url) -> Result<(), String> {
+    fn add_legacy(
+        &mut self,
+        claim: &Value,
+        base: &Url,
+        compiler: &mut Compiler,
+    ) -> Result<(), String> {
         let claim = claim
             .as_object()
             .ok_or("the mercure claim must be an object")?;
-        let list = |name: &str| -> Result<Vec<(TopicSelector, Option<Value>)>, String> {
+        let mut list = |name: &str| -> Result<Vec<(TopicSelector, Option<Value>)>, String> {
             let Some(list) = claim.get(name).filter(|l| !l.is_null()) else {
                 return Ok(Vec::new());
             };
@@ -219,10 +251,11 @@ impl Claims {
                 .map(|entry| match entry {
                     Value::String(raw) => {
                         check_matcher(raw)?;
-                        Ok((TopicSelector::new(raw), None))
+                        let selector = compiler.legacy(raw).map_err(|err| err.to_string())?;
+                        Ok((selector, None))
                     }
                     other => Ok((
-                        matcher_object(other, base)?,
+                        matcher_object(other, base, compiler)?,
                         other.get("payload").filter(|p| !p.is_null()).cloned(),
                     )),
                 })
@@ -243,7 +276,11 @@ impl Claims {
 }
 
 /// A topic matcher object, `{"match": …, "match_type": …}`.
-fn matcher_object(topic: &Value, base: &Url) -> Result<TopicSelector, String> {
+fn matcher_object(
+    topic: &Value,
+    base: &Url,
+    compiler: &mut Compiler,
+) -> Result<TopicSelector, String> {
     let object = topic
         .as_object()
         .ok_or("every topic must be an object with a \"match\"")?;
@@ -262,7 +299,9 @@ fn matcher_object(topic: &Value, base: &Url) -> Result<TopicSelector, String> {
             .and_then(MatchType::from_name)
             .ok_or_else(|| format!("unknown match_type {name}"))?,
     };
-    TopicSelector::typed(match_type, raw, base).map_err(|err| err.to_string())
+    compiler
+        .typed(match_type, raw, base)
+        .map_err(|err| err.to_string())
 }
 
 /// The rules every matcher a token carries follows.
