@@ -25,6 +25,7 @@ use crate::{
         directory::Homes,
         log::{DurableStore, SharedLog},
         peers::Peers,
+        presence::PresenceShare,
     },
     cluster::{self, Cluster},
     config::{CorsSettings, LimitsSettings, LogSettings, Settings, StreamWriter, secrets},
@@ -209,7 +210,9 @@ impl Core {
             registry = registry.with_bridge(bridge.clone());
         }
         if let Some(cluster) = &backends.cluster {
-            registry = registry.with_shared(Arc::new(cluster.clone()) as Arc<dyn SharedLog>);
+            registry = registry
+                .with_shared(Arc::new(cluster.clone()) as Arc<dyn SharedLog>)
+                .with_presence_share(Arc::new(cluster.clone()) as Arc<dyn PresenceShare>);
         }
         if let Some(store) = &backends.store {
             registry = registry.with_durable(Arc::new(store.clone()) as Arc<dyn DurableStore>);

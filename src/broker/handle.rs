@@ -23,6 +23,7 @@ use super::{
         ChannelDetail, ChannelMessage, Publish, Published, ReadHistory, Subscribe, Subscribed,
     },
     peers::Peers,
+    presence::{ChannelPresence, PresenceEvent},
     pulse::PulseRecord,
     registry::{
         ChannelSummary, CheckReady, DisconnectUser, KnownClients, ListChannels, ListPulses, Pulse,
@@ -200,7 +201,8 @@ impl Broker {
         );
     }
 
-    /// Subscribes `subscriber` to `channel` from `from`; the answer (the
+    /// Subscribes `subscriber` to `channel` from `from` (with the
+    /// channel's joins and leaves when it `watches`); the answer (the
     /// replay and where live events go on) arrives on the receiver, so a
     /// stream of many channels can ask them all at once.
     pub fn subscribe(
@@ -208,6 +210,7 @@ impl Broker {
         channel: &ChannelName,
         subscriber: Subscriber,
         from: Option<ResumeFrom>,
+        watches: bool,
     ) -> oneshot::Receiver<Result<Subscribed, BrokerError>> {
         let (reply, answer) = oneshot::channel();
         self.send(
@@ -215,6 +218,7 @@ impl Broker {
             ChannelMessage::Subscribe(Subscribe {
                 subscriber,
                 from,
+                watches,
                 reply,
             }),
         );
@@ -232,6 +236,31 @@ impl Broker {
         let (reply, answer) = oneshot::channel();
         self.send(channel, ChannelMessage::Inspect { reply });
         await_reply(answer).await
+    }
+
+    /// Who is on `channel`: its connections and, when `members` is set,
+    /// its listed users with theirs (at most `max_members`); in cluster
+    /// mode those of every node, summed per user.
+    pub async fn presence(
+        &self,
+        channel: &ChannelName,
+        members: bool,
+        max_members: usize,
+    ) -> Result<ChannelPresence, BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(channel, ChannelMessage::Presence { members, reply });
+        let mut presence = await_reply(answer).await?;
+        if let Some(peers) = &self.peers {
+            presence.merge(peers.presence(channel, members).await?);
+        }
+        presence.bound(max_members);
+        Ok(presence)
+    }
+
+    /// Cluster mode: another node's join or leave, for `channel`'s watchers
+    /// here (nothing when the channel does not run here).
+    pub fn announce(&self, channel: &ChannelName, event: PresenceEvent) {
+        self.send(channel, ChannelMessage::Announce(event));
     }
 
     /// This node's channels (or the one named), with the other nodes'

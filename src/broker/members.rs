@@ -11,7 +11,12 @@
 //!
 //! Members also keep the channel's share of the broker-wide count of
 //! subscriptions (`limits.max_subscribers`), and the per-channel limit
-//! (`limits.max_subscribers_per_channel`).
+//! (`limits.max_subscribers_per_channel`), and its presence: the
+//! [`Roster`] of the users its subscribers are, changed whenever a member
+//! with an identity comes or goes (however it goes: unsubscribed, gone,
+//! evicted, revoked). The joins and leaves wait in
+//! [`Members::presence_changes`] for the actor; a member without an
+//! identity costs presence one branch when it comes and when it goes.
 
 use std::sync::{
     Arc,
@@ -20,6 +25,7 @@ use std::sync::{
 
 use super::{
     error::BrokerError,
+    presence::{Listed, Member as Listing, MemberChange, Roster},
     subscriber::{Delivery, Offer, Subscriber, reserve_subscription},
 };
 use crate::names::ChannelName;
@@ -30,6 +36,10 @@ struct Member {
     /// The seq this subscriber already has (from its replay or a delivery);
     /// only later events are sent to it.
     after: u64,
+    /// It asked for presence events (`?presence=1`).
+    watches: bool,
+    /// Whether the roster listed its identity (`None`: it has none).
+    listed: Option<Listed>,
 }
 
 pub struct Members {
@@ -42,6 +52,12 @@ pub struct Members {
     max: usize,
     /// Most subscriptions in the whole broker (0: no limit).
     max_total: usize,
+    /// The users of the members that have an identity.
+    roster: Roster,
+    /// Members that watch presence: none, and no join or leave is made.
+    watchers: usize,
+    /// Joins and leaves the actor has not handled yet, in order.
+    changes: Vec<MemberChange>,
 }
 
 /// What one fan-out did.
@@ -54,14 +70,39 @@ pub struct FanOut {
 }
 
 impl Members {
-    pub fn new(total: Arc<AtomicU64>, max: usize, max_total: usize) -> Self {
+    /// Members of one channel: at most `max` (0: no limit), the broker's
+    /// `total` bounded by `max_total`, at most `max_listed` users listed.
+    pub fn new(total: Arc<AtomicU64>, max: usize, max_total: usize, max_listed: usize) -> Self {
         Self {
             list: Vec::new(),
             total,
             counted: 0,
             max,
             max_total,
+            roster: Roster::new(max_listed),
+            watchers: 0,
+            changes: Vec::new(),
         }
+    }
+
+    /// The listed users here, by user id, and whether some were left out.
+    pub fn listing(&self) -> (Vec<Listing>, bool) {
+        self.roster.members()
+    }
+
+    /// Whether `user` has a listed connection here.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.roster.has(user)
+    }
+
+    /// Whether any member watches presence.
+    pub fn watched(&self) -> bool {
+        self.watchers > 0
+    }
+
+    /// The joins and leaves since the last call, in order.
+    pub fn presence_changes(&mut self) -> Vec<MemberChange> {
+        std::mem::take(&mut self.changes)
     }
 
     pub fn len(&self) -> usize {
@@ -104,14 +145,31 @@ impl Members {
     }
 
     /// Adds a subscriber that has everything up to `after` (its place was
-    /// reserved).
-    pub fn add(&mut self, subscriber: Subscriber, after: u64) {
-        self.list.push(Member { subscriber, after });
+    /// reserved); `watches` when it asked for presence events.
+    pub fn add(&mut self, subscriber: Subscriber, after: u64, watches: bool) {
+        let listed = subscriber.identity.as_ref().map(|identity| {
+            let (listed, change) = self.roster.join(identity);
+            self.changes.extend(change);
+            listed
+        });
+        self.watchers += usize::from(watches);
+        self.list.push(Member {
+            subscriber,
+            after,
+            watches,
+            listed,
+        });
     }
 
     pub fn remove(&mut self, subscriber_id: u64) {
-        self.list
-            .retain(|member| member.subscriber.id != subscriber_id);
+        if let Some(at) = self
+            .list
+            .iter()
+            .position(|member| member.subscriber.id == subscriber_id)
+        {
+            let member = self.list.remove(at);
+            self.forget(&member);
+        }
     }
 
     /// Removes every member of `user` and ends its stream
@@ -119,12 +177,14 @@ impl Members {
     /// subscriber ids.
     pub fn revoke(&mut self, user: &str) -> Vec<u64> {
         let mut ended = Vec::new();
+        let (roster, changes, watchers) = (&mut self.roster, &mut self.changes, &mut self.watchers);
         self.list.retain(|member| {
             if !member.subscriber.is_user(user) {
                 return true;
             }
             member.subscriber.sink.revoked();
             ended.push(member.subscriber.id);
+            forget(roster, changes, watchers, member);
             false
         });
         ended
@@ -132,9 +192,47 @@ impl Members {
 
     /// Lets go of every member (each sink hears of it).
     pub fn clear(&mut self) {
-        for member in self.list.drain(..) {
+        for member in std::mem::take(&mut self.list) {
             member.subscriber.release();
+            self.forget(&member);
         }
+    }
+
+    /// A member is gone: its share of the roster and of the watchers too.
+    fn forget(&mut self, member: &Member) {
+        forget(&mut self.roster, &mut self.changes, &mut self.watchers, member);
+    }
+
+    /// Offers a join or a leave to the members that watch presence (those
+    /// found gone or full are dropped, their own leaves queued in turn).
+    pub fn offer_watchers(&mut self, delivery: &Delivery) -> FanOut {
+        let mut outcome = FanOut::default();
+        if self.watchers == 0 {
+            return outcome;
+        }
+        let (roster, changes, watchers) = (&mut self.roster, &mut self.changes, &mut self.watchers);
+        self.list.retain(|member| {
+            if !member.watches {
+                return true;
+            }
+            match member.subscriber.sink.offer(delivery) {
+                Offer::Taken => {
+                    outcome.delivered += 1;
+                    true
+                }
+                Offer::Closed => {
+                    forget(roster, changes, watchers, member);
+                    false
+                }
+                Offer::Full => {
+                    member.subscriber.evicted.store(true, Ordering::Release);
+                    outcome.evicted += 1;
+                    forget(roster, changes, watchers, member);
+                    false
+                }
+            }
+        });
+        outcome
     }
 
     /// The log started a new life: every member has nothing of it yet.
@@ -166,6 +264,7 @@ impl Members {
             Delivery::Event(event) => Some(event),
             Delivery::Heartbeat => None,
         };
+        let (roster, changes, watchers) = (&mut self.roster, &mut self.changes, &mut self.watchers);
         self.list.retain_mut(|member| {
             if let Some(seq) = seq {
                 if seq <= member.after {
@@ -184,15 +283,34 @@ impl Members {
                     outcome.delivered += 1;
                     true
                 }
-                Offer::Closed => false,
+                Offer::Closed => {
+                    forget(roster, changes, watchers, member);
+                    false
+                }
                 Offer::Full => {
                     sub.evicted.store(true, Ordering::Release);
                     outcome.evicted += 1;
                     evicted(sub);
+                    forget(roster, changes, watchers, member);
                     false
                 }
             }
         });
         outcome
+    }
+}
+
+/// A member is gone: its share of the roster and of the watchers goes with
+/// it (a free function, so the fan-out loop can call it while it holds the
+/// list).
+fn forget(
+    roster: &mut Roster,
+    changes: &mut Vec<MemberChange>,
+    watchers: &mut usize,
+    member: &Member,
+) {
+    *watchers -= usize::from(member.watches);
+    if let (Some(listed), Some(identity)) = (member.listed, &member.subscriber.identity) {
+        changes.extend(roster.leave(identity, listed));
     }
 }

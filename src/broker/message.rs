@@ -19,6 +19,7 @@ use super::{
     history::{HistoryPage, Replay},
     idempotency::Idempotency,
     log::{LogEntry, Record},
+    presence::{ChannelPresence, PresenceEvent},
     subscriber::Subscriber,
 };
 use crate::names::ChannelName;
@@ -59,6 +60,15 @@ pub enum ChannelMessage {
     /// A page of the channel's retained events
     /// (`GET /channels/{channel}/history`).
     ReadHistory(ReadHistory),
+    /// Who is on the channel here (`GET /channels/{channel}/presence`):
+    /// its connections, and its listed users when `members` is set.
+    Presence {
+        members: bool,
+        reply: Reply<ChannelPresence>,
+    },
+    /// Cluster mode: another node's join or leave, from the channel's bus,
+    /// for the watchers here.
+    Announce(PresenceEvent),
     /// Shutdown: drop every subscriber so their streams end cleanly, and
     /// refuse publishes from now on.
     CloseSubscribers,
@@ -109,6 +119,9 @@ pub struct Subscribe {
     pub subscriber: Subscriber,
     /// Where the client says it stopped; `None` starts live.
     pub from: Option<ResumeFrom>,
+    /// It wants the channel's `broker.join` / `broker.leave` events
+    /// (`?presence=1`).
+    pub watches: bool,
     pub reply: Reply<Subscribed>,
 }
 

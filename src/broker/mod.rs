@@ -22,8 +22,10 @@
 //!   [`log::DurableStore`] (`crate::store`), [`log::SharedLog`] and
 //!   [`peers::Peers`] (`crate::cluster`), [`bridge::Bridge`] (the Mercure
 //!   bridge), and [`codec::Codec`] (Mercure's update encoding).
-//! - [`identity`]: who a subscriber is; [`revocation`]: ending one user's
-//!   streams on every node.
+//! - [`identity`]: who a subscriber is; [`presence`]: who is on a channel
+//!   (its roster of users, the `broker.join` / `broker.leave` events, and
+//!   [`presence::PresenceShare`], implemented by `crate::cluster`);
+//!   [`revocation`]: ending one user's streams on every node.
 //! - [`pulse`]: the pulse book; [`demo`]: the demo publisher.
 
 pub mod bridge;
@@ -41,6 +43,7 @@ pub mod log;
 pub mod members;
 pub mod message;
 pub mod peers;
+pub mod presence;
 pub mod pulse;
 pub mod registry;
 pub mod revocation;

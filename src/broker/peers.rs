@@ -2,14 +2,18 @@
 //! it (implemented by `crate::cluster`): their subscriber counts, summed into
 //! `GET /channels`, and the cluster-wide pulse book behind `POST /pulse`,
 //! `GET /pulses` and `DELETE /killall`, and revocation on every node
-//! (`POST /users/{user}/disconnect`). A broker alone has none.
+//! (`POST /users/{user}/disconnect`), and who is on a channel there (`GET
+//! /channels/{channel}/presence`). A broker alone has none.
 
 use std::collections::HashMap;
 
 use futures_util::future::BoxFuture;
 
+use crate::names::ChannelName;
+
 use super::{
     error::BrokerError,
+    presence::ChannelPresence,
     pulse::PulseRecord,
     revocation::{Revocation, Revoked},
 };
@@ -33,4 +37,11 @@ pub trait Peers: Send + Sync {
     /// reported in time did (their streams and their number, and how many
     /// did not report).
     fn revoke(&self, revocation: &Revocation) -> BoxFuture<'static, Result<Revoked, BrokerError>>;
+    /// Who is on `channel` on every other live node: their connections and
+    /// (when `members` is set) their listed users, summed per user.
+    fn presence(
+        &self,
+        channel: &ChannelName,
+        members: bool,
+    ) -> BoxFuture<'static, Result<ChannelPresence, BrokerError>>;
 }

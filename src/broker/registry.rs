@@ -36,6 +36,7 @@ use super::{
     idempotency::IdempotencyBook,
     log::{DurableStore, SharedLog},
     message::{ChannelIdle, ChannelMessage},
+    presence::PresenceShare,
     pulse::{PulseBook, PulseRecord},
 };
 use crate::{config::Settings, metrics::Metrics, names::ChannelName};
@@ -92,6 +93,8 @@ impl RegistryActor {
                 durable: None,
                 shared: None,
                 bridge: None,
+                presence: None,
+                max_presence_members: settings.limits.max_presence_members,
                 idempotency: Arc::new(IdempotencyBook::new(
                     settings.publish.idempotency_window,
                     settings.publish.idempotency_max_keys,
@@ -147,6 +150,13 @@ impl RegistryActor {
     /// Every event accepted on a (non-internal) channel is offered here too.
     pub fn with_bridge(mut self, bridge: Arc<dyn Bridge>) -> Self {
         self.config.bridge = Some(bridge);
+        self
+    }
+
+    /// Cluster mode: every (non-internal) channel tells its joins and
+    /// leaves here.
+    pub fn with_presence_share(mut self, share: Arc<dyn PresenceShare>) -> Self {
+        self.config.presence = Some(share);
         self
     }
 
@@ -282,6 +292,10 @@ fn answer_without_channel(channel: &ChannelName, message: ChannelMessage, err: B
         ChannelMessage::Subscribe(subscribe) => {
             let _ = subscribe.reply.send(Err(err));
         }
+        // No channel here: nobody on it.
+        ChannelMessage::Presence { reply, .. } => {
+            let _ = reply.send(Ok(Default::default()));
+        }
         ChannelMessage::Inspect { reply } => {
             let _ = reply.send(Err(BrokerError::UnknownChannel(channel.to_string())));
         }
@@ -297,6 +311,7 @@ fn answer_without_channel(channel: &ChannelName, message: ChannelMessage, err: B
         | ChannelMessage::Delivered { .. }
         | ChannelMessage::CatchUp
         | ChannelMessage::CountPulse { .. }
+        | ChannelMessage::Announce(_)
         | ChannelMessage::CloseSubscribers => {}
     }
 }

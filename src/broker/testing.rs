@@ -103,7 +103,7 @@ pub fn send_subscribe(
     mpsc::Receiver<Delivery>,
 ) {
     let (subscriber, rx) = queue(capacity);
-    let answer = broker.subscribe(channel, subscriber.clone(), from);
+    let answer = broker.subscribe(channel, subscriber.clone(), from, false);
     (answer, subscriber, rx)
 }
 

@@ -54,7 +54,14 @@ impl Keys {
         format!("{}{{{channel}}}:idempotency:{}", self.prefix, key.as_str())
     }
 
-    /// The pub/sub channel that carries the channel's events.
+    /// Hash user → `{"connections", "info"}` of one node's members of the
+    /// channel (see `members`).
+    pub fn members(&self, channel: &ChannelName, node: &str) -> String {
+        format!("{}{{{channel}}}:members:{node}", self.prefix)
+    }
+
+    /// The pub/sub channel that carries the channel's events (and its
+    /// members' joins and leaves, see `members`).
     pub fn bus(&self, channel: &ChannelName) -> String {
         format!("{}{{{channel}}}:bus", self.prefix)
     }
@@ -120,6 +127,7 @@ mod tests {
             keys.stream(&orders),
             keys.fence(&orders),
             keys.idempotency(&orders, &retry),
+            keys.members(&orders, "n1"),
         ] {
             assert_eq!(slot(&key), slot(&bus), "{key}");
         }

@@ -10,7 +10,10 @@
 //! replay and to fill any hole in what the bus brought.
 //!
 //! Redis also carries revocations ([`revoke`]): a user's streams end on
-//! every node, each node reporting what it ended.
+//! every node, each node reporting what it ended; and channels' members
+//! ([`members`]): which users each node has on a channel, listed by
+//! `GET /channels/{channel}/presence`, their joins and leaves told on the
+//! channel's bus.
 //!
 //! Redis is one `redis-server`, a Redis Cluster or a primary watched by
 //! Sentinel (`cluster.redis_mode`; [`connections`] makes the connections, [`keys`]
@@ -26,6 +29,7 @@ pub mod bus;
 pub mod connections;
 pub mod keys;
 pub mod log;
+pub mod members;
 pub mod presence;
 pub mod revoke;
 
@@ -118,10 +122,12 @@ struct Inner {
     pulses: PulseSettings,
     /// The last command failed (cleared by the next one that succeeds).
     commands_failing: AtomicBool,
-    /// The bus and presence tasks, stopped by [`Cluster::shutdown`].
+    /// The bus, presence and members tasks, stopped by [`Cluster::shutdown`].
     tasks: Mutex<Vec<AbortHandle>>,
     /// This node's revocations waiting for the other nodes' reports.
     revocations: revoke::Pending,
+    /// This node's channels' members, to write to Redis (see [`members`]).
+    members: members::MemberBook,
 }
 
 impl Cluster {
@@ -136,13 +142,14 @@ impl Cluster {
     ) -> Result<Self, ClusterError> {
         let connections = connections::connect(settings)?;
         let keys = Keys::new(&settings.key_prefix);
+        let node_id = node_id();
         Ok(Self {
             inner: Arc::new(Inner {
                 commands: connections.commands,
                 bus_source: Mutex::new(Some(connections.bus)),
-                bus: Bus::new(keys.clone(), settings.command_timeout),
+                bus: Bus::new(keys.clone(), settings.command_timeout, node_id.clone()),
                 keys,
-                node_id: node_id(),
+                node_id,
                 command_timeout: settings.command_timeout,
                 max_reconnect_delay: settings.max_reconnect_delay,
                 presence_interval: settings.presence_interval,
@@ -154,6 +161,7 @@ impl Cluster {
                 commands_failing: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
                 revocations: revoke::Pending::default(),
+                members: members::MemberBook::default(),
             }),
         })
     }
@@ -195,6 +203,7 @@ impl Cluster {
             drop(self.inner.bus.follow(&keys::control_channel()));
         }
         tasks.push(actix::spawn(presence::run(self.clone(), broker)).abort_handle());
+        tasks.push(actix::spawn(members::run(self.clone())).abort_handle());
         self.inner
             .tasks
             .lock()

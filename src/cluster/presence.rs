@@ -1,6 +1,7 @@
 //! Presence, cluster-wide in Redis: how many subscribers each node has
-//! per channel (summed by `GET /channels`), and the pulse book (`POST /pulse`,
-//! `GET /pulses`, `DELETE /killall`).
+//! per channel (summed by `GET /channels` and a channel's presence count),
+//! and the pulse book (`POST /pulse`, `GET /pulses`, `DELETE /killall`).
+//! Which *users* each node has on a channel is `super::members`.
 //!
 //! Subscriber counts: every `presence_interval` a node replaces its hash
 //! `node:<id>:subscribers` (channel → count) and its entry in the `nodes`
@@ -27,6 +28,7 @@ use crate::{
     broker::{
         Broker, BrokerError,
         peers::Peers,
+        presence::ChannelPresence,
         pulse::{PulseRecord, rfc3339},
         revocation::{Revocation, Revoked},
     },
@@ -256,6 +258,14 @@ impl Peers for Cluster {
     fn pulse_clients(&self) -> BoxFuture<'static, Result<Vec<String>, BrokerError>> {
         let cluster = self.clone();
         Box::pin(async move { Ok(Cluster::pulse_clients(&cluster).await?) })
+    }
+
+    fn presence(
+        &self,
+        channel: &ChannelName,
+        members: bool,
+    ) -> BoxFuture<'static, Result<ChannelPresence, BrokerError>> {
+        self.remote_presence_boxed(channel, members)
     }
 
     fn revoke(&self, revocation: &Revocation) -> BoxFuture<'static, Result<Revoked, BrokerError>> {

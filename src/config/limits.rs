@@ -14,6 +14,10 @@ pub struct LimitsSettings {
     pub max_subscribers_per_channel: usize,
     /// Subscriptions the broker holds at most (0: no limit).
     pub max_subscribers: usize,
+    /// Users one channel lists in its presence, per node (and in a merged
+    /// listing): bounds a channel's roster in memory and in Redis, and the
+    /// size of a listing. Users beyond it are counted, not listed.
+    pub max_presence_members: usize,
     /// Open streams one client IP may hold (0: no limit).
     pub max_streams_per_ip: usize,
     /// Publish requests per second per token subject, or per IP (0: no limit).
@@ -65,6 +69,9 @@ impl LimitsSettings {
             return Err(
                 "limits.publish_burst must be at least 1 when limits.publish_rate is set".into(),
             );
+        }
+        if self.max_presence_members == 0 {
+            return Err("limits.max_presence_members must be at least 1".into());
         }
         if self.trust_forwarded_for == Some(true) {
             return Err(

@@ -20,6 +20,7 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
+pub mod presence;
 pub mod publish;
 pub mod pulse;
 pub mod session;
@@ -99,6 +100,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/channels", web::get().to(channels::list))
         .route("/channels/{channel}", web::get().to(channels::detail))
         .route("/channels/{channel}/history", web::get().to(history::read))
+        .route(
+            "/channels/{channel}/presence",
+            web::get().to(presence::presence),
+        )
         .route("/killSession", web::delete().to(session::kill_session))
         .route("/killall", web::delete().to(session::kill_all))
         .route(

@@ -189,6 +189,8 @@ async fn open_stream(
         notices: Notices::Silent,
         on_close,
         identity,
+        // Mercure has its own presence (subscription events), not ours.
+        presence: false,
         recheck: hook.map(|hook| hook.question),
     };
     let mut opening = opening::open(app, req, plan).await?;

@@ -40,6 +40,7 @@ use crate::{
             ChannelDetail, ChannelIdle, ChannelMessage, Publish, Published, ReadHistory, Retire,
             Subscribe, Subscribed,
         },
+        presence::{ChannelPresence, MemberChange, PresenceEvent, PresenceShare},
         pulse::ChannelPulses,
         subscriber::Delivery,
     },
@@ -77,6 +78,9 @@ pub struct ChannelActor {
     delivered_name: Option<Arc<str>>,
     /// Offered every accepted event; `None` for internal channels.
     bridge: Option<Arc<dyn Bridge>>,
+    /// Cluster mode: told every join and leave; `None` for internal
+    /// channels and a broker alone.
+    presence: Option<Arc<dyn PresenceShare>>,
     tick: Duration,
     metrics: Arc<Metrics>,
     /// This channel's own labelled series, when the operator opted in.
@@ -106,8 +110,10 @@ impl ChannelActor {
                 Arc::clone(&config.total_subscribers),
                 if internal { 0 } else { config.max_subscribers },
                 config.max_total_subscribers,
+                config.max_presence_members,
             ),
             bridge: config.bridge.clone().filter(|_| !internal),
+            presence: config.presence.clone().filter(|_| !internal),
             name,
             log,
             codec,
@@ -379,7 +385,7 @@ impl ChannelActor {
                 "subscribed channel={} subscriber={}",
                 self.name, msg.subscriber.id
             );
-            self.members.add(msg.subscriber, head.seq);
+            self.members.add(msg.subscriber, head.seq, msg.watches);
         }
         self.settle();
     }
@@ -529,10 +535,74 @@ impl ChannelActor {
         }
     }
 
-    /// Brings the subscriber counts (broker-wide and the listing's) in line.
+    /// Brings the subscriber counts (broker-wide and the listing's) in
+    /// line, and acts on the joins and leaves the members' comings and
+    /// goings made: each is announced to the watchers here and, in a
+    /// cluster, shared with the other nodes.
     fn settle(&mut self) {
+        loop {
+            let changes = self.members.presence_changes();
+            if changes.is_empty() {
+                break;
+            }
+            for change in &changes {
+                self.on_member(change);
+            }
+        }
         let now = self.members.settle();
         self.stats.subscribers.store(now as u64, Ordering::Relaxed);
+    }
+
+    /// A listed user's connections here changed: a join or a leave is
+    /// announced to the watchers here.
+    fn on_member(&mut self, change: &MemberChange) {
+        if let Some(event) = change.event() {
+            self.announce(event);
+        }
+        if let Some(share) = &self.presence {
+            share.changed(&self.name, change);
+        }
+    }
+
+    /// Offers a join or a leave to the watchers (none: nothing is made).
+    /// Watchers found gone or full are dropped; their own leaves follow in
+    /// [`Self::settle`].
+    fn announce(&mut self, event: PresenceEvent) {
+        if !self.members.watched() {
+            return;
+        }
+        let delivery = Delivery::Event(event.event(&self.name));
+        let outcome = self.members.offer_watchers(&delivery);
+        if outcome.evicted > 0 {
+            self.metrics.evicted.increment(outcome.evicted);
+            self.stats
+                .evicted
+                .fetch_add(outcome.evicted, Ordering::Relaxed);
+        }
+    }
+
+    /// Another node's join or leave: announced here unless the user's
+    /// connections here already said it (it joined here first, or it is
+    /// still here after leaving there).
+    fn announce_remote(&mut self, event: PresenceEvent) {
+        if self.members.has_user(&event.user) {
+            return;
+        }
+        self.announce(event);
+        self.settle();
+    }
+
+    /// Who is on the channel here.
+    fn presence(&self, members: bool) -> ChannelPresence {
+        let (members, truncated) = match members {
+            true => self.members.listing(),
+            false => (Vec::new(), false),
+        };
+        ChannelPresence {
+            count: self.members.len() as u64,
+            members,
+            truncated,
+        }
     }
 
     /// Tells every subscriber that events are missing, and from where the
@@ -717,6 +787,10 @@ impl Handler<ChannelMessage> for ChannelActor {
                 let _ = reply.send(Ok(self.inspect()));
             }
             ChannelMessage::ReadHistory(msg) => self.read_history(msg, ctx),
+            ChannelMessage::Presence { members, reply } => {
+                let _ = reply.send(Ok(self.presence(members)));
+            }
+            ChannelMessage::Announce(event) => self.announce_remote(event),
             ChannelMessage::CloseSubscribers => {
                 self.closing = true;
                 self.members.clear();

@@ -14,6 +14,7 @@ use crate::{
         history::Retention,
         idempotency::IdempotencyBook,
         log::{DurableStore, SharedLog},
+        presence::PresenceShare,
     },
     metrics::Metrics,
 };
@@ -40,6 +41,10 @@ pub struct ChannelConfig {
     pub shared: Option<Arc<dyn SharedLog>>,
     /// Offered every event accepted on a non-internal channel.
     pub bridge: Option<Arc<dyn Bridge>>,
+    /// Cluster mode: told every join and leave of a non-internal channel.
+    pub presence: Option<Arc<dyn PresenceShare>>,
+    /// Most users one channel lists (`limits.max_presence_members`).
+    pub max_presence_members: usize,
     /// The idempotency keys owned logs remember, for the whole broker (a
     /// shared log keeps its own).
     pub idempotency: Arc<IdempotencyBook>,

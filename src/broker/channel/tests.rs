@@ -110,6 +110,7 @@ async fn filters_apply_to_replay_and_live_events() {
         &channel,
         subscriber.with_filter(Arc::new(EvenOnly)),
         Some(ResumeFrom::Start),
+        false,
     );
     let replay = await_reply(answer).await.unwrap().replay.unwrap();
     assert_eq!(

@@ -15,7 +15,9 @@
 //! subscriptions with [`Bus::changes`]. One pub/sub channel is not a
 //! channel's: the cluster's control channel (`keys::control_channel`),
 //! which every node follows for as long as it runs; its messages go to the
-//! revocation task (`super::revoke`), not to the broker. A subscription is confirmed by a
+//! revocation task (`super::revoke`), not to the broker. A channel's bus
+//! also carries its members' joins and leaves (JSON objects, see
+//! `super::members`). A subscription is confirmed by a
 //! push; a confirmation that no [`Bus::follow`] waits for (after a
 //! reconnection, a failover or a slot migration) asks the channel to catch
 //! up from the log, so a hand-over never loses an event.
@@ -40,6 +42,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::{
     ClusterError,
     keys::{Keys, control_channel},
+    members,
     log::parse_event_type,
 };
 use crate::{
@@ -77,6 +80,9 @@ pub struct Bus {
     control_tx: mpsc::Sender<Vec<u8>>,
     /// The other end, until the revocation task takes it.
     control_rx: Mutex<Option<mpsc::Receiver<Vec<u8>>>>,
+    /// This node's id: its own presence announcements are not announced
+    /// again (see `super::members`).
+    node_id: String,
 }
 
 #[derive(Default)]
@@ -108,9 +114,10 @@ pub enum Pushed {
 }
 
 impl Bus {
-    pub fn new(keys: Keys, timeout: Duration) -> Self {
+    pub fn new(keys: Keys, timeout: Duration, node_id: String) -> Self {
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         Self {
+            node_id,
             control: keys.control(),
             control_tx,
             control_rx: Mutex::new(Some(control_rx)),
@@ -278,6 +285,10 @@ impl Bus {
                 }
             }
             PushKind::Message | PushKind::SMessage => match push.data.get(1) {
+                Some(Value::BulkString(payload))
+                    if name().is_some_and(|channel| {
+                        members::on_bus(&channel, payload, &self.node_id, broker)
+                    }) => {}
                 Some(Value::BulkString(payload)) => match parse(payload) {
                     Some((channel, epoch, entries)) => broker.deliver(&channel, epoch, entries),
                     None => debug!("cluster bus message ignored reason=unreadable"),
@@ -418,7 +429,7 @@ mod tests {
     /// Following twice and unfollowing once keeps the subscription; the last unfollow drops it.
     #[tokio::test]
     async fn subscriptions_follow_the_followers() {
-        let bus = Bus::new(Keys::new("sse:"), Duration::from_secs(1));
+        let bus = Bus::new(Keys::new("sse:"), Duration::from_secs(1), "n1".into());
         let orders = ChannelName::parse("orders").unwrap();
         let first = bus.follow(&orders);
         let second = bus.follow(&orders);

@@ -11,7 +11,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    broker::{EventId, ResumeFrom, event::Event},
+    broker::{EventId, ResumeFrom, event::Event, presence::is_presence},
     names::ChannelName,
 };
 
@@ -76,8 +76,13 @@ impl Cursor {
     }
 
     /// Moves the cursor past a live event and says what the stream sends
-    /// for it: on a single-channel stream the shared frame as it is.
+    /// for it: on a single-channel stream the shared frame as it is (and a
+    /// join or a leave as it is on every stream).
     pub fn live(&mut self, event: &Event) -> Live {
+        if is_presence(event) {
+            // A join or a leave: no id line, no position moved, on any stream.
+            return Live::Shared;
+        }
         if !self.multi {
             // Subscribed to this one channel only: no name to compare.
             if let Some((_, id)) = self.positions.first_mut() {

@@ -63,8 +63,12 @@ pub struct StreamPlan {
     pub notices: Notices,
     /// Run once when the stream is over (or was never opened).
     pub on_close: Option<OnClose>,
-    /// Who the subscriber is, when its credential says.
+    /// Who the subscriber is, when its credential says: it is then listed
+    /// in its channels' presence.
     pub identity: Option<Arc<Identity>>,
+    /// It wants its channels' `broker.join` / `broker.leave` events
+    /// (`?presence=1`).
+    pub presence: bool,
     /// The question the application's hook allowed, to ask again every
     /// `hooks.recheck_every` (`None`: the hook did not decide this stream).
     pub recheck: Option<Question>,
@@ -120,7 +124,11 @@ pub async fn open(
     let mut guard = SubscriptionGuard::new(state.broker.clone(), subscriber.id, plan.on_close);
     let mut pending = Vec::with_capacity(plan.channels.len());
     for (channel, from) in plan.channels.into_iter().zip(plan.resume) {
-        pending.push(state.broker.subscribe(&channel, subscriber.clone(), from));
+        pending.push(
+            state
+                .broker
+                .subscribe(&channel, subscriber.clone(), from, plan.presence),
+        );
         guard.channels.push(channel);
     }
     drop(subscriber);

@@ -1,7 +1,8 @@
 //! `GET /stream/{channel}` and `GET /stream?channel=a&channel=b`: our own
 //! event streams. The handler checks the request (channel names,
-//! `Last-Event-ID`, then the application's hook and the subscriber token,
-//! `crate::http::access`), opens the stream (`super::opening`),
+//! `Last-Event-ID`, `?presence=1`, then the application's hook and the
+//! subscriber token, `crate::http::access`), opens the stream
+//! (`super::opening`),
 //! and writes our prelude: the retry hint, then per channel any `broker.gap`
 //! notice, a `broker.replay` marker and the replayed events. A multi-channel
 //! stream's ids are cursors over all its channels (`super::cursor`).
@@ -39,6 +40,28 @@ pub struct StreamQuery {
     last_event_id: Option<String>,
     /// A subscriber token, for clients that can set neither a header nor a cookie.
     token: Option<String>,
+    /// `1` (or `true`): the stream also gets its channels' `broker.join`
+    /// and `broker.leave` events.
+    presence: Option<String>,
+}
+
+impl StreamQuery {
+    /// Whether the stream asked for its channels' joins and leaves; 400
+    /// for a value that is neither yes nor no.
+    fn presence(&self) -> Result<bool, ApiError> {
+        yes_or_no("presence", self.presence.as_deref())
+    }
+}
+
+/// A query flag: `1`/`true`, or `0`/`false`/empty/absent; 400 otherwise.
+pub fn yes_or_no(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("0" | "false" | "") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(ApiError::InvalidQuery(format!(
+            "{name} must be 1 or 0, not {other:?}"
+        ))),
+    }
 }
 
 /// `GET /stream/{channel}`
@@ -50,8 +73,14 @@ pub async fn stream_one(
 ) -> Result<HttpResponse, ApiError> {
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
     let Query(query) = query;
+    let presence = query.presence()?;
     let last_id = last_event_id(&req, query.last_event_id)?;
-    open(&state, &req, query.token, vec![channel], false, last_id).await
+    let asked = Asked {
+        token: query.token,
+        last_id,
+        presence,
+    };
+    open(&state, &req, vec![channel], false, asked).await
 }
 
 /// `GET /stream?channel=a&channel=b`
@@ -79,8 +108,14 @@ pub async fn stream_many(
             "a stream may name at most {max} channels"
         )));
     }
+    let presence = query.presence()?;
     let last_id = last_event_id(&req, query.last_event_id)?;
-    open(&state, &req, query.token, channels, true, last_id).await
+    let asked = Asked {
+        token: query.token,
+        last_id,
+        presence,
+    };
+    open(&state, &req, channels, true, asked).await
 }
 
 /// The client's resume point: the `Last-Event-ID` header (sent by browsers
@@ -116,17 +151,30 @@ fn last_event_id(
     Ok(id)
 }
 
+/// What a stream's query asked for besides its channels.
+struct Asked {
+    token: Option<String>,
+    last_id: Option<String>,
+    /// Its channels' joins and leaves (`?presence=1`).
+    presence: bool,
+}
+
 async fn open(
     state: &AppState,
     req: &HttpRequest,
-    token: Option<String>,
     channels: Vec<ChannelName>,
     multi: bool,
-    last_id: Option<String>,
+    asked: Asked,
 ) -> Result<HttpResponse, ApiError> {
+    let Asked {
+        token,
+        last_id,
+        presence,
+    } = asked;
     // The application's hook (when configured) and the access policy decide
     // every channel of the stream; the stream ends when the token that
-    // opened it expires.
+    // opened it expires. Presence events come with the stream: who may
+    // subscribe to a channel may see who is on it.
     let access =
         access::authorize_stream(state, req, token.as_deref(), &channels, last_id.as_deref())
             .await?;
@@ -142,6 +190,7 @@ async fn open(
         notices: Notices::Broker,
         on_close: None,
         identity: access.identity,
+        presence,
         recheck: access.hook.map(|hook| hook.question),
     };
     let mut opening = opening::open(state, req, plan).await?;

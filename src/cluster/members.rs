@@ -1,0 +1,381 @@
+//! Channels' members across the cluster: which users each node has on a
+//! channel (the broker's presence, `crate::broker::presence`), kept in
+//! Redis per node and expiring, like the subscriber counts of
+//! [`super::presence`] (named apart: that module counts connections and
+//! keeps the pulse book; this one lists users).
+//!
+//! Each channel actor tells this node's [`MemberBook`] every change of its
+//! listed users ([`PresenceShare`], called without waiting: a mutex and a
+//! map). A task ([`run`]) writes what changed: per channel the hash
+//! `<prefix>{<channel>}:members:<node>` (user → `{"connections", "info"}`),
+//! replaced whole, valid for three `cluster.presence_interval`s and
+//! rewritten every interval, so a node that dies stops being listed after
+//! that. It publishes each join and leave on the channel's bus (a JSON
+//! object, told from the bus's event messages by its first byte), so the
+//! nodes that have subscribers on the channel announce it to their
+//! watchers (`Broker::announce`); a node ignores its own.
+//!
+//! A listing (`GET /channels/{channel}/presence`) reads the other live
+//! nodes' hashes and counts ([`Cluster::remote_presence`]). Joins and
+//! leaves are per node: a user connected through two nodes is announced
+//! by the first, and a node that has the user itself announces neither
+//! the other's join nor its leave. Announcements wait in a bounded queue
+//! ([`MAX_PENDING_ANNOUNCEMENTS`]); the entries in Redis never depend on
+//! it.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+
+use super::{Cluster, ClusterError, now_ms};
+use crate::{
+    broker::{
+        Broker, BrokerError,
+        presence::{ChannelPresence, Member, MemberChange, PresenceEvent, PresenceShare},
+    },
+    names::ChannelName,
+};
+
+/// Joins and leaves that may wait for the bus while Redis is slow; past it
+/// the oldest are dropped (with a log line): a watcher misses an
+/// announcement, the listing stays right.
+pub const MAX_PENDING_ANNOUNCEMENTS: usize = 4096;
+
+/// One user's entry in a node's hash.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    connections: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    info: Option<Box<RawValue>>,
+}
+
+/// A join or a leave on a channel's bus.
+#[derive(Debug, Serialize, Deserialize)]
+struct Announcement {
+    /// `"join"` or `"leave"`.
+    presence: String,
+    node: String,
+    user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    info: Option<Box<RawValue>>,
+}
+
+/// This node's listed users per channel, and what is still to be written.
+#[derive(Default)]
+pub struct MemberBook {
+    state: Mutex<BookState>,
+    /// Wakes the writer: something changed.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct BookState {
+    channels: HashMap<ChannelName, HashMap<Arc<str>, (u32, Option<Arc<RawValue>>)>>,
+    /// Channels whose hash must be written again.
+    dirty: HashSet<ChannelName>,
+    announcements: VecDeque<(ChannelName, PresenceEvent)>,
+}
+
+impl MemberBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BookState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes one change of a channel's user here.
+    fn note(&self, channel: &ChannelName, change: &MemberChange) {
+        {
+            let mut state = self.lock();
+            let users = state.channels.entry(channel.clone()).or_default();
+            if change.connections == 0 {
+                users.remove(&change.user);
+            } else {
+                users.insert(
+                    Arc::clone(&change.user),
+                    (change.connections, change.info.clone()),
+                );
+            }
+            state.dirty.insert(channel.clone());
+            if let Some(event) = change.event() {
+                if state.announcements.len() >= MAX_PENDING_ANNOUNCEMENTS {
+                    state.announcements.pop_front();
+                    log::warn!("presence announcement dropped reason=queue-full");
+                }
+                state.announcements.push_back((channel.clone(), event));
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// What to write now: the dirty channels' users (an empty map: delete
+    /// the hash), and the announcements.
+    #[allow(clippy::type_complexity)]
+    fn take(&self, all: bool) -> (Vec<(ChannelName, Vec<(String, String)>)>, Vec<(ChannelName, PresenceEvent)>) {
+        let mut state = self.lock();
+        let dirty: Vec<ChannelName> = match all {
+            true => {
+                state.dirty.clear();
+                state.channels.keys().cloned().collect()
+            }
+            false => state.dirty.drain().collect(),
+        };
+        let mut writes = Vec::with_capacity(dirty.len());
+        for channel in dirty {
+            let fields = match state.channels.get(&channel) {
+                Some(users) => users
+                    .iter()
+                    .filter_map(|(user, (connections, info))| {
+                        let entry = Entry {
+                            connections: u64::from(*connections),
+                            info: info.as_deref().map(|i| i.to_owned()),
+                        };
+                        Some((user.to_string(), serde_json::to_string(&entry).ok()?))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            if fields.is_empty() {
+                state.channels.remove(&channel);
+            }
+            writes.push((channel, fields));
+        }
+        let announcements = state.announcements.drain(..).collect();
+        (writes, announcements)
+    }
+}
+
+/// Every channel actor tells this node's book (see the module docs).
+impl PresenceShare for Cluster {
+    fn changed(&self, channel: &ChannelName, change: &MemberChange) {
+        self.inner.members.note(channel, change);
+    }
+}
+
+/// Writes this node's members to Redis as they change, and all of them
+/// every `cluster.presence_interval`, until aborted.
+pub async fn run(cluster: Cluster) {
+    let mut tick = tokio::time::interval(cluster.inner.presence_interval);
+    loop {
+        let all = tokio::select! {
+            _ = tick.tick() => true,
+            _ = cluster.inner.members.changed.notified() => false,
+        };
+        let (writes, announcements) = cluster.inner.members.take(all);
+        if let Err(err) = cluster.write_members(writes).await {
+            log::debug!("presence members not written error={err}");
+            // Written again whole at the next interval.
+        }
+        for (channel, event) in announcements {
+            if let Err(err) = cluster.announce(&channel, &event).await {
+                log::debug!("presence announcement not sent channel={channel} error={err}");
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Replaces this node's hash of each channel given.
+    async fn write_members(
+        &self,
+        writes: Vec<(ChannelName, Vec<(String, String)>)>,
+    ) -> Result<(), ClusterError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let valid_for = (self.inner.presence_interval * 3).as_millis().max(1000) as i64;
+        let keys = self.keys();
+        let writes = writes.into_iter().map(|(channel, fields)| {
+            let key = keys.members(&channel, self.node_id());
+            let mut pipe = redis::pipe();
+            pipe.atomic().del(&key).ignore();
+            if !fields.is_empty() {
+                pipe.hset_multiple(&key, &fields).ignore();
+                pipe.pexpire(&key, valid_for).ignore();
+            }
+            let mut conn = self.conn();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        let written = futures_util::future::join_all(writes);
+        for outcome in self.run(async { Ok(written.await) }).await? {
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a join or a leave on its channel's bus.
+    async fn announce(&self, channel: &ChannelName, event: &PresenceEvent) -> Result<(), ClusterError> {
+        let message = Announcement {
+            presence: if event.joined { "join" } else { "leave" }.into(),
+            node: self.node_id().to_owned(),
+            user: event.user.to_string(),
+            info: event.info.as_deref().map(|i| i.to_owned()),
+        };
+        let payload =
+            serde_json::to_string(&message).map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        let command = if self.inner.commands.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let mut conn = self.conn();
+        self.run(
+            redis::cmd(command)
+                .arg(self.keys().bus(channel))
+                .arg(payload)
+                .query_async::<i64>(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Who is on `channel` on the other live nodes: their connections (as
+    /// their last count said) and, when `members` is set, their users.
+    pub async fn remote_presence(
+        &self,
+        channel: &ChannelName,
+        members: bool,
+    ) -> Result<ChannelPresence, ClusterError> {
+        let keys = self.keys();
+        let mut conn = self.conn();
+        let nodes: Vec<String> = self
+            .run(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(keys.nodes())
+                    .arg(now_ms())
+                    .arg("+inf")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut presence = ChannelPresence::default();
+        let others: Vec<&String> = nodes.iter().filter(|n| *n != self.node_id()).collect();
+        if others.is_empty() {
+            return Ok(presence);
+        }
+        let mut pipe = redis::pipe();
+        for node in &others {
+            pipe.hget(keys.node_subscribers(node), channel.as_str());
+        }
+        let counts: Vec<Option<u64>> = self.run(pipe.query_async(&mut conn)).await?;
+        presence.count = counts
+            .into_iter()
+            .flatten()
+            .fold(0u64, u64::saturating_add);
+        if !members {
+            return Ok(presence);
+        }
+        let mut pipe = redis::pipe();
+        for node in &others {
+            pipe.hgetall(keys.members(channel, node));
+        }
+        let hashes: Vec<HashMap<String, String>> = self.run(pipe.query_async(&mut conn)).await?;
+        for hash in hashes {
+            let mut listed: Vec<Member> = hash
+                .into_iter()
+                .filter_map(|(user, text)| {
+                    let entry: Entry = serde_json::from_str(&text).ok()?;
+                    Some(Member {
+                        user: user.into(),
+                        connections: entry.connections,
+                        info: entry.info.map(Arc::from),
+                    })
+                })
+                .collect();
+            listed.sort_by(|a, b| a.user.cmp(&b.user));
+            presence.merge(ChannelPresence {
+                count: 0,
+                members: listed,
+                truncated: false,
+            });
+        }
+        Ok(presence)
+    }
+
+    /// [`Peers::presence`](crate::broker::peers::Peers::presence), boxed.
+    pub(super) fn remote_presence_boxed(
+        &self,
+        channel: &ChannelName,
+        members: bool,
+    ) -> BoxFuture<'static, Result<ChannelPresence, BrokerError>> {
+        let (cluster, channel) = (self.clone(), channel.clone());
+        Box::pin(async move { Ok(cluster.remote_presence(&channel, members).await?) })
+    }
+}
+
+/// A message on `channel`'s bus that is a join or a leave (a JSON object;
+/// the bus's event messages start with the channel's name): announced to
+/// the watchers here unless this node sent it. Answers whether it was one.
+pub fn on_bus(channel: &ChannelName, payload: &[u8], node_id: &str, broker: &Broker) -> bool {
+    if payload.first() != Some(&b'{') {
+        return false;
+    }
+    let Ok(message) = serde_json::from_slice::<Announcement>(payload) else {
+        log::debug!("presence announcement ignored reason=unreadable");
+        return true;
+    };
+    if message.node == node_id {
+        return true;
+    }
+    let joined = match message.presence.as_str() {
+        "join" => true,
+        "leave" => false,
+        _ => return true,
+    };
+    broker.announce(
+        channel,
+        PresenceEvent {
+            joined,
+            user: message.user.into(),
+            info: message.info.map(Arc::from),
+        },
+    );
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user's connections are written as one field; its last leave deletes the hash and
+    /// queues a leave for the bus.
+    #[test]
+    fn book_tracks_changes() {
+        let book = MemberBook::default();
+        let room = ChannelName::parse("room").unwrap();
+        let change = |connections, joined| MemberChange {
+            user: "ada".into(),
+            info: None,
+            connections,
+            joined,
+        };
+        book.note(&room, &change(1, Some(true)));
+        book.note(&room, &change(2, None));
+        let (writes, announcements) = book.take(false);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].1, vec![("ada".into(), r#"{"connections":2}"#.into())]);
+        assert_eq!(announcements.len(), 1);
+        book.note(&room, &change(0, Some(false)));
+        let (writes, announcements) = book.take(false);
+        assert!(writes[0].1.is_empty(), "deleted");
+        assert!(!announcements[0].1.joined);
+        assert!(book.take(true).0.is_empty(), "nothing left to refresh");
+    }
+
+    /// Only JSON objects on a channel's bus are announcements.
+    #[test]
+    fn announcements_are_told_apart() {
+        let text = serde_json::to_string(&Announcement {
+            presence: "join".into(),
+            node: "n".into(),
+            user: "ada".into(),
+            info: None,
+        })
+        .unwrap();
+        assert!(text.starts_with('{'));
+        assert_eq!(text, r#"{"presence":"join","node":"n","user":"ada"}"#);
+    }
+}
