@@ -22,6 +22,7 @@ mod mercure_selectors;
 mod mercure_support;
 mod multi_channel;
 mod openapi;
+mod presence;
 mod operations;
 mod proxy;
 mod pulses;
