@@ -200,7 +200,12 @@ impl Members {
 
     /// A member is gone: its share of the roster and of the watchers too.
     fn forget(&mut self, member: &Member) {
-        forget(&mut self.roster, &mut self.changes, &mut self.watchers, member);
+        forget(
+            &mut self.roster,
+            &mut self.changes,
+            &mut self.watchers,
+            member,
+        );
     }
 
     /// Offers a join or a leave to the members that watch presence (those

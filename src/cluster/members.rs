@@ -115,7 +115,13 @@ impl MemberBook {
     /// What to write now: the dirty channels' users (an empty map: delete
     /// the hash), and the announcements.
     #[allow(clippy::type_complexity)]
-    fn take(&self, all: bool) -> (Vec<(ChannelName, Vec<(String, String)>)>, Vec<(ChannelName, PresenceEvent)>) {
+    fn take(
+        &self,
+        all: bool,
+    ) -> (
+        Vec<(ChannelName, Vec<(String, String)>)>,
+        Vec<(ChannelName, PresenceEvent)>,
+    ) {
         let mut state = self.lock();
         let dirty: Vec<ChannelName> = match all {
             true => {
@@ -208,7 +214,11 @@ impl Cluster {
     }
 
     /// Publishes a join or a leave on its channel's bus.
-    async fn announce(&self, channel: &ChannelName, event: &PresenceEvent) -> Result<(), ClusterError> {
+    async fn announce(
+        &self,
+        channel: &ChannelName,
+        event: &PresenceEvent,
+    ) -> Result<(), ClusterError> {
         let message = Announcement {
             presence: if event.joined { "join" } else { "leave" }.into(),
             node: self.node_id().to_owned(),
@@ -261,10 +271,7 @@ impl Cluster {
             pipe.hget(keys.node_subscribers(node), channel.as_str());
         }
         let counts: Vec<Option<u64>> = self.run(pipe.query_async(&mut conn)).await?;
-        presence.count = counts
-            .into_iter()
-            .flatten()
-            .fold(0u64, u64::saturating_add);
+        presence.count = counts.into_iter().flatten().fold(0u64, u64::saturating_add);
         if !members {
             return Ok(presence);
         }
@@ -356,7 +363,10 @@ mod tests {
         book.note(&room, &change(2, None));
         let (writes, announcements) = book.take(false);
         assert_eq!(writes.len(), 1);
-        assert_eq!(writes[0].1, vec![("ada".into(), r#"{"connections":2}"#.into())]);
+        assert_eq!(
+            writes[0].1,
+            vec![("ada".into(), r#"{"connections":2}"#.into())]
+        );
         assert_eq!(announcements.len(), 1);
         book.note(&room, &change(0, Some(false)));
         let (writes, announcements) = book.take(false);

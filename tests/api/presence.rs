@@ -13,6 +13,7 @@ use sse_broker::config::Settings;
 use crate::{
     auth::{hs_token_with, now, token, with_auth},
     helpers::*,
+    hooks_support::{HookApp, with_hook},
     redis_support::*,
 };
 
@@ -123,7 +124,10 @@ async fn presence_streams_get_joins_and_leaves() {
     drop(first);
     let leave = next_presence_event(&mut watcher).await;
     assert_eq!(leave.event, "broker.leave", "no second join before it");
-    assert_eq!(serde_json::from_str::<Value>(&leave.data).unwrap()["user"], "ada");
+    assert_eq!(
+        serde_json::from_str::<Value>(&leave.data).unwrap()["user"],
+        "ada"
+    );
 
     let res = app
         .client
@@ -136,7 +140,10 @@ async fn presence_streams_get_joins_and_leaves() {
         .unwrap();
     assert_eq!(res.status(), 202);
     let next = plain.next_event().await;
-    assert_eq!((next.event.as_str(), next.data.as_str()), ("message", "\"after\""));
+    assert_eq!(
+        (next.event.as_str(), next.data.as_str()),
+        ("message", "\"after\"")
+    );
     let next = watcher.next_event().await;
     assert_eq!(next.data, "\"after\"", "the watcher's events go on");
 }
@@ -145,12 +152,17 @@ async fn presence_streams_get_joins_and_leaves() {
 #[actix_web::test]
 async fn multi_channel_streams_get_each_channels_joins() {
     let app = spawn_app_with(presence_settings).await;
-    let mut watcher = app.stream("/stream?channel=a&channel=b&presence=1", &[]).await;
+    let mut watcher = app
+        .stream("/stream?channel=a&channel=b&presence=1", &[])
+        .await;
     watcher.wait_open().await;
     let _ada = stream_as(&app, "/stream/b", &user_token("ada", None)).await;
     let join = next_presence_event(&mut watcher).await;
     let data: Value = serde_json::from_str(&join.data).unwrap();
-    assert_eq!((data["user"].as_str(), data["channel"].as_str()), (Some("ada"), Some("b")));
+    assert_eq!(
+        (data["user"].as_str(), data["channel"].as_str()),
+        (Some("ada"), Some("b"))
+    );
 }
 
 /// A private channel's presence is refused without a token (401) and with a token for other
@@ -162,7 +174,13 @@ async fn private_presence_needs_the_right_to_subscribe() {
     let res = app.client.get(&url).send().await.unwrap();
     assert_eq!(problem(res).await.0, 401);
     let other = token(&[], &["private.b"]);
-    let res = app.client.get(&url).bearer_auth(&other).send().await.unwrap();
+    let res = app
+        .client
+        .get(&url)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(problem(res).await.0, 403);
     let res = app
         .client
@@ -189,6 +207,39 @@ async fn private_presence_needs_the_right_to_subscribe() {
         .await
         .unwrap();
     assert_eq!(problem(res).await.0, 400);
+}
+
+/// With the application's hook, a logged-in session's stream is listed as the user the hook
+/// named (with its info); the presence read asks the hook too, so a logged-out caller is
+/// refused (403 problem+json) and a logged-in one reads it.
+#[actix_web::test]
+async fn the_hooks_user_is_listed_and_the_hook_guards_the_listing() {
+    let hook = HookApp::start();
+    let app = spawn_app_with(|s| with_hook(s, &hook)).await;
+    let alice = hook.login("alice").await;
+    let mut stream = app.stream("/stream/room.1", &[("cookie", &alice)]).await;
+    stream.wait_open().await;
+
+    let url = app.url("/channels/room.1/presence");
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(
+        problem(res).await.0,
+        403,
+        "the hook denies a caller without a session"
+    );
+    let res = app
+        .client
+        .get(&url)
+        .header("cookie", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["members"],
+        json!([{"user": "alice", "connections": 1, "info": {"name": "Alice"}}])
+    );
 }
 
 /// With `max_presence_members = 2` a third user is counted but not listed, and the listing
@@ -220,11 +271,19 @@ async fn joins_on_one_node_are_seen_on_another() {
     let mut watcher = b.stream("/stream/room?presence=1", &[]).await;
     watcher.wait_open().await;
 
-    let ada = stream_as(&a, "/stream/room", &user_token("ada", Some(json!({"n": 1})))).await;
+    let ada = stream_as(
+        &a,
+        "/stream/room",
+        &user_token("ada", Some(json!({"n": 1}))),
+    )
+    .await;
     let join = next_presence_event(&mut watcher).await;
     assert_eq!(join.event, "broker.join");
     let data: Value = serde_json::from_str(&join.data).unwrap();
-    assert_eq!(data, json!({"user": "ada", "info": {"n": 1}, "channel": "room"}));
+    assert_eq!(
+        data,
+        json!({"user": "ada", "info": {"n": 1}, "channel": "room"})
+    );
     wait_until(|| async {
         presence(&b, "room").await["members"]
             == json!([{"user": "ada", "connections": 1, "info": {"n": 1}}])

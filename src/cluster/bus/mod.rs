@@ -42,8 +42,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::{
     ClusterError,
     keys::{Keys, control_channel},
-    members,
     log::parse_event_type,
+    members,
 };
 use crate::{
     broker::{
