@@ -74,9 +74,24 @@ pub struct MemberBook {
     changed: Notify,
 }
 
+/// A channel's users here: connections and info.
+type Users = HashMap<Arc<str>, (u32, Option<Arc<RawValue>>)>;
+
+/// A channel's hash as it is to be written: its fields (none: delete it).
+struct HashWrite {
+    channel: ChannelName,
+    fields: Vec<(String, String)>,
+}
+
+/// What the writer takes at once.
+struct Work {
+    writes: Vec<HashWrite>,
+    announcements: Vec<(ChannelName, PresenceEvent)>,
+}
+
 #[derive(Default)]
 struct BookState {
-    channels: HashMap<ChannelName, HashMap<Arc<str>, (u32, Option<Arc<RawValue>>)>>,
+    channels: HashMap<ChannelName, Users>,
     /// Channels whose hash must be written again.
     dirty: HashSet<ChannelName>,
     announcements: VecDeque<(ChannelName, PresenceEvent)>,
@@ -112,16 +127,9 @@ impl MemberBook {
         self.changed.notify_one();
     }
 
-    /// What to write now: the dirty channels' users (an empty map: delete
-    /// the hash), and the announcements.
-    #[allow(clippy::type_complexity)]
-    fn take(
-        &self,
-        all: bool,
-    ) -> (
-        Vec<(ChannelName, Vec<(String, String)>)>,
-        Vec<(ChannelName, PresenceEvent)>,
-    ) {
+    /// What to write now: the dirty channels' hashes (`all`: every
+    /// channel's), and the announcements.
+    fn take(&self, all: bool) -> Work {
         let mut state = self.lock();
         let dirty: Vec<ChannelName> = match all {
             true => {
@@ -132,27 +140,35 @@ impl MemberBook {
         };
         let mut writes = Vec::with_capacity(dirty.len());
         for channel in dirty {
-            let fields = match state.channels.get(&channel) {
-                Some(users) => users
-                    .iter()
-                    .filter_map(|(user, (connections, info))| {
-                        let entry = Entry {
-                            connections: u64::from(*connections),
-                            info: info.as_deref().map(|i| i.to_owned()),
-                        };
-                        Some((user.to_string(), serde_json::to_string(&entry).ok()?))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
+            let fields: Vec<(String, String)> = state
+                .channels
+                .get(&channel)
+                .map(fields_of)
+                .unwrap_or_default();
             if fields.is_empty() {
                 state.channels.remove(&channel);
             }
-            writes.push((channel, fields));
+            writes.push(HashWrite { channel, fields });
         }
-        let announcements = state.announcements.drain(..).collect();
-        (writes, announcements)
+        Work {
+            writes,
+            announcements: state.announcements.drain(..).collect(),
+        }
     }
+}
+
+/// A channel's users as the fields of its hash.
+fn fields_of(users: &Users) -> Vec<(String, String)> {
+    users
+        .iter()
+        .filter_map(|(user, (connections, info))| {
+            let entry = Entry {
+                connections: u64::from(*connections),
+                info: info.as_deref().map(ToOwned::to_owned),
+            };
+            Some((user.to_string(), serde_json::to_string(&entry).ok()?))
+        })
+        .collect()
 }
 
 /// Every channel actor tells this node's book (see the module docs).
@@ -171,7 +187,10 @@ pub async fn run(cluster: Cluster) {
             _ = tick.tick() => true,
             _ = cluster.inner.members.changed.notified() => false,
         };
-        let (writes, announcements) = cluster.inner.members.take(all);
+        let Work {
+            writes,
+            announcements,
+        } = cluster.inner.members.take(all);
         if let Err(err) = cluster.write_members(writes).await {
             log::debug!("presence members not written error={err}");
             // Written again whole at the next interval.
@@ -186,16 +205,13 @@ pub async fn run(cluster: Cluster) {
 
 impl Cluster {
     /// Replaces this node's hash of each channel given.
-    async fn write_members(
-        &self,
-        writes: Vec<(ChannelName, Vec<(String, String)>)>,
-    ) -> Result<(), ClusterError> {
+    async fn write_members(&self, writes: Vec<HashWrite>) -> Result<(), ClusterError> {
         if writes.is_empty() {
             return Ok(());
         }
         let valid_for = (self.inner.presence_interval * 3).as_millis().max(1000) as i64;
         let keys = self.keys();
-        let writes = writes.into_iter().map(|(channel, fields)| {
+        let writes = writes.into_iter().map(|HashWrite { channel, fields }| {
             let key = keys.members(&channel, self.node_id());
             let mut pipe = redis::pipe();
             pipe.atomic().del(&key).ignore();
@@ -361,18 +377,18 @@ mod tests {
         };
         book.note(&room, &change(1, Some(true)));
         book.note(&room, &change(2, None));
-        let (writes, announcements) = book.take(false);
-        assert_eq!(writes.len(), 1);
+        let work = book.take(false);
+        assert_eq!(work.writes.len(), 1);
         assert_eq!(
-            writes[0].1,
+            work.writes[0].fields,
             vec![("ada".into(), r#"{"connections":2}"#.into())]
         );
-        assert_eq!(announcements.len(), 1);
+        assert_eq!(work.announcements.len(), 1);
         book.note(&room, &change(0, Some(false)));
-        let (writes, announcements) = book.take(false);
-        assert!(writes[0].1.is_empty(), "deleted");
-        assert!(!announcements[0].1.joined);
-        assert!(book.take(true).0.is_empty(), "nothing left to refresh");
+        let work = book.take(false);
+        assert!(work.writes[0].fields.is_empty(), "deleted");
+        assert!(!work.announcements[0].1.joined);
+        assert!(book.take(true).writes.is_empty(), "nothing left to refresh");
     }
 
     /// Only JSON objects on a channel's bus are announcements.
