@@ -227,7 +227,7 @@ impl PresenceEvent {
                 epoch: Epoch::from_raw(0),
                 seq: 0,
             },
-            event_type: EventType::parse(kind).ok(),
+            event_type: Some(EventType::notice(kind)),
             frame,
             published_at: Instant::now(),
             tags: None,

@@ -158,6 +158,7 @@ async fn multi_channel_streams_get_each_channels_joins() {
     watcher.wait_open().await;
     let _ada = stream_as(&app, "/stream/b", &user_token("ada", None)).await;
     let join = next_presence_event(&mut watcher).await;
+    assert_eq!(join.id, "", "no cursor id on a join");
     let data: Value = serde_json::from_str(&join.data).unwrap();
     assert_eq!(
         (data["user"].as_str(), data["channel"].as_str()),

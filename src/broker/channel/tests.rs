@@ -7,7 +7,9 @@ use crate::{
         Broker, BrokerError, ResumeFrom, await_reply,
         event::Event,
         history::{GapReason, HistoryPage},
+        identity::Identity,
         message::Published,
+        presence::is_presence,
         subscriber::{Delivery, Filter},
         testing::{broker, queue, send_keyed, send_publish, subscribe},
     },
@@ -197,4 +199,44 @@ async fn history_reads_in_pages_with_the_replay_rules() {
     let trimmed = broker.history(&channel, Some(ids[0]), 10).await.unwrap();
     assert_eq!(seqs(&trimmed), vec![3, 4, 5, 6]);
     assert_eq!(trimmed.gap, Some((GapReason::HistoryTrimmed, ids[1])));
+}
+
+/// A watcher gets a join when a user's first subscriber comes and a leave
+/// when its last goes (a second one announces nothing); the channel lists
+/// the user while it is there.
+#[actix::test]
+async fn watchers_get_joins_and_leaves() {
+    let broker = broker(&Settings::defaults());
+    let channel = ChannelName::parse("room").unwrap();
+    let (watcher, mut seen) = queue(16);
+    await_reply(broker.subscribe(&channel, watcher, None, true))
+        .await
+        .expect("the watcher subscribes");
+    let ada = Arc::new(Identity {
+        user: "ada".into(),
+        info: None,
+    });
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let (tab, rx) = queue(16);
+        let tab = tab.with_identity(Arc::clone(&ada));
+        await_reply(broker.subscribe(&channel, tab.clone(), None, false))
+            .await
+            .expect("a tab subscribes");
+        tabs.push((tab, rx));
+    }
+    let listed = broker.presence(&channel, true, 10).await.unwrap();
+    assert_eq!((listed.count, listed.members.len()), (3, 1));
+    assert_eq!(listed.members[0].connections, 2);
+    for (tab, _) in &tabs {
+        broker.unsubscribe(&channel, tab.id);
+    }
+    let listed = broker.presence(&channel, true, 10).await.unwrap();
+    assert_eq!((listed.count, listed.members.len()), (1, 0));
+    let mut kinds = Vec::new();
+    while let Ok(Delivery::Event(event)) = seen.try_recv() {
+        assert!(is_presence(&event));
+        kinds.push(event.event_type.as_ref().unwrap().as_str().to_owned());
+    }
+    assert_eq!(kinds, ["broker.join", "broker.leave"]);
 }
