@@ -5,8 +5,8 @@
 //! keeps the pulse book; this one lists users).
 //!
 //! Each channel actor tells this node's [`MemberBook`] every change of its
-//! listed users ([`PresenceShare`], called without waiting: a mutex and a
-//! map). A task ([`run`]) writes what changed: per channel the hash
+//! listed users (the cluster's `PresenceShare`, in `super`, called without
+//! waiting: a mutex and a map). A task ([`run`]) writes what changed: per channel the hash
 //! `<prefix>{<channel>}:members:<node>` (user → `{"connections", "info"}`),
 //! replaced whole, valid for three `cluster.presence_interval`s and
 //! rewritten every interval, so a node that dies stops being listed after
@@ -16,7 +16,7 @@
 //! watchers (`Broker::announce`); a node ignores its own.
 //!
 //! A listing (`GET /channels/{channel}/presence`) reads the other live
-//! nodes' hashes and counts ([`Cluster::remote_presence`]). Joins and
+//! nodes' hashes and counts ([`remote`]). Joins and
 //! leaves are per node: a user connected through two nodes is announced
 //! by the first, and a node that has the user itself announces neither
 //! the other's join nor its leave. Announcements wait in a bounded queue
@@ -28,16 +28,16 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
-use super::{Cluster, ClusterError, now_ms};
+use super::{Cluster, ClusterError};
 use crate::{
     broker::{
-        Broker, BrokerError,
-        presence::{ChannelPresence, Member, MemberChange, PresenceEvent, PresenceShare},
+        Broker,
+        event::now_ms,
+        presence::{ChannelPresence, Member, MemberChange, PresenceEvent},
     },
     names::ChannelName,
 };
@@ -102,8 +102,9 @@ impl MemberBook {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Notes one change of a channel's user here.
-    fn note(&self, channel: &ChannelName, change: &MemberChange) {
+    /// Notes one change of a channel's user here (what the cluster's
+    /// [`PresenceShare`](crate::broker::presence::PresenceShare) does).
+    pub fn note(&self, channel: &ChannelName, change: &MemberChange) {
         {
             let mut state = self.lock();
             let users = state.channels.entry(channel.clone()).or_default();
@@ -171,13 +172,6 @@ fn fields_of(users: &Users) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every channel actor tells this node's book (see the module docs).
-impl PresenceShare for Cluster {
-    fn changed(&self, channel: &ChannelName, change: &MemberChange) {
-        self.inner.members.note(channel, change);
-    }
-}
-
 /// Writes this node's members to Redis as they change, and all of them
 /// every `cluster.presence_interval`, until aborted.
 pub async fn run(cluster: Cluster) {
@@ -191,142 +185,131 @@ pub async fn run(cluster: Cluster) {
             writes,
             announcements,
         } = cluster.inner.members.take(all);
-        if let Err(err) = cluster.write_members(writes).await {
+        if let Err(err) = write(&cluster, writes).await {
             log::debug!("presence members not written error={err}");
             // Written again whole at the next interval.
         }
         for (channel, event) in announcements {
-            if let Err(err) = cluster.announce(&channel, &event).await {
+            if let Err(err) = announce(&cluster, &channel, &event).await {
                 log::debug!("presence announcement not sent channel={channel} error={err}");
             }
         }
     }
 }
 
-impl Cluster {
-    /// Replaces this node's hash of each channel given.
-    async fn write_members(&self, writes: Vec<HashWrite>) -> Result<(), ClusterError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let valid_for = (self.inner.presence_interval * 3).as_millis().max(1000) as i64;
-        let keys = self.keys();
-        let writes = writes.into_iter().map(|HashWrite { channel, fields }| {
-            let key = keys.members(&channel, self.node_id());
-            let mut pipe = redis::pipe();
-            pipe.atomic().del(&key).ignore();
-            if !fields.is_empty() {
-                pipe.hset_multiple(&key, &fields).ignore();
-                pipe.pexpire(&key, valid_for).ignore();
-            }
-            let mut conn = self.conn();
-            async move { pipe.query_async::<()>(&mut conn).await }
-        });
-        let written = futures_util::future::join_all(writes);
-        for outcome in self.run(async { Ok(written.await) }).await? {
-            outcome?;
-        }
-        Ok(())
+/// Replaces this node's hash of each channel given.
+async fn write(cluster: &Cluster, writes: Vec<HashWrite>) -> Result<(), ClusterError> {
+    if writes.is_empty() {
+        return Ok(());
     }
+    let valid_for = (cluster.inner.presence_interval * 3).as_millis().max(1000) as i64;
+    let keys = cluster.keys();
+    let writes = writes.into_iter().map(|HashWrite { channel, fields }| {
+        let key = keys.members(&channel, cluster.node_id());
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        if !fields.is_empty() {
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.pexpire(&key, valid_for).ignore();
+        }
+        let mut conn = cluster.conn();
+        async move { pipe.query_async::<()>(&mut conn).await }
+    });
+    let written = futures_util::future::join_all(writes);
+    for outcome in cluster.run(async { Ok(written.await) }).await? {
+        outcome?;
+    }
+    Ok(())
+}
 
-    /// Publishes a join or a leave on its channel's bus.
-    async fn announce(
-        &self,
-        channel: &ChannelName,
-        event: &PresenceEvent,
-    ) -> Result<(), ClusterError> {
-        let message = Announcement {
-            presence: if event.joined { "join" } else { "leave" }.into(),
-            node: self.node_id().to_owned(),
-            user: event.user.to_string(),
-            info: event.info.as_deref().map(|i| i.to_owned()),
-        };
-        let payload =
-            serde_json::to_string(&message).map_err(|e| ClusterError::Protocol(e.to_string()))?;
-        let command = if self.inner.commands.is_cluster() {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
-        let mut conn = self.conn();
-        self.run(
+/// Publishes a join or a leave on its channel's bus.
+async fn announce(
+    cluster: &Cluster,
+    channel: &ChannelName,
+    event: &PresenceEvent,
+) -> Result<(), ClusterError> {
+    let message = Announcement {
+        presence: if event.joined { "join" } else { "leave" }.into(),
+        node: cluster.node_id().to_owned(),
+        user: event.user.to_string(),
+        info: event.info.as_deref().map(|i| i.to_owned()),
+    };
+    let payload =
+        serde_json::to_string(&message).map_err(|e| ClusterError::Protocol(e.to_string()))?;
+    let command = if cluster.inner.commands.is_cluster() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    let mut conn = cluster.conn();
+    cluster
+        .run(
             redis::cmd(command)
-                .arg(self.keys().bus(channel))
+                .arg(cluster.keys().bus(channel))
                 .arg(payload)
                 .query_async::<i64>(&mut conn),
         )
         .await?;
-        Ok(())
-    }
+    Ok(())
+}
 
-    /// Who is on `channel` on the other live nodes: their connections (as
-    /// their last count said) and, when `members` is set, their users.
-    pub async fn remote_presence(
-        &self,
-        channel: &ChannelName,
-        members: bool,
-    ) -> Result<ChannelPresence, ClusterError> {
-        let keys = self.keys();
-        let mut conn = self.conn();
-        let nodes: Vec<String> = self
-            .run(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(keys.nodes())
-                    .arg(now_ms())
-                    .arg("+inf")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let mut presence = ChannelPresence::default();
-        let others: Vec<&String> = nodes.iter().filter(|n| *n != self.node_id()).collect();
-        if others.is_empty() {
-            return Ok(presence);
-        }
-        let mut pipe = redis::pipe();
-        for node in &others {
-            pipe.hget(keys.node_subscribers(node), channel.as_str());
-        }
-        let counts: Vec<Option<u64>> = self.run(pipe.query_async(&mut conn)).await?;
-        presence.count = counts.into_iter().flatten().fold(0u64, u64::saturating_add);
-        if !members {
-            return Ok(presence);
-        }
-        let mut pipe = redis::pipe();
-        for node in &others {
-            pipe.hgetall(keys.members(channel, node));
-        }
-        let hashes: Vec<HashMap<String, String>> = self.run(pipe.query_async(&mut conn)).await?;
-        for hash in hashes {
-            let mut listed: Vec<Member> = hash
-                .into_iter()
-                .filter_map(|(user, text)| {
-                    let entry: Entry = serde_json::from_str(&text).ok()?;
-                    Some(Member {
-                        user: user.into(),
-                        connections: entry.connections,
-                        info: entry.info.map(Arc::from),
-                    })
+/// Who is on `channel` on the other live nodes: their connections (as
+/// their last count said) and, when `members` is set, their users.
+pub async fn remote(
+    cluster: &Cluster,
+    channel: &ChannelName,
+    members: bool,
+) -> Result<ChannelPresence, ClusterError> {
+    let keys = cluster.keys();
+    let mut conn = cluster.conn();
+    let nodes: Vec<String> = cluster
+        .run(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(keys.nodes())
+                .arg(now_ms())
+                .arg("+inf")
+                .query_async(&mut conn),
+        )
+        .await?;
+    let mut presence = ChannelPresence::default();
+    let others: Vec<&String> = nodes.iter().filter(|n| *n != cluster.node_id()).collect();
+    if others.is_empty() {
+        return Ok(presence);
+    }
+    let mut pipe = redis::pipe();
+    for node in &others {
+        pipe.hget(keys.node_subscribers(node), channel.as_str());
+    }
+    let counts: Vec<Option<u64>> = cluster.run(pipe.query_async(&mut conn)).await?;
+    presence.count = counts.into_iter().flatten().fold(0u64, u64::saturating_add);
+    if !members {
+        return Ok(presence);
+    }
+    let mut pipe = redis::pipe();
+    for node in &others {
+        pipe.hgetall(keys.members(channel, node));
+    }
+    let hashes: Vec<HashMap<String, String>> = cluster.run(pipe.query_async(&mut conn)).await?;
+    for hash in hashes {
+        let mut listed: Vec<Member> = hash
+            .into_iter()
+            .filter_map(|(user, text)| {
+                let entry: Entry = serde_json::from_str(&text).ok()?;
+                Some(Member {
+                    user: user.into(),
+                    connections: entry.connections,
+                    info: entry.info.map(Arc::from),
                 })
-                .collect();
-            listed.sort_by(|a, b| a.user.cmp(&b.user));
-            presence.merge(ChannelPresence {
-                count: 0,
-                members: listed,
-                truncated: false,
-            });
-        }
-        Ok(presence)
+            })
+            .collect();
+        listed.sort_by(|a, b| a.user.cmp(&b.user));
+        presence.merge(ChannelPresence {
+            count: 0,
+            members: listed,
+            truncated: false,
+        });
     }
-
-    /// [`Peers::presence`](crate::broker::peers::Peers::presence), boxed.
-    pub(super) fn remote_presence_boxed(
-        &self,
-        channel: &ChannelName,
-        members: bool,
-    ) -> BoxFuture<'static, Result<ChannelPresence, BrokerError>> {
-        let (cluster, channel) = (self.clone(), channel.clone());
-        Box::pin(async move { Ok(cluster.remote_presence(&channel, members).await?) })
-    }
+    Ok(presence)
 }
 
 /// A message on `channel`'s bus that is a join or a leave (a JSON object;

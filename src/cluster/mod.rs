@@ -22,7 +22,8 @@
 //! [`Cluster`] is the node's handle on all of this, cheap to clone. The
 //! broker core sees it only through the traits it defines: the shared log
 //! ([`SharedLog`](crate::broker::log::SharedLog), in `log`) and the other
-//! nodes ([`Peers`](crate::broker::peers::Peers), in `presence`); its
+//! nodes ([`Peers`](crate::broker::peers::Peers), in `presence`) and
+//! presence's [`PresenceShare`] (here, filling [`members`]); its
 //! [`ReadinessCheck`] is the node's readiness.
 
 pub mod bus;
@@ -49,8 +50,13 @@ use self::{
     keys::Keys,
 };
 use crate::{
-    broker::{Broker, BrokerError, log::LogError},
+    broker::{
+        Broker, BrokerError,
+        log::LogError,
+        presence::{MemberChange, PresenceShare},
+    },
     config::{ClusterSettings, HistorySettings, PublishSettings, PulseSettings},
+    names::ChannelName,
     readiness::ReadinessCheck,
 };
 
@@ -269,6 +275,14 @@ impl Cluster {
     /// A connection for one command (clones share the connections).
     fn conn(&self) -> Commands {
         self.inner.commands.clone()
+    }
+}
+
+/// Every channel actor tells this node's members book of its users'
+/// changes, without waiting (see [`members`]).
+impl PresenceShare for Cluster {
+    fn changed(&self, channel: &ChannelName, change: &MemberChange) {
+        self.inner.members.note(channel, change);
     }
 }
 

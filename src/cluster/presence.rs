@@ -23,7 +23,7 @@ use std::{collections::HashMap, time::Duration};
 use futures_util::future::BoxFuture;
 use redis::{Script, cluster_routing::Slot};
 
-use super::{Cluster, ClusterError, now_ms, revoke};
+use super::{Cluster, ClusterError, members, now_ms, revoke};
 use crate::{
     broker::{
         Broker, BrokerError,
@@ -265,7 +265,8 @@ impl Peers for Cluster {
         channel: &ChannelName,
         members: bool,
     ) -> BoxFuture<'static, Result<ChannelPresence, BrokerError>> {
-        self.remote_presence_boxed(channel, members)
+        let (cluster, channel) = (self.clone(), channel.clone());
+        Box::pin(async move { Ok(members::remote(&cluster, &channel, members).await?) })
     }
 
     fn revoke(&self, revocation: &Revocation) -> BoxFuture<'static, Result<Revoked, BrokerError>> {
