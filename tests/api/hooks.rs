@@ -62,6 +62,48 @@ async fn sessions_decide_who_streams() {
     assert_eq!(res.status(), 403, "a logged-out session is refused");
 }
 
+/// A history read is asked of the hook as a stream of its channel is: the
+/// session's own channel reads back, another user's and a logged-out
+/// session's are refused.
+#[actix_web::test]
+async fn history_reads_ask_the_hook() {
+    let hook = HookApp::start();
+    let app = spawn_app_with(|s| with_hook(s, &hook)).await;
+    let alice = hook.login("alice").await;
+    let id = app.publish("user.alice", "\"hello\"").await;
+    let read = |path: &str, cookie: Option<&str>| {
+        let mut req = app.client.get(app.url(path));
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.send()
+    };
+
+    let res = read("/channels/user.alice/history", Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(page["events"][0]["id"], id.as_str());
+    assert_eq!(
+        hook.calls().await.1["body"]["channels"],
+        json!(["user.alice"])
+    );
+
+    for (path, cookie) in [
+        ("/channels/user.bob/history", Some(alice.as_str())),
+        ("/channels/user.alice/history", None),
+    ] {
+        let res = read(path, cookie).await.unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+}
+
 /// A slow, failing or garbage-answering application: 503 with Retry-After
 /// (the `deny` policy) within the hook's timeout, never a hang; after
 /// `breaker_failures` failures in a row the breaker answers at once,
