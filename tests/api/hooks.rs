@@ -104,6 +104,51 @@ async fn history_reads_ask_the_hook() {
     }
 }
 
+/// `/metrics` counts the hook's decisions by outcome and the requests it
+/// sent (a cached answer sends none), and shows the breaker open.
+#[actix_web::test]
+async fn metrics_count_the_hooks_decisions() {
+    let hook = HookApp::start();
+    let app = spawn_app_with(|s| {
+        with_hook(s, &hook);
+        s.hooks.breaker_failures = 1;
+        s.hooks.breaker_open_for = Duration::from_secs(30);
+    })
+    .await;
+    let alice = hook.login("alice").await;
+    hook.control(json!({"mode": "ok", "cacheFor": "60s"})).await;
+    for _ in 0..2 {
+        let mut stream = app.stream("/stream/news", &[("cookie", &alice)]).await;
+        stream.wait_open().await;
+    }
+    let logged_out = hook.login("bob").await;
+    hook.logout(&logged_out).await;
+    let res = try_stream(&app.url("/stream/news"), &[("cookie", &logged_out)]).await;
+    assert_eq!(res.status(), 403);
+    hook.control(json!({"mode": "error"})).await;
+    let res = try_stream(&app.url("/stream/other"), &[("cookie", &alice)]).await;
+    assert_eq!(res.status(), 503);
+
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "sse_broker_hook_decisions_total{outcome=\"allow\"} 2",
+        "sse_broker_hook_decisions_total{outcome=\"deny\"} 1",
+        "sse_broker_hook_decisions_total{outcome=\"failed\"} 1",
+        "sse_broker_hook_requests_total 3",
+        "sse_broker_hook_breaker_open 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+}
+
 /// A slow, failing or garbage-answering application: 503 with Retry-After
 /// (the `deny` policy) within the hook's timeout, never a hang; after
 /// `breaker_failures` failures in a row the breaker answers at once,
