@@ -15,10 +15,11 @@
 //! stream handler counts open streams; the publish handlers count refusals by
 //! HTTP status; the broker handle counts the events the cluster bus brings;
 //! the durable store sets its gauges (events and bytes on disk) when it
-//! opens and after every commit.
+//! opens and after every commit; the stream handlers count the application
+//! hook's decisions, and the scrape samples its requests and breaker.
 //!
 //! Label cardinality is bounded: the only labels are the HTTP status of a
-//! refused publish and, for channels an operator lists in
+//! refused publish, the hook decision's outcome (three values) and, for channels an operator lists in
 //! `metrics.channels`, the channel name.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -93,6 +94,17 @@ pub struct Metrics {
     /// channels with subscribers here are routed to a node, so this follows
     /// the share of the traffic the node serves, not the cluster's total.
     pub bus_received: Counter,
+    /// The application hook's decisions about streams, by outcome (cached
+    /// answers included): allowed, denied, failed (no answer in time, an
+    /// error, garbage, or the breaker open).
+    pub hook_allowed: Counter,
+    pub hook_denied: Counter,
+    pub hook_failed: Counter,
+    /// Requests sent to the application hook; set at scrape time.
+    pub hook_requests: Counter,
+    /// 1 while the hook's circuit breaker refuses calls; sampled at scrape
+    /// time.
+    pub hook_breaker_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -192,7 +204,25 @@ impl Metrics {
             "bus_events_received_total",
             "Cluster mode: events this node received from the bus (only channels it has subscribers on).",
         );
+        describe(
+            "hook_decisions_total",
+            "The application hook's decisions about streams, by outcome (allow, deny, failed); cached answers included.",
+        );
+        describe(
+            "hook_requests_total",
+            "Requests sent to the application hook (decisions minus these: answered from the cache).",
+        );
+        describe(
+            "hook_breaker_open",
+            "1 while the application hook's circuit breaker refuses calls.",
+        );
         let counter = |name: &str| recorder.register_counter(&key(name, vec![]), &METADATA);
+        let decisions = |outcome: &'static str| {
+            recorder.register_counter(
+                &key("hook_decisions_total", vec![Label::new("outcome", outcome)]),
+                &METADATA,
+            )
+        };
         let gauge = |name: &str| recorder.register_gauge(&key(name, vec![]), &METADATA);
         let metrics = Self {
             named_channels: settings.channels.iter().cloned().collect(),
@@ -214,6 +244,11 @@ impl Metrics {
             store_events: gauge("history_store_events"),
             store_bytes: gauge("history_store_bytes"),
             bus_received: counter("bus_events_received_total"),
+            hook_allowed: decisions("allow"),
+            hook_denied: decisions("deny"),
+            hook_failed: decisions("failed"),
+            hook_requests: counter("hook_requests_total"),
+            hook_breaker_open: gauge("hook_breaker_open"),
             recorder,
             handle,
         };

@@ -68,6 +68,12 @@ impl Breaker {
         }
     }
 
+    /// Whether calls are refused at `now` (open, and not yet time for a
+    /// trial).
+    pub fn is_open(&self, now: Instant) -> bool {
+        self.state().open_until.is_some_and(|until| now < until)
+    }
+
     /// The application answered (an allow or a denial).
     pub fn succeeded(&self) {
         let mut state = self.state();
@@ -101,6 +107,7 @@ mod tests {
         assert!(!breaker.failed(t0));
         assert!(breaker.failed(t0), "two in a row open it");
         assert_eq!(breaker.admit(t0 + second), Err(9 * second));
+        assert!(breaker.is_open(t0 + second));
         let later = t0 + 11 * second;
         assert!(breaker.admit(later).is_ok(), "one trial");
         assert!(breaker.admit(later).is_err(), "only one");

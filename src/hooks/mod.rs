@@ -27,7 +27,10 @@ pub mod breaker;
 pub mod question;
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -83,6 +86,10 @@ pub struct Hooks {
     /// `None` with `hooks.cache_size = 0`.
     cache: Option<Cache<Vec<u8>, Arc<Cached>>>,
     breaker: Breaker,
+    /// Requests sent to the application (a cached answer, a coalesced
+    /// question and a call the open breaker refused send none): what the
+    /// cache saves is the decisions minus these.
+    requests: AtomicU64,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -126,6 +133,7 @@ impl Hooks {
                 settings.breaker_open_for,
                 settings.timeout,
             ),
+            requests: AtomicU64::new(0),
             settings: settings.clone(),
         }))
     }
@@ -138,6 +146,16 @@ impl Hooks {
     /// `[hooks]`.
     pub fn settings(&self) -> &HooksSettings {
         &self.settings
+    }
+
+    /// Requests sent to the application so far (for `/metrics`).
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether the circuit breaker refuses calls now (for `/metrics`).
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open(Instant::now())
     }
 
     /// What a failure means for the client.
@@ -256,6 +274,7 @@ impl Hooks {
             .acquire()
             .await
             .map_err(|_| "the hook is shut down".to_owned())?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let mut request = self
             .client
             .post(self.url.clone())

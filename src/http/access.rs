@@ -399,7 +399,13 @@ pub async fn ask_hook(
     {
         return Ok(None);
     }
-    match hooks.decide(&question).await {
+    let verdict = hooks.decide(&question).await;
+    match &verdict {
+        Verdict::Allow(_) => state.metrics.hook_allowed.increment(1),
+        Verdict::Deny => state.metrics.hook_denied.increment(1),
+        Verdict::Failed { .. } => state.metrics.hook_failed.increment(1),
+    }
+    match verdict {
         Verdict::Allow(grant) => Ok(Some(HookAllow { grant, question })),
         Verdict::Deny => Err(ApiError::Forbidden(
             "the application does not allow this stream".into(),

@@ -62,6 +62,93 @@ async fn sessions_decide_who_streams() {
     assert_eq!(res.status(), 403, "a logged-out session is refused");
 }
 
+/// A history read is asked of the hook as a stream of its channel is: the
+/// session's own channel reads back, another user's and a logged-out
+/// session's are refused.
+#[actix_web::test]
+async fn history_reads_ask_the_hook() {
+    let hook = HookApp::start();
+    let app = spawn_app_with(|s| with_hook(s, &hook)).await;
+    let alice = hook.login("alice").await;
+    let id = app.publish("user.alice", "\"hello\"").await;
+    let read = |path: &str, cookie: Option<&str>| {
+        let mut req = app.client.get(app.url(path));
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.send()
+    };
+
+    let res = read("/channels/user.alice/history", Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(page["events"][0]["id"], id.as_str());
+    assert_eq!(
+        hook.calls().await.1["body"]["channels"],
+        json!(["user.alice"])
+    );
+
+    for (path, cookie) in [
+        ("/channels/user.bob/history", Some(alice.as_str())),
+        ("/channels/user.alice/history", None),
+    ] {
+        let res = read(path, cookie).await.unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+}
+
+/// `/metrics` counts the hook's decisions by outcome and the requests it
+/// sent (a cached answer sends none), and shows the breaker open.
+#[actix_web::test]
+async fn metrics_count_the_hooks_decisions() {
+    let hook = HookApp::start();
+    let app = spawn_app_with(|s| {
+        with_hook(s, &hook);
+        s.hooks.breaker_failures = 1;
+        s.hooks.breaker_open_for = Duration::from_secs(30);
+    })
+    .await;
+    let alice = hook.login("alice").await;
+    hook.control(json!({"mode": "ok", "cacheFor": "60s"})).await;
+    for _ in 0..2 {
+        let mut stream = app.stream("/stream/news", &[("cookie", &alice)]).await;
+        stream.wait_open().await;
+    }
+    let logged_out = hook.login("bob").await;
+    hook.logout(&logged_out).await;
+    let res = try_stream(&app.url("/stream/news"), &[("cookie", &logged_out)]).await;
+    assert_eq!(res.status(), 403);
+    hook.control(json!({"mode": "error"})).await;
+    let res = try_stream(&app.url("/stream/other"), &[("cookie", &alice)]).await;
+    assert_eq!(res.status(), 503);
+
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "sse_broker_hook_decisions_total{outcome=\"allow\"} 2",
+        "sse_broker_hook_decisions_total{outcome=\"deny\"} 1",
+        "sse_broker_hook_decisions_total{outcome=\"failed\"} 1",
+        "sse_broker_hook_requests_total 3",
+        "sse_broker_hook_breaker_open 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+}
+
 /// A slow, failing or garbage-answering application: 503 with Retry-After
 /// (the `deny` policy) within the hook's timeout, never a hang; after
 /// `breaker_failures` failures in a row the breaker answers at once,
