@@ -77,6 +77,8 @@ struct Keys {
     mercure: Option<TokenChecker>,
     /// The application's hook; `None` when it is off.
     hooks: Option<Arc<Hooks>>,
+    /// The application's publish hook; `None` when it is off.
+    publish_hook: Option<Arc<Hooks>>,
 }
 
 impl Keys {
@@ -111,15 +113,24 @@ impl Keys {
         // The hook's client speaks rustls (an https:// hook) on the
         // broker's provider; installing it twice is harmless.
         let _ = tls::provider().as_ref().clone().install_default();
-        let hooks = Hooks::new(&settings.hooks)
-            .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?
+        let invalid = |err| anyhow::anyhow!("invalid configuration: {err}");
+        let hooks = Hooks::subscribe(&settings.hooks)
+            .map_err(invalid)?
             .map(Arc::new);
-        if let Some(hooks) = &hooks {
-            info!(
-                "authorization hook url={} failure_policy={:?}",
-                settings.hooks.subscribe_url.trim(),
-                hooks.failure_policy()
-            );
+        let publish_hook = Hooks::publish(&settings.hooks)
+            .map_err(invalid)?
+            .map(Arc::new);
+        for (hook, url) in [
+            (&hooks, &settings.hooks.subscribe_url),
+            (&publish_hook, &settings.hooks.publish_url),
+        ] {
+            if let Some(hook) = hook {
+                info!(
+                    "authorization hook url={} failure_policy={:?}",
+                    url.trim(),
+                    hook.failure_policy()
+                );
+            }
         }
         // `true` is refused by validation; `false` said what the default says.
         if settings.limits.trust_forwarded_for.is_some() {
@@ -134,6 +145,7 @@ impl Keys {
             tls,
             mercure,
             hooks,
+            publish_hook,
         })
     }
 }
@@ -289,10 +301,11 @@ fn serve(
         tls,
         mercure,
         hooks,
+        publish_hook,
     } = keys;
-    if let Some(hooks) = &hooks {
+    for hook in [&hooks, &publish_hook].into_iter().flatten() {
         core.broker
-            .listen_for_revocations(Arc::new(ForgetAnswers(Arc::clone(hooks))));
+            .listen_for_revocations(Arc::new(ForgetAnswers(Arc::clone(hook))));
     }
     let mercure = mercure.map(|tokens| {
         web::Data::new(MercureState {
@@ -319,6 +332,7 @@ fn serve(
         limits: Limits::new(&settings.limits),
         stream_slots: StreamSlots::new(&settings.limits),
         hooks,
+        publish_hook,
     });
     let app_settings = Arc::clone(settings);
     let worker_homes = core.arbiters.is_empty().then(|| core.homes.clone());

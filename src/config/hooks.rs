@@ -19,6 +19,11 @@ pub struct HooksSettings {
     /// Where the broker `POST`s each new stream's request for a decision;
     /// empty leaves the hook off.
     pub subscribe_url: String,
+    /// Where the broker `POST`s each publish (every way in: our publish
+    /// routes, the kill endpoints, the Mercure hub) for an allow or a
+    /// denial, after the token's check; empty leaves it off. It may only
+    /// refuse what the tokens allow, never allow more.
+    pub publish_url: String,
     /// Request headers copied, as they are, into the hook request (so the
     /// application's own session middleware reads them); nothing else is
     /// sent of the client's request.
@@ -70,19 +75,27 @@ impl HooksSettings {
         !self.subscribe_url.trim().is_empty()
     }
 
-    /// The rules of the `[hooks]` section (when the hook is on).
+    /// Whether the broker asks the application before every publish.
+    pub fn publish_enabled(&self) -> bool {
+        !self.publish_url.trim().is_empty()
+    }
+
+    /// The rules of the `[hooks]` section (when a hook is on).
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |why: String| Err(ConfigError::Inconsistent(format!("hooks: {why}")));
-        if !self.enabled() {
+        if !self.enabled() && !self.publish_enabled() {
             return Ok(());
         }
-        match url::Url::parse(self.subscribe_url.trim()) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return bad(format!(
-                    "subscribe_url {:?} must be an http:// or https:// URL",
-                    self.subscribe_url
-                ));
+        for (key, url) in [
+            ("subscribe_url", &self.subscribe_url),
+            ("publish_url", &self.publish_url),
+        ] {
+            if url.trim().is_empty() {
+                continue;
+            }
+            match url::Url::parse(url.trim()) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => return bad(format!("{key} {url:?} must be an http:// or https:// URL")),
             }
         }
         if self.timeout.is_zero() {

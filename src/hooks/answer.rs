@@ -16,6 +16,10 @@
 //! else — another status, a body that is not such an object, a field out of
 //! its bounds — is a failure, never half an allow.
 //!
+//! The publish hook's answer (`hooks.publish_url`) is an allow or a denial
+//! of the publish as asked: its `channels`, `topics`, `user` and `info` are
+//! read and checked but grant nothing; `cacheFor` holds as for a stream.
+//!
 //! A [`HookGrant`] is a credential like a token: it implements
 //! [`Rights`], so the access policy weighs it as it weighs a token.
 
@@ -54,6 +58,8 @@ pub struct HookGrant {
     topics: Option<Vec<String>>,
     /// What the question asked: all allowed when the answer named none.
     asked: Vec<String>,
+    /// What was asked about: a publish's allow grants no reading.
+    asking: Asking,
 }
 
 impl HookGrant {
@@ -68,7 +74,7 @@ impl Rights for HookGrant {
     /// A channel the answer's `channels` cover, or else one the question
     /// asked for; nothing but subscribing.
     fn covers(&self, action: Action, channel: &ChannelName) -> bool {
-        if action != Action::Subscribe {
+        if action != Action::Subscribe || self.asking.is_publish() {
             return false;
         }
         match &self.channels {
@@ -180,6 +186,9 @@ pub fn read(question: &Question, status: u16, body: &[u8]) -> Result<Read, Strin
             (channels, None)
         }
         Asking::Mercure => (None, allow.topics),
+        // A publish is allowed as asked, or refused: its answer grants
+        // nothing to read.
+        Asking::Publish | Asking::MercurePublish => (None, None),
     };
     let cache_for = allow.cache_for.map(|c| match c {
         CacheFor::Seconds(secs) => Ok(Duration::from_secs(secs)),
@@ -194,6 +203,7 @@ pub fn read(question: &Question, status: u16, body: &[u8]) -> Result<Read, Strin
             channels,
             topics,
             asked: question.asked.clone(),
+            asking: question.asking,
         })),
         cache_for,
     })

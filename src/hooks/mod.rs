@@ -101,14 +101,24 @@ impl std::fmt::Debug for Hooks {
 }
 
 impl Hooks {
-    /// The hook of `settings`; `None` when it is off. Needs the process's
-    /// default TLS provider for an `https://` URL (startup installs it).
-    pub fn new(settings: &HooksSettings) -> Result<Option<Self>, String> {
-        if !settings.enabled() {
+    /// The subscribe hook of `settings` (`hooks.subscribe_url`); `None`
+    /// when it is off. Needs the process's default TLS provider for an
+    /// `https://` URL (startup installs it).
+    pub fn subscribe(settings: &HooksSettings) -> Result<Option<Self>, String> {
+        Self::new(settings, "subscribe_url", &settings.subscribe_url)
+    }
+
+    /// The publish hook of `settings` (`hooks.publish_url`), with a cache,
+    /// breaker and concurrency limit of its own; `None` when it is off.
+    pub fn publish(settings: &HooksSettings) -> Result<Option<Self>, String> {
+        Self::new(settings, "publish_url", &settings.publish_url)
+    }
+
+    fn new(settings: &HooksSettings, key: &str, url: &str) -> Result<Option<Self>, String> {
+        if url.trim().is_empty() {
             return Ok(None);
         }
-        let url = reqwest::Url::parse(settings.subscribe_url.trim())
-            .map_err(|err| format!("hooks.subscribe_url: {err}"))?;
+        let url = reqwest::Url::parse(url.trim()).map_err(|err| format!("hooks.{key}: {err}"))?;
         let forward = settings
             .forward_headers
             .iter()

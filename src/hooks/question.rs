@@ -3,8 +3,10 @@
 //! and the client's forwarded headers ([`Question`]), and the key its
 //! answer is cached under.
 //!
-//! The body is JSON, `{"channels": [...], "lastEventId": ..., "ip": ...}`
-//! (the Mercure hub's: `"topics"` instead of `"channels"`); the forwarded
+//! The body is JSON, `{"action": "subscribe", "channels": [...],
+//! "lastEventId": ..., "ip": ...}` (the Mercure hub's: `"topics"` instead
+//! of `"channels"`; the publish hook's: `"action": "publish"`, with the
+//! channels or topics published to); the forwarded
 //! headers (`hooks.forward_headers`) go as the same request headers, as
 //! the client sent them, so the application's ordinary session middleware
 //! reads them. Nothing else of the client's request is sent.
@@ -18,13 +20,30 @@ use serde::Serialize;
 /// cookie is usually well under 1 KiB).
 pub const MAX_KEY_BYTES: usize = 4096;
 
-/// Which protocol asks: the answer names channels or topics accordingly.
+/// What is asked about, and by which protocol: the body and the answer
+/// name channels or topics accordingly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Asking {
-    /// `/stream`: the body and the answer say `channels`.
+    /// A `/stream`: the body and the answer say `channels`.
     Stream,
-    /// The Mercure hub: the body and the answer say `topics`.
+    /// A Mercure subscriber: the body and the answer say `topics`.
     Mercure,
+    /// A publish to our channels (`hooks.publish_url`): `channels`.
+    Publish,
+    /// A Mercure update (`hooks.publish_url`): `topics`.
+    MercurePublish,
+}
+
+impl Asking {
+    /// Whether it asks about a publish (the publish hook).
+    pub fn is_publish(self) -> bool {
+        matches!(self, Self::Publish | Self::MercurePublish)
+    }
+
+    /// Whether what is asked are channel names (else Mercure topics).
+    pub fn names_channels(self) -> bool {
+        matches!(self, Self::Stream | Self::Publish)
+    }
 }
 
 /// One stream's question (see the module docs).
@@ -44,6 +63,7 @@ pub struct Question {
 /// The JSON body of a hook request.
 #[derive(Serialize)]
 struct Body<'a> {
+    action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     channels: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,8 +104,13 @@ impl Question {
     pub fn body(&self) -> Vec<u8> {
         let asked = Some(self.asked.as_slice());
         let body = Body {
-            channels: asked.filter(|_| self.asking == Asking::Stream),
-            topics: asked.filter(|_| self.asking == Asking::Mercure),
+            action: if self.asking.is_publish() {
+                "publish"
+            } else {
+                "subscribe"
+            },
+            channels: asked.filter(|_| self.asking.names_channels()),
+            topics: asked.filter(|_| !self.asking.names_channels()),
             last_event_id: self.last_event_id.as_deref(),
             ip: &self.ip,
         };
@@ -160,7 +185,8 @@ mod tests {
         )
     }
 
-    /// Only the listed headers are forwarded; the body names the channels.
+    /// Only the listed headers are forwarded; the body says what is asked
+    /// (subscribe or publish) and names the channels, or the topics.
     #[test]
     fn forwards_only_the_listed_headers() {
         let q = question("session=abc", &["orders"]);
@@ -169,8 +195,16 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&q.body()).expect("JSON");
         assert_eq!(
             body,
-            serde_json::json!({"channels": ["orders"], "lastEventId": "5", "ip": "10.0.0.1"})
+            serde_json::json!({"action": "subscribe", "channels": ["orders"], "lastEventId": "5", "ip": "10.0.0.1"})
         );
+        let publish = Question {
+            asking: Asking::MercurePublish,
+            ..q
+        };
+        let body: serde_json::Value = serde_json::from_slice(&publish.body()).expect("JSON");
+        assert_eq!(body["action"], "publish");
+        assert_eq!(body["topics"], serde_json::json!(["orders"]));
+        assert_eq!(body.get("channels"), None);
     }
 
     /// Keys differ by session and by channels, never by concatenation

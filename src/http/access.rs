@@ -399,13 +399,7 @@ pub async fn ask_hook(
     {
         return Ok(None);
     }
-    let verdict = hooks.decide(&question).await;
-    match &verdict {
-        Verdict::Allow(_) => state.metrics.hook_allowed.increment(1),
-        Verdict::Deny => state.metrics.hook_denied.increment(1),
-        Verdict::Failed { .. } => state.metrics.hook_failed.increment(1),
-    }
-    match verdict {
+    match count(state, hooks.decide(&question).await) {
         Verdict::Allow(grant) => Ok(Some(HookAllow { grant, question })),
         Verdict::Deny => Err(ApiError::Forbidden(
             "the application does not allow this stream".into(),
@@ -422,6 +416,56 @@ pub async fn ask_hook(
             FailurePolicy::AllowPublic => Ok(None),
         },
     }
+}
+
+/// Asks the application's publish hook (`hooks.publish_url`) about a
+/// publish to `asked` (channel names, or a Mercure update's topics), after
+/// the token's check: it may only refuse. Without the hook, `Ok`. A
+/// denial is a 403; a failure a 503 with Retry-After under the `deny`
+/// policy, or left to the tokens under `allow_public`.
+pub async fn ask_publish_hook(
+    state: &AppState,
+    req: &HttpRequest,
+    asking: Asking,
+    asked: Vec<String>,
+) -> Result<(), ApiError> {
+    let Some(hook) = &state.publish_hook else {
+        return Ok(());
+    };
+    let question = Question::new(
+        asking,
+        asked,
+        None,
+        client_ip(req, &state.settings.limits).to_string(),
+        req.headers(),
+        hook.forward_headers(),
+    );
+    match count(state, hook.decide(&question).await) {
+        Verdict::Allow(_) => Ok(()),
+        Verdict::Deny => Err(ApiError::Forbidden(
+            "the application does not allow this publish".into(),
+        )),
+        Verdict::Failed { retry_after, .. } => match hook.failure_policy() {
+            FailurePolicy::Deny => Err(ApiError::HookUnavailable {
+                detail: "the application could not be asked whether this publish may go \
+                         out: retry later"
+                    .into(),
+                retry_after_secs: retry_after.as_secs().max(1),
+            }),
+            FailurePolicy::AllowPublic => Ok(()),
+        },
+    }
+}
+
+/// Counts a hook's decision by its outcome (`/metrics`).
+fn count(state: &AppState, verdict: Verdict) -> Verdict {
+    let counter = match &verdict {
+        Verdict::Allow(_) => &state.metrics.hook_allowed,
+        Verdict::Deny => &state.metrics.hook_denied,
+        Verdict::Failed { .. } => &state.metrics.hook_failed,
+    };
+    counter.increment(1);
+    verdict
 }
 
 /// The publish rate limit (`limits.publish_rate`, `limits.publish_burst`):

@@ -3,8 +3,9 @@
 //! Before rendering it asks the registry to sample the gauges only it can
 //! compute; if the registry does not answer in time the scrape still
 //! succeeds, with the previous sample (and a high `registry_latency_seconds`
-//! would have shown why on the scrape before). The application hook's
-//! request count and breaker state are read here too.
+//! would have shown why on the scrape before). The application hooks'
+//! request counts and breaker states (subscribe and publish hooks together)
+//! are read here too.
 
 use actix_web::{HttpResponse, web};
 
@@ -19,10 +20,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             SAMPLE_TIMEOUT.as_millis()
         );
     }
-    if let Some(hooks) = &state.hooks {
-        state.metrics.hook_requests.absolute(hooks.requests_sent());
-        let open = if hooks.breaker_open() { 1.0 } else { 0.0 };
-        state.metrics.hook_breaker_open.set(open);
+    let hooks = [&state.hooks, &state.publish_hook];
+    let hooks = || hooks.into_iter().flatten();
+    if hooks().next().is_some() {
+        let sent = hooks().map(|hook| hook.requests_sent()).sum();
+        state.metrics.hook_requests.absolute(sent);
+        let open = hooks().any(|hook| hook.breaker_open());
+        state
+            .metrics
+            .hook_breaker_open
+            .set(if open { 1.0 } else { 0.0 });
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -57,6 +57,8 @@ pub struct AppState {
     pub stream_slots: Arc<stream::slots::StreamSlots>,
     /// The application's authorization hook (`[hooks]`), when configured.
     pub hooks: Option<Arc<Hooks>>,
+    /// The application's publish hook (`hooks.publish_url`), when configured.
+    pub publish_hook: Option<Arc<Hooks>>,
 }
 
 impl AppState {

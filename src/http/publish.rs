@@ -7,6 +7,9 @@
 //! with the first publish's id and stores nothing (`broker::idempotency`).
 //! The key of a batch is per item: a batch retried whole is answered the
 //! ids of the items that went through and publishes the rest.
+//!
+//! With `hooks.publish_url`, the application is asked after the token's
+//! check (a batch once, with all its channels) and may refuse.
 
 use std::time::Instant;
 
@@ -16,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::{
     AppState,
-    access::Publisher,
+    access::{Publisher, ask_publish_hook},
     body::{BodyKind, compact_json, event_data, read_body, utf8},
 };
 use crate::{
@@ -27,6 +30,7 @@ use crate::{
         message::Published,
     },
     error::ApiError,
+    hooks::Asking,
     names::{ChannelName, EventType},
 };
 
@@ -87,6 +91,7 @@ async fn publish_one_inner(
 ) -> Result<HttpResponse, ApiError> {
     let channel = ChannelName::parse(&path).map_err(ApiError::InvalidChannel)?;
     publisher.check(&channel)?;
+    ask_publish_hook(state, &req, Asking::Publish, vec![channel.to_string()]).await?;
     let event_type = parse_event_type(query.into_inner().event)?;
     let key = idempotency_key(&req)?;
     let kind = BodyKind::of(&req)?;
@@ -233,6 +238,11 @@ async fn publish_batch_inner(
             .map_err(|e| ApiError::InvalidIdempotencyKey(at(format!("idempotencyKey: {e}"))))?;
         events.push((channel, event_type, data, key));
     }
+    // One question for the batch: every channel it publishes to, once.
+    let mut channels: Vec<String> = events.iter().map(|e| e.0.to_string()).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    ask_publish_hook(state, &req, Asking::Publish, channels).await?;
     let mut answers = Vec::with_capacity(events.len());
     for (index, (channel, event_type, data, key)) in events.into_iter().enumerate() {
         let record = Record::plain(event_type, data);

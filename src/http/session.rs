@@ -1,20 +1,22 @@
 //! Seed compatibility: `DELETE /killSession` and `DELETE /killall` tell
 //! browser tabs to close their streams by publishing their ids on the
 //! `killSession` channel. With auth on, both need a token that may publish
-//! to `killSession`.
+//! to `killSession`; the publish hook, when configured, is asked as for a
+//! publish to it.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::{
     AppState,
-    access::Publisher,
+    access::{Publisher, ask_publish_hook},
     body::{BodyKind, read_body, utf8},
     publish::PublishedEvent,
 };
 use crate::{
     broker::{log::Record, pulse::validate_client_id},
     error::ApiError,
+    hooks::Asking,
     names::ChannelName,
 };
 
@@ -48,6 +50,7 @@ pub async fn kill_session(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     publisher.check(&kill_channel())?;
+    ask_publish_hook(&state, &req, Asking::Publish, vec![KILL_CHANNEL.into()]).await?;
     let kind = BodyKind::of(&req)?;
     let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
     let text = utf8(&body)?;
@@ -71,8 +74,10 @@ struct KillAllAnswer {
 pub async fn kill_all(
     state: web::Data<AppState>,
     publisher: Publisher,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     publisher.check(&kill_channel())?;
+    ask_publish_hook(&state, &req, Asking::Publish, vec![KILL_CHANNEL.into()]).await?;
     let clients = state.broker.known_clients().await?;
     let mut events = Vec::with_capacity(clients.len());
     for client in &clients {

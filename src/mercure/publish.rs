@@ -29,7 +29,10 @@ use super::{
     topic,
     update::{COPY_ID_PREFIX, EARLIEST, UpdateDraft, new_id},
 };
-use crate::http::{AppState, body::nests_deeper_than};
+use crate::{
+    hooks::Asking,
+    http::{AppState, access, body::nests_deeper_than},
+};
 
 /// Most topics one update may have (as the reference hub).
 pub const MAX_TOPICS: usize = 1000;
@@ -83,6 +86,7 @@ async fn publish_inner(
         ));
     }
     check_reserved(&draft)?;
+    access::ask_publish_hook(app, req, Asking::MercurePublish, draft.topics.clone()).await?;
     let id = draft.id.get_or_insert_with(new_id).clone();
     app.broker
         .publish(&hub_channel(), record_of(draft.clone()), received_at, false)

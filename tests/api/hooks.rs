@@ -149,6 +149,104 @@ async fn metrics_count_the_hooks_decisions() {
     }
 }
 
+/// The publish hook: a session may publish to its own channels (one
+/// question per batch, with every channel), is refused others' (403, and
+/// nothing of the batch goes out), the kill endpoints and the Mercure hub
+/// are asked too, and an application that fails gets 503 (`deny`).
+#[actix_web::test]
+async fn publishes_ask_the_publish_hook() {
+    let hook = HookApp::start();
+    let app = spawn_app_with(|s| {
+        s.hooks.publish_url = hook.hook_url();
+        s.hooks.timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let alice = hook.login("alice").await;
+    let post = |path: &str, body: &str, cookie: Option<&str>| {
+        let mut req = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.send()
+    };
+
+    let res = post("/publish/user.alice", "\"hi\"", Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let (_, last) = hook.calls().await;
+    assert_eq!(last["body"]["action"], "publish");
+    assert_eq!(last["body"]["channels"], json!(["user.alice"]));
+    assert_eq!(last["cookie"], alice.as_str());
+
+    for (path, body, cookie) in [
+        ("/publish/user.bob", "\"hi\"", Some(alice.as_str())),
+        ("/publish/user.alice", "\"hi\"", None),
+        (
+            "/publish",
+            r#"[{"channel": "user.alice", "data": 1}, {"channel": "user.bob", "data": 2}]"#,
+            Some(alice.as_str()),
+        ),
+    ] {
+        let res = post(path, body, cookie).await.unwrap();
+        assert_eq!(res.status(), 403, "{path} {body}");
+        let problem: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:sse-broker:problem:forbidden");
+    }
+    let (_, page) = app.get_json("/channels/user.alice/history").await;
+    assert_eq!(
+        page["events"].as_array().map(Vec::len),
+        Some(1),
+        "nothing of the refused batch went out: {page}"
+    );
+    let batch = r#"[{"channel": "user.alice", "data": 1}, {"channel": "room.1", "data": 2}, {"channel": "user.alice", "data": 3}]"#;
+    let res = post("/publish", batch, Some(&alice)).await.unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(
+        hook.calls().await.1["body"]["channels"],
+        json!(["room.1", "user.alice"]),
+        "one question, each channel once"
+    );
+
+    let res = app
+        .client
+        .delete(app.url("/killSession"))
+        .header("content-type", "application/json")
+        .body("\"tab-1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "the kill endpoints are publishes");
+
+    let token = crate::mercure_support::all_access(&app);
+    let hub = |cookie: Option<&str>| {
+        let mut req = app
+            .client
+            .post(app.url("/.well-known/mercure"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Bearer {token}"))
+            .body("topic=news&data=x");
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.send()
+    };
+    assert_eq!(hub(Some(&alice)).await.unwrap().status(), 200);
+    assert_eq!(hook.calls().await.1["body"]["topics"], json!(["news"]));
+    assert_eq!(hub(None).await.unwrap().status(), 403);
+
+    hook.control(json!({"mode": "error"})).await;
+    let res = post("/publish/user.alice", "\"hi\"", Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+}
+
 /// A slow, failing or garbage-answering application: 503 with Retry-After
 /// (the `deny` policy) within the hook's timeout, never a hang; after
 /// `breaker_failures` failures in a row the breaker answers at once,

@@ -12,7 +12,10 @@ Standard library only. Routes:
                     streams (POST /users/{user}/disconnect with the backend
                     token)
 - POST /hook        the broker's hook: 200 with the user and its channels
-                    for a live session, 401 otherwise
+                    for a live session, 401 otherwise; a publish question
+                    ("action": "publish", hooks.publish_url) is allowed
+                    (204) when every channel or topic asked is one of the
+                    session user's channels, else 403
 - POST /control     the test's knobs, JSON: {"mode": "ok" | "open" |
                     "slow" | "garbage" | "error", "delay": seconds,
                     "cacheFor": …, "broker": URL, "token": backend token}
@@ -24,6 +27,7 @@ Prints `listening <port>` once it serves (port 0 picks a free one).
 """
 
 import argparse
+import fnmatch
 import json
 import secrets
 import sys
@@ -184,6 +188,12 @@ class App(BaseHTTPRequestHandler):
         user = session_user(self.headers.get("cookie"))
         if user is None:
             self.answer(401, b"")
+            return
+        question = json.loads(body or b"null") or {}
+        if question.get("action") == "publish":
+            asked = question.get("channels") or question.get("topics") or []
+            mine = all(any(fnmatch.fnmatchcase(a, p) for p in CHANNELS[user]) for a in asked)
+            self.answer(204 if mine else 403)
             return
         allow = {"user": user, "info": {"name": user.title()}, "channels": CHANNELS[user]}
         if cache_for is not None:

@@ -240,7 +240,7 @@ async fn recheck(hooks: Arc<Hooks>, question: Question, outbox: Weak<Outbox>, id
             .iter()
             .filter_map(|name| ChannelName::parse(name).ok())
             .collect(),
-        Asking::Mercure => Vec::new(),
+        Asking::Mercure | Asking::Publish | Asking::MercurePublish => Vec::new(),
     };
     loop {
         tokio::time::sleep(every).await;
