@@ -127,18 +127,8 @@ impl Broker {
         received_at: Instant,
         copy: bool,
     ) -> Result<Published, BrokerError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(
-            channel,
-            ChannelMessage::Publish(Publish {
-                record,
-                idempotency: None,
-                reply: Some(reply),
-                received_at,
-                copy,
-            }),
-        );
-        await_reply(answer).await
+        self.publish_as(channel, record, None, received_at, copy)
+            .await
     }
 
     /// [`Self::publish`] under a publisher's idempotency key: a repeat of
@@ -152,15 +142,28 @@ impl Broker {
         idempotency: Idempotency,
         received_at: Instant,
     ) -> Result<Published, BrokerError> {
+        let idempotency = Some(Box::new(idempotency));
+        self.publish_as(channel, record, idempotency, received_at, false)
+            .await
+    }
+
+    async fn publish_as(
+        &self,
+        channel: &ChannelName,
+        record: Record,
+        idempotency: Option<Box<Idempotency>>,
+        received_at: Instant,
+        copy: bool,
+    ) -> Result<Published, BrokerError> {
         let (reply, answer) = oneshot::channel();
         self.send(
             channel,
             ChannelMessage::Publish(Publish {
                 record,
-                idempotency: Some(Box::new(idempotency)),
+                idempotency,
                 reply: Some(reply),
                 received_at,
-                copy: false,
+                copy,
             }),
         );
         await_reply(answer).await
