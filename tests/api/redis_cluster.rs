@@ -155,9 +155,18 @@ async fn delivered_all(
             }
         }
     };
-    tokio::time::timeout(FAILOVER_PATIENCE, read)
-        .await
-        .expect("the last acknowledged event arrived");
+    let arrived = tokio::time::timeout(FAILOVER_PATIENCE, read).await.is_ok();
+    // When it did not, say what did arrive: a stream that stalled and one
+    // that skipped the event fail differently.
+    assert!(
+        arrived,
+        "the last acknowledged event {last} did not arrive within {FAILOVER_PATIENCE:?}: \
+         {} of {} acknowledged arrived, the last ones {:?}, acknowledged last {:?}",
+        seen.len(),
+        acked.len(),
+        &seen[seen.len().saturating_sub(3)..],
+        &acked[acked.len().saturating_sub(3)..],
+    );
     let ids: HashSet<&String> = seen.iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), seen.len(), "no event was delivered twice");
     let seqs: Vec<u64> = seen.iter().map(|(id, _)| seq(id)).collect();
