@@ -15,16 +15,18 @@
 //!   the broker, starts the HTTP server, and stops everything cleanly. The
 //!   only module that knows every other.
 //! - [`broker`]: the core. Channel actors, the registry that starts and
-//!   retires them, event ids and history, the fan-out, pulses, the demo
-//!   publisher; and the traits it asks of its surroundings (a subscriber's
+//!   retires them, event ids and history, idempotent publishing, the
+//!   fan-out, presence, pulses, revocation, the demo publisher; and the
+//!   traits it asks of its surroundings (a subscriber's
 //!   sink and filter, a durable store, a shared log, the cluster's peers, a
 //!   bridge, a codec). No HTTP, Redis or database code.
 //! - [`store`]: durable history on an embedded database (redb): the
 //!   broker's `DurableStore`.
 //! - [`cluster`]: cluster mode on Redis (one server, a Redis Cluster or
 //!   Sentinel): the broker's `SharedLog` (ids, history, and the bus that
-//!   carries each channel's events to the nodes with subscribers on it) and
-//!   `Peers` (the cluster-wide directory of subscriber counts and pulses).
+//!   carries each channel's events to the nodes with subscribers on it),
+//!   `Peers` (the cluster-wide subscriber counts and pulses), presence's
+//!   members on every node, and revocations across nodes.
 //! - [`http`]: thin handlers, one file per resource, and the event-stream
 //!   machinery every protocol uses: opening a stream, the subscriber's
 //!   outbox, and the two stream writers.
@@ -40,9 +42,10 @@
 //! - [`auth`]: the one access policy every way in asks (may this caller
 //!   subscribe to, publish to or inspect this channel), and our tokens (and
 //!   the `[auth]` settings).
-//! - [`hooks`]: the application's authorization hook (asked before a stream
-//!   opens, with the client's cookies): its HTTP client, answer cache and
-//!   circuit breaker; its answer is a credential `auth`'s policy weighs.
+//! - [`hooks`]: the application's authorization hooks (asked before a
+//!   stream opens, with the client's cookies, and optionally before every
+//!   publish): the HTTP client, answer cache and circuit breaker; a stream's
+//!   answer is a credential `auth`'s policy weighs.
 //! - [`sse`]: the `text/event-stream` encoding, done once per event.
 //! - [`error`]: `ApiError`, mapped to `application/problem+json` in one place.
 //! - [`metrics`]: the Prometheus metrics and their handles (`GET /metrics`).

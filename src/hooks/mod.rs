@@ -1,7 +1,9 @@
-//! The application's authorization hook (`[hooks]`, `docs/hooks.md`): before
-//! a stream opens, the broker asks the application whether it may, with
-//! the client's own cookies and headers, so an app with ordinary sessions
-//! protects its streams without minting tokens.
+//! The application's authorization hooks (`[hooks]`, `docs/hooks.md`):
+//! before a stream opens, the broker asks the application whether it may,
+//! with the client's own cookies and headers, so an app with ordinary
+//! sessions protects its streams without minting tokens; with
+//! `hooks.publish_url`, a second [`Hooks`] asks the same way before every
+//! publish ([`Hooks::subscribe`], [`Hooks::publish`]).
 //!
 //! [`Hooks::decide`] turns a [`Question`] into a [`Verdict`]: an allow with
 //! what the application granted ([`HookGrant`], a credential the access
