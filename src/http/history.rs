@@ -6,6 +6,7 @@
 //! subscribe to it, or the application hook's allow (asked as for a
 //! stream of that channel).
 //!
+//! A page holds at most `limit` events and [`MAX_PAGE_BYTES`] of them.
 //! The page is the channel's: its history in memory (memory and durable
 //! history, where the channel's actor answers), or the shared log in
 //! cluster mode. A channel with no events (or none yet) answers an empty
@@ -29,9 +30,15 @@ use crate::{
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// Most events in one page: what one answer costs the broker to build and
-/// send (a page of 1,000 events of the largest body size is 1 GB; of
-/// typical events, well under a MB). `next` reads on.
+/// send, with [`MAX_PAGE_BYTES`]. `next` reads on.
 pub const MAX_LIMIT: usize = 1000;
+
+/// Most event bytes (their frames) in one page, whatever `limit` says: an
+/// answer is built in memory, so a page of 1,000 events of the largest
+/// body (`server.max_body_bytes`) would otherwise be a GB per request. A
+/// page always holds at least one event; past this it ends early and
+/// `next` reads on. 4 MiB is thousands of typical events.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 pub struct HistoryQuery {
@@ -98,11 +105,28 @@ pub async fn read(
     Ok(HttpResponse::Ok().json(body(page, after)))
 }
 
-/// The JSON answer of a page read after `after`.
+/// The JSON answer of a page read after `after`, cut at
+/// [`MAX_PAGE_BYTES`] (then `next` is its last event).
 fn body(page: HistoryPage, after: Option<EventId>) -> HistoryBody {
+    let mut bytes = 0usize;
+    let kept = page
+        .events
+        .iter()
+        .take_while(|event| {
+            let first = bytes == 0;
+            bytes = bytes.saturating_add(event.frame.full().len());
+            first || bytes <= MAX_PAGE_BYTES
+        })
+        .count();
+    let next = match kept < page.events.len() {
+        true => kept
+            .checked_sub(1)
+            .and_then(|last| page.events.get(last))
+            .map(|event| event.id),
+        false => page.next,
+    };
     HistoryBody {
-        events: page
-            .events
+        events: page.events[..kept]
             .iter()
             .map(|event| HistoryEvent {
                 id: event.id.to_string(),
@@ -110,7 +134,7 @@ fn body(page: HistoryPage, after: Option<EventId>) -> HistoryBody {
                 data: sse::data_of(event.frame.full()),
             })
             .collect(),
-        next: page.next.map(|id| id.to_string()),
+        next: next.map(|id| id.to_string()),
         gap: page.gap.map(|(reason, resume_from)| Gap {
             reason: reason.as_str(),
             last_event_id: after.map(|id| id.to_string()).unwrap_or_default(),

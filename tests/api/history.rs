@@ -110,6 +110,35 @@ async fn empty_channels_and_bad_parameters() {
     assert_eq!(problem(res).await.0, 400);
 }
 
+/// A page ends early at 4 MiB of events whatever `limit` says, and `next`
+/// reads on from where it ended: no answer is built of a GB of history.
+#[actix_web::test]
+async fn a_page_is_bounded_in_bytes() {
+    let app = spawn_app().await;
+    let big = "x".repeat(1_000_000);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let res = app.post("/publish/big", "text/plain", big.clone()).await;
+        assert_eq!(res.status(), 202);
+        let answer: serde_json::Value = res.json().await.unwrap();
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    let (status, page) = app.get_json("/channels/big/history?limit=100").await;
+    assert_eq!(status, 200);
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4, "4 MB of 1 MB events, not 5");
+    assert_eq!(page["next"], ids[3].as_str());
+    let (_, rest) = app
+        .get_json(&format!("/channels/big/history?after={}", ids[3]))
+        .await;
+    assert_eq!(rest["events"][0]["id"], ids[4].as_str());
+    assert_eq!(
+        rest["events"][0]["data"].as_str().map(str::len),
+        Some(1_000_000)
+    );
+    assert!(rest.get("next").is_none());
+}
+
 /// An id the history no longer covers gets the retained events and a gap, as a resuming stream gets a broker.gap notice.
 #[actix_web::test]
 async fn an_id_no_longer_covered_is_a_gap() {
