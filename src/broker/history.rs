@@ -80,6 +80,14 @@ pub struct Replay {
     pub from: EventId,
 }
 
+/// Most event bytes in one history page, whatever its `limit` says: an
+/// answer is built in memory, so a page of 1,000 events of the largest
+/// body (`server.max_body_bytes`) would otherwise be a GB per request, and
+/// in cluster mode as much read from Redis. A page always holds at least
+/// one event; past this it ends early and its `next` reads on. 4 MiB is
+/// thousands of typical events.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// A page of a channel's retained events, for a reader rather than a
 /// subscriber (`GET /channels/{channel}/history`): the same events and gap
 /// rules as a replay, at most a page of them.

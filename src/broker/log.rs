@@ -117,6 +117,15 @@ pub enum FetchFrom {
     /// Redis restarted from an older snapshot) and moves its numbering past
     /// it, so that no id this node delivered is given again.
     Since(EventId),
+    /// A history reader's page: as `After` (or `All` without a position),
+    /// but at most `most` events, and none past the one whose data takes
+    /// the page beyond `bytes` (so a reader's small `limit` never loads a
+    /// whole long history of large events).
+    Page {
+        after: Option<EventId>,
+        most: usize,
+        bytes: usize,
+    },
 }
 
 /// A backend's failure, said in words a publisher may read (503).

@@ -198,12 +198,15 @@ return out
 "#;
 
 /// KEYS: epoch, seq, stream, fence. ARGV: mode ('head', 'all', 'after' or
-/// 'since'), epoch and seq of the position, max age ms, failover jump.
+/// 'since'), epoch and seq of the position, max age ms, failover jump, most
+/// events (0: all), most data bytes (0: no bound).
 /// Returns {epoch, head, then seq, time ms, type, data per retained event
 /// after the position}. With 'after' and a position of another epoch or
 /// beyond the head, every retained event. 'since' is 'after' from a node's
 /// own position: one beyond the head (same epoch) moves the seq ahead by the
-/// jump first.
+/// jump first. With a bound (a history page), the stream is read in
+/// batches and the reading stops at `most` events, or after the event whose
+/// data takes the total past the bytes: Redis reads no more than that.
 const FETCH: &str = r#"
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -234,18 +237,38 @@ if (ARGV[1] == 'after' or ARGV[1] == 'since') and ARGV[2] == epoch
 end
 local cutoff = now_ms - max_age
 local fresh = false
-for _, entry in ipairs(redis.call('XRANGE', KEYS[3], start, '+')) do
-  local f = entry[2]
-  if fresh or tonumber(f[2]) >= cutoff then
-    fresh = true
-    local seq = string.sub(entry[1], 1, string.find(entry[1], '-', 1, true) - 1)
-    table.insert(out, seq)
-    table.insert(out, f[2])
-    table.insert(out, f[4])
-    table.insert(out, f[6])
+local most = tonumber(ARGV[6] or '0')
+local max_bytes = tonumber(ARGV[7] or '0')
+local taken, bytes = 0, 0
+local batch_size = 128
+if most == 0 and max_bytes == 0 then batch_size = 0 end
+local cursor = start
+while true do
+  local batch
+  if batch_size > 0 then
+    batch = redis.call('XRANGE', KEYS[3], cursor, '+', 'COUNT', batch_size)
+  else
+    batch = redis.call('XRANGE', KEYS[3], cursor, '+')
   end
+  for _, entry in ipairs(batch) do
+    local f = entry[2]
+    if fresh or tonumber(f[2]) >= cutoff then
+      fresh = true
+      if (most > 0 and taken >= most) or (max_bytes > 0 and bytes > max_bytes) then
+        return out
+      end
+      local seq = string.sub(entry[1], 1, string.find(entry[1], '-', 1, true) - 1)
+      table.insert(out, seq)
+      table.insert(out, f[2])
+      table.insert(out, f[4])
+      table.insert(out, f[6])
+      taken = taken + 1
+      bytes = bytes + #f[6]
+    end
+  end
+  if batch_size == 0 or #batch < batch_size then return out end
+  cursor = '(' .. batch[#batch][1]
 end
-return out
 "#;
 
 /// The compiled scripts (loaded once, then run with EVALSHA).
@@ -360,9 +383,16 @@ impl Cluster {
         let keys = self.keys();
         let (mode, epoch, seq) = match from {
             FetchFrom::Head => ("head", String::new(), 0),
-            FetchFrom::All => ("all", String::new(), 0),
-            FetchFrom::After(id) => ("after", id.epoch.raw().to_string(), id.seq),
+            FetchFrom::All | FetchFrom::Page { after: None, .. } => ("all", String::new(), 0),
+            FetchFrom::After(id)
+            | FetchFrom::Page {
+                after: Some(id), ..
+            } => ("after", id.epoch.raw().to_string(), id.seq),
             FetchFrom::Since(id) => ("since", id.epoch.raw().to_string(), id.seq),
+        };
+        let (most, bytes) = match from {
+            FetchFrom::Page { most, bytes, .. } => (most, bytes),
+            _ => (0, 0),
         };
         let mut invocation = scripts().fetch.prepare_invoke();
         invocation
@@ -374,7 +404,9 @@ impl Cluster {
             .arg(epoch)
             .arg(seq)
             .arg(millis(self.inner.history.max_age))
-            .arg(FAILOVER_SEQ_JUMP);
+            .arg(FAILOVER_SEQ_JUMP)
+            .arg(most)
+            .arg(bytes);
         let mut conn = self.conn();
         let fields: Vec<String> = self.run(invocation.invoke_async(&mut conn)).await?;
         parse_fetched(fields)

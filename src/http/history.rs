@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, access::authorize_stream};
 use crate::{
-    broker::{EventId, history::HistoryPage},
+    broker::{
+        EventId,
+        history::{HistoryPage, MAX_PAGE_BYTES},
+    },
     error::ApiError,
     names::ChannelName,
     sse,
@@ -30,15 +33,8 @@ use crate::{
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// Most events in one page: what one answer costs the broker to build and
-/// send, with [`MAX_PAGE_BYTES`]. `next` reads on.
+/// send, with [`MAX_PAGE_BYTES`] (the broker's). `next` reads on.
 pub const MAX_LIMIT: usize = 1000;
-
-/// Most event bytes (their frames) in one page, whatever `limit` says: an
-/// answer is built in memory, so a page of 1,000 events of the largest
-/// body (`server.max_body_bytes`) would otherwise be a GB per request. A
-/// page always holds at least one event; past this it ends early and
-/// `next` reads on. 4 MiB is thousands of typical events.
-pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 pub struct HistoryQuery {

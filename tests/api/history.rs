@@ -115,20 +115,52 @@ async fn empty_channels_and_bad_parameters() {
 #[actix_web::test]
 async fn a_page_is_bounded_in_bytes() {
     let app = spawn_app().await;
+    page_of_large_events(&app, &app).await;
+}
+
+/// The same bound in cluster mode, where it also bounds what is read from
+/// Redis; and a page longer than the script's read batches (128) reads on
+/// across them.
+#[actix_web::test]
+async fn a_cluster_page_is_bounded_and_reads_across_batches() {
+    let redis = RedisServer::start();
+    let writer = spawn_node(&redis.url()).await;
+    let reader = spawn_node(&redis.url()).await;
+    page_of_large_events(&writer, &reader).await;
+    let mut published = Vec::new();
+    for n in 0..300 {
+        published.push(writer.publish("many", &format!("{n}")).await);
+    }
+    let (_, page) = reader.get_json("/channels/many/history?limit=1000").await;
+    assert_eq!(ids(&page), published);
+    assert!(page.get("next").is_none());
+    let (_, page) = reader
+        .get_json(&format!(
+            "/channels/many/history?after={}&limit=200",
+            published[49]
+        ))
+        .await;
+    assert_eq!(ids(&page), published[50..250]);
+    assert_eq!(page["next"], published[249].as_str());
+}
+
+/// Publishes five 1 MB events through `writer` and reads them through
+/// `reader` in pages of at most 4 MiB.
+async fn page_of_large_events(writer: &TestApp, reader: &TestApp) {
     let big = "x".repeat(1_000_000);
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let res = app.post("/publish/big", "text/plain", big.clone()).await;
+        let res = writer.post("/publish/big", "text/plain", big.clone()).await;
         assert_eq!(res.status(), 202);
         let answer: serde_json::Value = res.json().await.unwrap();
         ids.push(answer["id"].as_str().unwrap().to_owned());
     }
-    let (status, page) = app.get_json("/channels/big/history?limit=100").await;
+    let (status, page) = reader.get_json("/channels/big/history?limit=100").await;
     assert_eq!(status, 200);
     let events = page["events"].as_array().unwrap();
     assert_eq!(events.len(), 4, "4 MB of 1 MB events, not 5");
     assert_eq!(page["next"], ids[3].as_str());
-    let (_, rest) = app
+    let (_, rest) = reader
         .get_json(&format!("/channels/big/history?after={}", ids[3]))
         .await;
     assert_eq!(rest["events"][0]["id"], ids[4].as_str());

@@ -32,7 +32,7 @@ use crate::{
         codec::Codec,
         error::BrokerError,
         event::{Epoch, Event, EventId},
-        history::{GapReason, Replay},
+        history::{GapReason, MAX_PAGE_BYTES, Replay},
         idempotency::Logged,
         log::{Fetched, LogEntry, LogError, Origin, Submission},
         members::Members,
@@ -692,7 +692,7 @@ impl ChannelActor {
                 let _ = reply.send(log.read(after, limit));
             }
             ChannelLog::Shared(cursor) => {
-                let read = cursor.read_history(&self.name, after);
+                let read = cursor.read_history(&self.name, after, limit, MAX_PAGE_BYTES);
                 ctx.spawn(read.into_actor(self).map(move |fetched, actor, _| {
                     let page = fetched.map_err(BrokerError::from).map(|fetched| {
                         SharedCursor::history_page(

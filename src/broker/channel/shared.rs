@@ -442,9 +442,19 @@ impl SharedCursor {
     /// A read of the log for a history reader: the retained events after
     /// `after`, or all of them. It moves nothing: the cursor is the
     /// subscribers' business.
-    pub fn read_history(&self, channel: &ChannelName, after: Option<EventId>) -> Read {
-        let from = after.map_or(FetchFrom::All, FetchFrom::After);
-        self.log.fetch(channel, from)
+    /// Reads what a history page of at most `limit` events and about
+    /// `bytes` of data needs: one event more than the page, so that it
+    /// knows whether more follow.
+    pub fn read_history(
+        &self,
+        channel: &ChannelName,
+        after: Option<EventId>,
+        limit: usize,
+        bytes: usize,
+    ) -> Read {
+        let most = limit.saturating_add(1);
+        self.log
+            .fetch(channel, FetchFrom::Page { after, most, bytes })
     }
 
     /// A history reader's page of what the log returned, with `codec`:

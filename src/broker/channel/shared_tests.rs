@@ -134,6 +134,7 @@ impl SharedLog for Arc<MemoryLog> {
             FetchFrom::Head => head,
             FetchFrom::All => 0,
             FetchFrom::After(id) | FetchFrom::Since(id) => id.seq,
+            FetchFrom::Page { after, .. } => after.map_or(0, |id| id.seq),
         };
         let entries = entries.into_iter().filter(|e| e.seq > after).collect();
         Box::pin(std::future::ready(Ok(Fetched {
