@@ -307,11 +307,7 @@ impl Cluster {
     ) -> Result<Vec<Logged>, ClusterError> {
         let keys = self.keys();
         let history = &self.inner.history;
-        let publish = if self.inner.commands.is_cluster() {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
+        let publish = self.publish_command();
         let mut invocation = scripts().publish.prepare_invoke();
         invocation
             .key(keys.epoch(channel))

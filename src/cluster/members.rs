@@ -36,7 +36,6 @@ use super::{Cluster, ClusterError};
 use crate::{
     broker::{
         Broker,
-        event::now_ms,
         presence::{ChannelPresence, Member, MemberChange, PresenceEvent},
     },
     names::ChannelName,
@@ -234,21 +233,8 @@ async fn announce(
         user: event.user.to_string(),
         info: event.info.as_deref().map(|i| i.to_owned()),
     };
-    let payload =
-        serde_json::to_string(&message).map_err(|e| ClusterError::Protocol(e.to_string()))?;
-    let command = if cluster.inner.commands.is_cluster() {
-        "SPUBLISH"
-    } else {
-        "PUBLISH"
-    };
-    let mut conn = cluster.conn();
     cluster
-        .run(
-            redis::cmd(command)
-                .arg(cluster.keys().bus(channel))
-                .arg(payload)
-                .query_async::<i64>(&mut conn),
-        )
+        .publish_json(cluster.keys().bus(channel), &message)
         .await?;
     Ok(())
 }
@@ -261,18 +247,9 @@ pub async fn remote(
     members: bool,
 ) -> Result<ChannelPresence, ClusterError> {
     let keys = cluster.keys();
+    let others = cluster.other_live_nodes().await?;
     let mut conn = cluster.conn();
-    let nodes: Vec<String> = cluster
-        .run(
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(keys.nodes())
-                .arg(now_ms())
-                .arg("+inf")
-                .query_async(&mut conn),
-        )
-        .await?;
     let mut presence = ChannelPresence::default();
-    let others: Vec<&String> = nodes.iter().filter(|n| *n != cluster.node_id()).collect();
     if others.is_empty() {
         return Ok(presence);
     }

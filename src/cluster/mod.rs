@@ -276,6 +276,54 @@ impl Cluster {
     fn conn(&self) -> Commands {
         self.inner.commands.clone()
     }
+
+    /// The pub/sub command that reaches `key`'s followers: `SPUBLISH` on a
+    /// Redis Cluster (only the key's shard carries it), `PUBLISH` otherwise.
+    fn publish_command(&self) -> &'static str {
+        if self.inner.commands.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Publishes `message` as JSON on the pub/sub channel `key`; answers
+    /// how many subscribers (nodes) it reached.
+    async fn publish_json(
+        &self,
+        key: String,
+        message: &impl serde::Serialize,
+    ) -> Result<usize, ClusterError> {
+        let payload =
+            serde_json::to_string(message).map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        let mut conn = self.conn();
+        self.run(
+            redis::cmd(self.publish_command())
+                .arg(key)
+                .arg(payload)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// The other nodes that are alive now (their presence entry has not
+    /// expired).
+    async fn other_live_nodes(&self) -> Result<Vec<String>, ClusterError> {
+        let mut conn = self.conn();
+        let nodes: Vec<String> = self
+            .run(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.keys().nodes())
+                    .arg(now_ms())
+                    .arg("+inf")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(nodes
+            .into_iter()
+            .filter(|node| node != self.node_id())
+            .collect())
+    }
 }
 
 /// Every channel actor tells this node's members book of its users'

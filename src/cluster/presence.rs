@@ -127,17 +127,8 @@ impl Cluster {
     /// Subscriber counts per channel on every *other* live node, summed.
     pub async fn remote_subscriber_counts(&self) -> Result<HashMap<String, u64>, ClusterError> {
         let keys = self.keys();
+        let others = self.other_live_nodes().await?;
         let mut conn = self.conn();
-        let nodes: Vec<String> = self
-            .run(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(keys.nodes())
-                    .arg(now_ms())
-                    .arg("+inf")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let others: Vec<&String> = nodes.iter().filter(|n| *n != self.node_id()).collect();
         let mut totals = HashMap::new();
         if others.is_empty() {
             return Ok(totals);

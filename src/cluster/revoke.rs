@@ -153,21 +153,8 @@ pub async fn ask(cluster: &Cluster, revocation: &Revocation) -> Result<Revoked, 
 
 /// Publishes a control message; answers how many nodes it reached.
 async fn publish(cluster: &Cluster, message: &Message) -> Result<usize, ClusterError> {
-    let payload =
-        serde_json::to_string(message).map_err(|e| ClusterError::Protocol(e.to_string()))?;
-    let command = if cluster.inner.commands.is_cluster() {
-        "SPUBLISH"
-    } else {
-        "PUBLISH"
-    };
-    let mut conn = cluster.conn();
     cluster
-        .run(
-            redis::cmd(command)
-                .arg(cluster.keys().control())
-                .arg(payload)
-                .query_async(&mut conn),
-        )
+        .publish_json(cluster.keys().control(), message)
         .await
 }
 
