@@ -19,7 +19,12 @@
 #   on two keep-alive connections over those channels (each fanned out to its
 #   one subscriber), and the counters are dumped.
 # Prints instructions per connect and per publish; the dumps stay in OUT_DIR
-# for callgrind_annotate. Bounded: a few thousand requests, loopback only,
+# for callgrind_annotate.
+#
+# With REDIS=1 the broker is a cluster node on its own redis-server (started
+# here on a free port, under callgrind too): the publish phase then also
+# counts the Redis server's instructions per publish (the script, the bus
+# message, the connections' reads and writes). Bounded: a few thousand requests, loopback only,
 # every wait has a timeout; takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,13 +34,23 @@ CONNECTS=${CONNECTS:-2000}
 PUBLISHES=${PUBLISHES:-5000}
 mkdir -p "$OUT"
 LOG="$OUT/broker.log"
+REDIS_ARGS=()
+RVG=
+if [ -n "${REDIS:-}" ]; then
+  RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/redis.%p" \
+    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+  RVG=$!
+  for _ in $(seq 300); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  REDIS_ARGS=(--redis "redis://127.0.0.1:$RPORT")
+fi
 
 SSE_BROKER__DEMO__ENABLED=false SSE_BROKER__LIMITS__MAX_STREAMS_PER_IP=0 \
 SSE_BROKER__LIMITS__PUBLISH_RATE=0 SSE_BROKER__SERVER__WORKERS=1 RUST_LOG=warn,sse_broker::startup=info \
   valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.%p" \
-  "$BIN" --bind 127.0.0.1:0 2>"$LOG" &
+  "$BIN" --bind 127.0.0.1:0 "${REDIS_ARGS[@]}" 2>"$LOG" &
 VG=$!
-trap 'kill $VG 2>/dev/null || true' EXIT
+trap 'kill $VG $RVG 2>/dev/null || true' EXIT
 port=
 for _ in $(seq 600); do
   port=$(sed -n 's/.*listening addr=127.0.0.1:\([0-9]*\).*/\1/p' "$LOG")
@@ -45,19 +60,20 @@ done
 [ -n "$port" ] || { cat "$LOG"; echo "the broker did not start" >&2; exit 1; }
 
 # `callgrind_control -z` zeroes, `-d` dumps (numbered files in OUT).
-python3 - "$port" "$VG" "$CONNECTS" "$PUBLISHES" "$OUT" <<'PY'
+python3 - "$port" "$VG" "$CONNECTS" "$PUBLISHES" "$OUT" "$RVG" <<'PY'
 import glob, os, re, socket, subprocess, sys, time
 
 port, pid, connects, publishes, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+redis_pid = sys.argv[6]
 CHANNELS = 100
 TIMEOUT = 60
 
-def control(flag):
-    subprocess.run(["callgrind_control", flag, pid], check=True, capture_output=True, timeout=TIMEOUT)
+def control(flag, of=None):
+    subprocess.run(["callgrind_control", flag, of or pid], check=True, capture_output=True, timeout=TIMEOUT)
 
-def dumped_instructions():
+def dumped_instructions(prefix="callgrind", of=None):
     """Ir of the newest dump (callgrind numbers them .1, .2, ...)."""
-    files = sorted(glob.glob(f"{out}/callgrind.{pid}.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
+    files = sorted(glob.glob(f"{out}/{prefix}.{of or pid}.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
     with open(files[-1]) as f:
         for line in f:
             if line.startswith("summary:") or line.startswith("totals:"):
@@ -109,11 +125,31 @@ for i in range(connects):
 control("-d")
 per_connect = dumped_instructions() / connects
 
+# Every stream reads what reaches it (the bus may bring an event after its
+# publish was answered): a full socket would stall the broker.
+def drain():
+    for s in readers:
+        s.setblocking(False)
+        try:
+            while s.recv(65536):
+                pass
+        except BlockingIOError:
+            pass
+        s.setblocking(True)
+
+if redis_pid:
+    control("-z", redis_pid)
 control("-z")
 for i in range(publishes):
     publish(pubs[i % 2], i)
+    if i % 500 == 499:
+        drain()
+time.sleep(0.5)  # the last bus messages
 control("-d")
 per_publish = dumped_instructions() / publishes
+if redis_pid:
+    control("-d", redis_pid)
+    print(f"Redis instructions per publish: {dumped_instructions('redis', redis_pid) / publishes:,.0f}")
 
 print(f"instructions per connect: {per_connect:,.0f} ({connects} connects over {CHANNELS} running channels)")
 print(f"instructions per publish: {per_publish:,.0f} ({publishes} publishes, over {CHANNELS} channels of one subscriber each)")

@@ -25,6 +25,7 @@ SHARES=${SHARES:-"10 20 30 40"}   # … served by 4 nodes, this many each (one s
 ROUTE_RATE=${ROUTE_RATE:-1000}    # routing: events/s over all channels, open loop
 TP_CHANNELS=${TP_CHANNELS:-100}   # publish/scale: channels per load generator, one subscriber each, closed loop
 PUBLISHERS=${PUBLISHERS:-8}       # publish/scale: keep-alive publishers per load generator
+PUB_SETUPS=${PUB_SETUPS:-"solo single cluster replicas wait"}  # publish: which setups, in this order
 SUBS=${SUBS:-1000}                # latency: subscribers …
 LAT_CHANNELS=${LAT_CHANNELS:-10}  # … over this many channels …
 LAT_RATE=${LAT_RATE:-500}         # … at this many events/s
@@ -114,6 +115,14 @@ redis_cpu() {
     awk -F: '/^used_cpu_(sys|user):/{s += $2} END {printf "%.3f", s}'
 }
 
+# Reads of client requests (each one read syscall, whatever number of
+# commands it brought: pipelining shows as fewer reads than commands) summed
+# over the servers of this part.
+redis_reads() {
+  for port in "${REDIS_PORTS[@]}"; do redis-cli -p "$port" info stats 2>/dev/null || true; done |
+    awk -F: '/^total_reads_processed:/{s += $2} END {printf "%d", s}'
+}
+
 # lg NAME SUB_NODE PUB_NODE PID_NODE ARGS...: one load generator run, report in $OUT/NAME.json.
 lg() {
   local name=$1 sub=$2 pub=$3 pid=$4; shift 4
@@ -148,18 +157,26 @@ part_routing() {
 
 # publish_run NAME: the closed-loop workload on node 1 alone (subscribers and publishers there).
 publish_run() {
-  local cpu0; cpu0=$(redis_cpu)
+  local cpu0 reads0; cpu0=$(redis_cpu); reads0=$(redis_reads)
   lg "$1" 1 1 1 --subscribers "$TP_CHANNELS" --channels "$TP_CHANNELS" --rate 0 --publishers "$PUBLISHERS"
   echo "$(redis_cpu) $cpu0" > "$OUT/$1.redis-cpu"
+  echo "$(redis_reads) $reads0" > "$OUT/$1.redis-reads"
 }
 
 part_publish() {
-  SEEDS=""; MODE=standalone; node 1; publish_run pubsolo; stop_all
-  redis_single; node 1; publish_run pubsingle; stop_all
-  redis_cluster 3 0; node 1; publish_run pubcluster; stop_all
-  redis_cluster 3 1; node 1; publish_run pubreplicas; stop_all
-  redis_cluster 3 1; node 1 SSE_BROKER__CLUSTER__PUBLISH_WAIT_REPLICAS=1; publish_run pubwait; stop_all
-  summary publish pubsolo pubsingle pubcluster pubreplicas pubwait
+  local runs=()
+  for setup in $PUB_SETUPS; do
+    case $setup in
+      solo) SEEDS=""; MODE=standalone; node 1 ;;
+      single) redis_single; node 1 ;;
+      cluster) redis_cluster 3 0; node 1 ;;
+      replicas) redis_cluster 3 1; node 1 ;;
+      wait) redis_cluster 3 1; node 1 SSE_BROKER__CLUSTER__PUBLISH_WAIT_REPLICAS=1 ;;
+      *) echo "unknown publish setup $setup" >&2; return 1 ;;
+    esac
+    publish_run "pub$setup"; stop_all; runs+=("pub$setup")
+  done
+  summary publish "${runs[@]}"
 }
 
 part_scale() {

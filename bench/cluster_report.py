@@ -34,6 +34,15 @@ def redis_cpu(name):
         return None
 
 
+def redis_reads(name):
+    """Request reads by the Redis servers of the run while it ran."""
+    try:
+        after, before = open(os.path.join(OUT, f"{name}.redis-reads")).read().split()
+        return int(after) - int(before)
+    except (OSError, ValueError):
+        return None
+
+
 def us_per(seconds, count):
     return f"{seconds * 1e6 / count:.1f}" if seconds is not None and count else "–"
 
@@ -64,8 +73,8 @@ def publish(names):
     }
     base = step(names[0]).get("achieved_rate") or 0
     print("| setup | publishes/s (closed loop) | vs standalone | publish RTT p50 / p99 ms "
-          "| node CPU µs/publish | Redis CPU µs/publish | lost |")
-    print("|---|---|---|---|---|---|---|")
+          "| node CPU µs/publish | Redis CPU µs/publish | Redis reads/publish | lost |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in names:
         s = step(name)
         rate, published = s.get("achieved_rate", 0), s.get("published", 0)
@@ -73,7 +82,12 @@ def publish(names):
         print(f"| {labels.get(name, name)} | {rate:.0f} | {rate / base if base else 0:.2f}x | "
               f"{rtt.get('p50', 0):.2f} / {rtt.get('p99', 0):.2f} | "
               f"{us_per(s.get('broker_cpu_secs'), published)} | "
-              f"{us_per(redis_cpu(name), published)} | {s.get('lost', '–')} |")
+              f"{us_per(redis_cpu(name), published)} | {per(redis_reads(name), published)} | "
+              f"{s.get('lost', '–')} |")
+
+
+def per(count, published):
+    return f"{count / published:.2f}" if count is not None and published else "–"
 
 
 def scale(counts):

@@ -188,10 +188,15 @@ pub trait SharedLog: Send + Sync {
     /// when its digest differs, and is neither stored nor broadcast. `seen`
     /// is the newest event of the channel this node delivered, if any: the
     /// log never numbers at or below it again, even when it lost it.
+    ///
+    /// The log also carries the new events back to every node that follows
+    /// the channel, this one included; the channel may deliver them here
+    /// from the answer first (see `SharedCursor::stored`) and then drops
+    /// the bus's copy as one it has.
     fn append(
         &self,
         channel: &ChannelName,
-        submissions: Vec<Submission>,
+        submissions: Arc<[Submission]>,
         seen: Option<EventId>,
     ) -> BoxFuture<'static, Result<Vec<Logged>, LogError>>;
 

@@ -28,23 +28,17 @@ impl Keys {
         }
     }
 
-    pub fn epoch(&self, channel: &ChannelName) -> String {
-        format!("{}{{{channel}}}:epoch", self.prefix)
-    }
-
-    pub fn seq(&self, channel: &ChannelName) -> String {
-        format!("{}{{{channel}}}:seq", self.prefix)
+    /// Hash of the channel's log state: `e` its epoch, `s` the seq it
+    /// numbered last, `f` the fence (the seq this Redis process wrote last,
+    /// kept on the primary only and never replicated: a promoted replica
+    /// lacks it, which is how the publish script notices a failover) and
+    /// `x` when its TTLs were set last (ms). See `log`.
+    pub fn state(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:log", self.prefix)
     }
 
     pub fn stream(&self, channel: &ChannelName) -> String {
         format!("{}{{{channel}}}:events", self.prefix)
-    }
-
-    /// The seq this Redis process last wrote for the channel, kept on the
-    /// primary only (never replicated): a promoted replica lacks it, which
-    /// is how the publish script notices a failover (see `log`).
-    pub fn fence(&self, channel: &ChannelName) -> String {
-        format!("{}{{{channel}}}:fence", self.prefix)
     }
 
     /// A publisher's idempotency key on the channel: the first publish's
@@ -122,10 +116,8 @@ mod tests {
         let bus = keys.bus(&orders);
         let retry = IdempotencyKey::parse("job {7}").unwrap();
         for key in [
-            keys.epoch(&orders),
-            keys.seq(&orders),
+            keys.state(&orders),
             keys.stream(&orders),
-            keys.fence(&orders),
             keys.idempotency(&orders, &retry),
             keys.members(&orders, "n1"),
         ] {

@@ -1,10 +1,10 @@
-//! The shared event log in Redis: per channel an epoch, a seq counter and a
-//! Redis Stream of the retained events. Two Lua scripts, each atomic and in
-//! one slot (the channel's keys share a hash tag, see `keys`):
+//! The shared event log in Redis: per channel one state hash (epoch, seq,
+//! fence) and a Redis Stream of the retained events. Two Lua scripts, each
+//! atomic and in one slot (the channel's keys share a hash tag, see `keys`):
 //!
 //! - **publish** checks and records the publishers' idempotency keys (a
 //!   repeat is answered the first publish's id and stored again nowhere),
-//!   assigns the next ids (`INCRBY`), appends the events to the
+//!   assigns the next ids, appends the events to the
 //!   stream (trimmed to `history.max_events`, and by age every 16th seq:
 //!   reads skip older entries anyway), and publishes them
 //!   as one message on the channel's bus (`SPUBLISH` on a Redis Cluster, so
@@ -12,7 +12,12 @@
 //!   order and all or nothing. The publishers' 202 waits for the script
 //!   (and, with `cluster.publish_wait_replicas`, for `WAIT`); an event that
 //!   was acknowledged is therefore in the stream, and every following node
-//!   sees it on the bus in seq order.
+//!   sees it on the bus in seq order. A publish without idempotency keys
+//!   makes six `redis.call`s (`TIME`, `HMGET` of the state, `HSET` of the
+//!   seq, `XADD`, `HSET` of the fence, `PUBLISH`); the keys' TTLs are set
+//!   again only once a quarter of `history.max_age` has passed (and by the
+//!   nodes' presence tick for channels with subscribers), and the age trim
+//!   runs every 16th seq.
 //! - **fetch** reads the channel's epoch, head seq and retained events after
 //!   a position: the replay for a resuming client, or the hole a channel
 //!   actor found in what the bus brought.
@@ -20,7 +25,8 @@
 //! Epochs: the first script that touches a channel with no epoch sets one
 //! from Redis' clock (`TIME`, in microseconds) and starts its seq and stream
 //! afresh. A Redis restarted empty, or a channel whose keys expired after
-//! `history.max_age` of silence, thus gets a new epoch, and ids of the old
+//! `history.max_age` of silence (up to a quarter more: see
+//! [`state_ttl_ms`]), thus gets a new epoch, and ids of the old
 //! one are answered with an `unknown-epoch` gap, exactly like the
 //! standalone broker after a restart. Stream entry ids are `<seq>-0`, so a
 //! position is found without a lookup.
@@ -47,10 +53,10 @@
 //! the bus is back); a publish through a node that never saw them may
 //! still reuse one in between, which only those nodes' catch-up ends.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use redis::{ErrorKind, Script, ScriptInvocation, ServerErrorKind};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
 
 use super::{Cluster, ClusterError, connections::Commands};
 use crate::{
@@ -69,8 +75,8 @@ use crate::{
 /// failovers.
 pub const FAILOVER_SEQ_JUMP: u64 = 1 << 32;
 
-/// KEYS: epoch, seq, stream, fence, then the idempotency key of each
-/// submission that has one, in order. ARGV: publish command, bus channel,
+/// KEYS: the channel's state hash, its stream, then the idempotency key of
+/// each submission that has one, in order. ARGV: publish command, bus channel,
 /// channel, max events, max age ms, failover jump, the epoch and seq the
 /// publishing node delivered last ('' and 0 for none), the idempotency
 /// window ms, then per submission its type ('' for none), data, the index
@@ -128,63 +134,85 @@ if #stored == 0 then
   for _, answer in ipairs(answers) do out[#out + 1] = answer end
   return out
 end
+-- Numbers reach Redis and the bus as text made here with '%d' (or taken
+-- from ARGV as sent): Lua's own number-to-text conversion formats floats,
+-- which was the script's largest single cost.
 local time = redis.call('TIME')
-local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ms = math.floor(tonumber(time[2]) / 1000)
+local now_ms = tonumber(time[1]) * 1000 + ms
+local now_text = time[1] .. string.format('%03d', ms)
 local max_events = tonumber(ARGV[4])
 local max_age = tonumber(ARGV[5])
 local ttl = math.max(max_age, 1000)
-local epoch = redis.call('GET', KEYS[1])
+-- The channel's state: epoch, seq, fence and when its TTLs were set last.
+local state = redis.call('HMGET', KEYS[1], 'e', 's', 'f', 'x')
+local epoch, seq = state[1], tonumber(state[2] or '0')
+local refreshed = tonumber(state[4] or '0')
+local fields = {}
 if not epoch then
   epoch = time[1] .. string.format('%06d', tonumber(time[2]))
-  redis.call('SET', KEYS[1], epoch)
-  redis.call('DEL', KEYS[2], KEYS[3])
-else
-  local seq = redis.call('GET', KEYS[2])
-  if (seq and redis.call('GET', KEYS[4]) ~= seq)
-    or (ARGV[7] == epoch and tonumber(seq or '0') < tonumber(ARGV[8])) then
-    -- Another server wrote this channel last, or this one lost events a
-    -- node delivered: do not reuse their seqs.
-    redis.call('INCRBY', KEYS[2], ARGV[6])
-  end
+  fields = {'e', epoch}
+  seq, refreshed = 0, 0
+  redis.call('DEL', KEYS[2])
+elseif (state[2] and state[3] ~= state[2])
+  or (ARGV[7] == epoch and seq < tonumber(ARGV[8])) then
+  -- Another server wrote this channel last, or this one lost events a
+  -- node delivered: do not reuse their seqs.
+  seq = seq + tonumber(ARGV[6])
 end
-local last = redis.call('INCRBY', KEYS[2], #stored)
-local first = last - #stored + 1
-local message = {ARGV[3], epoch, string.format('%d', first), now_ms, #stored}
+local first = seq + 1
+local last = seq + #stored
+local last_text = string.format('%d', last)
+fields[#fields + 1] = 's'
+fields[#fields + 1] = last_text
+-- Keys of a channel silent for longer than its history age go away: the
+-- TTLs are set a quarter longer than that age, and set again only once a
+-- quarter of it has passed (not on every publish).
+local refresh = now_ms - refreshed > ttl / 4
+if refresh then
+  fields[#fields + 1] = 'x'
+  fields[#fields + 1] = now_text
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+local message = {ARGV[3], epoch, string.format('%d', first), now_text,
+  string.format('%d', #stored)}
 for i, at in ipairs(stored) do
   local seq = string.format('%d', first + i - 1)
   local event_type, data = ARGV[at], ARGV[at + 1]
   if max_events > 0 then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', max_events,
-      seq .. '-0', 't', now_ms, 'e', event_type, 'd', data)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4],
+      seq .. '-0', 't', now_text, 'e', event_type, 'd', data)
   end
   local k = tonumber(ARGV[at + 2])
   if k > 0 then
     redis.call('SET', KEYS[k], ARGV[at + 3] .. ' ' .. epoch .. ' ' .. seq, 'PX', ARGV[9])
   end
   message[#message + 1] = event_type
-  message[#message + 1] = #data
+  message[#message + 1] = string.format('%d', #data)
   message[#message + 1] = data
 end
 if max_events > 0 and math.floor(last / 16) ~= math.floor((first - 1) / 16) then
   -- Age retention, every 16th seq (each redis.call costs; reads skip stale
   -- entries anyway): the oldest entry decides whether a bounded trim is due.
   local cutoff = now_ms - max_age
-  local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
   if #oldest > 0 and tonumber(oldest[1][2][2]) < cutoff then
-    local batch = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 256)
+    local batch = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 256)
     local keep = nil
     for _, entry in ipairs(batch) do
       if tonumber(entry[2][2]) >= cutoff then keep = entry[1] break end
     end
-    if keep then redis.call('XTRIM', KEYS[3], 'MINID', keep) end
+    if keep then redis.call('XTRIM', KEYS[2], 'MINID', keep) end
   end
 end
--- Keys of a channel silent for longer than its history age go away.
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
+if refresh then
+  local lifetime = string.format('%d', ttl + math.floor(ttl / 4))
+  redis.call('PEXPIRE', KEYS[1], lifetime)
+  redis.call('PEXPIRE', KEYS[2], lifetime)
+end
+-- The fence: this server wrote the channel last (never replicated).
 redis.set_repl(redis.REPL_AOF)
-redis.call('SET', KEYS[4], string.format('%d', last), 'PX', ttl)
+redis.call('HSET', KEYS[1], 'f', last_text)
 redis.set_repl(redis.REPL_ALL)
 redis.call(ARGV[1], ARGV[2], table.concat(message, '\n'))
 local out = {epoch, string.format('%d', first)}
@@ -197,7 +225,7 @@ end
 return out
 "#;
 
-/// KEYS: epoch, seq, stream, fence. ARGV: mode ('head', 'all', 'after' or
+/// KEYS: the channel's state hash, its stream. ARGV: mode ('head', 'all', 'after' or
 /// 'since'), epoch and seq of the position, max age ms, failover jump, most
 /// events (0: all), most data bytes (0: no bound).
 /// Returns {epoch, head, then seq, time ms, type, data per retained event
@@ -211,21 +239,24 @@ const FETCH: &str = r#"
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local max_age = tonumber(ARGV[4])
-local epoch = redis.call('GET', KEYS[1])
+local ttl = math.max(max_age, 1000)
+local state = redis.call('HMGET', KEYS[1], 'e', 's')
+local epoch = state[1]
 if not epoch then
   epoch = time[1] .. string.format('%06d', tonumber(time[2]))
-  redis.call('SET', KEYS[1], epoch, 'PX', math.max(max_age, 1000))
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('PEXPIRE', KEYS[1], ttl + math.floor(ttl / 4))
+  redis.call('DEL', KEYS[2])
+  state[2] = nil
 end
-local head = redis.call('GET', KEYS[2]) or '0'
+local head = state[2] or '0'
 if ARGV[1] == 'since' and ARGV[2] == epoch and tonumber(ARGV[3]) > tonumber(head) then
   -- A node delivered more than this log has: it went back in time. Number
   -- past it (and say so in the fence), so no delivered id is given again.
-  local ttl = math.max(max_age, 1000)
-  head = string.format('%d', redis.call('INCRBY', KEYS[2], ARGV[5]))
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  head = string.format('%d', tonumber(head) + tonumber(ARGV[5]))
+  redis.call('HSET', KEYS[1], 's', head)
   redis.set_repl(redis.REPL_AOF)
-  redis.call('SET', KEYS[4], head, 'PX', ttl)
+  redis.call('HSET', KEYS[1], 'f', head)
   redis.set_repl(redis.REPL_ALL)
 end
 local out = {epoch, head}
@@ -246,9 +277,9 @@ local cursor = start
 while true do
   local batch
   if batch_size > 0 then
-    batch = redis.call('XRANGE', KEYS[3], cursor, '+', 'COUNT', batch_size)
+    batch = redis.call('XRANGE', KEYS[2], cursor, '+', 'COUNT', batch_size)
   else
-    batch = redis.call('XRANGE', KEYS[3], cursor, '+')
+    batch = redis.call('XRANGE', KEYS[2], cursor, '+')
   end
   for _, entry in ipairs(batch) do
     local f = entry[2]
@@ -291,6 +322,16 @@ fn scripts() -> &'static Scripts {
     SCRIPTS.get_or_init(Scripts::default)
 }
 
+/// How long a channel's keys live after their TTLs were last set: a
+/// quarter more than `history.max_age` (at least a second), so that the
+/// publish script, which sets them again only once a quarter of that has
+/// passed, never lets them go sooner than `max_age` after the channel's
+/// last publish. The scripts compute the same (`ttl + math.floor(ttl / 4)`).
+pub(super) fn state_ttl_ms(max_age: Duration) -> u64 {
+    let ttl = millis(max_age).max(1000);
+    ttl.saturating_add(ttl / 4)
+}
+
 fn millis(duration: Duration) -> u64 {
     duration.as_millis().min(u64::MAX as u128) as u64
 }
@@ -308,18 +349,21 @@ impl Cluster {
         let keys = self.keys();
         let history = &self.inner.history;
         let publish = self.publish_command();
-        let mut invocation = scripts().publish.prepare_invoke();
+        let script = &scripts().publish;
+        let keyed = submissions
+            .iter()
+            .filter(|s| s.idempotency.is_some())
+            .count();
+        let mut invocation = evalsha(script, 2 + keyed);
         invocation
-            .key(keys.epoch(channel))
-            .key(keys.seq(channel))
-            .key(keys.stream(channel))
-            .key(keys.fence(channel));
-        let mut next_key = 5;
+            .arg(keys.state(channel))
+            .arg(keys.stream(channel));
+        let mut next_key = 3;
         let mut key_index = Vec::with_capacity(submissions.len());
         for submission in submissions {
             match &submission.idempotency {
                 Some(idempotency) => {
-                    invocation.key(keys.idempotency(channel, &idempotency.key));
+                    invocation.arg(keys.idempotency(channel, &idempotency.key));
                     key_index.push(next_key);
                     next_key += 1;
                 }
@@ -351,11 +395,11 @@ impl Cluster {
         let mut conn = self.conn();
         let replicas = self.inner.publish_wait_replicas;
         let answer: Vec<String> = if replicas == 0 {
-            self.run(invocation.invoke_async(&mut conn)).await?
+            self.run(invoke(script, &invocation, &mut conn)).await?
         } else {
             let wait = millis(self.inner.publish_wait_timeout);
             let (stored, acknowledged): (Vec<String>, u32) = self
-                .run(replicated(&invocation, replicas, wait, &mut conn))
+                .run(replicated(script, &invocation, replicas, wait, &mut conn))
                 .await?;
             if acknowledged < replicas {
                 return Err(ClusterError::NotReplicated(format!(
@@ -390,12 +434,11 @@ impl Cluster {
             FetchFrom::Page { most, bytes, .. } => (most, bytes),
             _ => (0, 0),
         };
-        let mut invocation = scripts().fetch.prepare_invoke();
+        let script = &scripts().fetch;
+        let mut invocation = evalsha(script, 2);
         invocation
-            .key(keys.epoch(channel))
-            .key(keys.seq(channel))
-            .key(keys.stream(channel))
-            .key(keys.fence(channel))
+            .arg(keys.state(channel))
+            .arg(keys.stream(channel))
             .arg(mode)
             .arg(epoch)
             .arg(seq)
@@ -404,7 +447,7 @@ impl Cluster {
             .arg(most)
             .arg(bytes);
         let mut conn = self.conn();
-        let fields: Vec<String> = self.run(invocation.invoke_async(&mut conn)).await?;
+        let fields: Vec<String> = self.run(invoke(script, &invocation, &mut conn)).await?;
         parse_fetched(fields)
     }
 }
@@ -500,23 +543,51 @@ fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
     })
 }
 
+/// An `EVALSHA` of `script` with `keys` keys, to which the keys and then
+/// the arguments are added. Built as one command, not through the redis
+/// crate's `ScriptInvocation`, which keeps every key and argument in a
+/// buffer of its own and copies them all into such a command: a cost the
+/// publish path paid on every call (docs/BENCH-cluster.md).
+fn evalsha(script: &Script, keys: usize) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+/// Runs an [`evalsha`] command; loads the script first when the server
+/// does not have it (a restarted or new server), then runs it again.
+async fn invoke<T: FromRedisValue>(
+    script: &Script,
+    invocation: &Cmd,
+    conn: &mut Commands,
+) -> RedisResult<T> {
+    match invocation.query_async(conn).await {
+        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            invocation.query_async(conn).await
+        }
+        outcome => outcome,
+    }
+}
+
 /// The publish script and `WAIT` in one pipeline (so `WAIT` runs on the
 /// server, and connection, that ran the script); loads the script first
 /// when the server does not have it.
 async fn replicated(
-    invocation: &ScriptInvocation<'_>,
+    script: &Script,
+    invocation: &Cmd,
     replicas: u32,
     wait_ms: u64,
     conn: &mut Commands,
-) -> redis::RedisResult<(Vec<String>, u32)> {
+) -> RedisResult<(Vec<String>, u32)> {
     let mut pipe = redis::pipe();
-    pipe.invoke_script(invocation)
+    pipe.add_command(invocation.clone())
         .cmd("WAIT")
         .arg(replicas)
         .arg(wait_ms);
     match pipe.query_async(conn).await {
         Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            invocation.load_async(conn).await?;
+            script.load_async(conn).await?;
             pipe.query_async(conn).await
         }
         outcome => outcome,
@@ -528,7 +599,7 @@ impl SharedLog for Cluster {
     fn append(
         &self,
         channel: &ChannelName,
-        submissions: Vec<Submission>,
+        submissions: Arc<[Submission]>,
         seen: Option<EventId>,
     ) -> BoxFuture<'static, Result<Vec<Logged>, LogError>> {
         let (cluster, channel) = (self.clone(), channel.clone());

@@ -96,21 +96,16 @@ impl Cluster {
         self.run(pipe.query_async::<()>(&mut conn)).await?;
         // Each channel's keys are in the channel's own slot: one pipeline
         // per slot on a Redis Cluster, one in all otherwise.
-        let log_ttl = millis(self.inner.history.max_age).max(1000) as i64;
+        let log_ttl = super::log::state_ttl_ms(self.inner.history.max_age) as i64;
         let mut pipes: HashMap<Option<Slot>, redis::Pipeline> = HashMap::new();
         for channel in counts
             .iter()
             .filter_map(|(name, _)| ChannelName::parse_recorded(name).ok())
         {
-            let epoch = keys.epoch(&channel);
-            let slot = conn.is_cluster().then(|| Slot::for_key(&epoch));
+            let state = keys.state(&channel);
+            let slot = conn.is_cluster().then(|| Slot::for_key(&state));
             let pipe = pipes.entry(slot).or_default();
-            for key in [
-                epoch,
-                keys.seq(&channel),
-                keys.stream(&channel),
-                keys.fence(&channel),
-            ] {
+            for key in [state, keys.stream(&channel)] {
                 pipe.pexpire(key, log_ttl).ignore();
             }
         }

@@ -360,8 +360,10 @@ async fn event_missing_from_the_bus_is_read_from_the_log() {
     // Stored like the publish script does, but never announced on the bus.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let seq: u64 = redis::cmd("INCR")
-        .arg("sse:{holes}:seq")
+    let seq: u64 = redis::cmd("HINCRBY")
+        .arg("sse:{holes}:log")
+        .arg("s")
+        .arg(1)
         .query_async(&mut conn)
         .await
         .unwrap();

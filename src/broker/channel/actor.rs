@@ -261,23 +261,31 @@ impl ChannelActor {
     /// Sends an append to the shared log; when it answers, its publishers
     /// are answered and the next queued ones go.
     fn send_append(&mut self, append: Append, ctx: &mut Context<Self>) {
-        let Append { stored, waiting } = append;
+        let Append {
+            stored,
+            submissions,
+            waiting,
+        } = append;
         ctx.spawn(stored.into_actor(self).map(move |stored, actor, ctx| {
-            actor.on_appended(stored, waiting, ctx);
+            actor.on_appended(stored, &submissions, waiting, ctx);
         }));
     }
 
-    /// The shared log answered an append: its publishers learn their ids,
-    /// in order (the events reach subscribers, here too, through the bus),
-    /// or that they repeated an earlier publish, or reused its key.
+    /// The shared log answered an append: the new events go to this node's
+    /// subscribers when they are next (see [`SharedCursor::stored`]; other
+    /// nodes get them through the bus), then the publishers learn their
+    /// ids, in order, or that they repeated an earlier publish, or reused
+    /// its key.
     fn on_appended(
         &mut self,
         stored: Result<Vec<Logged>, LogError>,
+        submissions: &[Submission],
         waiting: Vec<PendingAnswer>,
         ctx: &mut Context<Self>,
     ) {
         match stored {
             Ok(logged) => {
+                self.deliver_stored(submissions, &logged);
                 for (logged, answer) in logged.into_iter().zip(waiting) {
                     match logged {
                         Logged::New(id) => self.answer(answer, id),
@@ -481,13 +489,48 @@ impl ChannelActor {
     fn deliver(&mut self, epoch: Epoch, entries: &[LogEntry]) {
         for entry in entries {
             let event = self.codec.read_back(&self.name, epoch, entry);
-            let name = event.tags.as_ref().and_then(|tags| tags.name.clone());
-            let delivered = self.fan_out(&Delivery::Event(event), Some(entry.seq));
-            self.count_delivered(delivered);
-            self.delivered_name = name;
-            self.stats.published.fetch_add(1, Ordering::Relaxed);
-            self.stats.last_seq.store(entry.seq, Ordering::Relaxed);
+            self.deliver_event(event);
         }
+    }
+
+    /// This node's publishes the shared log just numbered: those the
+    /// cursor says are next go out now, made from the submissions (as the
+    /// bus's copy would be, with this node's clock for their time).
+    fn deliver_stored(&mut self, submissions: &[Submission], logged: &[Logged]) {
+        let ChannelLog::Shared(cursor) = &mut self.log else {
+            return; // only a shared log appends
+        };
+        let new = logged
+            .iter()
+            .zip(submissions)
+            .filter_map(|(logged, s)| match logged {
+                Logged::New(id) => Some((*id, s)),
+                Logged::Repeat(_) | Logged::KeyReused => None,
+            });
+        let Some((first, _)) = new.clone().next() else {
+            return;
+        };
+        let count = new.clone().count() as u64;
+        let next = cursor.stored(first.epoch, first.seq, count);
+        if next.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for (id, submission) in new.filter(|(id, _)| next.contains(&id.seq)) {
+            let event = self.codec.event(&self.name, id, &submission.record, now);
+            self.deliver_event(event);
+        }
+    }
+
+    /// Fans out one event of a shared log and counts it.
+    fn deliver_event(&mut self, event: Arc<Event>) {
+        let seq = event.id.seq;
+        let name = event.tags.as_ref().and_then(|tags| tags.name.clone());
+        let delivered = self.fan_out(&Delivery::Event(event), Some(seq));
+        self.count_delivered(delivered);
+        self.delivered_name = name;
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_seq.store(seq, Ordering::Relaxed);
     }
 
     /// The shared log started a new life: every member has nothing of it

@@ -7,6 +7,9 @@
 //! A publish goes to the log, which answers with the event's id; the event
 //! comes back through the bus to every node that follows the channel, in
 //! seq order ([`ChannelMessage::Delivered`](crate::broker::message::ChannelMessage)).
+//! The publishing node does not wait for that: when the answer's events
+//! come right after the cursor it delivers them from the answer
+//! ([`SharedCursor::stored`]), and the bus's copy is dropped as one it has.
 //! Publishes that arrive while an append is in flight wait and go together
 //! as the next one (one round trip, one bus message), in arrival order. A
 //! publish's idempotency key goes with it: the log checks and records it in
@@ -56,10 +59,11 @@ const MAX_APPEND_BYTES: usize = 1 << 20;
 /// A read of the log: what the channel has after the cursor.
 pub type Read = BoxFuture<'static, Result<Fetched, LogError>>;
 
-/// An append to send: the log's answer (what became of each publish), and
-/// the publishers it answers, in order.
+/// An append to send: the log's answer (what became of each publish), the
+/// submissions it answers for and their publishers, in order.
 pub struct Append {
     pub stored: BoxFuture<'static, Result<Vec<Logged>, LogError>>,
+    pub submissions: Arc<[Submission]>,
     pub waiting: Vec<PendingAnswer>,
 }
 
@@ -232,8 +236,43 @@ impl SharedCursor {
             return None;
         }
         self.appending = true;
-        let stored = self.log.append(channel, submissions, self.position);
-        Some(Append { stored, waiting })
+        let submissions: Arc<[Submission]> = submissions.into();
+        let stored = self
+            .log
+            .append(channel, Arc::clone(&submissions), self.position);
+        Some(Append {
+            stored,
+            submissions,
+            waiting,
+        })
+    }
+
+    /// The log numbered this node's publishes `first..first + count` (one
+    /// append's new events: consecutive seqs) in `epoch`: the seqs to
+    /// deliver here now, from the answer, rather than when the bus brings
+    /// them back. Only those right after the cursor: when the bus brought
+    /// them first, when another node's events come between (not here yet),
+    /// in a new life, before the first read or while the channel is
+    /// behind, the bus (or the read it leads to) delivers them as any
+    /// other node's, in order. Whatever is delivered here moves the cursor,
+    /// so the bus's copy is dropped as one the channel has.
+    pub fn stored(&mut self, epoch: Epoch, first: u64, count: u64) -> Range<u64> {
+        let Some(position) = self
+            .position
+            .filter(|position| !self.behind && position.epoch == epoch)
+        else {
+            return 0..0;
+        };
+        let end = first.saturating_add(count);
+        let next = position.seq.saturating_add(1);
+        if count == 0 || first > next || end <= next {
+            return 0..0;
+        }
+        self.position = Some(EventId {
+            epoch,
+            seq: end - 1,
+        });
+        next..end
     }
 
     /// How a subscriber resuming from `from` (live: `None`) joins: at once

@@ -65,7 +65,7 @@ impl SharedLog for Arc<MemoryLog> {
     fn append(
         &self,
         channel: &ChannelName,
-        submissions: Vec<Submission>,
+        submissions: Arc<[Submission]>,
         _seen: Option<EventId>,
     ) -> BoxFuture<'static, Result<Vec<Logged>, LogError>> {
         let (log, channel) = (Arc::clone(self), channel.clone());
@@ -82,7 +82,7 @@ impl SharedLog for Arc<MemoryLog> {
                 for Submission {
                     record,
                     idempotency,
-                } in submissions
+                } in submissions.iter().cloned()
                 {
                     let known = idempotency.as_ref().and_then(|i| keys.get(&i.key));
                     match (known, &idempotency) {
@@ -287,4 +287,37 @@ async fn repeats_through_a_shared_log_store_nothing() {
     assert_eq!(seqs, [first.seq, second.seq]);
     let after = broker.history(&channel, Some(first), 10).await.unwrap();
     assert_eq!(after.events.len(), 1);
+}
+
+/// A node delivers its own publishes from the log's answer only when they come right after what it delivered; every other case is the bus's.
+#[test]
+fn own_publishes_go_out_from_the_answer_only_when_next() {
+    use super::shared::SharedCursor;
+    use crate::broker::codec::PlainCodec;
+
+    let channel = ChannelName::parse("local").unwrap();
+    let epoch = Epoch::from_raw(EPOCH);
+    let mut cursor = SharedCursor::new(Arc::new(MemoryLog::new(true)));
+    assert!(cursor.stored(epoch, 1, 1).is_empty(), "not read yet");
+    let read = Fetched {
+        epoch,
+        head: 4,
+        entries: Vec::new(),
+    };
+    cursor.joined(&channel, &PlainCodec, &read, None);
+
+    assert_eq!(cursor.stored(epoch, 5, 2), 5..7);
+    assert_eq!(cursor.head().seq, 6);
+    assert!(
+        cursor.stored(epoch, 6, 1).is_empty(),
+        "the bus brought it first"
+    );
+    assert!(
+        cursor.stored(epoch, 9, 1).is_empty(),
+        "7 and 8 are not here yet"
+    );
+    let other = Epoch::from_raw(EPOCH + 1);
+    assert!(cursor.stored(other, 1, 1).is_empty(), "a new life");
+    assert_eq!(cursor.head().seq, 6);
+    assert_eq!(cursor.stored(epoch, 7, 1), 7..8);
 }
