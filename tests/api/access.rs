@@ -5,9 +5,10 @@
 //! defaults with only `auth.enabled = true`. Anonymous and under-privileged
 //! callers must not read, list or write a private or protected channel
 //! through any route: our streams, the Mercure hub (live and replayed, and
-//! after a restart with durable history), listings, pulses, publishes,
-//! batches, the kill endpoints, and the bridge between channels and the hub
-//! in both directions. Each refusal is checked next to a privileged call
+//! after a restart with durable history), listings, a channel's history
+//! and presence, pulses, publishes, batches, the kill endpoints, ending a
+//! user's streams, and the bridge between channels and the hub in both
+//! directions. Each refusal is checked next to a privileged call
 //! that succeeds, so a test that cannot fail would show.
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use sse_broker::config::MERCURE_DEVELOPMENT_KEY;
 
 use crate::{
-    auth::{SECRET, monitor_token, token},
+    auth::{SECRET, monitor_token, token, users_token},
     helpers::*,
     mercure_support::{DETAIL, FAR, HUB, at_jwt, encode_form, sign},
 };
@@ -218,6 +219,29 @@ async fn attack(d: &Deployment) {
         assert_eq!(d.get(&detail, None).await.status(), 401);
         assert_eq!(d.get(&detail, Some(&reader_of_public)).await.status(), 403);
         assert_eq!(d.get(&detail, Some(&entitled)).await.status(), 200);
+        // The channel's history and presence, read as a stream is.
+        for route in [
+            format!("/channels/{PRIVATE}/history"),
+            format!("/channels/{PRIVATE}/presence"),
+            format!("/channels/{PRIVATE}/presence?count=1"),
+        ] {
+            assert_eq!(d.get(&route, None).await.status(), 401, "{route}");
+            let res = d.get(&route, Some(&reader_of_public)).await;
+            assert_eq!(res.status(), 403, "{route}");
+            assert_eq!(
+                d.get(&route, Some(&entitled)).await.status(),
+                200,
+                "{route}"
+            );
+        }
+        let history = format!("/channels/{PRIVATE}/history");
+        let page: Value = d
+            .get(&history, Some(&entitled))
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(page["events"][0]["data"], "\"secret\"", "{page}");
         // Pulses naming the channel.
         let pulse = json!({"clientId": "tab-1", "channel": PRIVATE}).to_string();
         assert_eq!(d.status("POST", "/pulse", None, &pulse).await, 401);
@@ -231,6 +255,28 @@ async fn attack(d: &Deployment) {
     let everything = token(&["*"], &["*"]);
     assert_eq!(d.get("/pulses", Some(&everything)).await.status(), 403);
     assert_eq!(d.get("/pulses", Some(&monitor)).await.status(), 200);
+
+    // A public channel's history is as open as its stream.
+    let public_history = format!("/channels/{PUBLIC}/history");
+    let res = d.get(&public_history, Some(&reader_of_public)).await;
+    assert_eq!(res.status(), 200);
+
+    // Ending a user's streams needs the users grant.
+    for (route, body) in [
+        ("/users/u1/disconnect", ""),
+        ("/users/u1/unsubscribe", r#"{"channels": ["news"]}"#),
+    ] {
+        assert_eq!(d.status("POST", route, None, body).await, 401, "{route}");
+        let everything = token(&["*"], &["*"]);
+        let res = d.status("POST", route, Some(&everything), body).await;
+        assert_eq!(res, 403, "{route}");
+        let users = users_token();
+        assert_eq!(
+            d.status("POST", route, Some(&users), body).await,
+            202,
+            "{route}"
+        );
+    }
 
     // Writes: every channel needs a publisher grant, through every route.
     let target = if d.has_private { PRIVATE } else { PUBLIC };

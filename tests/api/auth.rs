@@ -56,6 +56,14 @@ pub fn monitor_token() -> String {
     )
 }
 
+/// A token with only the `users` grant (ending a user's streams).
+pub fn users_token() -> String {
+    hs_token_with(
+        Algorithm::HS256,
+        &json!({"sse": {"users": true}, "exp": now() + 3600, "sub": "app"}),
+    )
+}
+
 /// Auth on (see [`with_auth`]); listings are read with a monitor token.
 async fn spawn_auth_app() -> TestApp {
     let mut app = spawn_app_with(with_auth).await;
