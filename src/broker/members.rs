@@ -217,25 +217,16 @@ impl Members {
         }
         let (roster, changes, watchers) = (&mut self.roster, &mut self.changes, &mut self.watchers);
         self.list.retain(|member| {
-            if !member.watches {
-                return true;
-            }
-            match member.subscriber.sink.offer(delivery) {
-                Offer::Taken => {
-                    outcome.delivered += 1;
-                    true
-                }
-                Offer::Closed => {
-                    forget(roster, changes, watchers, member);
-                    false
-                }
-                Offer::Full => {
-                    member.subscriber.evicted.store(true, Ordering::Release);
-                    outcome.evicted += 1;
-                    forget(roster, changes, watchers, member);
-                    false
-                }
-            }
+            !member.watches
+                || offer_to(
+                    member,
+                    delivery,
+                    &mut outcome,
+                    roster,
+                    changes,
+                    watchers,
+                    &mut |_| {},
+                )
         });
         outcome
     }
@@ -277,32 +268,54 @@ impl Members {
                 }
                 member.after = seq;
             }
-            let sub = &member.subscriber;
             if let Some(event) = event
-                && !sub.admits(event)
+                && !member.subscriber.admits(event)
             {
                 return true;
             }
-            match sub.sink.offer(delivery) {
-                Offer::Taken => {
-                    outcome.delivered += 1;
-                    true
-                }
-                Offer::Closed => {
-                    forget(roster, changes, watchers, member);
-                    false
-                }
-                Offer::Full => {
-                    sub.evicted.store(true, Ordering::Release);
-                    outcome.evicted += 1;
-                    evicted(sub);
-                    forget(roster, changes, watchers, member);
-                    false
-                }
-            }
+            offer_to(
+                member,
+                delivery,
+                &mut outcome,
+                roster,
+                changes,
+                watchers,
+                &mut evicted,
+            )
         });
         outcome
     }
+}
+
+/// Offers `delivery` to one member's sink, without waiting: whether the
+/// member stays. One that took it is counted in `outcome`; a closed one is
+/// forgotten; a full one is marked evicted, counted, reported to `evicted`
+/// and forgotten (see [`forget`]).
+#[inline]
+fn offer_to(
+    member: &Member,
+    delivery: &Delivery,
+    outcome: &mut FanOut,
+    roster: &mut Roster,
+    changes: &mut Vec<MemberChange>,
+    watchers: &mut usize,
+    evicted: &mut impl FnMut(&Subscriber),
+) -> bool {
+    let sub = &member.subscriber;
+    match sub.sink.offer(delivery) {
+        Offer::Taken => {
+            outcome.delivered += 1;
+            return true;
+        }
+        Offer::Closed => {}
+        Offer::Full => {
+            sub.evicted.store(true, Ordering::Release);
+            outcome.evicted += 1;
+            evicted(sub);
+        }
+    }
+    forget(roster, changes, watchers, member);
+    false
 }
 
 /// A member is gone: its share of the roster and of the watchers goes with
