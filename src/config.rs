@@ -371,12 +371,6 @@ impl Settings {
         }
         if self.cluster.enabled() {
             self.cluster.validate().map_err(ConfigError::Inconsistent)?;
-            if self.webhooks.enabled() {
-                return bad(
-                    "webhooks.url and cluster.redis_url cannot be combined yet: every node \
-                     would send its own transitions",
-                );
-            }
         }
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
         if any_origin && self.cors.allow_credentials {

@@ -24,7 +24,7 @@ use crate::{
         demo::DemoPublisher,
         directory::Homes,
         log::{DurableStore, SharedLog},
-        occupancy::OccupancyWatch,
+        occupancy::{OccupancyWatch, SharedOccupancy},
         peers::Peers,
         presence::PresenceShare,
     },
@@ -235,7 +235,18 @@ impl Core {
             .history
             .durable()
             .then_some(settings.history.data_dir.as_path());
-        let webhooks = Webhooks::start(&settings.webhooks, data_dir, metrics)
+        let shared = match &backends.cluster {
+            Some(cluster) if settings.webhooks.enabled() => {
+                cluster.track_occupancy(cluster::occupancy::Tracking {
+                    grace: settings.webhooks.vacated_after,
+                    max_queue: settings.webhooks.max_pending,
+                });
+                let shared = Arc::new(cluster.clone()) as Arc<dyn SharedOccupancy>;
+                Some((shared, settings.cluster.presence_interval))
+            }
+            _ => None,
+        };
+        let webhooks = Webhooks::start(&settings.webhooks, data_dir, metrics, shared)
             .map_err(|err| anyhow::anyhow!("webhooks: {err}"))?;
         if let Some(webhooks) = webhooks {
             registry = registry.with_occupancy_watch(webhooks as Arc<dyn OccupancyWatch>);

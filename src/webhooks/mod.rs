@@ -19,28 +19,26 @@ pub mod job;
 pub mod occupancy;
 pub mod pending;
 pub mod sender;
+pub mod shared;
 pub mod signature;
 
 use std::{
     path::Path,
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::mpsc;
 
 use self::{
-    job::Job,
+    job::{Job, body},
     occupancy::{Occupancy, kind},
     pending::Pending,
     sender::{Delivery, Dispatcher},
     signature::Signer,
 };
 use crate::{
-    broker::{
-        occupancy::{OccupancyChange, OccupancyWatch},
-        pulse::rfc3339,
-    },
+    broker::occupancy::{OccupancyChange, OccupancyWatch, SharedOccupancy},
     config::{WebhookSettings, signing_key},
     metrics::Metrics,
     names::ChannelName,
@@ -79,18 +77,24 @@ pub enum WebhookError {
 impl Webhooks {
     /// Starts the intake task and a dispatcher per URL (on the current
     /// arbiter), after handing the dispatchers what was pending in
-    /// `data_dir`; `None` when webhooks are off. An `https://` URL needs
-    /// the process's default TLS provider (startup installs it).
+    /// `data_dir`; `None` when webhooks are off. In a cluster (`shared`)
+    /// the cluster decides and queues the transitions instead
+    /// ([`shared`]; a lease is renewed every `renew_every`). An `https://`
+    /// URL needs the process's default TLS provider (startup installs it).
     pub fn start(
         settings: &WebhookSettings,
         data_dir: Option<&Path>,
         metrics: &Arc<Metrics>,
+        shared: Option<(Arc<dyn SharedOccupancy>, Duration)>,
     ) -> Result<Option<Arc<Self>>, WebhookError> {
         if !settings.enabled() {
             return Ok(None);
         }
         let key = signing_key(&settings.secret).ok_or(WebhookError::Secret)?;
-        let pending = Pending::open(data_dir).map_err(WebhookError::Pending)?;
+        let pending = match shared {
+            Some(_) => Pending::default(),
+            None => Pending::open(data_dir).map_err(WebhookError::Pending)?,
+        };
         let client = reqwest::Client::builder()
             // A webhook URL is exact: a redirect is a failed attempt.
             .redirect(reqwest::redirect::Policy::none())
@@ -104,6 +108,23 @@ impl Webhooks {
             metrics: Arc::clone(metrics),
             pending,
         });
+        let webhooks = |intake| {
+            Some(Arc::new(Self {
+                intake,
+                members: settings.sends_members(),
+                metrics: Arc::clone(metrics),
+            }))
+        };
+        if let Some((shared, renew_every)) = shared {
+            log::info!(
+                "webhooks urls={} events={} vacated_after={:?} decided_by=cluster",
+                settings.url.len(),
+                settings.events.join(","),
+                settings.vacated_after
+            );
+            let intake = self::shared::start(shared, delivery, renew_every, INTAKE_CAPACITY);
+            return Ok(webhooks(intake));
+        }
         let dispatchers: Vec<(String, Dispatcher)> = settings
             .url
             .iter()
@@ -146,11 +167,7 @@ impl Webhooks {
             settings.events.join(","),
             settings.vacated_after
         );
-        Ok(Some(Arc::new(Self {
-            intake: tx,
-            members: settings.sends_members(),
-            metrics: Arc::clone(metrics),
-        })))
+        Ok(webhooks(tx))
     }
 }
 
@@ -273,61 +290,5 @@ impl IntakeTask {
                 self.delivery.pending.remove(job.seq).await;
             }
         }
-    }
-}
-
-/// A webhook's JSON body: `type`, `timestamp` (RFC 3339, UTC, in
-/// milliseconds: when the transition was decided), `channel`, a member
-/// event's `user` and `info`, and the same fields but `type` and
-/// `timestamp` under `data` (the Standard Webhooks payload convention).
-pub fn body(channel: &ChannelName, transition: &OccupancyChange, at: SystemTime) -> String {
-    let mut data = serde_json::Map::new();
-    data.insert("channel".into(), channel.as_str().into());
-    if let OccupancyChange::Joined { user, info } | OccupancyChange::Left { user, info } =
-        transition
-    {
-        data.insert("user".into(), serde_json::Value::from(&**user));
-        let info = info
-            .as_ref()
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or(serde_json::Value::Null);
-        data.insert("info".into(), info);
-    }
-    let mut body = serde_json::Map::new();
-    body.insert("type".into(), kind(transition).into());
-    body.insert("timestamp".into(), rfc3339(at).into());
-    for (key, value) in &data {
-        body.insert(key.clone(), value.clone());
-    }
-    body.insert("data".into(), serde_json::Value::Object(data));
-    serde_json::Value::Object(body).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A member event's body names the user and its info; a channel event's does not.
-    #[test]
-    fn bodies_name_what_happened() {
-        let room = ChannelName::parse("room").unwrap();
-        let at = SystemTime::UNIX_EPOCH;
-        let occupied: serde_json::Value =
-            serde_json::from_str(&body(&room, &OccupancyChange::Occupied, at)).unwrap();
-        assert_eq!(occupied["type"], "channel.occupied");
-        assert_eq!(occupied["channel"], "room");
-        assert_eq!(occupied["data"]["channel"], "room");
-        assert_eq!(occupied["timestamp"], "1970-01-01T00:00:00.000Z");
-        assert!(occupied.get("user").is_none());
-        let info = serde_json::value::to_raw_value(&serde_json::json!({"name": "Ada"})).unwrap();
-        let joined = OccupancyChange::Joined {
-            user: "u1".into(),
-            info: Some(Arc::from(info)),
-        };
-        let joined: serde_json::Value = serde_json::from_str(&body(&room, &joined, at)).unwrap();
-        assert_eq!(joined["type"], "member.joined");
-        assert_eq!(joined["user"], "u1");
-        assert_eq!(joined["info"]["name"], "Ada");
-        assert_eq!(joined["data"]["user"], "u1");
     }
 }

@@ -89,7 +89,7 @@ impl Dispatcher {
 
 /// How a webhook's delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub enum Outcome {
     Sent,
     GivenUp,
 }
@@ -168,7 +168,7 @@ enum Failure {
 }
 
 /// Tries one webhook until it is accepted or given up.
-async fn deliver(delivery: &Delivery, job: &Job) -> Outcome {
+pub async fn deliver(delivery: &Delivery, job: &Job) -> Outcome {
     let settings = &delivery.settings;
     let first = Instant::now();
     let mut attempt: u32 = 1;

@@ -12,6 +12,8 @@ use serde_json::json;
 use crate::{
     auth::{SECRET as AUTH_SECRET, hs_token_with, now},
     helpers::*,
+    redis_cluster_support::RedisCluster,
+    redis_support::{NodeProcess, RedisServer},
     webhooks_support::*,
 };
 
@@ -217,4 +219,128 @@ async fn startup_refuses_a_bad_secret() {
         assert!(!output.status.success(), "{url} {secret:?} started");
         assert!(stderr.contains(says), "{url} {secret:?}: {stderr}");
     }
+}
+
+/// Waits until `n` nodes have recorded subscribers on `channel` in Redis.
+async fn wait_for_nodes(redis: &RedisServer, channel: &str, n: u64) {
+    let key = format!("sse:{{{channel}}}:occupancy:nodes");
+    let port = redis.port.to_string();
+    wait_until(|| {
+        let (key, port) = (key.clone(), port.clone());
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("redis-cli")
+                    .args(["-p", &port, "HLEN", &key])
+                    .output()
+            })
+            .await
+            .expect("joined")
+            .expect("redis-cli runs");
+            String::from_utf8_lossy(&out.stdout).trim() == n.to_string()
+        }
+    })
+    .await;
+}
+
+/// Two nodes of a cluster with webhooks to `receiver`.
+fn cluster_nodes(redis: &RedisServer, receiver: &Receiver) -> (NodeProcess, NodeProcess) {
+    let mut env = webhook_env(receiver, "300ms");
+    env.push(("SSE_BROKER__CLUSTER__PRESENCE_INTERVAL", "200ms".to_owned()));
+    let env = pairs(&env);
+    (
+        NodeProcess::start_with(&redis.url(), &env),
+        NodeProcess::start_with(&redis.url(), &env),
+    )
+}
+
+/// Subscribed on node A, then B, then unsubscribed from A, then B: the cluster sends exactly
+/// one `channel.occupied` and one `channel.vacated`, in order, verified.
+#[actix_web::test]
+async fn one_occupied_and_one_vacated_across_two_nodes() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start(0);
+    let (a, b) = cluster_nodes(&redis, &receiver);
+    let client = http_client();
+
+    let mut on_a = stream_at(&client, &a.url("/stream/room"), &[]).await;
+    on_a.wait_open().await;
+    receiver.wait_for(1).await;
+    let mut on_b = stream_at(&client, &b.url("/stream/room"), &[]).await;
+    on_b.wait_open().await;
+    wait_for_nodes(&redis, "room", 2).await;
+    drop(on_a);
+    wait_for_nodes(&redis, "room", 1).await;
+    drop(on_b);
+    receiver.wait_for(2).await;
+    // Long enough for a second node's duplicate to show (grace, polls, a lease).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (accepted, attempts, rejected) = receiver.deliveries().await;
+
+    assert_eq!(kinds(&accepted), ["channel.occupied", "channel.vacated"]);
+    assert_eq!((attempts.len(), rejected), (2, 0));
+    assert_ne!(accepted[0].id, accepted[1].id);
+}
+
+/// In a cluster a receiver that fails twice gets the same webhook again until it takes it,
+/// and exactly once successfully: one node sends, in order.
+#[actix_web::test]
+async fn a_failing_receiver_is_retried_once_across_two_nodes() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start(2);
+    let (a, _b) = cluster_nodes(&redis, &receiver);
+
+    let mut stream = stream_at(&http_client(), &a.url("/stream/room"), &[]).await;
+    stream.wait_open().await;
+    wait_for_nodes(&redis, "room", 1).await;
+    drop(stream);
+    receiver.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (accepted, attempts, _) = receiver.deliveries().await;
+
+    assert_eq!(kinds(&accepted), ["channel.occupied", "channel.vacated"]);
+    let (occupied, vacated) = (accepted[0].id.as_str(), accepted[1].id.as_str());
+    assert_eq!(attempts, [occupied, occupied, occupied, vacated]);
+}
+
+/// On a Redis Cluster, the node sending a webhook is killed mid-retry: another node takes
+/// the channel's lease and delivers it (same `webhook-id`), then the vacancy, once each.
+#[actix_web::test]
+async fn a_node_killed_mid_send_leaves_its_webhook_to_another_on_redis_cluster() {
+    let redis = RedisCluster::start(3, 0);
+    let receiver = Receiver::start(1_000);
+    let mut env = webhook_env(&receiver, "300ms");
+    env.extend([
+        ("SSE_BROKER__CLUSTER__REDIS_MODE", "cluster".to_owned()),
+        ("SSE_BROKER__CLUSTER__PRESENCE_INTERVAL", "200ms".to_owned()),
+    ]);
+    let env = pairs(&env);
+    let seeds = redis.seeds();
+    let mut nodes = [
+        NodeProcess::start_with(&seeds, &env),
+        NodeProcess::start_with(&seeds, &env),
+    ];
+    let stream = stream_at(&http_client(), &nodes[0].url("/stream/room"), &[]).await;
+    let first = receiver.wait_for_attempts(1).await;
+
+    // The lease holder is the node whose id starts with its pid.
+    let owner = redis.owner_of(redis.slot_of("room")).to_string();
+    let holder = std::process::Command::new("redis-cli")
+        .args(["-p", &owner, "GET", "sse:{room}:webhooks:lease"])
+        .output()
+        .expect("redis-cli runs");
+    let holder = String::from_utf8_lossy(&holder.stdout).trim().to_owned();
+    let sender = nodes
+        .iter()
+        .position(|node| holder.starts_with(&format!("{:x}-", node.pid())))
+        .expect("a node holds the lease");
+    nodes[sender].kill();
+    receiver.fail_next(0).await;
+    drop(stream);
+    let delivered = receiver.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (accepted, _, rejected) = receiver.deliveries().await;
+
+    assert_eq!(kinds(&delivered), ["channel.occupied", "channel.vacated"]);
+    assert_eq!(accepted.len(), 2, "once each");
+    assert_eq!((delivered[0].id.as_str(), rejected), (first[0].as_str(), 0));
 }
