@@ -166,31 +166,23 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
-fn script(which: &'static str) -> &'static Script {
-    use std::sync::OnceLock;
-    static SCRIPTS: OnceLock<[Script; 4]> = OnceLock::new();
-    let [record, settle, lease, release] = SCRIPTS.get_or_init(|| {
-        [
-            Script::new(RECORD),
-            Script::new(SETTLE),
-            Script::new(LEASE),
-            Script::new(RELEASE),
-        ]
-    });
-    match which {
-        "record" => record,
-        "settle" => settle,
-        "lease" => lease,
-        _ => release,
-    }
+/// The scripts of this module.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Record,
+    Settle,
+    Lease,
+    Release,
+}
+
+fn script(which: Which) -> &'static Script {
+    static SCRIPTS: std::sync::OnceLock<[Script; 4]> = std::sync::OnceLock::new();
+    let scripts = SCRIPTS.get_or_init(|| [RECORD, SETTLE, LEASE, RELEASE].map(Script::new));
+    &scripts[which as usize]
 }
 
 /// An invocation of [`RECORD`] or [`SETTLE`] with the channel's keys.
-fn channel_script(
-    which: &'static str,
-    keys: &Keys,
-    channel: &ChannelName,
-) -> ScriptInvocation<'static> {
+fn channel_script(which: Which, keys: &Keys, channel: &ChannelName) -> ScriptInvocation<'static> {
     let mut invocation = script(which).prepare_invoke();
     invocation
         .key(keys.occupancy_nodes(channel))
@@ -227,7 +219,7 @@ pub async fn record(
         OccupancyChange::Joined { user, info } => ("joined", &**user, raw(info)),
         OccupancyChange::Left { user, info } => ("left", &**user, raw(info)),
     };
-    let mut invocation = channel_script("record", keys, channel);
+    let mut invocation = channel_script(Which::Record, keys, channel);
     invocation
         .arg(cluster.node_id())
         .arg(op)
@@ -321,7 +313,7 @@ pub async fn due(
 
 /// Takes or renews the channel's lease for this node.
 pub async fn lease(cluster: &Cluster, channel: &ChannelName) -> Result<bool, ClusterError> {
-    let mut invocation = script("lease").prepare_invoke();
+    let mut invocation = script(Which::Lease).prepare_invoke();
     invocation
         .key(cluster.keys().webhooks_lease(channel))
         .arg(cluster.node_id())
@@ -341,7 +333,7 @@ async fn settle(
     max: usize,
 ) -> Result<(String, Vec<Notice>), ClusterError> {
     let keys = cluster.keys();
-    let mut invocation = channel_script("settle", keys, channel);
+    let mut invocation = channel_script(Which::Settle, keys, channel);
     invocation
         .arg(now)
         .arg(millis(tracking.grace))
@@ -443,7 +435,7 @@ pub async fn release(
     if let Some(at) = next(&state, !queued.is_empty()) {
         schedule(cluster, channel, at).await?;
     }
-    let mut invocation = script("release").prepare_invoke();
+    let mut invocation = script(Which::Release).prepare_invoke();
     invocation
         .key(cluster.keys().webhooks_lease(channel))
         .arg(cluster.node_id());

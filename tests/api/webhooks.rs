@@ -344,3 +344,30 @@ async fn a_node_killed_mid_send_leaves_its_webhook_to_another_on_redis_cluster()
     assert_eq!(accepted.len(), 2, "once each");
     assert_eq!((delivered[0].id.as_str(), rejected), (first[0].as_str(), 0));
 }
+
+/// A receiver that answers `410 Gone` gets no retry of that webhook: it is given up and
+/// counted, and the channel's next webhook still comes.
+#[actix_web::test]
+async fn gone_gives_a_webhook_up_at_once() {
+    let receiver = Receiver::start(0);
+    receiver.fail_next_with(1, 410).await;
+    let env = webhook_env(&receiver, "100ms");
+    let broker = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
+
+    let stream = subscribe(&broker, "/stream/room").await;
+    drop(stream);
+    let accepted = receiver.wait_for(1).await;
+    let (_, attempts, _) = receiver.deliveries().await;
+
+    assert_eq!(kinds(&accepted), ["channel.vacated"]);
+    assert_eq!(attempts.len(), 2, "one attempt each");
+    let metrics = broker.url("/metrics");
+    assert_eq!(
+        metric_value(&metrics, "sse_broker_webhooks_failed_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "sse_broker_webhooks_retried_total").await,
+        0.0
+    );
+}

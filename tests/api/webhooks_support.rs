@@ -62,12 +62,17 @@ impl Receiver {
         format!("{}/hook", self.url)
     }
 
-    /// Fails the next `n` deliveries.
+    /// Fails the next `n` deliveries (with 500).
     pub async fn fail_next(&self, n: u32) {
+        self.fail_next_with(n, 500).await;
+    }
+
+    /// Answers the next `n` deliveries with `status`.
+    pub async fn fail_next_with(&self, n: u32, status: u16) {
         let res = self
             .client
             .post(format!("{}/control", self.url))
-            .json(&json!({"fail": n}))
+            .json(&json!({"fail": n, "status": status}))
             .send()
             .await
             .expect("control");
