@@ -62,6 +62,15 @@ pub struct Notice {
     pub at_ms: u64,
 }
 
+/// What recording a change did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// A notice was queued: a sender is wanted now.
+    pub queued: bool,
+    /// Older notices of the channel's queue dropped to keep it bounded.
+    pub dropped: u64,
+}
+
 /// Occupancy decided for the whole cluster (implemented by
 /// `crate::cluster`): every node records its own changes, the shared
 /// store decides atomically which are transitions of the cluster (the
@@ -71,12 +80,12 @@ pub struct Notice {
 /// it, in order.
 pub trait SharedOccupancy: Send + Sync {
     /// Records this node's `change` of `channel`; answers whether it
-    /// queued a notice (a sender is wanted now).
+    /// queued a notice, and what it dropped.
     fn record(
         &self,
         channel: &ChannelName,
         change: &OccupancyChange,
-    ) -> BoxFuture<'static, Result<bool, BrokerError>>;
+    ) -> BoxFuture<'static, Result<Recorded, BrokerError>>;
     /// Channels whose queue or grace needs a sender now, at most `max`.
     fn due(&self, max: usize) -> BoxFuture<'static, Result<Vec<ChannelName>, BrokerError>>;
     /// Takes (or keeps) the channel's queue for this node for a while;

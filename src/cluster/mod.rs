@@ -58,7 +58,7 @@ use crate::{
     broker::{
         Broker, BrokerError,
         log::LogError,
-        occupancy::{Notice, OccupancyChange, SharedOccupancy},
+        occupancy::{Notice, OccupancyChange, Recorded, SharedOccupancy},
         presence::{MemberChange, PresenceShare},
     },
     config::{ClusterSettings, HistorySettings, PublishSettings, PulseSettings},
@@ -367,7 +367,7 @@ impl SharedOccupancy for Cluster {
         &self,
         channel: &ChannelName,
         change: &OccupancyChange,
-    ) -> BoxFuture<'static, Result<bool, BrokerError>> {
+    ) -> BoxFuture<'static, Result<Recorded, BrokerError>> {
         let (cluster, channel, change) = (self.clone(), channel.clone(), change.clone());
         Box::pin(async move {
             let tracking = cluster.tracking()?;

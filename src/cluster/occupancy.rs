@@ -45,7 +45,7 @@ use redis::{Script, ScriptInvocation};
 
 use super::{Cluster, ClusterError, keys::Keys};
 use crate::{
-    broker::occupancy::{Notice, OccupancyChange, notice_id},
+    broker::occupancy::{Notice, OccupancyChange, Recorded, notice_id},
     names::ChannelName,
 };
 
@@ -203,15 +203,15 @@ pub fn valid_for(cluster: &Cluster) -> u64 {
 }
 
 /// Runs [`RECORD`] for this node's `change` at `now`; answers whether a
-/// notice was queued. A queued notice or a started grace puts the channel
-/// in the schedule.
+/// notice was queued and how many old ones the bound dropped. A queued
+/// notice or a started grace puts the channel in the schedule.
 pub async fn record(
     cluster: &Cluster,
     tracking: &Tracking,
     channel: &ChannelName,
     change: &OccupancyChange,
     now: u64,
-) -> Result<bool, ClusterError> {
+) -> Result<Recorded, ClusterError> {
     let keys = cluster.keys();
     let (op, user, info) = match change {
         OccupancyChange::Occupied => ("occupied", "", String::new()),
@@ -241,7 +241,10 @@ pub async fn record(
         2 => schedule(cluster, channel, deadline).await?,
         _ => {}
     }
-    Ok(what == 1)
+    Ok(Recorded {
+        queued: what == 1,
+        dropped: trimmed,
+    })
 }
 
 fn raw(info: &Option<std::sync::Arc<serde_json::value::RawValue>>) -> String {

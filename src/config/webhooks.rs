@@ -19,6 +19,9 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
     "member.left",
 ];
 
+/// The longest wait or age any key of the section may name.
+const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
@@ -117,6 +120,18 @@ impl WebhookSettings {
         }
         if self.backoff_max < self.backoff_base {
             return bad("backoff_max must be at least backoff_base".into());
+        }
+        // Waits and deadlines are added to clock readings: bounded, they
+        // cannot overflow.
+        for (key, value) in [
+            ("vacated_after", self.vacated_after),
+            ("timeout", self.timeout),
+            ("backoff_max", self.backoff_max),
+            ("max_retry_age", self.max_retry_age),
+        ] {
+            if value > MAX_WAIT {
+                return bad(format!("{key} must be at most 7 days"));
+            }
         }
         Ok(())
     }

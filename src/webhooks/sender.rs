@@ -195,7 +195,9 @@ pub async fn deliver(delivery: &Delivery, job: &Job) -> Outcome {
             Err(Failure::Retry(why)) => why,
         };
         let wait = backoff(settings, attempt, fastrand::f64());
-        if attempt >= settings.max_attempts || first.elapsed() + wait > settings.max_retry_age {
+        if attempt >= settings.max_attempts
+            || first.elapsed().saturating_add(wait) > settings.max_retry_age
+        {
             log::warn!(
                 "webhook failed id={} channel={} url={} attempts={attempt} reason={why}",
                 job.id,
@@ -252,7 +254,8 @@ fn backoff(settings: &WebhookSettings, attempt: u32, jitter: f64) -> Duration {
         .backoff_base
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
     let wait = doubled.min(settings.backoff_max);
-    wait + wait.mul_f64(jitter.clamp(0.0, 1.0) / 4.0)
+    // At most a quarter more: the product cannot overflow.
+    wait.saturating_add((wait / 4).mul_f64(jitter.clamp(0.0, 1.0)))
 }
 
 #[cfg(test)]

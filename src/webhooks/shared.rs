@@ -69,8 +69,15 @@ async fn intake(
 ) {
     while let Some((channel, change)) = rx.recv().await {
         match shared.record(&channel, &change).await {
-            Ok(true) => wake.notify_one(),
-            Ok(false) => {}
+            Ok(recorded) => {
+                delivery
+                    .metrics
+                    .webhooks_dropped
+                    .increment(recorded.dropped);
+                if recorded.queued {
+                    wake.notify_one();
+                }
+            }
             Err(err) => {
                 delivery.metrics.webhooks_dropped.increment(1);
                 log::warn!("occupancy change not recorded channel={channel} reason={err}");
