@@ -75,15 +75,30 @@ async fn occupied_on_first_subscribe_and_vacated_after_the_grace() {
 #[actix_web::test]
 async fn a_reconnect_within_the_grace_sends_nothing() {
     let receiver = Receiver::start(0);
-    let grace = Duration::from_secs(1);
-    let env = webhook_env(&receiver, "1s");
+    let grace = Duration::from_secs(2);
+    let env = webhook_env(&receiver, "2s");
     let broker = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
     let stream = subscribe(&broker, "/stream/room").await;
     receiver.wait_for(1).await;
 
     drop(stream);
+    // The broker saw the channel empty (its grace runs from here).
+    let client = http_client();
+    wait_until(|| async {
+        let res = client.get(broker.url("/channels/room")).send().await;
+        match res {
+            Ok(res) if res.status() == 404 => true,
+            Ok(res) => res
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .is_some_and(|body| body["subscribers"] == 0),
+            Err(_) => false,
+        }
+    })
+    .await;
     let again = subscribe(&broker, "/stream/room").await;
-    // Past the first disconnect's grace: it must have been cancelled.
+    // Past the first vacancy's grace: it must have been cancelled.
     tokio::time::sleep(grace + Duration::from_millis(500)).await;
     let (during, _, _) = receiver.deliveries().await;
     drop(again);
