@@ -165,26 +165,33 @@ async fn a_pending_webhook_survives_a_restart() {
     assert_eq!(delivered[0].id, attempts[0]);
 }
 
+/// Settings with member events on, and auth (identities come from tokens).
+fn member_env() -> Vec<(&'static str, String)> {
+    let events = r#"["channel.occupied", "channel.vacated", "member.joined", "member.left"]"#;
+    vec![
+        ("SSE_BROKER__WEBHOOKS__EVENTS", events.to_owned()),
+        ("SSE_BROKER__AUTH__ENABLED", "true".to_owned()),
+        ("SSE_BROKER__AUTH__SECRET", AUTH_SECRET.to_owned()),
+    ]
+}
+
+/// A subscriber token of the user `ada`, with her info.
+fn ada_token() -> String {
+    hs_token_with(
+        Algorithm::HS256,
+        &json!({"sse": {"subscribe": ["*"], "info": {"name": "Ada"}}, "exp": now() + 3600, "sub": "ada"}),
+    )
+}
+
 /// With member events on, a user's first connection makes `member.joined` (with its token's
 /// info) after `channel.occupied`, and its last `member.left` before `channel.vacated`.
 #[actix_web::test]
 async fn member_events_when_enabled() {
     let receiver = Receiver::start(0);
     let mut env = webhook_env(&receiver, "100ms");
-    env.extend([
-        (
-            "SSE_BROKER__WEBHOOKS__EVENTS",
-            "[\"channel.occupied\", \"channel.vacated\", \"member.joined\", \"member.left\"]"
-                .to_owned(),
-        ),
-        ("SSE_BROKER__AUTH__ENABLED", "true".to_owned()),
-        ("SSE_BROKER__AUTH__SECRET", AUTH_SECRET.to_owned()),
-    ]);
+    env.extend(member_env());
     let broker = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
-    let token = hs_token_with(
-        Algorithm::HS256,
-        &json!({"sse": {"subscribe": ["*"], "info": {"name": "Ada"}}, "exp": now() + 3600, "sub": "ada"}),
-    );
+    let token = ada_token();
 
     let stream = subscribe(&broker, &format!("/stream/room?token={token}")).await;
     receiver.wait_for(2).await;
@@ -238,7 +245,12 @@ async fn startup_refuses_a_bad_secret() {
 
 /// Waits until `n` nodes have recorded subscribers on `channel` in Redis.
 async fn wait_for_nodes(redis: &RedisServer, channel: &str, n: u64) {
-    let key = format!("sse:{{{channel}}}:occupancy:nodes");
+    wait_for_fields(redis, &format!("sse:{{{channel}}}:occupancy:nodes"), n).await;
+}
+
+/// Waits until the hash `key` has `n` fields.
+async fn wait_for_fields(redis: &RedisServer, key: &str, n: u64) {
+    let key = key.to_owned();
     let port = redis.port.to_string();
     wait_until(|| {
         let (key, port) = (key.clone(), port.clone());
@@ -259,8 +271,18 @@ async fn wait_for_nodes(redis: &RedisServer, channel: &str, n: u64) {
 
 /// Two nodes of a cluster with webhooks to `receiver`.
 fn cluster_nodes(redis: &RedisServer, receiver: &Receiver) -> (NodeProcess, NodeProcess) {
+    cluster_nodes_with(redis, receiver, Vec::new())
+}
+
+/// [`cluster_nodes`] with `extra` settings.
+fn cluster_nodes_with(
+    redis: &RedisServer,
+    receiver: &Receiver,
+    extra: Vec<(&'static str, String)>,
+) -> (NodeProcess, NodeProcess) {
     let mut env = webhook_env(receiver, "300ms");
     env.push(("SSE_BROKER__CLUSTER__PRESENCE_INTERVAL", "200ms".to_owned()));
+    env.extend(extra);
     let env = pairs(&env);
     (
         NodeProcess::start_with(&redis.url(), &env),
@@ -385,4 +407,41 @@ async fn gone_gives_a_webhook_up_at_once() {
         metric_value(&metrics, "sse_broker_webhooks_retried_total").await,
         0.0
     );
+}
+
+/// In a cluster a user connected through two nodes is one member: one `member.joined` when
+/// her first connection anywhere comes, one `member.left` when her last one goes.
+#[actix_web::test]
+async fn a_user_on_two_nodes_joins_and_leaves_once() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start(0);
+    let (a, b) = cluster_nodes_with(&redis, &receiver, member_env());
+    let client = http_client();
+    let path = format!("/stream/room?token={}", ada_token());
+
+    let mut on_a = stream_at(&client, &a.url(&path), &[]).await;
+    on_a.wait_open().await;
+    receiver.wait_for(2).await;
+    let mut on_b = stream_at(&client, &b.url(&path), &[]).await;
+    on_b.wait_open().await;
+    let users = "sse:{room}:occupancy:users";
+    wait_for_fields(&redis, users, 2).await;
+    drop(on_a);
+    wait_for_fields(&redis, users, 1).await;
+    drop(on_b);
+    receiver.wait_for(4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (accepted, _, rejected) = receiver.deliveries().await;
+
+    assert_eq!(
+        kinds(&accepted),
+        [
+            "channel.occupied",
+            "member.joined",
+            "member.left",
+            "channel.vacated"
+        ]
+    );
+    assert_eq!(accepted[1].body["info"]["name"], "Ada");
+    assert_eq!(rejected, 0);
 }
