@@ -227,18 +227,29 @@ async fn startup_refuses_a_bad_secret() {
         ("http://127.0.0.1:9/hook", "", "webhooks: secret"),
         ("ftp://127.0.0.1/hook", SECRET, "must be an http"),
     ] {
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_sse-broker"))
-                .args(["--bind", "127.0.0.1:0", "--demo", "false"])
-                .env("SSE_BROKER__WEBHOOKS__URL", url)
-                .env("SSE_BROKER__WEBHOOKS__SECRET", secret)
-                .output()
-                .expect("the broker runs")
-        })
-        .await
-        .expect("joined");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{url} {secret:?} started");
+        let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_sse-broker"))
+            .args(["--bind", "127.0.0.1:0", "--demo", "false"])
+            .env("SSE_BROKER__WEBHOOKS__URL", url)
+            .env("SSE_BROKER__WEBHOOKS__SECRET", secret)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the broker runs");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = broker.try_wait().expect("try_wait") {
+                break status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = broker.kill();
+                panic!("{url} {secret:?}: the broker started");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut broker.stderr.take().expect("piped"), &mut stderr)
+            .expect("its log");
+        assert!(!status.success(), "{url} {secret:?} started");
         assert!(stderr.contains(says), "{url} {secret:?}: {stderr}");
     }
 }
