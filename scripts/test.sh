@@ -54,6 +54,11 @@ install_tools() {
     python3 -m pip install --quiet --disable-pip-version-check \
       'httpx>=0.27' 'httpx-sse==0.4.*' 'requests>=2.31' 'sseclient-py==1.8.*' || return 1
   fi
+  # The occupancy webhook tests' receiver (tests/apps/webhook_receiver.py)
+  # verifies every delivery with the Standard Webhooks reference library.
+  if ! python3 -c 'import standardwebhooks' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check 'standardwebhooks==1.1.*' || return 1
+  fi
   # The cluster tests (tests/api/cluster.rs, redis_cluster.rs) start their own
   # redis-server, Redis Cluster (redis-cli --cluster create) and sentinel.
   apt_install redis-server redis-tools || return 1

@@ -21,6 +21,7 @@ mod mercure;
 mod publish;
 pub mod secrets;
 mod tls;
+mod webhooks;
 
 pub use crate::auth::{AuthSettings, JwtAlgorithm};
 use crate::{auth::Pattern, names::ChannelName};
@@ -33,6 +34,7 @@ pub use mercure::{
 };
 pub use publish::PublishSettings;
 pub use tls::{AcmeSettings, TlsSettings};
+pub use webhooks::{WEBHOOK_EVENTS, WebhookSettings, signing_key};
 
 /// The development defaults, compiled in so the binary runs with no file.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -60,6 +62,7 @@ pub struct Settings {
     pub mercure: MercureSettings,
     pub cluster: ClusterSettings,
     pub hooks: HooksSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -346,6 +349,7 @@ impl Settings {
         self.mercure.validate()?;
         self.server.tls.validate()?;
         self.hooks.validate()?;
+        self.webhooks.validate()?;
         if self.history.durable() && self.cluster.enabled() {
             return bad(
                 "history.data_dir (durable history) and cluster.redis_url (cluster mode) \

@@ -7,7 +7,7 @@
 //!
 //! ## Layout
 //! Imports run one way (`tests/architecture.rs` checks it):
-//! `startup → http, mercure → broker ← store, cluster`, with `mercure → http`
+//! `startup → http, mercure → broker ← store, cluster, webhooks`, with `mercure → http`
 //! (the hub's streams are opened and written by the stream machinery), and
 //! every module may use the leaves.
 //!
@@ -26,10 +26,16 @@
 //!   Sentinel): the broker's `SharedLog` (ids, history, and the bus that
 //!   carries each channel's events to the nodes with subscribers on it),
 //!   `Peers` (the cluster-wide subscriber counts and pulses), presence's
-//!   members on every node, and revocations across nodes.
+//!   members on every node, revocations across nodes, and the webhooks'
+//!   `SharedOccupancy` (each channel transition decided once).
 //! - [`http`]: thin handlers, one file per resource, and the event-stream
 //!   machinery every protocol uses: opening a stream, the subscriber's
 //!   outbox, and the two stream writers.
+//! - [`webhooks`]: the occupancy webhooks (`channel.occupied`,
+//!   `channel.vacated`, member events), signed as Standard Webhooks and
+//!   retried in order per channel: the broker's `OccupancyWatch`; in a
+//!   cluster it records changes in the cluster's `SharedOccupancy` and
+//!   sends the channels whose lease it takes.
 //! - [`mercure`]: the Mercure protocol (1.0, and 0.x in compatibility
 //!   mode), an adapter over the core: the hub is one of the broker's
 //!   channels, Mercure subscribers are its members with a topic filter.
@@ -69,3 +75,4 @@ pub mod sse;
 pub mod startup;
 pub mod store;
 pub mod tls;
+pub mod webhooks;

@@ -16,7 +16,9 @@
 //! HTTP status; the broker handle counts the events the cluster bus brings;
 //! the durable store sets its gauges (events and bytes on disk) when it
 //! opens and after every commit; the stream handlers count the application
-//! hook's decisions, and the scrape samples its requests and breaker.
+//! hook's decisions, and the scrape samples its requests and breaker; the
+//! webhook sender counts what it sent, retried, gave up and dropped, and
+//! its pending gauge.
 //!
 //! Label cardinality is bounded: the only labels are the HTTP status of a
 //! refused publish, the hook decision's outcome (three values) and, for channels an operator lists in
@@ -105,6 +107,18 @@ pub struct Metrics {
     /// 1 while the hook's circuit breaker refuses calls; sampled at scrape
     /// time.
     pub hook_breaker_open: Gauge,
+    /// Occupancy webhooks a receiver accepted (2xx), per URL.
+    pub webhooks_sent: Counter,
+    /// Failed webhook attempts that were retried.
+    pub webhooks_retried: Counter,
+    /// Webhooks given up (out of attempts or retry age, or a 410).
+    pub webhooks_failed: Counter,
+    /// Webhooks dropped before any attempt because a bound was reached
+    /// (`webhooks.max_pending` per URL, or the intake queue).
+    pub webhooks_dropped: Counter,
+    /// Webhooks waiting for delivery: queued, being tried or waiting for a
+    /// retry (on this node).
+    pub webhooks_pending: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -216,6 +230,26 @@ impl Metrics {
             "hook_breaker_open",
             "1 while the application hook's circuit breaker refuses calls.",
         );
+        describe(
+            "webhooks_sent_total",
+            "Occupancy webhooks a receiver accepted (2xx), counted per URL.",
+        );
+        describe(
+            "webhooks_retried_total",
+            "Failed webhook attempts that were retried.",
+        );
+        describe(
+            "webhooks_failed_total",
+            "Webhooks given up: out of attempts or retry age, or answered 410.",
+        );
+        describe(
+            "webhooks_dropped_total",
+            "Webhooks dropped before any attempt: webhooks.max_pending or the intake queue was full.",
+        );
+        describe(
+            "webhooks_pending",
+            "Webhooks waiting for delivery on this node (queued, being tried, waiting for a retry).",
+        );
         let counter = |name: &str| recorder.register_counter(&key(name, vec![]), &METADATA);
         let decisions = |outcome: &'static str| {
             recorder.register_counter(
@@ -249,6 +283,11 @@ impl Metrics {
             hook_failed: decisions("failed"),
             hook_requests: counter("hook_requests_total"),
             hook_breaker_open: gauge("hook_breaker_open"),
+            webhooks_sent: counter("webhooks_sent_total"),
+            webhooks_retried: counter("webhooks_retried_total"),
+            webhooks_failed: counter("webhooks_failed_total"),
+            webhooks_dropped: counter("webhooks_dropped_total"),
+            webhooks_pending: gauge("webhooks_pending"),
             recorder,
             handle,
         };

@@ -24,6 +24,7 @@ use crate::{
         demo::DemoPublisher,
         directory::Homes,
         log::{DurableStore, SharedLog},
+        occupancy::{OccupancyWatch, SharedOccupancy},
         peers::Peers,
         presence::PresenceShare,
     },
@@ -46,6 +47,7 @@ use crate::{
     readiness::Readiness,
     store::Store,
     tls::{self, Reloader, Tls},
+    webhooks::Webhooks,
 };
 
 /// Pending connections the kernel queues for us. std's default of 128
@@ -190,8 +192,8 @@ struct Core {
 
 impl Core {
     /// Starts the registry with the backends, the Mercure hub's codec and
-    /// the bridge that copies channel events to it, then the cluster's
-    /// tasks and the demo publisher.
+    /// the bridge that copies channel events to it, and the occupancy
+    /// webhooks, then the cluster's tasks and the demo publisher.
     fn start(
         settings: &Arc<Settings>,
         access: &Arc<AccessPolicy>,
@@ -228,6 +230,26 @@ impl Core {
         }
         if let Some(store) = &backends.store {
             registry = registry.with_durable(Arc::new(store.clone()) as Arc<dyn DurableStore>);
+        }
+        let data_dir = settings
+            .history
+            .durable()
+            .then_some(settings.history.data_dir.as_path());
+        let shared = match &backends.cluster {
+            Some(cluster) if settings.webhooks.enabled() => {
+                cluster.track_occupancy(cluster::occupancy::Tracking {
+                    grace: settings.webhooks.vacated_after,
+                    max_queue: settings.webhooks.max_pending,
+                });
+                let shared = Arc::new(cluster.clone()) as Arc<dyn SharedOccupancy>;
+                Some((shared, settings.cluster.presence_interval))
+            }
+            _ => None,
+        };
+        let webhooks = Webhooks::start(&settings.webhooks, data_dir, metrics, shared)
+            .map_err(|err| anyhow::anyhow!("webhooks: {err}"))?;
+        if let Some(webhooks) = webhooks {
+            registry = registry.with_occupancy_watch(webhooks as Arc<dyn OccupancyWatch>);
         }
         let peers = backends
             .cluster

@@ -57,6 +57,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["broker", "names", "config", "metrics", "readiness"],
     ),
     ("cluster", &["broker", "names", "config", "readiness"]),
+    // The occupancy webhooks: an adapter that implements the core's
+    // `OccupancyWatch` (and keeps its pending file), wired by startup.
+    ("webhooks", &["broker", "names", "config", "metrics"]),
     // The protocols.
     (
         "http",
@@ -96,6 +99,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "readiness",
             "tls",
+            "webhooks",
         ],
     ),
 ];

@@ -25,7 +25,9 @@
 //! - [`identity`]: who a subscriber is; [`presence`]: who is on a channel
 //!   (its roster of users, the `broker.join` / `broker.leave` events, and
 //!   [`presence::PresenceShare`], implemented by `crate::cluster`);
-//!   [`revocation`]: ending one user's streams on every node.
+//!   [`revocation`]: ending one user's streams on every node;
+//!   [`occupancy`]: a channel's first and last subscriber here, told to
+//!   [`occupancy::OccupancyWatch`] (implemented by `crate::webhooks`).
 //! - [`pulse`]: the pulse book; [`demo`]: the demo publisher.
 
 pub mod bridge;
@@ -42,6 +44,7 @@ pub mod identity;
 pub mod log;
 pub mod members;
 pub mod message;
+pub mod occupancy;
 pub mod peers;
 pub mod presence;
 pub mod pulse;

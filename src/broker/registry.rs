@@ -36,6 +36,7 @@ use super::{
     idempotency::IdempotencyBook,
     log::{DurableStore, SharedLog},
     message::{ChannelIdle, ChannelMessage},
+    occupancy::OccupancyWatch,
     presence::PresenceShare,
     pulse::{PulseBook, PulseRecord},
 };
@@ -94,6 +95,7 @@ impl RegistryActor {
                 shared: None,
                 bridge: None,
                 presence: None,
+                occupancy: None,
                 max_presence_members: settings.limits.max_presence_members,
                 idempotency: Arc::new(IdempotencyBook::new(
                     settings.publish.idempotency_window,
@@ -157,6 +159,13 @@ impl RegistryActor {
     /// leaves here.
     pub fn with_presence_share(mut self, share: Arc<dyn PresenceShare>) -> Self {
         self.config.presence = Some(share);
+        self
+    }
+
+    /// Channels tell `watch` their first and last subscriber and their
+    /// users' joins and leaves (the occupancy webhooks).
+    pub fn with_occupancy_watch(mut self, watch: Arc<dyn OccupancyWatch>) -> Self {
+        self.config.occupancy = Some(watch);
         self
     }
 

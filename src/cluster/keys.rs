@@ -3,7 +3,8 @@
 //! they live in one slot, so the channel's scripts run on one shard and its
 //! events are published (sharded pub/sub) where its subscribers' nodes
 //! listen. The presence keys share `{nodes}` and the pulse book's
-//! `{pulse}`, so each of those is read and written in one round trip too.
+//! `{pulse}`, so each of those is read and written in one round trip too;
+//! the webhooks' schedule of channels to look at is `{webhooks}`.
 //! Channel names cannot hold braces, and `cluster.key_prefix` may not
 //! either, so the first `{…}` of a key is always the tag.
 
@@ -75,6 +76,38 @@ impl Keys {
     /// subscription as it keeps a channel's.
     pub fn control(&self) -> String {
         self.bus(&control_channel())
+    }
+
+    /// The channel's occupancy in the cluster (see `occupancy`):
+    /// `occupied`, `vacating:<deadline ms>`, or absent (vacant).
+    pub fn occupancy(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:occupancy", self.prefix)
+    }
+
+    /// Hash node → until when (ms) the node has subscribers on the channel.
+    pub fn occupancy_nodes(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:occupancy:nodes", self.prefix)
+    }
+
+    /// Hash `<node>\n<user>` → 1: the users each node has on the channel
+    /// (for member webhooks).
+    pub fn occupancy_users(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:occupancy:users", self.prefix)
+    }
+
+    /// Stream of the channel's webhook notices waiting to be sent.
+    pub fn webhooks(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:webhooks", self.prefix)
+    }
+
+    /// The node that sends the channel's notices now (expiring).
+    pub fn webhooks_lease(&self, channel: &ChannelName) -> String {
+        format!("{}{{{channel}}}:webhooks:lease", self.prefix)
+    }
+
+    /// Sorted set channel → when (ms) a node should look at its notices.
+    pub fn webhooks_due(&self) -> String {
+        format!("{}{{webhooks}}:due", self.prefix)
     }
 
     /// Sorted set of nodes by the time their presence entry expires.

@@ -13,7 +13,9 @@
 //! every node, each node reporting what it ended; and channels' members
 //! ([`members`]): which users each node has on a channel, listed by
 //! `GET /channels/{channel}/presence`, their joins and leaves told on the
-//! channel's bus.
+//! channel's bus; and, with the occupancy webhooks on, which channel
+//! transitions they announce, decided once for the cluster and queued per
+//! channel ([`occupancy`]).
 //!
 //! Redis is one `redis-server`, a Redis Cluster or a primary watched by
 //! Sentinel (`cluster.redis_mode`; [`connections`] makes the connections, [`keys`]
@@ -23,7 +25,8 @@
 //! broker core sees it only through the traits it defines: the shared log
 //! ([`SharedLog`](crate::broker::log::SharedLog), in `log`) and the other
 //! nodes ([`Peers`](crate::broker::peers::Peers), in `presence`) and
-//! presence's [`PresenceShare`] (here, filling [`members`]); its
+//! presence's [`PresenceShare`] (here, filling [`members`]) and the
+//! webhooks' [`SharedOccupancy`] (here, with [`occupancy`]'s scripts); its
 //! [`ReadinessCheck`] is the node's readiness.
 
 pub mod bus;
@@ -31,17 +34,19 @@ pub mod connections;
 pub mod keys;
 pub mod log;
 pub mod members;
+pub mod occupancy;
 pub mod presence;
 pub mod revoke;
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use futures_util::future::BoxFuture;
 use tokio::task::AbortHandle;
 
 use self::{
@@ -53,6 +58,7 @@ use crate::{
     broker::{
         Broker, BrokerError,
         log::LogError,
+        occupancy::{Notice, OccupancyChange, Recorded, SharedOccupancy},
         presence::{MemberChange, PresenceShare},
     },
     config::{ClusterSettings, HistorySettings, PublishSettings, PulseSettings},
@@ -134,6 +140,9 @@ struct Inner {
     revocations: revoke::Pending,
     /// This node's channels' members, to write to Redis (see [`members`]).
     members: members::MemberBook,
+    /// Set when the occupancy webhooks are on (see [`occupancy`]): the
+    /// presence refresh then also refreshes this node's occupancy entries.
+    occupancy: OnceLock<occupancy::Tracking>,
 }
 
 impl Cluster {
@@ -168,6 +177,7 @@ impl Cluster {
                 tasks: Mutex::new(Vec::new()),
                 revocations: revoke::Pending::default(),
                 members: members::MemberBook::default(),
+                occupancy: OnceLock::new(),
             }),
         })
     }
@@ -331,6 +341,77 @@ impl Cluster {
 impl PresenceShare for Cluster {
     fn changed(&self, channel: &ChannelName, change: &MemberChange) {
         self.inner.members.note(channel, change);
+    }
+}
+
+impl Cluster {
+    /// Turns occupancy tracking on (the occupancy webhooks, see
+    /// [`occupancy`]), before [`Self::start`].
+    pub fn track_occupancy(&self, tracking: occupancy::Tracking) {
+        let _ = self.inner.occupancy.set(tracking);
+    }
+
+    /// The occupancy tracking, if on; a Redis error for a caller that
+    /// should not have asked.
+    fn tracking(&self) -> Result<&occupancy::Tracking, ClusterError> {
+        self.inner
+            .occupancy
+            .get()
+            .ok_or_else(|| ClusterError::Protocol("occupancy tracking is off".into()))
+    }
+}
+
+/// The occupancy webhooks' decisions, in Redis (see [`occupancy`]).
+impl SharedOccupancy for Cluster {
+    fn record(
+        &self,
+        channel: &ChannelName,
+        change: &OccupancyChange,
+    ) -> BoxFuture<'static, Result<Recorded, BrokerError>> {
+        let (cluster, channel, change) = (self.clone(), channel.clone(), change.clone());
+        Box::pin(async move {
+            let tracking = cluster.tracking()?;
+            Ok(occupancy::record(&cluster, tracking, &channel, &change, now_ms()).await?)
+        })
+    }
+
+    fn due(&self, max: usize) -> BoxFuture<'static, Result<Vec<ChannelName>, BrokerError>> {
+        let cluster = self.clone();
+        Box::pin(async move { Ok(occupancy::due(&cluster, now_ms(), max).await?) })
+    }
+
+    fn lease(&self, channel: &ChannelName) -> BoxFuture<'static, Result<bool, BrokerError>> {
+        let (cluster, channel) = (self.clone(), channel.clone());
+        Box::pin(async move { Ok(occupancy::lease(&cluster, &channel).await?) })
+    }
+
+    fn notices(
+        &self,
+        channel: &ChannelName,
+        max: usize,
+    ) -> BoxFuture<'static, Result<Vec<Notice>, BrokerError>> {
+        let (cluster, channel) = (self.clone(), channel.clone());
+        Box::pin(async move {
+            let tracking = cluster.tracking()?;
+            Ok(occupancy::notices(&cluster, tracking, &channel, now_ms(), max).await?)
+        })
+    }
+
+    fn done(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let (cluster, channel, key) = (self.clone(), channel.clone(), key.to_owned());
+        Box::pin(async move { Ok(occupancy::done(&cluster, &channel, &key).await?) })
+    }
+
+    fn release(&self, channel: &ChannelName) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let (cluster, channel) = (self.clone(), channel.clone());
+        Box::pin(async move {
+            let tracking = cluster.tracking()?;
+            Ok(occupancy::release(&cluster, tracking, &channel, now_ms()).await?)
+        })
     }
 }
 

@@ -23,7 +23,7 @@ use std::{collections::HashMap, time::Duration};
 use futures_util::future::BoxFuture;
 use redis::{Script, cluster_routing::Slot};
 
-use super::{Cluster, ClusterError, members, now_ms, revoke};
+use super::{Cluster, ClusterError, members, now_ms, occupancy, revoke};
 use crate::{
     broker::{
         Broker, BrokerError,
@@ -71,6 +71,16 @@ pub async fn run(cluster: Cluster, broker: Broker) {
         };
         if let Err(err) = cluster.write_subscriber_counts(&counts).await {
             log::debug!("subscriber counts not written error={err}");
+        }
+        if let Some(tracking) = cluster.inner.occupancy.get() {
+            let channels: Vec<ChannelName> = counts
+                .iter()
+                .filter(|(_, count)| *count > 0)
+                .filter_map(|(name, _)| ChannelName::parse_recorded(name).ok())
+                .collect();
+            if let Err(err) = occupancy::refresh(&cluster, tracking, &channels, now_ms()).await {
+                log::debug!("occupancy not refreshed error={err}");
+            }
         }
     }
 }

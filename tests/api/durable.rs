@@ -117,19 +117,8 @@ async fn read_replay(sse: &mut SseClient) -> (Vec<SseEvent>, Vec<SseEvent>) {
 }
 
 /// The value of a gauge in `GET /metrics`.
-async fn gauge(client: &reqwest::Client, broker: &BrokerProcess, name: &str) -> f64 {
-    let text = client
-        .get(broker.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+async fn gauge(broker: &BrokerProcess, name: &str) -> f64 {
+    metric_value(&broker.url("/metrics"), name).await
 }
 
 /// After a clean restart a client resuming with Last-Event-ID gets every event after its id, in order, once, with no gap notice; ids continue in the same epoch.
@@ -367,7 +356,7 @@ async fn retention_by_count_bounds_the_disk() {
             publish_batch(&client, &broker, "counted", round * 500..(round + 1) * 500).await,
         );
     }
-    let rows = gauge(&client, &broker, "sse_broker_history_store_events").await;
+    let rows = gauge(&broker, "sse_broker_history_store_events").await;
     assert_eq!(rows, 20.0, "rows on disk stay at max_events");
     stop(&mut broker).await;
     let size = std::fs::metadata(&file).unwrap().len();
@@ -407,10 +396,7 @@ async fn retention_by_age_deletes_rows() {
     let mut live = open_stream(&client, &broker, "/stream/aged", "").await;
     live.wait_open().await;
     let old = publish_batch(&client, &broker, "aged", 0..50).await;
-    wait_until(|| async {
-        gauge(&client, &broker, "sse_broker_history_store_events").await == 0.0
-    })
-    .await;
+    wait_until(|| async { gauge(&broker, "sse_broker_history_store_events").await == 0.0 }).await;
     let fresh = publish(&client, &broker, "aged", "fresh").await;
     assert_eq!(seq_of(&fresh), 51, "ids go on after the expiry");
     let mut sse = open_stream(&client, &broker, "/stream/aged", &old[0]).await;

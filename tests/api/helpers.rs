@@ -486,3 +486,44 @@ pub async fn problem(res: reqwest::Response) -> (u16, serde_json::Value) {
     assert!(!body["title"].as_str().unwrap().is_empty());
     (status, body)
 }
+
+/// The value of the unlabelled sample `name` in the `GET /metrics` text at
+/// `metrics_url` (NaN when there is none).
+pub async fn metric_value(metrics_url: &str, name: &str) -> f64 {
+    let text = http_client()
+        .get(metrics_url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Starts one of the test applications of `tests/apps` (`python3 script
+/// args…`) and reads the port from its first line, `listening <port>`.
+pub fn start_script(script: &str, args: &[&str]) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("python3 runs {script}: {err}"));
+    let stdout = child.stdout.take().expect("its stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("it says where it listens");
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("{script}: unexpected first line {line:?}"));
+    (child, port)
+}

@@ -3,11 +3,7 @@
 //! authorization hook, a logout that revokes), started for one test and
 //! killed when dropped.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Child, time::Duration};
 
 use serde_json::{Value, json};
 use sse_broker::{auth::Permissions, config::Settings};
@@ -33,22 +29,7 @@ impl HookApp {
     /// Starts the application on a free port.
     pub fn start() -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/hook_app.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs tests/apps/hook_app.py");
-        let stdout = child.stdout.take().expect("its stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("it says where it listens");
-        let port: u16 = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let (child, port) = start_script(script, &[]);
         install_crypto();
         Self {
             child,

@@ -35,3 +35,5 @@ mod slow_consumer;
 mod stream;
 mod tls;
 mod tls_support;
+mod webhooks;
+mod webhooks_support;

@@ -324,6 +324,11 @@ impl NodeProcess {
         format!("{}{path}", self.address)
     }
 
+    /// The process id (a node's id in Redis starts with it, in hex).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no goodbye.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -121,19 +121,7 @@ async fn up_to_date_client_resumes_quietly() {
 
 /// The value of a sample in `GET /metrics`.
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+    metric_value(&app.url("/metrics"), name).await
 }
 
 /// Past the broker-wide history budget the oldest events of the whole broker leave first, from a channel nobody publishes to any more too: a client resuming from one gets a history-trimmed gap, the newest events stay, and the metrics show what is retained and what was trimmed.

@@ -40,6 +40,7 @@ use crate::{
             ChannelDetail, ChannelIdle, ChannelMessage, Publish, Published, ReadHistory, Retire,
             Subscribe, Subscribed,
         },
+        occupancy::{OccupancyChange, OccupancyWatch},
         presence::{ChannelPresence, MemberChange, PresenceEvent, PresenceShare},
         pulse::ChannelPulses,
         subscriber::Delivery,
@@ -81,6 +82,10 @@ pub struct ChannelActor {
     /// Cluster mode: told every join and leave; `None` for internal
     /// channels and a broker alone.
     presence: Option<Arc<dyn PresenceShare>>,
+    /// Told the first and last subscriber here and the users' joins and
+    /// leaves (the occupancy webhooks); `None` for internal channels and
+    /// without webhooks.
+    occupancy: Option<Arc<dyn OccupancyWatch>>,
     tick: Duration,
     metrics: Arc<Metrics>,
     /// This channel's own labelled series, when the operator opted in.
@@ -114,6 +119,7 @@ impl ChannelActor {
             ),
             bridge: config.bridge.clone().filter(|_| !internal),
             presence: config.presence.clone().filter(|_| !internal),
+            occupancy: config.occupancy.clone().filter(|_| !internal),
             name,
             log,
             codec,
@@ -581,8 +587,15 @@ impl ChannelActor {
     /// Brings the subscriber counts (broker-wide and the listing's) in
     /// line, and acts on the joins and leaves the members' comings and
     /// goings made: each is announced to the watchers here and, in a
-    /// cluster, shared with the other nodes.
+    /// cluster, shared with the other nodes. The occupancy watch hears of
+    /// the first member here before its join, and of the last one's going
+    /// after its leave.
     fn settle(&mut self) {
+        let had = self.stats.subscribers.load(Ordering::Relaxed) > 0;
+        let occupied = !had && !self.members.is_empty();
+        if occupied {
+            self.tell_occupancy(OccupancyChange::Occupied);
+        }
         loop {
             let changes = self.members.presence_changes();
             if changes.is_empty() {
@@ -594,6 +607,16 @@ impl ChannelActor {
         }
         let now = self.members.settle();
         self.stats.subscribers.store(now as u64, Ordering::Relaxed);
+        if now == 0 && (had || occupied) {
+            self.tell_occupancy(OccupancyChange::Vacated);
+        }
+    }
+
+    /// Tells the occupancy watch, if any, without waiting.
+    fn tell_occupancy(&self, change: OccupancyChange) {
+        if let Some(watch) = &self.occupancy {
+            watch.changed(&self.name, change);
+        }
     }
 
     /// A listed user's connections here changed: a join or a leave is
@@ -604,6 +627,13 @@ impl ChannelActor {
         }
         if let Some(share) = &self.presence {
             share.changed(&self.name, change);
+        }
+        if let Some(joined) = change.joined {
+            let (user, info) = (Arc::clone(&change.user), change.info.clone());
+            self.tell_occupancy(match joined {
+                true => OccupancyChange::Joined { user, info },
+                false => OccupancyChange::Left { user, info },
+            });
         }
     }
 

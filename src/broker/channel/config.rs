@@ -14,6 +14,7 @@ use crate::{
         history::Retention,
         idempotency::IdempotencyBook,
         log::{DurableStore, SharedLog},
+        occupancy::OccupancyWatch,
         presence::PresenceShare,
     },
     metrics::Metrics,
@@ -43,6 +44,9 @@ pub struct ChannelConfig {
     pub bridge: Option<Arc<dyn Bridge>>,
     /// Cluster mode: told every join and leave of a non-internal channel.
     pub presence: Option<Arc<dyn PresenceShare>>,
+    /// Told a non-internal channel's first and last subscriber here, and
+    /// its users' joins and leaves (the occupancy webhooks).
+    pub occupancy: Option<Arc<dyn OccupancyWatch>>,
     /// Most users one channel lists (`limits.max_presence_members`).
     pub max_presence_members: usize,
     /// The idempotency keys owned logs remember, for the whole broker (a
