@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use self::{
     job::{Job, body},
     occupancy::{Occupancy, kind},
-    pending::Pending,
+    pending::{Mark, Pending},
     sender::{Delivery, Dispatcher},
     signature::Signer,
 };
@@ -151,11 +151,27 @@ impl Webhooks {
                 log::warn!("pending webhook not resumed reason=dispatcher_gone");
             }
         }
+        // Channels announced occupied before a restart are vacating now:
+        // their subscribers have a grace to come back.
+        let mut occupancy = Occupancy::new(settings.vacated_after);
+        let remembered = delivery.pending.occupied();
+        if !remembered.is_empty() {
+            log::info!(
+                "occupied channels resumed as vacating count={}",
+                remembered.len()
+            );
+        }
+        occupancy.resume(
+            remembered
+                .iter()
+                .filter_map(|name| ChannelName::parse_recorded(name).ok()),
+            Instant::now(),
+        );
         let (tx, rx) = mpsc::channel(INTAKE_CAPACITY);
         actix::spawn(intake(
             rx,
             IntakeTask {
-                occupancy: Occupancy::new(settings.vacated_after),
+                occupancy,
                 dispatchers,
                 delivery,
                 seq: next_seq,
@@ -242,7 +258,13 @@ impl IntakeTask {
         let settings = &self.delivery.settings;
         let metrics = &self.delivery.metrics;
         let mut jobs: Vec<(usize, Job)> = Vec::new();
+        let mut marks: Vec<Mark> = Vec::new();
         for (channel, transition) in transitions {
+            match transition {
+                OccupancyChange::Occupied => marks.push((channel.to_string(), true)),
+                OccupancyChange::Vacated => marks.push((channel.to_string(), false)),
+                OccupancyChange::Joined { .. } | OccupancyChange::Left { .. } => {}
+            }
             if !settings.sends(kind(&transition)) {
                 continue;
             }
@@ -274,11 +296,11 @@ impl IntakeTask {
                 self.seq = self.seq.saturating_add(1);
             }
         }
-        if jobs.is_empty() {
+        if jobs.is_empty() && marks.is_empty() {
             return;
         }
         let kept: Vec<Job> = jobs.iter().map(|(_, job)| job.clone()).collect();
-        self.delivery.pending.save(&kept).await;
+        self.delivery.pending.save(&kept, &marks).await;
         for (at, job) in jobs {
             let (url, dispatcher) = &self.dispatchers[at];
             // Only this task adds jobs: the room seen above is still there.

@@ -91,6 +91,16 @@ impl Occupancy {
         }
     }
 
+    /// Channels that were occupied before a restart (the pending file
+    /// remembers them): vacating from `now`, so that they are vacated
+    /// unless a subscriber comes back within the grace, and one that does
+    /// is not announced occupied again.
+    pub fn resume(&mut self, channels: impl IntoIterator<Item = ChannelName>, now: Instant) {
+        for channel in channels {
+            self.changed(&channel, OccupancyChange::Vacated, now);
+        }
+    }
+
     /// When the next vacancy is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(until, _, _)| *until)
@@ -144,5 +154,25 @@ mod tests {
             kind(occupancy.changed(&room, occupied(), t0)),
             Some("channel.occupied")
         );
+    }
+
+    /// A channel remembered across a restart is vacating: vacated after the grace, or back
+    /// without a second `channel.occupied`.
+    #[test]
+    fn resumed_channels_are_vacating() {
+        let (room, hall) = (
+            ChannelName::parse("room").unwrap(),
+            ChannelName::parse("hall").unwrap(),
+        );
+        let grace = Duration::from_secs(5);
+        let mut occupancy = Occupancy::new(grace);
+        let t0 = Instant::now();
+        occupancy.resume([room.clone(), hall.clone()], t0);
+        assert!(
+            occupancy
+                .changed(&hall, OccupancyChange::Occupied, t0)
+                .is_none()
+        );
+        assert_eq!(occupancy.due(t0 + grace), vec![room]);
     }
 }

@@ -6,6 +6,13 @@
 //! was delivered or given up: a restart, even a crash, sends what was
 //! pending, in order, with the same `webhook-id`; its attempts start over.
 //! Without a data dir they live in memory only.
+//!
+//! A second table, `occupied`, names the channels announced occupied and
+//! not yet vacated, written in the same commit as the webhook that
+//! announces the change: a restarted broker takes them as vacating (see
+//! `occupancy`), so a channel whose subscribers do not come back gets its
+//! `channel.vacated`, and one whose subscribers reconnect within the grace
+//! gets no second `channel.occupied`.
 
 use std::{path::Path, sync::Arc};
 
@@ -17,6 +24,13 @@ use super::job::Job;
 pub const FILE_NAME: &str = "webhooks.redb";
 
 const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");
+
+/// Channel → 1 while it is announced occupied (see the module docs).
+const OCCUPIED: TableDefinition<&str, u8> = TableDefinition::new("occupied");
+
+/// A channel's occupancy as the pending file keeps it: `true` once it was
+/// announced occupied, `false` once vacated.
+pub type Mark = (String, bool);
 
 /// Where pending webhooks are kept (see the module docs).
 #[derive(Clone, Default)]
@@ -35,6 +49,7 @@ impl Pending {
         let db = Database::create(&path).map_err(|err| format!("{}: {err}", path.display()))?;
         let write = db.begin_write().map_err(|err| err.to_string())?;
         write.open_table(PENDING).map_err(|err| err.to_string())?;
+        write.open_table(OCCUPIED).map_err(|err| err.to_string())?;
         write.commit().map_err(|err| err.to_string())?;
         Ok(Self {
             db: Some(Arc::new(db)),
@@ -68,13 +83,37 @@ impl Pending {
         })
     }
 
-    /// Keeps `jobs` until [`Self::remove`]: on disk, in one fsync'd
-    /// commit, when there is a file. A failure is logged: the jobs are
-    /// still sent, they only would not survive a restart.
-    pub async fn save(&self, jobs: &[Job]) {
+    /// The channels announced occupied and not vacated when the file was
+    /// last written (an unreadable file gives none, with a log line).
+    pub fn occupied(&self) -> Vec<String> {
+        let Some(db) = &self.db else {
+            return Vec::new();
+        };
+        let read = || -> Result<Vec<String>, String> {
+            let txn = db.begin_read().map_err(|err| err.to_string())?;
+            let table = txn.open_table(OCCUPIED).map_err(|err| err.to_string())?;
+            let mut channels = Vec::new();
+            for row in table.iter().map_err(|err| err.to_string())? {
+                let (channel, _) = row.map_err(|err| err.to_string())?;
+                channels.push(channel.value().to_owned());
+            }
+            Ok(channels)
+        };
+        read().unwrap_or_else(|err| {
+            log::warn!("occupied channels not read reason={err}");
+            Vec::new()
+        })
+    }
+
+    /// Keeps `jobs` until [`Self::remove`], and the channels' new
+    /// occupancy `marks`: on disk, in one fsync'd commit, when there is a
+    /// file. A failure is logged: the jobs are still sent, they only would
+    /// not survive a restart.
+    pub async fn save(&self, jobs: &[Job], marks: &[Mark]) {
         let Some(db) = self.db.clone() else {
             return;
         };
+        let marks = marks.to_vec();
         let rows: Vec<(u64, String)> = jobs
             .iter()
             .filter_map(|job| serde_json::to_string(job).ok().map(|text| (job.seq, text)))
@@ -88,6 +127,18 @@ impl Pending {
                     table
                         .insert(*seq, text.as_str())
                         .map_err(|err| err.to_string())?;
+                }
+                let mut occupied = txn.open_table(OCCUPIED).map_err(|err| err.to_string())?;
+                for (channel, now_occupied) in &marks {
+                    if *now_occupied {
+                        occupied
+                            .insert(channel.as_str(), 1)
+                            .map_err(|err| err.to_string())?;
+                    } else {
+                        occupied
+                            .remove(channel.as_str())
+                            .map_err(|err| err.to_string())?;
+                    }
                 }
             }
             txn.commit().map_err(|err| err.to_string())
@@ -145,8 +196,13 @@ mod tests {
         };
         {
             let pending = Pending::open(Some(dir.path())).expect("opens");
-            pending.save(&[job(3), job(1)]).await;
-            pending.save(&[job(2)]).await;
+            pending
+                .save(
+                    &[job(3), job(1)],
+                    &[("room".into(), true), ("hall".into(), true)],
+                )
+                .await;
+            pending.save(&[job(2)], &[("hall".into(), false)]).await;
             pending.remove(2).await;
         }
         let pending = Pending::open(Some(dir.path())).expect("opens again");
@@ -154,5 +210,6 @@ mod tests {
         let seqs: Vec<u64> = jobs.iter().map(|j| j.seq).collect();
         assert_eq!(seqs, [1, 3]);
         assert_eq!(Pending::next_seq(&jobs), 4);
+        assert_eq!(pending.occupied(), ["room"]);
     }
 }

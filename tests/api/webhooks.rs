@@ -165,6 +165,50 @@ async fn a_pending_webhook_survives_a_restart() {
     assert_eq!(delivered[0].id, attempts[0]);
 }
 
+/// A channel occupied when the broker was killed (data dir set) is vacated by the restarted
+/// broker once its grace passes without a subscriber; a channel whose subscriber comes back
+/// within the grace is not announced occupied a second time.
+#[actix_web::test]
+async fn occupancy_is_remembered_across_a_restart() {
+    let receiver = Receiver::start(0);
+    let grace = Duration::from_secs(2);
+    let dir = tempfile::tempdir().expect("a data dir");
+    let mut env = webhook_env(&receiver, "2s");
+    env.push((
+        "SSE_BROKER__HISTORY__DATA_DIR",
+        dir.path().display().to_string(),
+    ));
+    let mut broker = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
+    let left = subscribe(&broker, "/stream/left").await;
+    let back = subscribe(&broker, "/stream/back").await;
+    receiver.wait_for(2).await;
+    let _ = broker.child.kill();
+    let _ = broker.child.wait();
+    drop((left, back));
+
+    let restarted = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
+    let _again = subscribe(&restarted, "/stream/back").await;
+    // Past the grace: `left` was vacated, `back` was not announced again.
+    tokio::time::sleep(grace + Duration::from_millis(500)).await;
+    let all = receiver.wait_for(3).await;
+
+    let seen: Vec<(String, String)> = all
+        .iter()
+        .map(|d| {
+            (
+                d.body["type"].as_str().unwrap_or_default().to_owned(),
+                d.body["channel"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let after_restart = &seen[2..];
+    assert_eq!(
+        after_restart,
+        [("channel.vacated".to_owned(), "left".to_owned())],
+        "{seen:?}"
+    );
+}
+
 /// Settings with member events on, and auth (identities come from tokens).
 fn member_env() -> Vec<(&'static str, String)> {
     let events = r#"["channel.occupied", "channel.vacated", "member.joined", "member.left"]"#;
