@@ -139,17 +139,26 @@ async fn a_failing_receiver_gets_the_same_webhook_again_in_order() {
     );
 }
 
+/// [`webhook_env`] with a data dir, which lives as long as the returned folder.
+fn webhook_env_with_data_dir(
+    receiver: &Receiver,
+    grace: &str,
+) -> (Vec<(&'static str, String)>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a data dir");
+    let mut env = webhook_env(receiver, grace);
+    env.push((
+        "SSE_BROKER__HISTORY__DATA_DIR",
+        dir.path().display().to_string(),
+    ));
+    (env, dir)
+}
+
 /// A webhook still pending when the broker is killed (data dir set) is delivered by the
 /// restarted broker, with the same `webhook-id`.
 #[actix_web::test]
 async fn a_pending_webhook_survives_a_restart() {
     let receiver = Receiver::start(1_000);
-    let dir = tempfile::tempdir().expect("a data dir");
-    let mut env = webhook_env(&receiver, "1h");
-    env.push((
-        "SSE_BROKER__HISTORY__DATA_DIR",
-        dir.path().display().to_string(),
-    ));
+    let (env, _dir) = webhook_env_with_data_dir(&receiver, "1h");
     let mut broker = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
     let stream = subscribe(&broker, "/stream/room").await;
     let attempts = receiver.wait_for_attempts(1).await;
@@ -172,12 +181,7 @@ async fn a_pending_webhook_survives_a_restart() {
 async fn occupancy_is_remembered_across_a_restart() {
     let receiver = Receiver::start(0);
     let grace = Duration::from_secs(2);
-    let dir = tempfile::tempdir().expect("a data dir");
-    let mut env = webhook_env(&receiver, "2s");
-    env.push((
-        "SSE_BROKER__HISTORY__DATA_DIR",
-        dir.path().display().to_string(),
-    ));
+    let (env, _dir) = webhook_env_with_data_dir(&receiver, "2s");
     let mut broker = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
     let left = subscribe(&broker, "/stream/left").await;
     let back = subscribe(&broker, "/stream/back").await;
