@@ -377,6 +377,53 @@ async fn one_occupied_and_one_vacated_across_two_nodes() {
     assert_ne!(accepted[0].id, accepted[1].id);
 }
 
+/// Redis gone while webhooks are on: a stream's leaving is not held up (the change Redis
+/// cannot record is counted as dropped) and the node answers; once Redis is back (empty), a
+/// channel's first subscriber is announced as before.
+#[actix_web::test]
+async fn a_dead_redis_holds_nothing_up_and_webhooks_resume() {
+    let mut redis = RedisServer::start();
+    let receiver = Receiver::start(0);
+    let (a, _b) = cluster_nodes(&redis, &receiver);
+    let client = http_client();
+    let mut leaving = stream_at(&client, &a.url("/stream/leaving"), &[]).await;
+    leaving.wait_open().await;
+    receiver.wait_for(1).await;
+
+    redis.kill();
+    drop(leaving);
+    let health = client.get(a.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    // The vacancy could not be recorded: counted as dropped, not waited on.
+    let metrics = a.url("/metrics");
+    wait_until(|| async {
+        metric_value(&metrics, "sse_broker_webhooks_dropped_total").await >= 1.0
+    })
+    .await;
+
+    redis.restart();
+    // The node reconnects by itself; until then a stream is refused (503).
+    let url = a.url("/stream/fresh");
+    let mut fresh = None;
+    for _ in 0..150 {
+        let res = stream_request(&client, &url, &[]).await;
+        if res.status() == 200 {
+            fresh = Some(SseClient::new(res));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fresh = fresh.expect("the node takes streams again once Redis is back");
+    wait_until(|| async {
+        let (accepted, _, _) = receiver.deliveries().await;
+        accepted
+            .iter()
+            .any(|d| d.kind() == "channel.occupied" && d.body["channel"] == "fresh")
+    })
+    .await;
+    drop(fresh);
+}
+
 /// In a cluster a receiver that fails twice gets the same webhook again until it takes it,
 /// and exactly once successfully: one node sends, in order.
 #[actix_web::test]
