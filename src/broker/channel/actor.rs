@@ -21,7 +21,6 @@ use actix::prelude::*;
 use log::{debug, info, warn};
 
 use super::{
-    answer::PendingAnswer,
     config::{ChannelConfig, ChannelStats},
     owned::{OwnedLog, Publishing, Stored},
     shared::{Append, Gap, Joining, Placed, Read, SharedCursor},
@@ -37,8 +36,8 @@ use crate::{
         log::{Fetched, LogEntry, LogError, Origin, Submission},
         members::Members,
         message::{
-            ChannelDetail, ChannelIdle, ChannelMessage, Publish, Published, ReadHistory, Retire,
-            Subscribe, Subscribed,
+            ChannelDetail, ChannelIdle, ChannelMessage, PendingAnswer, Publish, Published,
+            ReadHistory, Retire, Subscribe, Subscribed,
         },
         occupancy::{OccupancyChange, OccupancyWatch},
         presence::{ChannelPresence, MemberChange, PresenceEvent, PresenceShare},

@@ -16,8 +16,6 @@
 //!     mode). The log numbers events and carries them to every node that
 //!     follows the channel (it does while it has subscribers); the actor
 //!     delivers them in seq order and reads any hole from the log.
-//! - `answer`: `PendingAnswer`, a publisher waiting until its event is
-//!   accepted (either kind keeps one per event it waits for).
 //! - `handle`: [`ChannelHandle`], the one way in: it counts what it sends,
 //!   the actor's one handler counts what it receives, so the registry can
 //!   retire an idle channel without racing a message in flight (see
@@ -27,11 +25,11 @@
 //!
 //! Either way the fan-out is the same ([`Members`](super::members::Members))
 //! and never waits for a subscriber. The files import each other one way:
-//! `handle → actor → config, owned, shared, answer`, and `owned, shared →
-//! answer`; none of them imports this file.
+//! `handle → actor → config, owned, shared`; none of them imports this
+//! file. A publisher waiting for its event is a
+//! [`PendingAnswer`](super::message::PendingAnswer), beside the request.
 
 mod actor;
-mod answer;
 mod config;
 mod handle;
 mod owned;

@@ -31,7 +31,7 @@ use std::{collections::VecDeque, sync::Arc, time::Instant};
 use log::{error, info};
 use tokio::sync::oneshot;
 
-use super::answer::PendingAnswer;
+use crate::broker::message::PendingAnswer;
 use crate::{
     broker::{
         codec::Codec,

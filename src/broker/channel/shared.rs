@@ -32,7 +32,7 @@ use std::{collections::VecDeque, future::Future, ops::Range, sync::Arc, time::Du
 
 use futures_util::future::BoxFuture;
 
-use super::answer::PendingAnswer;
+use crate::broker::message::PendingAnswer;
 use crate::{
     broker::{
         codec::Codec,
