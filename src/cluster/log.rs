@@ -56,10 +56,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::future::BoxFuture;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
-
-use super::{Cluster, ClusterError, connections::Commands};
+use super::{
+    Cluster, ClusterError,
+    script::{Lua, millis},
+};
 use crate::{
     broker::{
         EventId,
@@ -69,6 +69,7 @@ use crate::{
     },
     names::{ChannelName, EventType},
 };
+use futures_util::future::BoxFuture;
 
 /// How far a channel's seq moves ahead when its primary changed (see the
 /// module docs): more events than an old primary can acknowledge before its
@@ -112,15 +113,15 @@ const FETCH: &str = include_str!("fetch.lua");
 
 /// The compiled scripts (loaded once, then run with EVALSHA).
 pub struct Scripts {
-    publish: Script,
-    fetch: Script,
+    publish: Lua,
+    fetch: Lua,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
         Self {
-            publish: Script::new(PUBLISH),
-            fetch: Script::new(FETCH),
+            publish: Lua::new(PUBLISH),
+            fetch: Lua::new(FETCH),
         }
     }
 }
@@ -138,10 +139,6 @@ fn scripts() -> &'static Scripts {
 pub(super) fn state_ttl_ms(max_age: Duration) -> u64 {
     let ttl = millis(max_age).max(1000);
     ttl.saturating_add(ttl / 4)
-}
-
-fn millis(duration: Duration) -> u64 {
-    duration.as_millis().min(u64::MAX as u128) as u64
 }
 
 impl Cluster {
@@ -162,7 +159,7 @@ impl Cluster {
             .iter()
             .filter(|s| s.idempotency.is_some())
             .count();
-        let mut invocation = evalsha(script, 2 + keyed);
+        let mut invocation = script.call(2 + keyed);
         invocation
             .arg(keys.state(channel))
             .arg(keys.stream(channel));
@@ -203,11 +200,11 @@ impl Cluster {
         let mut conn = self.conn();
         let replicas = self.inner.publish_wait_replicas;
         let answer: Vec<String> = if replicas == 0 {
-            self.run(invoke(script, &invocation, &mut conn)).await?
+            self.run(script.run(&invocation, &mut conn)).await?
         } else {
             let wait = millis(self.inner.publish_wait_timeout);
             let (stored, acknowledged): (Vec<String>, u32) = self
-                .run(replicated(script, &invocation, replicas, wait, &mut conn))
+                .run(script.run_then_wait(&invocation, replicas, wait, &mut conn))
                 .await?;
             if acknowledged < replicas {
                 return Err(ClusterError::NotReplicated(format!(
@@ -243,7 +240,7 @@ impl Cluster {
             _ => (0, 0),
         };
         let script = &scripts().fetch;
-        let mut invocation = evalsha(script, 2);
+        let mut invocation = script.call(2);
         invocation
             .arg(keys.state(channel))
             .arg(keys.stream(channel))
@@ -255,7 +252,7 @@ impl Cluster {
             .arg(most)
             .arg(bytes);
         let mut conn = self.conn();
-        let fields: Vec<String> = self.run(invoke(script, &invocation, &mut conn)).await?;
+        let fields: Vec<String> = self.run(script.run(&invocation, &mut conn)).await?;
         parse_fetched(fields)
     }
 }
@@ -349,57 +346,6 @@ fn parse_fetched(fields: Vec<String>) -> Result<Fetched, ClusterError> {
         head,
         entries,
     })
-}
-
-/// An `EVALSHA` of `script` with `keys` keys, to which the keys and then
-/// the arguments are added. Built as one command, not through the redis
-/// crate's `ScriptInvocation`, which keeps every key and argument in a
-/// buffer of its own and copies them all into such a command: a cost the
-/// publish path paid on every call (docs/BENCH-cluster.md).
-fn evalsha(script: &Script, keys: usize) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys);
-    cmd
-}
-
-/// Runs an [`evalsha`] command; loads the script first when the server
-/// does not have it (a restarted or new server), then runs it again.
-async fn invoke<T: FromRedisValue>(
-    script: &Script,
-    invocation: &Cmd,
-    conn: &mut Commands,
-) -> RedisResult<T> {
-    match invocation.query_async(conn).await {
-        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load_async(conn).await?;
-            invocation.query_async(conn).await
-        }
-        outcome => outcome,
-    }
-}
-
-/// The publish script and `WAIT` in one pipeline (so `WAIT` runs on the
-/// server, and connection, that ran the script); loads the script first
-/// when the server does not have it.
-async fn replicated(
-    script: &Script,
-    invocation: &Cmd,
-    replicas: u32,
-    wait_ms: u64,
-    conn: &mut Commands,
-) -> RedisResult<(Vec<String>, u32)> {
-    let mut pipe = redis::pipe();
-    pipe.add_command(invocation.clone())
-        .cmd("WAIT")
-        .arg(replicas)
-        .arg(wait_ms);
-    match pipe.query_async(conn).await {
-        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            script.load_async(conn).await?;
-            pipe.query_async(conn).await
-        }
-        outcome => outcome,
-    }
 }
 
 /// The broker's shared log (cluster mode) is this Redis.

@@ -201,7 +201,7 @@ async fn write(cluster: &Cluster, writes: Vec<HashWrite>) -> Result<(), ClusterE
     if writes.is_empty() {
         return Ok(());
     }
-    let valid_for = (cluster.inner.presence_interval * 3).as_millis().max(1000) as i64;
+    let valid_for = i64::try_from(cluster.entry_lifetime_ms()).unwrap_or(i64::MAX);
     let keys = cluster.keys();
     let writes = writes.into_iter().map(|HashWrite { channel, fields }| {
         let key = keys.members(&channel, cluster.node_id());

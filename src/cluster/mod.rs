@@ -19,7 +19,8 @@
 //!
 //! Redis is one `redis-server`, a Redis Cluster or a primary watched by
 //! Sentinel (`cluster.redis_mode`; [`connections`] makes the connections, [`keys`]
-//! names the keys so that each channel stays in one slot).
+//! names the keys so that each channel stays in one slot, `script` runs
+//! every Lua script the same way).
 //!
 //! [`Cluster`] is the node's handle on all of this, cheap to clone. The
 //! broker core sees it only through the traits it defines: the shared log
@@ -37,6 +38,7 @@ pub mod members;
 pub mod occupancy;
 pub mod presence;
 pub mod revoke;
+mod script;
 
 use std::{
     sync::{
@@ -453,6 +455,17 @@ pub fn redacted(urls: &str) -> String {
         .map(|url| redact(url.trim()))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+impl Cluster {
+    /// How long what a node writes for its subscribers (its counts, its
+    /// channels' members and occupancy entries, a webhook lease) lasts
+    /// without a refresh: three `cluster.presence_interval`s, at least a
+    /// second, so a node that dies stops counting soon and one that is only
+    /// slow does not.
+    pub(crate) fn entry_lifetime_ms(&self) -> u64 {
+        script::millis(self.inner.presence_interval.saturating_mul(3)).max(1000)
+    }
 }
 
 /// Milliseconds since the Unix epoch.

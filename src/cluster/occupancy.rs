@@ -41,9 +41,13 @@
 
 use std::time::Duration;
 
-use redis::{Script, ScriptInvocation};
+use redis::Cmd;
 
-use super::{Cluster, ClusterError, keys::Keys};
+use super::{
+    Cluster, ClusterError,
+    keys::Keys,
+    script::{Lua, millis},
+};
 use crate::{
     broker::occupancy::{Notice, OccupancyChange, Recorded, notice_id},
     names::ChannelName,
@@ -175,31 +179,20 @@ enum Which {
     Release,
 }
 
-fn script(which: Which) -> &'static Script {
-    static SCRIPTS: std::sync::OnceLock<[Script; 4]> = std::sync::OnceLock::new();
-    let scripts = SCRIPTS.get_or_init(|| [RECORD, SETTLE, LEASE, RELEASE].map(Script::new));
+fn script(which: Which) -> &'static Lua {
+    static SCRIPTS: std::sync::OnceLock<[Lua; 4]> = std::sync::OnceLock::new();
+    let scripts = SCRIPTS.get_or_init(|| [RECORD, SETTLE, LEASE, RELEASE].map(Lua::new));
     &scripts[which as usize]
 }
 
-/// An invocation of [`RECORD`] or [`SETTLE`] with the channel's keys.
-fn channel_script(which: Which, keys: &Keys, channel: &ChannelName) -> ScriptInvocation<'static> {
-    let mut invocation = script(which).prepare_invoke();
-    invocation
-        .key(keys.occupancy_nodes(channel))
-        .key(keys.occupancy(channel))
-        .key(keys.webhooks(channel))
-        .key(keys.occupancy_users(channel));
-    invocation
-}
-
-fn millis(duration: Duration) -> u64 {
-    duration.as_millis().min(u128::from(u64::MAX)) as u64
-}
-
-/// How long a node's entry, and a lease, last without a refresh: three
-/// presence intervals (at least a second).
-pub fn valid_for(cluster: &Cluster) -> u64 {
-    millis(cluster.inner.presence_interval * 3).max(1000)
+/// A call of [`RECORD`] or [`SETTLE`] with the channel's keys.
+fn channel_script(which: Which, keys: &Keys, channel: &ChannelName) -> Cmd {
+    let mut call = script(which).call(4);
+    call.arg(keys.occupancy_nodes(channel))
+        .arg(keys.occupancy(channel))
+        .arg(keys.webhooks(channel))
+        .arg(keys.occupancy_users(channel));
+    call
 }
 
 /// Runs [`RECORD`] for this node's `change` at `now`; answers whether a
@@ -224,15 +217,16 @@ pub async fn record(
         .arg(cluster.node_id())
         .arg(op)
         .arg(now)
-        .arg(now.saturating_add(valid_for(cluster)))
+        .arg(now.saturating_add(cluster.entry_lifetime_ms()))
         .arg(millis(tracking.grace))
         .arg(notice_id())
         .arg(user)
         .arg(info)
         .arg(tracking.max_queue);
     let mut conn = cluster.conn();
-    let (what, trimmed, deadline): (u8, u64, u64) =
-        cluster.run(invocation.invoke_async(&mut conn)).await?;
+    let (what, trimmed, deadline): (u8, u64, u64) = cluster
+        .run(script(Which::Record).run(&invocation, &mut conn))
+        .await?;
     if trimmed > 0 {
         log::warn!("webhook notices dropped channel={channel} count={trimmed} reason=max_pending");
     }
@@ -316,13 +310,14 @@ pub async fn due(
 
 /// Takes or renews the channel's lease for this node.
 pub async fn lease(cluster: &Cluster, channel: &ChannelName) -> Result<bool, ClusterError> {
-    let mut invocation = script(Which::Lease).prepare_invoke();
+    let lease = script(Which::Lease);
+    let mut invocation = lease.call(1);
     invocation
-        .key(cluster.keys().webhooks_lease(channel))
+        .arg(cluster.keys().webhooks_lease(channel))
         .arg(cluster.node_id())
-        .arg(valid_for(cluster));
+        .arg(cluster.entry_lifetime_ms());
     let mut conn = cluster.conn();
-    let held: u8 = cluster.run(invocation.invoke_async(&mut conn)).await?;
+    let held: u8 = cluster.run(lease.run(&invocation, &mut conn)).await?;
     Ok(held == 1)
 }
 
@@ -344,7 +339,9 @@ async fn settle(
         .arg(tracking.max_queue)
         .arg(max);
     let mut conn = cluster.conn();
-    let flat: Vec<String> = cluster.run(invocation.invoke_async(&mut conn)).await?;
+    let flat: Vec<String> = cluster
+        .run(script(Which::Settle).run(&invocation, &mut conn))
+        .await?;
     let Some((state, rest)) = flat.split_first() else {
         return Err(ClusterError::Protocol("an empty settle answer".into()));
     };
@@ -402,7 +399,7 @@ pub async fn done(cluster: &Cluster, channel: &ChannelName, key: &str) -> Result
 }
 
 /// Schedules the channel's next look (now with notices left, at the
-/// grace's end while vacating, after [`valid_for`] while occupied, to
+/// grace's end while vacating, after [`Cluster::entry_lifetime_ms`] while occupied, to
 /// notice nodes that died; none while vacant), then drops the lease.
 pub async fn release(
     cluster: &Cluster,
@@ -416,7 +413,7 @@ pub async fn release(
         }
         match state.strip_prefix("vacating:") {
             Some(deadline) => deadline.parse().ok(),
-            None => (state == "occupied").then(|| now.saturating_add(valid_for(cluster))),
+            None => (state == "occupied").then(|| now.saturating_add(cluster.entry_lifetime_ms())),
         }
     };
     let (state, queued) = settle(cluster, tracking, channel, now, 1).await?;
@@ -438,12 +435,13 @@ pub async fn release(
     if let Some(at) = next(&state, !queued.is_empty()) {
         schedule(cluster, channel, at).await?;
     }
-    let mut invocation = script(Which::Release).prepare_invoke();
+    let release = script(Which::Release);
+    let mut invocation = release.call(1);
     invocation
-        .key(cluster.keys().webhooks_lease(channel))
+        .arg(cluster.keys().webhooks_lease(channel))
         .arg(cluster.node_id());
     cluster
-        .run(invocation.invoke_async::<u8>(&mut conn))
+        .run(release.run::<u8>(&invocation, &mut conn))
         .await
         .map(drop)
 }

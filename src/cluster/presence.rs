@@ -21,9 +21,12 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures_util::future::BoxFuture;
-use redis::{Script, cluster_routing::Slot};
+use redis::cluster_routing::Slot;
 
-use super::{Cluster, ClusterError, members, now_ms, occupancy, revoke};
+use super::{
+    Cluster, ClusterError, members, now_ms, occupancy, revoke,
+    script::{Lua, millis},
+};
 use crate::{
     broker::{
         Broker, BrokerError,
@@ -52,13 +55,9 @@ redis.call('PEXPIRE', KEYS[3], retention)
 return 1
 "#;
 
-fn record_script() -> &'static Script {
-    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(RECORD_PULSE))
-}
-
-fn millis(duration: Duration) -> u64 {
-    duration.as_millis().min(u64::MAX as u128) as u64
+fn record_script() -> &'static Lua {
+    static SCRIPT: std::sync::OnceLock<Lua> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Lua::new(RECORD_PULSE))
 }
 
 /// Refreshes this node's subscriber counts every interval, until aborted.
@@ -89,14 +88,15 @@ impl Cluster {
     async fn write_subscriber_counts(&self, counts: &[(String, u64)]) -> Result<(), ClusterError> {
         let keys = self.keys();
         let hash = keys.node_subscribers(self.node_id());
-        let valid_for = millis(self.inner.presence_interval * 3).max(1000);
+        let valid_for = self.entry_lifetime_ms();
         let now = now_ms();
         // The node's hash and the node set share a slot: one transaction.
         let mut pipe = redis::pipe();
         pipe.atomic().del(&hash).ignore();
         if !counts.is_empty() {
             pipe.hset_multiple(&hash, counts).ignore();
-            pipe.pexpire(&hash, valid_for as i64).ignore();
+            pipe.pexpire(&hash, i64::try_from(valid_for).unwrap_or(i64::MAX))
+                .ignore();
         }
         pipe.zadd(keys.nodes(), self.node_id(), now + valid_for)
             .ignore()
@@ -155,18 +155,19 @@ impl Cluster {
     pub async fn record_pulse(&self, client: &str) -> Result<(), ClusterError> {
         let keys = self.keys();
         let settings = &self.inner.pulses;
-        let mut invocation = record_script().prepare_invoke();
+        let script = record_script();
+        let mut invocation = script.call(3);
         invocation
-            .key(keys.pulse_clients())
-            .key(keys.pulse_times(client))
-            .key(keys.pulse_count(client))
+            .arg(keys.pulse_clients())
+            .arg(keys.pulse_times(client))
+            .arg(keys.pulse_count(client))
             .arg(client)
             .arg(now_ms())
             .arg(settings.keep_timestamps.max(1))
             .arg(millis(settings.retention).max(1))
             .arg(settings.max_clients.max(1));
         let mut conn = self.conn();
-        self.run(invocation.invoke_async::<i64>(&mut conn)).await?;
+        self.run(script.run::<i64>(&invocation, &mut conn)).await?;
         Ok(())
     }
 

@@ -59,48 +59,49 @@ impl Pending {
     /// Every pending job, oldest first (an unreadable row is skipped with
     /// a log line).
     pub fn load(&self) -> Vec<Job> {
-        let Some(db) = &self.db else {
-            return Vec::new();
-        };
-        let read = || -> Result<Vec<Job>, String> {
-            let txn = db.begin_read().map_err(|err| err.to_string())?;
-            let table = txn.open_table(PENDING).map_err(|err| err.to_string())?;
-            let mut jobs = Vec::new();
-            for row in table.iter().map_err(|err| err.to_string())? {
-                let (seq, text) = row.map_err(|err| err.to_string())?;
-                match serde_json::from_str::<Job>(text.value()) {
-                    Ok(job) => jobs.push(job),
-                    Err(err) => {
-                        log::warn!("pending webhook skipped seq={} reason={err}", seq.value())
-                    }
-                }
-            }
-            Ok(jobs)
-        };
-        read().unwrap_or_else(|err| {
-            log::warn!("pending webhooks not read reason={err}");
-            Vec::new()
+        self.rows(PENDING, "pending webhooks", |seq, text| {
+            serde_json::from_str::<Job>(text)
+                .map_err(|err| log::warn!("pending webhook skipped seq={seq} reason={err}"))
+                .ok()
         })
     }
 
     /// The channels announced occupied and not vacated when the file was
     /// last written (an unreadable file gives none, with a log line).
     pub fn occupied(&self) -> Vec<String> {
+        self.rows(OCCUPIED, "occupied channels", |channel, _| {
+            Some(channel.to_owned())
+        })
+    }
+
+    /// What `row` makes of every row of `table`, in key order (`None`: the
+    /// row is skipped); without a file, or when the file cannot be read,
+    /// none (with a log line naming `what`).
+    fn rows<K, V, T>(
+        &self,
+        table: TableDefinition<K, V>,
+        what: &str,
+        mut row: impl for<'a> FnMut(K::SelfType<'a>, V::SelfType<'a>) -> Option<T>,
+    ) -> Vec<T>
+    where
+        K: redb::Key + 'static,
+        V: redb::Value + 'static,
+    {
         let Some(db) = &self.db else {
             return Vec::new();
         };
-        let read = || -> Result<Vec<String>, String> {
+        let mut read = || -> Result<Vec<T>, String> {
             let txn = db.begin_read().map_err(|err| err.to_string())?;
-            let table = txn.open_table(OCCUPIED).map_err(|err| err.to_string())?;
-            let mut channels = Vec::new();
-            for row in table.iter().map_err(|err| err.to_string())? {
-                let (channel, _) = row.map_err(|err| err.to_string())?;
-                channels.push(channel.value().to_owned());
+            let table = txn.open_table(table).map_err(|err| err.to_string())?;
+            let mut kept = Vec::new();
+            for entry in table.iter().map_err(|err| err.to_string())? {
+                let (key, value) = entry.map_err(|err| err.to_string())?;
+                kept.extend(row(key.value(), value.value()));
             }
-            Ok(channels)
+            Ok(kept)
         };
         read().unwrap_or_else(|err| {
-            log::warn!("occupied channels not read reason={err}");
+            log::warn!("{what} not read reason={err}");
             Vec::new()
         })
     }
