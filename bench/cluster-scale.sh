@@ -213,9 +213,9 @@ owner_of() {
   done | head -1
 }
 
-# failover_run NAME WAIT: open-loop publishes through node 2 to subscribers on node 1; the
-# primary of the first channel's slot gets SIGKILL midway (two replicas each, so the
-# promoted one still has a replica to WAIT for).
+# failover_run NAME WAIT [LOADGEN ARGS]: open-loop publishes through node 2 to subscribers
+# on node 1; the primary of the first channel's slot gets SIGKILL midway (two replicas each,
+# so the promoted one still has a replica to WAIT for).
 failover_run() {
   redis_cluster 3 2
   node 1 SSE_BROKER__CLUSTER__PUBLISH_WAIT_REPLICAS="$2"
@@ -224,7 +224,7 @@ failover_run() {
   victim=$(owner_of "$(redis-cli -p "${REDIS_PORTS[0]}" cluster keyslot "{${1}0}")")
   ( sleep "$FO_KILL_AFTER"; kill -9 "${REDIS_PID[$victim]}" 2>/dev/null || true ) &
   SECS=$FO_SECS lg "$1" 1 2 1 --subscribers "$FO_CHANNELS" --channels "$FO_CHANNELS" --rate "$FO_RATE" \
-    --publishers 4 --drain-secs 15
+    --publishers 4 --drain-secs 15 "${@:3}"
   echo "$victim" > "$OUT/$1.victim"
   stop_all
 }
@@ -232,7 +232,10 @@ failover_run() {
 part_failover() {
   failover_run foasync 0
   failover_run fowait 1
-  summary failover foasync fowait
+  # The publisher a backend job is: an Idempotency-Key on every publish, a failed one sent
+  # again under its key (the loadgen's --idempotency-keys).
+  failover_run fokeyed 1 --idempotency-keys
+  summary failover foasync fowait fokeyed
 }
 
 for part in $PARTS; do

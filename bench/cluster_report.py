@@ -120,7 +120,8 @@ def latency(names):
 
 
 def failover(names):
-    labels = {"foasync": "publish_wait_replicas = 0", "fowait": "publish_wait_replicas = 1"}
+    labels = {"foasync": "publish_wait_replicas = 0", "fowait": "publish_wait_replicas = 1",
+              "fokeyed": "publish_wait_replicas = 1, every publish keyed and retried"}
     print("| primary killed under load | publishes acknowledged | refused (503) | "
           "acknowledged but lost | duplicates | out of order |")
     print("|---|---|---|---|---|---|")

@@ -6,7 +6,12 @@
 #
 #   bench/script-cost.sh [SCRIPT.lua ...]       # default: src/cluster/publish.lua
 #   bench/script-cost.sh src/cluster/publish.lua /tmp/variant.lua
+#   bench/script-cost.sh …/centrifuge/internal/redis_lua/broker_history_add_stream.lua
 #
+# A script named broker_history_add_stream.lua is Centrifugo's publish with
+# history (centrifugal/centrifuge): it gets the arguments its Redis broker
+# sends for the same event (history of 1,000, TTLs set, PUBLISH, no
+# idempotency result key, no delta), so both are counted on one machine.
 # Each script gets a fresh redis-server (under callgrind, on a free loopback
 # port) and the publish script's arguments for one 100-byte event without an
 # idempotency key on one channel: 200 warm-up calls, then CALLS counted.
@@ -27,10 +32,19 @@ for script in "$@"; do
   PID=$!
   for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   sha=$(redis-cli -p "$port" script load "$(cat "$script")")
-  call() {
-    redis-benchmark -p "$port" -q -n "$1" -c 1 EVALSHA "$sha" 2 'sse:{b}:log' 'sse:{b}:events' \
-      PUBLISH 'sse:{b}:bus' b 1000 3600000 4294967296 '' 0 300000 '' "$DATA" 0 '' >/dev/null 2>&1
-  }
+  case "$(basename "$script")" in
+    broker_history_add_stream.lua)
+      call() {
+        redis-benchmark -p "$port" -q -n "$1" -c 1 EVALSHA "$sha" 3 'centrifuge.stream.{b}' \
+          'centrifuge.stream.meta.{b}' '' "$DATA" 1000 3600 'centrifuge.client.{b}' 3600 \
+          'epoch' publish '' 0 0 '' >/dev/null 2>&1
+      } ;;
+    *)
+      call() {
+        redis-benchmark -p "$port" -q -n "$1" -c 1 EVALSHA "$sha" 2 'sse:{b}:log' 'sse:{b}:events' \
+          PUBLISH 'sse:{b}:bus' b 1000 3600000 4294967296 '' 0 300000 '' "$DATA" 0 '' >/dev/null 2>&1
+      } ;;
+  esac
   call 200
   callgrind_control -z "$PID" >/dev/null 2>&1
   call "$CALLS"

@@ -72,6 +72,12 @@ struct Args {
     /// Extra header line on every publish request (repeatable), e.g. 'Authorization: Bearer …'
     #[arg(long)]
     pub_header: Vec<String>,
+    /// Send every publish with an Idempotency-Key (run token, channel, seq) and, when it
+    /// fails (an error status or a dead connection), send the same body under the same key
+    /// again rather than a new event: the retry a backend job makes, so a broker that stored
+    /// the failed attempt answers the first id and stores nothing twice
+    #[arg(long)]
+    idempotency_keys: bool,
     /// Open no subscribers, only publish (same as --subscribers 0)
     #[arg(long)]
     publish_only: bool,
@@ -538,6 +544,9 @@ struct Publisher {
     /// With --pub-form: the form body of each owned channel split around {payload}.
     forms: Vec<(String, String)>,
     seqs: Vec<u64>,
+    /// With --idempotency-keys: per owned channel, the body of a publish that failed,
+    /// sent again (same key) before the channel's next event.
+    unacknowledged: Vec<Option<Vec<u8>>>,
     rr: usize,
     /// Where this publisher's paced events fall between its own ticks, as a
     /// fraction of its interval: publisher p of k starts at p/k, so together
@@ -604,23 +613,32 @@ impl Publisher {
             j += 1;
             let ci = self.rr;
             self.rr = (self.rr + 1) % n_ch;
-            body.clear();
-            {
-                use std::io::Write;
-                let _ = write!(body, "{} {} {} {} ", self.seqs[ci], now_us(), step, cx.sh.token);
-            }
-            while body.len() < pad {
-                body.push(b'x');
-            }
-            if let Some((before, after)) = self.forms.get(ci) {
-                let mut form = Vec::with_capacity(before.len() + body.len() + after.len());
-                form.extend_from_slice(before.as_bytes());
-                form.extend(body.iter().map(|b| if *b == b' ' { b'+' } else { *b }));
-                form.extend_from_slice(after.as_bytes());
-                body = form;
+            let key = cx.a.idempotency_keys.then(|| format!("lg-{}-{}-{}", cx.sh.token, self.channels[ci], self.seqs[ci]));
+            if let Some(unacknowledged) = self.unacknowledged[ci].take() {
+                body = unacknowledged;
+            } else {
+                body.clear();
+                {
+                    use std::io::Write;
+                    let _ = write!(body, "{} {} {} {} ", self.seqs[ci], now_us(), step, cx.sh.token);
+                }
+                while body.len() < pad {
+                    body.push(b'x');
+                }
+                if let Some((before, after)) = self.forms.get(ci) {
+                    let mut form = Vec::with_capacity(before.len() + body.len() + after.len());
+                    form.extend_from_slice(before.as_bytes());
+                    form.extend(body.iter().map(|b| if *b == b' ' { b'+' } else { *b }));
+                    form.extend_from_slice(after.as_bytes());
+                    body = form;
+                }
             }
             let t = Instant::now();
-            match self.conn.post(&self.paths[ci], &body).await {
+            let sent = self.conn.post_keyed(&self.paths[ci], &body, key.as_deref()).await;
+            if key.is_some() && !matches!(sent, Ok(s) if (200..300).contains(&s)) {
+                self.unacknowledged[ci] = Some(body.clone());
+            }
+            match sent {
                 Ok(s) if (200..300).contains(&s) => {
                     self.seqs[ci] += 1;
                     res.per_channel[ci].1 += 1;
@@ -956,6 +974,7 @@ async fn run_leader(cx: Arc<Ctx>, report: Arc<Mutex<Report>>, ctrl: watch::Sende
                 None => Vec::new(),
             },
             seqs: vec![0; channels.len()],
+            unacknowledged: vec![None; channels.len()],
             channels,
             rr: 0,
             phase: p as f64 / k as f64,

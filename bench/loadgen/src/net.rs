@@ -146,16 +146,25 @@ impl PubConn {
     /// POSTs `body`, returns the response status. A reused connection that dies before
     /// answering is retried once on a fresh one.
     pub async fn post(&mut self, path: &str, body: &[u8]) -> Result<u16, String> {
+        self.post_keyed(path, body, None).await
+    }
+
+    /// [`PubConn::post`] with an `Idempotency-Key` header when `key` is given.
+    pub async fn post_keyed(&mut self, path: &str, body: &[u8], key: Option<&str>) -> Result<u16, String> {
         use std::io::Write;
         self.req.clear();
         let _ = write!(
             self.req,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}",
             self.target.host,
             self.content_type,
             body.len(),
             self.headers
         );
+        if let Some(key) = key {
+            let _ = write!(self.req, "Idempotency-Key: {key}\r\n");
+        }
+        self.req.extend_from_slice(b"\r\n");
         self.req.extend_from_slice(body);
         for attempt in 0..2 {
             let reused = self.conn.is_some();
