@@ -12,7 +12,9 @@
 # builds of the broker and the loadgen (bench/README.md). Everything listens on
 # 127.0.0.1. Broker nodes and Redis are pinned to CPU 0, load generators to
 # CPU 1 (on this 2-core machine more nodes share one core: see the doc for what
-# that means and for the projection to separate machines).
+# that means and for the projection to separate machines). REDIS_CPU=1 puts
+# the Redis servers on CPU 1 beside the load generator instead: Redis with a
+# core the broker does not use, as in any real deployment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +35,7 @@ FO_RATE=${FO_RATE:-1000}          # failover: events/s over FO_CHANNELS channels
 FO_CHANNELS=${FO_CHANNELS:-30}
 FO_SECS=${FO_SECS:-20}            # … for this long; the primary dies after FO_KILL_AFTER s
 FO_KILL_AFTER=${FO_KILL_AFTER:-8}
+REDIS_CPU=${REDIS_CPU:-0}        # the CPU the Redis servers are pinned to
 REDIS_BASE=${REDIS_BASE:-17100}   # Redis ports: REDIS_BASE.. (cluster), REDIS_BASE+50 (one server)
 NODE_BASE=${NODE_BASE:-18190}     # broker nodes: NODE_BASE+1..
 PARTS=${*:-routing publish scale latency failover}
@@ -65,7 +68,7 @@ redis_cluster() {
   rm -rf "$dir"; mkdir -p "$dir"
   for i in $(seq 0 $((n - 1))); do
     local port=$((REDIS_BASE + i))
-    taskset -c 0 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    taskset -c "$REDIS_CPU" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
       --cluster-enabled yes --cluster-config-file "$dir/nodes-$port.conf" --dir "$dir" \
       --cluster-node-timeout 1000 --cluster-replica-validity-factor 0 \
       --cluster-require-full-coverage no >"$dir/$port.log" 2>&1 & PIDS+=($!)
@@ -90,7 +93,7 @@ redis_cluster() {
 # redis_single: one redis-server, in $SEEDS.
 redis_single() {
   local port=$((REDIS_BASE + 50))
-  taskset -c 0 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+  taskset -c "$REDIS_CPU" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
     >"$OUT/redis-single.log" 2>&1 & PIDS+=($!)
   REDIS_PORTS=("$port"); wait_port "$port"
   SEEDS="redis://127.0.0.1:$port"; MODE=standalone

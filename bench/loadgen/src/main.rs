@@ -634,7 +634,7 @@ impl Publisher {
                 }
             }
             let t = Instant::now();
-            let sent = self.conn.post_keyed(&self.paths[ci], &body, key.as_deref()).await;
+            let sent = self.conn.post(&self.paths[ci], &body, key.as_deref()).await;
             if key.is_some() && !matches!(sent, Ok(s) if (200..300).contains(&s)) {
                 self.unacknowledged[ci] = Some(body.clone());
             }

@@ -143,14 +143,10 @@ impl PubConn {
         PubConn { target, src, conn: None, rbuf: Vec::with_capacity(4096), req: Vec::with_capacity(1024), content_type, headers }
     }
 
-    /// POSTs `body`, returns the response status. A reused connection that dies before
-    /// answering is retried once on a fresh one.
-    pub async fn post(&mut self, path: &str, body: &[u8]) -> Result<u16, String> {
-        self.post_keyed(path, body, None).await
-    }
-
-    /// [`PubConn::post`] with an `Idempotency-Key` header when `key` is given.
-    pub async fn post_keyed(&mut self, path: &str, body: &[u8], key: Option<&str>) -> Result<u16, String> {
+    /// POSTs `body` (with an `Idempotency-Key` header when `key` is given), returns the
+    /// response status. A reused connection that dies before answering is retried once on a
+    /// fresh one.
+    pub async fn post(&mut self, path: &str, body: &[u8], key: Option<&str>) -> Result<u16, String> {
         use std::io::Write;
         self.req.clear();
         let _ = write!(
