@@ -551,3 +551,78 @@ async fn a_user_on_two_nodes_joins_and_leaves_once() {
     assert_eq!(accepted[1].body["info"]["name"], "Ada");
     assert_eq!(rejected, 0);
 }
+
+/// With two URLs each gets every webhook, in order, from a queue of its own: a receiver
+/// that fails holds up nothing at the other, and gets the same webhooks once it recovers.
+#[actix_web::test]
+async fn every_url_gets_every_webhook_and_a_failing_one_holds_up_no_other() {
+    let failing = Receiver::start(1_000);
+    let healthy = Receiver::start(0);
+    let mut env = webhook_env(&healthy, "100ms");
+    for (key, value) in &mut env {
+        if *key == "SSE_BROKER__WEBHOOKS__URL" {
+            *value = format!("{},{}", failing.hook_url(), healthy.hook_url());
+        }
+    }
+    env.push(("SSE_BROKER__WEBHOOKS__MAX_ATTEMPTS", "100".to_owned()));
+    let broker = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
+
+    let stream = subscribe(&broker, "/stream/room").await;
+    drop(stream);
+    let at_healthy = healthy.wait_for(2).await;
+    let tried = failing.wait_for_attempts(2).await;
+    let (at_failing_meanwhile, _, _) = failing.deliveries().await;
+    failing.fail_next(0).await;
+    let at_failing = failing.wait_for(2).await;
+
+    assert_eq!(kinds(&at_healthy), ["channel.occupied", "channel.vacated"]);
+    assert!(
+        at_failing_meanwhile.is_empty(),
+        "the failing one took nothing"
+    );
+    assert_eq!(tried[0], tried[1], "its first webhook, tried again");
+    assert_eq!(kinds(&at_failing), ["channel.occupied", "channel.vacated"]);
+    let ids = |all: &[Delivered]| all.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&at_failing), ids(&at_healthy), "the same webhooks");
+    assert_eq!(
+        metric_value(&broker.url("/metrics"), "sse_broker_webhooks_sent_total").await,
+        4.0,
+        "two URLs count two"
+    );
+}
+
+/// `webhooks.max_pending` bounds what waits per URL: while a receiver fails, a webhook
+/// beyond the bound is dropped and counted (not queued), and the one waiting still arrives.
+#[actix_web::test]
+async fn a_full_queue_drops_the_new_webhook_and_counts_it() {
+    let receiver = Receiver::start(3);
+    let mut env = webhook_env(&receiver, "10s");
+    env.push(("SSE_BROKER__WEBHOOKS__MAX_PENDING", "1".to_owned()));
+    let broker = BrokerProcess::start("127.0.0.1:0", &pairs(&env));
+
+    let first = subscribe(&broker, "/stream/first").await;
+    receiver.wait_for_attempts(1).await;
+    let second = subscribe(&broker, "/stream/second").await;
+    let metrics = broker.url("/metrics");
+    wait_until(|| async {
+        metric_value(&metrics, "sse_broker_webhooks_dropped_total").await >= 1.0
+    })
+    .await;
+    let accepted = receiver.wait_for(1).await;
+    // Enough time for a wrongly queued second webhook to arrive after the first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (all, _, _) = receiver.deliveries().await;
+
+    assert_eq!(kinds(&accepted), ["channel.occupied"]);
+    assert_eq!(all.len(), 1, "the second channel's webhook was dropped");
+    assert_eq!(all[0].body["channel"], "first");
+    assert_eq!(
+        metric_value(&metrics, "sse_broker_webhooks_dropped_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "sse_broker_webhooks_pending").await,
+        0.0
+    );
+    drop((first, second));
+}
