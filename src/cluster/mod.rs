@@ -59,6 +59,7 @@ use self::{
 use crate::{
     broker::{
         Broker, BrokerError,
+        event::now_ms,
         log::LogError,
         occupancy::{Notice, OccupancyChange, Recorded, SharedOccupancy},
         presence::{MemberChange, PresenceShare},
@@ -466,14 +467,6 @@ impl Cluster {
     pub(crate) fn entry_lifetime_ms(&self) -> u64 {
         script::millis(self.inner.presence_interval.saturating_mul(3)).max(1000)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -24,12 +24,13 @@ use futures_util::future::BoxFuture;
 use redis::cluster_routing::Slot;
 
 use super::{
-    Cluster, ClusterError, members, now_ms, occupancy, revoke,
+    Cluster, ClusterError, members, occupancy, revoke,
     script::{Lua, millis},
 };
 use crate::{
     broker::{
         Broker, BrokerError,
+        event::now_ms,
         peers::Peers,
         presence::ChannelPresence,
         pulse::{PulseRecord, rfc3339},
