@@ -199,11 +199,11 @@ impl Cluster {
         }
         let mut conn = self.conn();
         let replicas = self.inner.publish_wait_replicas;
-        let answer: Vec<String> = if replicas == 0 {
+        let answer: Vec<redis::Value> = if replicas == 0 {
             self.run(script.run(&invocation, &mut conn)).await?
         } else {
             let wait = millis(self.inner.publish_wait_timeout);
-            let (stored, acknowledged): (Vec<String>, u32) = self
+            let (stored, acknowledged): (Vec<redis::Value>, u32) = self
                 .run(script.run_then_wait(&invocation, replicas, wait, &mut conn))
                 .await?;
             if acknowledged < replicas {
@@ -275,24 +275,37 @@ pub(crate) fn parse_event_type(text: &str) -> Option<EventType> {
         .flatten()
 }
 
+/// A field of a script's answer as text, read in place.
+fn text(field: &redis::Value) -> Result<&str, ClusterError> {
+    match field {
+        redis::Value::BulkString(bytes) => std::str::from_utf8(bytes).map_err(|_| {
+            ClusterError::Protocol("a script answered a field that is not text".into())
+        }),
+        other => Err(ClusterError::Protocol(format!(
+            "a script answered {other:?} for a field"
+        ))),
+    }
+}
+
 /// The publish script's answer: what became of each of `count`
 /// submissions (the stored ones numbered in order from the first seq).
-fn parse_logged(fields: Vec<String>, count: usize) -> Result<Vec<Logged>, ClusterError> {
+/// Taken as Redis sent it: the fields are read in place, no `String` each.
+fn parse_logged(fields: Vec<redis::Value>, count: usize) -> Result<Vec<Logged>, ClusterError> {
     if fields.len() != count + 2 {
         return Err(ClusterError::Protocol(format!(
             "publish answered {} fields for {count} events",
             fields.len()
         )));
     }
-    let mut fields = fields.into_iter();
-    let epoch = fields.next().unwrap_or_default();
-    let mut next_seq = parse_u64(&fields.next().unwrap_or_default(), "seq")?;
+    // Empty when nothing was stored (every event a repeat): read when used.
+    let epoch = text(&fields[0])?;
+    let mut next_seq = parse_u64(text(&fields[1])?, "seq")?;
     let mut logged = Vec::with_capacity(count);
-    for answer in fields {
-        logged.push(match answer.as_str() {
+    for answer in &fields[2..] {
+        logged.push(match text(answer)? {
             "" => {
                 let id = EventId {
-                    epoch: parse_epoch(&epoch)?,
+                    epoch: parse_epoch(epoch)?,
                     seq: next_seq,
                 };
                 next_seq += 1;
@@ -426,7 +439,11 @@ mod tests {
     /// The publish answer numbers the stored events in order around repeats and refusals.
     #[test]
     fn parses_publish_answer() {
-        let fields = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fields = |list: &[&str]| {
+            list.iter()
+                .map(|s| redis::Value::BulkString(s.as_bytes().to_vec()))
+                .collect::<Vec<_>>()
+        };
         let id = |epoch, seq| EventId {
             epoch: Epoch::from_raw(epoch),
             seq,
