@@ -128,7 +128,7 @@ impl Webhooks {
         let dispatchers: Vec<(String, Dispatcher)> = settings
             .url
             .iter()
-            .map(|url| (url.clone(), Dispatcher::start(url, Arc::clone(&delivery))))
+            .map(|url| (url.clone(), Dispatcher::start(Arc::clone(&delivery))))
             .collect();
         let left = delivery.pending.load();
         let next_seq = Pending::next_seq(&left);
@@ -258,6 +258,9 @@ impl IntakeTask {
         let settings = &self.delivery.settings;
         let metrics = &self.delivery.metrics;
         let mut jobs: Vec<(usize, Job)> = Vec::new();
+        // Jobs of this batch per dispatcher: they count against its room
+        // before it takes them.
+        let mut planned = vec![0usize; self.dispatchers.len()];
         let mut marks: Vec<Mark> = Vec::new();
         for (channel, transition) in transitions {
             match transition {
@@ -275,7 +278,7 @@ impl IntakeTask {
                 kind(&transition)
             );
             for (at, (url, dispatcher)) in self.dispatchers.iter().enumerate() {
-                if !dispatcher.has_room(settings.max_pending) {
+                if !dispatcher.has_room(settings.max_pending.saturating_sub(planned[at])) {
                     metrics.webhooks_dropped.increment(1);
                     log::warn!(
                         "webhook dropped id={id} channel={channel} url={url} reason=max_pending max={}",
@@ -293,6 +296,7 @@ impl IntakeTask {
                         body: body.clone(),
                     },
                 ));
+                planned[at] += 1;
                 self.seq = self.seq.saturating_add(1);
             }
         }
@@ -303,7 +307,7 @@ impl IntakeTask {
         self.delivery.pending.save(&kept, &marks).await;
         for (at, job) in jobs {
             let (url, dispatcher) = &self.dispatchers[at];
-            // Only this task adds jobs: the room seen above is still there.
+            // Only this task adds jobs: the room counted above is still there.
             if let Err(job) = dispatcher.take(job, usize::MAX, metrics) {
                 log::warn!(
                     "webhook dropped id={} url={url} reason=dispatcher_gone",
