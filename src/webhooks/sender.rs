@@ -54,11 +54,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the task that delivers `url`'s jobs (on the current arbiter).
-    pub fn start(url: &str, delivery: Arc<Delivery>) -> Self {
+    /// Starts the task that delivers one URL's jobs (each names its URL),
+    /// on the current arbiter.
+    pub fn start(delivery: Arc<Delivery>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let waiting = Arc::new(AtomicUsize::new(0));
-        actix::spawn(run(url.to_owned(), rx, delivery, Arc::clone(&waiting)));
+        actix::spawn(run(rx, delivery, Arc::clone(&waiting)));
         Self { tx, waiting }
     }
 
@@ -94,9 +95,21 @@ pub enum Outcome {
     GivenUp,
 }
 
+impl Outcome {
+    /// Counts a webhook whose delivery to one URL ended: no longer
+    /// pending, and sent or failed. (Why it was given up, [`deliver`]
+    /// logged.)
+    pub fn settle(self, metrics: &Metrics) {
+        metrics.webhooks_pending.decrement(1.0);
+        match self {
+            Outcome::Sent => metrics.webhooks_sent.increment(1),
+            Outcome::GivenUp => metrics.webhooks_failed.increment(1),
+        }
+    }
+}
+
 /// The task of one URL (see the module docs).
 async fn run(
-    url: String,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     delivery: Arc<Delivery>,
     waiting: Arc<AtomicUsize>,
@@ -130,19 +143,9 @@ async fn run(
                 }
                 if let Some(job) = finished {
                     delivery.pending.remove(job.seq).await;
-                    if outcome == Outcome::GivenUp {
-                        log::warn!(
-                            "webhook given up id={} channel={} url={url}",
-                            job.id, job.channel
-                        );
-                    }
                 }
                 waiting.fetch_sub(1, Ordering::AcqRel);
-                delivery.metrics.webhooks_pending.decrement(1.0);
-                match outcome {
-                    Outcome::Sent => delivery.metrics.webhooks_sent.increment(1),
-                    Outcome::GivenUp => delivery.metrics.webhooks_failed.increment(1),
-                }
+                Outcome::settle(outcome, &delivery.metrics);
             },
             else => break,
         }

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{
     job::{Job, body},
-    sender::{self, Delivery, MAX_IN_FLIGHT, Outcome},
+    sender::{self, Delivery, MAX_IN_FLIGHT},
 };
 use crate::{
     broker::{
@@ -191,12 +191,7 @@ async fn send_notice(channel: &ChannelName, notice: &Notice, delivery: &Delivery
         };
         async move {
             metrics.webhooks_pending.increment(1.0);
-            let outcome = sender::deliver(delivery, &job).await;
-            metrics.webhooks_pending.decrement(1.0);
-            match outcome {
-                Outcome::Sent => metrics.webhooks_sent.increment(1),
-                Outcome::GivenUp => metrics.webhooks_failed.increment(1),
-            }
+            sender::deliver(delivery, &job).await.settle(metrics);
         }
     });
     futures_util::future::join_all(sends).await;
