@@ -56,6 +56,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures_util::future::BoxFuture;
+
 use super::{
     Cluster, ClusterError,
     script::{Lua, millis},
@@ -69,7 +71,6 @@ use crate::{
     },
     names::{ChannelName, EventType},
 };
-use futures_util::future::BoxFuture;
 
 /// How far a channel's seq moves ahead when its primary changed (see the
 /// module docs): more events than an old primary can acknowledge before its

@@ -107,7 +107,8 @@ impl Cluster {
         self.run(pipe.query_async::<()>(&mut conn)).await?;
         // Each channel's keys are in the channel's own slot: one pipeline
         // per slot on a Redis Cluster, one in all otherwise.
-        let log_ttl = super::log::state_ttl_ms(self.inner.history.max_age) as i64;
+        let log_ttl =
+            i64::try_from(super::log::state_ttl_ms(self.inner.history.max_age)).unwrap_or(i64::MAX);
         let mut pipes: HashMap<Option<Slot>, redis::Pipeline> = HashMap::new();
         for channel in counts
             .iter()
